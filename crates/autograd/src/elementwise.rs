@@ -1,0 +1,308 @@
+//! Element-wise maths: unary functions, scalar arithmetic, and binary arithmetic with
+//! NumPy/PyTorch broadcasting. Each op's gradient rule sits beside its kernel and is written
+//! with these same ops, so every rule here is differentiable again (double backward).
+//! The gradient of a broadcast operand is reduced back to its shape in one place,
+//! [`Tensor::sum_to`].
+
+use crate::dtype::Element;
+use crate::error::{Error, Result};
+use crate::parallel::for_each_chunk_mut;
+use crate::shape::{broadcast_shapes, Layout};
+use crate::tape::record;
+use crate::tensor::Tensor;
+use num_traits::{One, Zero};
+
+/// Applies `f` to every element (parallel for large tensors), keeping the dtype.
+macro_rules! map_unary {
+    ($x:expr, |$v:ident : $T:ident| $f:expr) => {{
+        let x: &Tensor = $x;
+        let storage = $crate::dispatch!(x.storage(), |_s: $T| {
+            let src = x.contiguous_data::<$T>().expect("dtype of its own storage");
+            let mut out = vec![<$T as Zero>::zero(); src.len()];
+            for_each_chunk_mut(&mut out, |start, chunk| {
+                let n = chunk.len();
+                for (o, &$v) in chunk.iter_mut().zip(&src[start..start + n]) {
+                    *o = $f;
+                }
+            });
+            <$T as Element>::into_storage(out)
+        });
+        Tensor::from_storage(storage, x.shape())
+    }};
+}
+
+impl Tensor {
+    // ----- unary ------------------------------------------------------------------------
+
+    pub fn neg(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| -v);
+        record("neg", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().neg())]))
+    }
+
+    pub fn exp(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| v.exp());
+        record("exp", out, &[self], |ctx| {
+            let y = if ctx.create_graph() { ctx.input(0).exp() } else { ctx.output().clone() };
+            Ok(vec![Some(ctx.grad_output().mul(&y)?)])
+        })
+    }
+
+    /// Natural logarithm.
+    pub fn log(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| v.ln());
+        record("log", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().div(ctx.input(0))?)]))
+    }
+
+    /// `x^p` for a constant exponent.
+    pub fn pow(&self, p: f64) -> Tensor {
+        let out = map_unary!(self, |v: T| v.powf(T::from_f64(p)));
+        record("pow", out, &[self], move |ctx| {
+            let d = ctx.input(0).pow(p - 1.0).mul_scalar(p);
+            Ok(vec![Some(ctx.grad_output().mul(&d)?)])
+        })
+    }
+
+    pub fn sqrt(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| v.sqrt());
+        record("sqrt", out, &[self], |ctx| {
+            let y = if ctx.create_graph() { ctx.input(0).sqrt() } else { ctx.output().clone() };
+            Ok(vec![Some(ctx.grad_output().div(&y.mul_scalar(2.0))?)])
+        })
+    }
+
+    /// Absolute value; its gradient at 0 is 0 (as PyTorch's).
+    pub fn abs(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| v.abs());
+        record("abs", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).sign())?)]))
+    }
+
+    /// Limits every element to `[min, max]`; the gradient is zero outside the range.
+    pub fn clamp(&self, min: f64, max: f64) -> Tensor {
+        let out = map_unary!(self, |v: T| v.max(T::from_f64(min)).min(T::from_f64(max)));
+        record("clamp", out, &[self], move |ctx| {
+            let x = ctx.input(0);
+            let inside = map_unary!(x, |v: T| if v >= T::from_f64(min) && v <= T::from_f64(max) { T::one() } else { T::zero() });
+            Ok(vec![Some(ctx.grad_output().mul(&inside)?)])
+        })
+    }
+
+    /// Logistic function `1 / (1 + e^-x)`, computed without overflow for large |x|.
+    pub fn sigmoid(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| sigmoid_scalar(v));
+        record("sigmoid", out, &[self], |ctx| {
+            let y = if ctx.create_graph() { ctx.input(0).sigmoid() } else { ctx.output().clone() };
+            let dy = y.mul(&y.neg().add_scalar(1.0))?;
+            Ok(vec![Some(ctx.grad_output().mul(&dy)?)])
+        })
+    }
+
+    pub fn tanh(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| v.tanh());
+        record("tanh", out, &[self], |ctx| {
+            let y = if ctx.create_graph() { ctx.input(0).tanh() } else { ctx.output().clone() };
+            let dy = y.mul(&y)?.neg().add_scalar(1.0);
+            Ok(vec![Some(ctx.grad_output().mul(&dy)?)])
+        })
+    }
+
+    /// `max(x, 0)`; the gradient at 0 is 0 (as PyTorch's).
+    pub fn relu(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| if v > T::zero() { v } else { T::zero() });
+        record("relu", out, &[self], |ctx| {
+            let mask = ctx.input(0).gt_scalar(0.0);
+            Ok(vec![Some(ctx.grad_output().mul(&mask)?)])
+        })
+    }
+
+    /// `x + c` for a constant.
+    pub fn add_scalar(&self, c: f64) -> Tensor {
+        let out = map_unary!(self, |v: T| v + T::from_f64(c));
+        record("add_scalar", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().clone())]))
+    }
+
+    /// `x * c` for a constant.
+    pub fn mul_scalar(&self, c: f64) -> Tensor {
+        let out = map_unary!(self, |v: T| v * T::from_f64(c));
+        record("mul_scalar", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().mul_scalar(c))]))
+    }
+
+    // ----- non-differentiable helpers (constants in gradient rules) ----------------------
+
+    /// 1 where `x > c`, else 0, in the input's dtype. Not differentiable (a step function).
+    pub fn gt_scalar(&self, c: f64) -> Tensor {
+        map_unary!(self, |v: T| if v > T::from_f64(c) { T::one() } else { T::zero() })
+    }
+
+    /// -1, 0 or 1 by the sign of each element. Not differentiable.
+    pub fn sign(&self) -> Tensor {
+        map_unary!(self, |v: T| if v > T::zero() {
+            T::one()
+        } else if v < T::zero() {
+            -T::one()
+        } else {
+            T::zero()
+        })
+    }
+
+    /// True when every element is finite (no NaN or infinity).
+    pub fn all_finite(&self) -> bool {
+        crate::dispatch!(self.storage(), |_s: T| self
+            .contiguous_data::<T>()
+            .expect("own dtype")
+            .iter()
+            .all(|v| v.is_finite()))
+    }
+
+    // ----- binary with broadcasting -------------------------------------------------------
+
+    pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
+        let out = binary_kernel::<AddOp>("add", self, rhs)?;
+        Ok(record("add", out, &[self, rhs], |ctx| {
+            let g = ctx.grad_output();
+            Ok(vec![
+                grad_if(ctx.needs_grad(0), || g.sum_to(ctx.input(0).shape()))?,
+                grad_if(ctx.needs_grad(1), || g.sum_to(ctx.input(1).shape()))?,
+            ])
+        }))
+    }
+
+    pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
+        let out = binary_kernel::<SubOp>("sub", self, rhs)?;
+        Ok(record("sub", out, &[self, rhs], |ctx| {
+            let g = ctx.grad_output();
+            Ok(vec![
+                grad_if(ctx.needs_grad(0), || g.sum_to(ctx.input(0).shape()))?,
+                grad_if(ctx.needs_grad(1), || g.neg().sum_to(ctx.input(1).shape()))?,
+            ])
+        }))
+    }
+
+    pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let out = binary_kernel::<MulOp>("mul", self, rhs)?;
+        Ok(record("mul", out, &[self, rhs], |ctx| {
+            let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+            Ok(vec![
+                grad_if(ctx.needs_grad(0), || g.mul(b)?.sum_to(a.shape()))?,
+                grad_if(ctx.needs_grad(1), || g.mul(a)?.sum_to(b.shape()))?,
+            ])
+        }))
+    }
+
+    pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
+        let out = binary_kernel::<DivOp>("div", self, rhs)?;
+        Ok(record("div", out, &[self, rhs], |ctx| {
+            let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+            Ok(vec![
+                grad_if(ctx.needs_grad(0), || g.div(b)?.sum_to(a.shape()))?,
+                // d(a/b)/db = -a / b^2
+                grad_if(ctx.needs_grad(1), || g.mul(a)?.div(&b.mul(b)?)?.neg().sum_to(b.shape()))?,
+            ])
+        }))
+    }
+}
+
+/// Runs a gradient computation only for inputs that need one.
+pub(crate) fn grad_if(needed: bool, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    if needed {
+        f().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+#[inline(always)]
+fn sigmoid_scalar<T: Element>(v: T) -> T {
+    if v >= T::zero() {
+        T::one() / (T::one() + (-v).exp())
+    } else {
+        let e = v.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// Layout of `x` seen through the broadcast shape `out` (stride 0 on repeated dims).
+pub(crate) fn broadcast_layout(x: &Layout, out: &[usize]) -> Layout {
+    let pad = out.len() - x.shape.len();
+    let mut strides: crate::shape::Strides = smallvec::SmallVec::from_elem(0, out.len());
+    for i in 0..x.shape.len() {
+        strides[pad + i] = if x.shape[i] == 1 { 0 } else { x.strides[i] };
+    }
+    Layout { shape: out.into(), strides, offset: x.offset }
+}
+
+/// A binary element-wise function, generic over the element type so each dtype gets
+/// its own tight loop.
+trait BinaryFn: Send + Sync {
+    fn apply<T: Element>(a: T, b: T) -> T;
+}
+macro_rules! binary_fn {
+    ($name:ident, $a:ident, $b:ident, $e:expr) => {
+        struct $name;
+        impl BinaryFn for $name {
+            #[inline(always)]
+            fn apply<T: Element>($a: T, $b: T) -> T {
+                $e
+            }
+        }
+    };
+}
+binary_fn!(AddOp, a, b, a + b);
+binary_fn!(SubOp, a, b, a - b);
+binary_fn!(MulOp, a, b, a * b);
+binary_fn!(DivOp, a, b, a / b);
+
+fn binary_kernel<F: BinaryFn>(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
+    }
+    let shape = broadcast_shapes(op, a.shape(), b.shape())?;
+    let storage = crate::dispatch!(a.storage(), |_s: T| T::into_storage(binary_typed::<T>(a, b, &shape, F::apply::<T>)));
+    Ok(Tensor::from_storage(storage, &shape))
+}
+
+fn binary_typed<T: Element>(a: &Tensor, b: &Tensor, shape: &[usize], f: impl Fn(T, T) -> T + Send + Sync) -> Vec<T> {
+    let n: usize = shape.iter().product();
+    let mut out = vec![T::zero(); n];
+    if a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous() {
+        let (x, y) = (a.as_slice::<T>().unwrap(), b.as_slice::<T>().unwrap());
+        for_each_chunk_mut(&mut out, |s, c| {
+            let n = c.len();
+            for ((o, &p), &q) in c.iter_mut().zip(&x[s..s + n]).zip(&y[s..s + n]) {
+                *o = f(p, q);
+            }
+        });
+        return out;
+    }
+    if b.numel() == 1 && a.shape() == shape && a.is_contiguous() {
+        let (x, q) = (a.as_slice::<T>().unwrap(), b.to_vec::<T>()[0]);
+        for_each_chunk_mut(&mut out, |s, c| {
+            let n = c.len();
+            for (o, &p) in c.iter_mut().zip(&x[s..s + n]) {
+                *o = f(p, q);
+            }
+        });
+        return out;
+    }
+    if a.numel() == 1 && b.shape() == shape && b.is_contiguous() {
+        let (p, y) = (a.to_vec::<T>()[0], b.as_slice::<T>().unwrap());
+        for_each_chunk_mut(&mut out, |s, c| {
+            let n = c.len();
+            for (o, &q) in c.iter_mut().zip(&y[s..s + n]) {
+                *o = f(p, q);
+            }
+        });
+        return out;
+    }
+    // General case: walk both operands through their broadcast views.
+    let la = broadcast_layout(a.layout(), shape);
+    let lb = broadcast_layout(b.layout(), shape);
+    let (sa, sb) = (T::slice(a.storage()).unwrap(), T::slice(b.storage()).unwrap());
+    let mut ia = Vec::with_capacity(n);
+    la.for_each_offset(|p| ia.push(p));
+    let mut k = 0;
+    lb.for_each_offset(|q| {
+        out[k] = f(sa[ia[k]], sb[q]);
+        k += 1;
+    });
+    out
+}

@@ -1,0 +1,90 @@
+//! The one error type of the library. Every message names the op that failed and the
+//! shapes or parameters involved, so a user can find the offending line without a debugger.
+
+use crate::shape::Shape;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Formats a shape the way PyTorch users read it: `[2, 3]`.
+pub fn fmt_shape(s: &[usize]) -> String {
+    let parts: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum Error {
+    /// Two operands whose shapes cannot be combined (broadcasting, matmul, cat, ...).
+    #[error("{op}: {msg} ({} and {})", fmt_shape(.lhs), fmt_shape(.rhs))]
+    ShapeMismatch {
+        op: &'static str,
+        msg: String,
+        lhs: Shape,
+        rhs: Shape,
+    },
+    /// A shape argument that is invalid for the input (reshape, narrow, expand, ...).
+    #[error("{op}: {msg} (input shape {})", fmt_shape(.shape))]
+    InvalidShape {
+        op: &'static str,
+        msg: String,
+        shape: Shape,
+    },
+    /// A dimension index out of range for the tensor's rank.
+    #[error("{op}: dimension {dim} out of range for a tensor of rank {rank}")]
+    DimOutOfRange {
+        op: &'static str,
+        dim: isize,
+        rank: usize,
+    },
+    /// Mixed element types in one op.
+    #[error("{op}: dtype mismatch, {lhs} and {rhs}")]
+    DTypeMismatch {
+        op: &'static str,
+        lhs: crate::DType,
+        rhs: crate::DType,
+    },
+    /// Any other invalid argument (empty cat, zero stride, bad value, ...).
+    #[error("{op}: {msg}")]
+    InvalidArgument { op: &'static str, msg: String },
+    /// `backward` on a tensor with more than one element and no seed gradient.
+    #[error("backward: grad can be implicitly created only for scalar outputs, got shape {}; pass a seed gradient", fmt_shape(.0))]
+    NonScalarBackward(Shape),
+    /// `backward` on a tensor that is not part of any graph.
+    #[error("backward: tensor does not require grad and has no grad_fn")]
+    NoGraph,
+    /// A second walk through a graph whose saved values were already freed.
+    #[error("backward: trying to backward through the graph a second time (op {op} at tape position {seq}); its saved values were freed after the first backward. Pass retain_graph = true the first time")]
+    GraphConsumed { op: &'static str, seq: u64 },
+    /// Double backward through an op that only has a first-order rule.
+    #[error("double backward through {op} is not implemented: its gradient rule is first-order only")]
+    NoSecondOrder { op: &'static str },
+    /// A gradient rule returned something inconsistent with its inputs (a bug in that rule).
+    #[error("backward of {op}: {msg}")]
+    BadGradient { op: &'static str, msg: String },
+}
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, msg: impl Into<String>, lhs: &[usize], rhs: &[usize]) -> Self {
+        Error::ShapeMismatch {
+            op,
+            msg: msg.into(),
+            lhs: lhs.into(),
+            rhs: rhs.into(),
+        }
+    }
+    pub(crate) fn invalid_shape(op: &'static str, msg: impl Into<String>, shape: &[usize]) -> Self {
+        Error::InvalidShape {
+            op,
+            msg: msg.into(),
+            shape: shape.into(),
+        }
+    }
+    /// An invalid-argument error; public so downstream crates (ops, nn) report alike.
+    pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::InvalidArgument { op, msg: msg.into() }
+    }
+    /// A shape-mismatch error between two operands; public for downstream crates.
+    pub fn mismatch(op: &'static str, msg: impl Into<String>, lhs: &[usize], rhs: &[usize]) -> Self {
+        Self::shape(op, msg, lhs, rhs)
+    }
+}

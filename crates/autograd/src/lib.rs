@@ -1,0 +1,44 @@
+//! # autograd
+//!
+//! The core of the library: an n-dimensional [`Tensor`] (f32 or f64), the [tape](tape)
+//! that records every differentiable op, [`Parameter`]s, and the tensor algebra that
+//! every other op is built from (element-wise maths with broadcasting, reductions, shape
+//! ops and operators).
+//!
+//! ```
+//! use autograd::Tensor;
+//! let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3])?.requires_grad_();
+//! let y = (&x * &x).sum(); // y = sum(x^2)
+//! y.backward()?;
+//! assert_eq!(x.grad().unwrap().to_vec::<f32>(), vec![2.0, 4.0, 6.0]);
+//! # Ok::<(), autograd::Error>(())
+//! ```
+
+pub mod display;
+pub mod dtype;
+pub mod elementwise;
+pub mod error;
+pub mod function;
+pub mod gradcheck;
+pub mod operators;
+pub mod parallel;
+pub mod param;
+pub mod random;
+pub mod reduce;
+pub mod shape;
+pub mod shape_ops;
+pub mod tape;
+pub mod tensor;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use dtype::{DType, Element, Storage};
+pub use error::{Error, Result};
+pub use function::{apply, Function};
+pub use gradcheck::{gradcheck, gradgradcheck, GradcheckOptions, GradcheckReport};
+pub use parallel::{num_threads, set_num_threads};
+pub use param::Parameter;
+pub use random::{rng, Rng};
+pub use shape::Shape;
+pub use tape::{grad, is_grad_enabled, no_grad, record, record_first_order, BackwardCtx, BackwardOptions};
+pub use tensor::Tensor;

@@ -1,0 +1,58 @@
+//! Seeded random tensors. The generator is ChaCha8 (`rand_chacha`): its stream is fixed
+//! by the seed across versions and platforms, and its state can be saved and restored,
+//! which reproducible training and resuming need.
+
+use crate::dtype::DType;
+use crate::tensor::Tensor;
+use rand::{Rng as _, SeedableRng};
+
+/// The library's random number generator.
+pub type Rng = rand_chacha::ChaCha8Rng;
+
+/// A generator from a seed.
+pub fn rng(seed: u64) -> Rng {
+    Rng::seed_from_u64(seed)
+}
+
+impl Tensor {
+    /// f32 values uniform in `[low, high)`.
+    pub fn uniform(shape: &[usize], low: f64, high: f64, rng: &mut Rng) -> Tensor {
+        Self::uniform_dtype(shape, low, high, DType::F32, rng)
+    }
+
+    pub fn uniform_dtype(shape: &[usize], low: f64, high: f64, dtype: DType, rng: &mut Rng) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| low + (high - low) * rng.random::<f64>()).collect();
+        Tensor::from_vec(v, shape).expect("length matches").to_dtype(dtype)
+    }
+
+    /// f32 values uniform in `[0, 1)` (PyTorch's `torch.rand`).
+    pub fn rand(shape: &[usize], rng: &mut Rng) -> Tensor {
+        Self::uniform(shape, 0.0, 1.0, rng)
+    }
+
+    /// f32 values from a normal distribution (Box-Muller, so the stream is ours to keep).
+    pub fn normal(shape: &[usize], mean: f64, std: f64, rng: &mut Rng) -> Tensor {
+        Self::normal_dtype(shape, mean, std, DType::F32, rng)
+    }
+
+    pub fn normal_dtype(shape: &[usize], mean: f64, std: f64, dtype: DType, rng: &mut Rng) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut v = Vec::with_capacity(n + 1);
+        while v.len() < n {
+            let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: log is finite
+            let u2: f64 = rng.random::<f64>();
+            let r = (-2.0 * u1.ln()).sqrt();
+            let t = std::f64::consts::TAU * u2;
+            v.push(mean + std * r * t.cos());
+            v.push(mean + std * r * t.sin());
+        }
+        v.truncate(n);
+        Tensor::from_vec(v, shape).expect("length matches").to_dtype(dtype)
+    }
+
+    /// Standard normal f32 values (PyTorch's `torch.randn`).
+    pub fn randn(shape: &[usize], rng: &mut Rng) -> Tensor {
+        Self::normal(shape, 0.0, 1.0, rng)
+    }
+}

@@ -1,0 +1,276 @@
+//! Reductions (sum, mean, max with argmax, logsumexp), the gather/scatter pair that routes
+//! gradients to chosen positions, and the numerically stable softmax family composed from
+//! them. Sums always combine in a fixed order, so they are bitwise reproducible.
+
+use crate::dtype::Element;
+use num_traits::Zero as _;
+use crate::error::{Error, Result};
+use crate::parallel::{deterministic_sum, install, PAR_MIN_ELEMS};
+use crate::shape::normalize_dim;
+use crate::tape::record;
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Sizes of the dims before, at and after `dim`.
+fn split3(shape: &[usize], dim: usize) -> (usize, usize, usize) {
+    let outer = shape[..dim].iter().product();
+    let inner = shape[dim + 1..].iter().product();
+    (outer, shape[dim], inner)
+}
+
+/// `out[o, i] = sum_k x[o, k, i]` over a contiguous `[outer, r, inner]` buffer.
+fn sum_axis<T: Element>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); outer * inner];
+    let one = |o: usize, dst: &mut [T]| {
+        if inner == 1 {
+            dst[0] = deterministic_sum(&x[o * r..(o + 1) * r]);
+            return;
+        }
+        for k in 0..r {
+            let src = &x[(o * r + k) * inner..(o * r + k + 1) * inner];
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d += s;
+            }
+        }
+    };
+    if outer > 1 && x.len() >= PAR_MIN_ELEMS && inner > 0 {
+        install(|| out.par_chunks_mut(inner).enumerate().for_each(|(o, d)| one(o, d)));
+    } else if inner > 0 {
+        out.chunks_mut(inner).enumerate().for_each(|(o, d)| one(o, d));
+    }
+    out
+}
+
+fn normalize_dims(op: &'static str, dims: &[isize], rank: usize) -> Result<Vec<usize>> {
+    let mut ds = Vec::with_capacity(dims.len());
+    for &d in dims {
+        let d = normalize_dim(op, d, rank)?;
+        if ds.contains(&d) {
+            return Err(Error::invalid(op, format!("dim {d} appears more than once in {dims:?}")));
+        }
+        ds.push(d);
+    }
+    ds.sort_unstable();
+    Ok(ds)
+}
+
+impl Tensor {
+    /// Sum of all elements, as a 0-dimensional tensor.
+    pub fn sum(&self) -> Tensor {
+        let storage = crate::dispatch!(self.storage(), |_s: T| {
+            let x = self.contiguous_data::<T>().expect("own dtype");
+            T::into_storage(vec![deterministic_sum(&x)])
+        });
+        let out = Tensor::from_storage(storage, &[]);
+        record("sum", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().expand(ctx.input(0).shape())?)]))
+    }
+
+    /// Sum over `dims` (negative dims count from the end); `keepdim` keeps them as size 1.
+    pub fn sum_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let ds = normalize_dims("sum", dims, self.rank())?;
+        let mut kept: Vec<usize> = self.shape().to_vec();
+        let storage = crate::dispatch!(self.storage(), |_s: T| {
+            let mut data: Vec<T> = self.contiguous_data::<T>()?.into_owned();
+            for &d in ds.iter().rev() {
+                let (o, r, i) = split3(&kept, d);
+                data = sum_axis(&data, o, r, i);
+                kept[d] = 1;
+            }
+            T::into_storage(data)
+        });
+        let out_shape: Vec<usize> = if keepdim {
+            kept.clone()
+        } else {
+            kept.iter().enumerate().filter(|(i, _)| !ds.contains(i)).map(|(_, &s)| s).collect()
+        };
+        let out = Tensor::from_storage(storage, &out_shape);
+        Ok(record("sum_dims", out, &[self], move |ctx| {
+            let g = ctx.grad_output().reshape_to(&kept)?;
+            Ok(vec![Some(g.expand(ctx.input(0).shape())?)])
+        }))
+    }
+
+    /// Mean of all elements.
+    pub fn mean(&self) -> Tensor {
+        let n = self.numel().max(1) as f64;
+        self.sum().mul_scalar(1.0 / n)
+    }
+
+    /// Mean over `dims`.
+    pub fn mean_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let ds = normalize_dims("mean", dims, self.rank())?;
+        let n: usize = ds.iter().map(|&d| self.shape()[d]).product();
+        Ok(self.sum_dims(dims, keepdim)?.mul_scalar(1.0 / n.max(1) as f64))
+    }
+
+    /// Reduces a gradient of a broadcast result back to `shape` (the inverse of
+    /// broadcasting): sums over the dims broadcasting added or stretched.
+    pub fn sum_to(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        let rank = self.rank();
+        if shape.len() > rank {
+            return Err(Error::shape("sum_to", "target has more dims than the tensor", self.shape(), shape));
+        }
+        let pad = rank - shape.len();
+        let mut dims = Vec::new();
+        for i in 0..rank {
+            let want = if i < pad { 1 } else { shape[i - pad] };
+            if i < pad || (want == 1 && self.shape()[i] != 1) {
+                dims.push(i as isize);
+            } else if want != self.shape()[i] {
+                return Err(Error::shape("sum_to", "shapes are not broadcast-compatible", self.shape(), shape));
+            }
+        }
+        self.sum_dims(&dims, true)?.reshape_to(shape)
+    }
+
+    /// Largest element along `dim` and where it is (the first one on ties; NaN wins).
+    /// Indices are flat in the values' row-major order.
+    pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Vec<usize>)> {
+        let d = normalize_dim("max", dim, self.rank())?;
+        if self.shape()[d] == 0 {
+            return Err(Error::invalid_shape("max", format!("cannot take the max over empty dim {d}"), self.shape()));
+        }
+        let idx = self.argmax_impl(d)?;
+        let mut kept = self.shape().to_vec();
+        kept[d] = 1;
+        let values = self.gather(dim, &idx, &kept)?;
+        let values = if keepdim { values } else { values.squeeze(dim)? };
+        Ok((values, idx))
+    }
+
+    /// Index of the largest element along `dim` (first on ties), in row-major order of
+    /// the remaining dims.
+    pub fn argmax(&self, dim: isize) -> Result<Vec<usize>> {
+        let d = normalize_dim("argmax", dim, self.rank())?;
+        if self.shape()[d] == 0 {
+            return Err(Error::invalid_shape("argmax", format!("cannot take the argmax over empty dim {d}"), self.shape()));
+        }
+        self.argmax_impl(d)
+    }
+
+    fn argmax_impl(&self, d: usize) -> Result<Vec<usize>> {
+        let (outer, r, inner) = split3(self.shape(), d);
+        Ok(crate::dispatch!(self.storage(), |_s: T| {
+            let x = self.contiguous_data::<T>()?;
+            let mut idx = vec![0usize; outer * inner];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let mut best = x[o * r * inner + i];
+                    let mut bi = 0;
+                    for k in 1..r {
+                        let v = x[(o * r + k) * inner + i];
+                        if v > best || (v.is_nan() && !best.is_nan()) {
+                            best = v;
+                            bi = k;
+                        }
+                    }
+                    idx[o * inner + i] = bi;
+                }
+            }
+            idx
+        }))
+    }
+
+    /// Picks elements along `dim`: `out[.., j, ..] = x[.., index[.., j, ..], ..]`, where
+    /// `index` has shape `index_shape` (the input's shape except at `dim`), as
+    /// `torch.gather`. The gradient scatters back and adds.
+    pub fn gather(&self, dim: isize, index: &[usize], index_shape: &[usize]) -> Result<Tensor> {
+        let d = normalize_dim("gather", dim, self.rank())?;
+        check_index("gather", self.shape(), d, index, index_shape)?;
+        let index: Arc<Vec<usize>> = Arc::new(index.to_vec());
+        let (outer, r, inner) = split3(self.shape(), d);
+        let k = index_shape[d];
+        let storage = crate::dispatch!(self.storage(), |_s: T| {
+            let x = self.contiguous_data::<T>()?;
+            let mut out = vec![T::zero(); index.len()];
+            for o in 0..outer {
+                for j in 0..k {
+                    for i in 0..inner {
+                        let p = (o * k + j) * inner + i;
+                        out[p] = x[(o * r + index[p]) * inner + i];
+                    }
+                }
+            }
+            T::into_storage(out)
+        });
+        let out = Tensor::from_storage(storage, index_shape);
+        let ishape = index_shape.to_vec();
+        Ok(record("gather", out, &[self], move |ctx| {
+            Ok(vec![Some(ctx.grad_output().scatter_add(dim, &index, &ishape, ctx.input(0).shape())?)])
+        }))
+    }
+
+    /// The adjoint of [`Tensor::gather`]: a zero tensor of `shape` with this tensor's
+    /// elements added at the indexed positions.
+    pub fn scatter_add(&self, dim: isize, index: &[usize], index_shape: &[usize], shape: &[usize]) -> Result<Tensor> {
+        let d = normalize_dim("scatter_add", dim, shape.len())?;
+        check_index("scatter_add", shape, d, index, index_shape)?;
+        if self.shape() != index_shape {
+            return Err(Error::shape("scatter_add", "source and index shapes differ", self.shape(), index_shape));
+        }
+        let index: Arc<Vec<usize>> = Arc::new(index.to_vec());
+        let (outer, r, inner) = split3(shape, d);
+        let k = index_shape[d];
+        let storage = crate::dispatch!(self.storage(), |_s: T| {
+            let src = self.contiguous_data::<T>()?;
+            let mut out = vec![T::zero(); outer * r * inner];
+            for o in 0..outer {
+                for j in 0..k {
+                    for i in 0..inner {
+                        let p = (o * k + j) * inner + i;
+                        out[(o * r + index[p]) * inner + i] += src[p];
+                    }
+                }
+            }
+            T::into_storage(out)
+        });
+        let out = Tensor::from_storage(storage, shape);
+        let ishape = index_shape.to_vec();
+        Ok(record("scatter_add", out, &[self], move |ctx| {
+            Ok(vec![Some(ctx.grad_output().gather(dim, &index, &ishape)?)])
+        }))
+    }
+
+    /// `log(sum(exp(x)))` along `dim`, shifted by the (constant) max so it cannot overflow.
+    pub fn logsumexp(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let m = self.max_dim(dim, true)?.0.detach();
+        let out = self.sub(&m)?.exp().sum_dims(&[dim], true)?.log().add(&m)?;
+        if keepdim {
+            Ok(out)
+        } else {
+            out.squeeze(dim)
+        }
+    }
+
+    /// `exp(x) / sum(exp(x))` along `dim`, computed on `x - max` for stability (the
+    /// shift is a constant: softmax does not depend on it, so no gradient is lost).
+    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        let m = self.max_dim(dim, true)?.0.detach();
+        let e = self.sub(&m)?.exp();
+        e.div(&e.sum_dims(&[dim], true)?)
+    }
+
+    /// `x - logsumexp(x)` along `dim`.
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        let m = self.max_dim(dim, true)?.0.detach();
+        let s = self.sub(&m)?;
+        s.sub(&s.exp().sum_dims(&[dim], true)?.log())
+    }
+}
+
+fn check_index(op: &'static str, shape: &[usize], d: usize, index: &[usize], index_shape: &[usize]) -> Result<()> {
+    if index_shape.len() != shape.len() || index_shape.iter().zip(shape).enumerate().any(|(i, (a, b))| i != d && a != b) {
+        return Err(Error::shape(op, format!("index must match the input shape except at dim {d}"), shape, index_shape));
+    }
+    if index.len() != index_shape.iter().product::<usize>() {
+        return Err(Error::invalid(op, format!("{} indices for index shape {:?}", index.len(), index_shape)));
+    }
+    if let Some(&bad) = index.iter().find(|&&i| i >= shape[d]) {
+        return Err(Error::invalid(op, format!("index {bad} out of range for dim {d} of size {}", shape[d])));
+    }
+    Ok(())
+}

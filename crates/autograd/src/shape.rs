@@ -1,0 +1,119 @@
+//! Shapes, strides and broadcasting. A tensor is a view (shape, strides, offset) into a
+//! shared buffer, so transpose, narrow and expand cost nothing until a kernel needs
+//! contiguous memory.
+
+use crate::error::{Error, Result};
+use smallvec::SmallVec;
+
+/// Dimensions of a tensor; inline up to 6 dims (no heap allocation for the usual cases).
+pub type Shape = SmallVec<[usize; 6]>;
+/// Element strides of a view; a stride of 0 repeats (broadcasts) a dimension.
+pub type Strides = SmallVec<[usize; 6]>;
+
+/// Row-major strides of a contiguous tensor of this shape.
+pub fn contiguous_strides(shape: &[usize]) -> Strides {
+    let mut strides: Strides = SmallVec::from_elem(0, shape.len());
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        strides[i] = acc;
+        acc *= shape[i];
+    }
+    strides
+}
+
+/// A view into a buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub shape: Shape,
+    pub strides: Strides,
+    pub offset: usize,
+}
+
+impl Layout {
+    pub fn contiguous(shape: &[usize]) -> Self {
+        Layout {
+            shape: shape.into(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// True when the view reads its elements in row-major order from one dense range.
+    pub fn is_contiguous(&self) -> bool {
+        let mut acc = 1;
+        for i in (0..self.shape.len()).rev() {
+            if self.shape[i] != 1 && self.strides[i] != acc {
+                return false;
+            }
+            acc *= self.shape[i];
+        }
+        true
+    }
+    /// Buffer positions of every element in row-major order, written into `out`.
+    /// The innermost dimension is a tight loop; outer dims advance like an odometer.
+    pub fn for_each_offset(&self, mut f: impl FnMut(usize)) {
+        let n = self.numel();
+        if n == 0 {
+            return;
+        }
+        let rank = self.shape.len();
+        if rank == 0 {
+            f(self.offset);
+            return;
+        }
+        let inner = self.shape[rank - 1];
+        let inner_stride = self.strides[rank - 1];
+        let mut idx: SmallVec<[usize; 6]> = SmallVec::from_elem(0, rank);
+        let mut base = self.offset;
+        let outer = n / inner;
+        for _ in 0..outer {
+            let mut p = base;
+            for _ in 0..inner {
+                f(p);
+                p += inner_stride;
+            }
+            // advance the odometer over dims 0..rank-1
+            let mut d = rank - 1;
+            while d > 0 {
+                d -= 1;
+                idx[d] += 1;
+                base += self.strides[d];
+                if idx[d] < self.shape[d] {
+                    break;
+                }
+                base -= self.strides[d] * self.shape[d];
+                idx[d] = 0;
+            }
+        }
+    }
+}
+
+/// Normalises a possibly negative dim (`-1` is the last) against `rank`.
+pub fn normalize_dim(op: &'static str, dim: isize, rank: usize) -> Result<usize> {
+    let r = rank as isize;
+    let d = if dim < 0 { dim + r } else { dim };
+    if d < 0 || d >= r.max(0) {
+        return Err(Error::DimOutOfRange { op, dim, rank });
+    }
+    Ok(d as usize)
+}
+
+/// NumPy/PyTorch broadcasting: align trailing dims; each pair must be equal or contain a 1.
+pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Shape> {
+    let rank = a.len().max(b.len());
+    let mut out: Shape = SmallVec::from_elem(1, rank);
+    for i in 0..rank {
+        let da = if i < rank - a.len() { 1 } else { a[i - (rank - a.len())] };
+        let db = if i < rank - b.len() { 1 } else { b[i - (rank - b.len())] };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(Error::shape(op, "shapes cannot be broadcast together", a, b));
+        };
+    }
+    Ok(out)
+}

@@ -1,0 +1,364 @@
+//! The tape. Every differentiable op appends one entry (a [`Node`]): the op's name, its
+//! inputs, its (detached) output and the rule that turns the output's gradient into the
+//! inputs' gradients. Entries get increasing tape positions, so walking the entries that
+//! lead to a result in decreasing position is a valid reverse topological order: that
+//! is all `backward` does.
+//!
+//! Gradient rules are written with ordinary tensor ops. Running them with recording on
+//! (`create_graph`) therefore puts the backward pass itself on the tape, which is how
+//! gradients of gradients work.
+
+use crate::error::{Error, Result};
+use crate::tensor::{Tensor, TensorInner};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Where a leaf accumulates its gradient; shared by every version of a `Parameter`.
+pub type GradSlot = Arc<Mutex<Option<Tensor>>>;
+
+/// A gradient rule: given the context of one tape entry, one gradient per input
+/// (`None` where the input needs none).
+pub type Rule = dyn Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync;
+
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// One tape entry.
+pub struct Node {
+    /// Position on the tape; later ops have larger positions.
+    pub(crate) seq: u64,
+    pub(crate) name: &'static str,
+    pub(crate) inputs: Vec<Tensor>,
+    /// The op's result without its graph edge (shares the buffer; no reference cycle).
+    pub(crate) output: Tensor,
+    /// The gradient rule; taken out (freeing what it captured) after a backward pass
+    /// unless the caller retains the graph.
+    rule: Mutex<Option<Arc<Rule>>>,
+    /// Whether the rule is itself differentiable (its ops are all on the tape).
+    second_order: bool,
+}
+
+/// What a gradient rule sees.
+pub struct BackwardCtx<'a> {
+    node: &'a Node,
+    grad_output: &'a Tensor,
+    create_graph: bool,
+}
+
+impl<'a> BackwardCtx<'a> {
+    /// Gradient of the loss with respect to this op's output.
+    pub fn grad_output(&self) -> &Tensor {
+        self.grad_output
+    }
+    /// The i-th input of the op, as it was in the forward pass.
+    pub fn input(&self, i: usize) -> &Tensor {
+        &self.node.inputs[i]
+    }
+    pub fn inputs(&self) -> &[Tensor] {
+        &self.node.inputs
+    }
+    /// The op's output, detached. Rules that need a differentiable output under
+    /// `create_graph` recompute it from the inputs instead.
+    pub fn output(&self) -> &Tensor {
+        &self.node.output
+    }
+    /// Whether input `i` needs a gradient; rules skip the work for the others.
+    pub fn needs_grad(&self, i: usize) -> bool {
+        self.node.inputs[i].requires_grad()
+    }
+    /// True when the backward pass itself is being recorded (double backward).
+    pub fn create_graph(&self) -> bool {
+        self.create_graph
+    }
+}
+
+// ----- grad mode ----------------------------------------------------------------------
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// True unless inside [`no_grad`] (per thread).
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Restores the previous grad mode when dropped.
+pub struct GradModeGuard(bool);
+impl GradModeGuard {
+    pub fn new(enabled: bool) -> Self {
+        GradModeGuard(GRAD_ENABLED.with(|g| g.replace(enabled)))
+    }
+}
+impl Drop for GradModeGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.0));
+    }
+}
+
+/// Runs `f` without recording anything on the tape (PyTorch's `torch.no_grad()`).
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _g = GradModeGuard::new(false);
+    f()
+}
+
+// ----- recording ----------------------------------------------------------------------
+
+/// Puts `output` on the tape as the result of op `name` applied to `inputs`, with a gradient
+/// rule written in differentiable ops (so it supports double backward). When recording is
+/// off or no input requires grad, returns `output` unchanged. This is how every op in the
+/// library, and any custom op of a user's, joins the tape.
+pub fn record(
+    name: &'static str,
+    output: Tensor,
+    inputs: &[&Tensor],
+    rule: impl Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Tensor {
+    record_impl(name, output, inputs, Arc::new(rule), true)
+}
+
+/// Like [`record`], for a rule that is not itself differentiable (a hand-written kernel).
+/// Double backward through such an op is an error naming it, never a silent zero.
+pub fn record_first_order(
+    name: &'static str,
+    output: Tensor,
+    inputs: &[&Tensor],
+    rule: impl Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Tensor {
+    record_impl(name, output, inputs, Arc::new(rule), false)
+}
+
+fn record_impl(name: &'static str, output: Tensor, inputs: &[&Tensor], rule: Arc<Rule>, second_order: bool) -> Tensor {
+    if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+        return output;
+    }
+    let node = Node {
+        seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
+        name,
+        inputs: inputs.iter().map(|t| (*t).clone()).collect(),
+        output: output.detach(),
+        rule: Mutex::new(Some(rule)),
+        second_order,
+    };
+    Tensor(Arc::new(TensorInner {
+        storage: output.0.storage.clone(),
+        layout: output.0.layout.clone(),
+        grad_fn: Some(Arc::new(node)),
+        grad_slot: None,
+    }))
+}
+
+// ----- backward -----------------------------------------------------------------------
+
+/// Options of a backward pass (PyTorch's `retain_graph` and `create_graph`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackwardOptions {
+    /// Keep the gradient rules (and what they saved) for another backward pass.
+    pub retain_graph: bool,
+    /// Record the backward pass on the tape, so gradients can be differentiated again.
+    /// Implies `retain_graph`.
+    pub create_graph: bool,
+}
+
+impl Tensor {
+    /// Backpropagates from a one-element tensor, accumulating into the `.grad()` of every
+    /// leaf that requires grad.
+    pub fn backward(&self) -> Result<()> {
+        self.backward_with(None, BackwardOptions::default())
+    }
+
+    /// Backpropagates with an explicit seed gradient (required for non-scalar outputs)
+    /// and options.
+    pub fn backward_with(&self, seed: Option<&Tensor>, opts: BackwardOptions) -> Result<()> {
+        run_backward(self, seed, opts, None).map(|_| ())
+    }
+}
+
+/// Gradients of `output` with respect to `inputs`, returned instead of accumulated
+/// (PyTorch's `torch.autograd.grad`). With `create_graph` the results are themselves on
+/// the tape, which gives Hessian-vector products and `gradgradcheck`.
+pub fn grad(output: &Tensor, inputs: &[&Tensor], seed: Option<&Tensor>, opts: BackwardOptions) -> Result<Vec<Option<Tensor>>> {
+    for t in inputs {
+        if !t.requires_grad() {
+            return Err(Error::invalid("grad", "one of the differentiated tensors does not require grad"));
+        }
+    }
+    run_backward(output, seed, opts, Some(inputs)).map(|r| r.unwrap_or_default())
+}
+
+/// Sums two gradient contributions (recorded when building a graph).
+fn accumulate(acc: Option<Tensor>, g: Tensor) -> Result<Tensor> {
+    match acc {
+        None => Ok(g),
+        Some(a) => a.add(&g),
+    }
+}
+
+fn run_backward(root: &Tensor, seed: Option<&Tensor>, opts: BackwardOptions, targets: Option<&[&Tensor]>) -> Result<Option<Vec<Option<Tensor>>>> {
+    if !root.requires_grad() {
+        return Err(Error::NoGraph);
+    }
+    let seed = match seed {
+        Some(s) => {
+            if s.shape() != root.shape() {
+                return Err(Error::shape("backward", "seed gradient shape differs from the output's", s.shape(), root.shape()));
+            }
+            s.to_dtype(root.dtype())
+        }
+        None if root.numel() == 1 => Tensor::ones_dtype(root.shape(), root.dtype()),
+        None => return Err(Error::NonScalarBackward(root.shape().into())),
+    };
+    let create_graph = opts.create_graph;
+    let retain = opts.retain_graph || create_graph;
+    let _mode = GradModeGuard::new(create_graph);
+    let seed = if create_graph { seed } else { seed.detach() };
+
+    // Collect the tape entries that lead to the root, then order them by tape position.
+    let mut nodes: HashMap<u64, Arc<Node>> = HashMap::new();
+    let mut stack: Vec<Arc<Node>> = root.0.grad_fn.iter().cloned().collect();
+    while let Some(n) = stack.pop() {
+        if nodes.contains_key(&n.seq) {
+            continue;
+        }
+        for inp in &n.inputs {
+            if let Some(f) = &inp.0.grad_fn {
+                if !nodes.contains_key(&f.seq) {
+                    stack.push(f.clone());
+                }
+            }
+        }
+        nodes.insert(n.seq, n);
+    }
+    let mut order: Vec<u64> = nodes.keys().copied().collect();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+
+    // Where each target's gradient comes from: a node's output, or a leaf.
+    let mut target_of_node: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut target_of_leaf: HashMap<usize, Vec<usize>> = HashMap::new();
+    if let Some(ts) = targets {
+        for (i, t) in ts.iter().enumerate() {
+            match &t.0.grad_fn {
+                Some(f) => target_of_node.entry(f.seq).or_default().push(i),
+                None => target_of_leaf.entry(t.id()).or_default().push(i),
+            }
+        }
+    }
+    let mut results: Vec<Option<Tensor>> = vec![None; targets.map_or(0, |t| t.len())];
+    // Leaf gradients, keyed by grad slot so all versions of a parameter add up.
+    let mut leaf_grads: Vec<(Tensor, Tensor)> = Vec::new();
+    let mut leaf_index: HashMap<usize, usize> = HashMap::new();
+    let mut deliver_leaf = |leaf: &Tensor, g: Tensor, results: &mut Vec<Option<Tensor>>| -> Result<()> {
+        if targets.is_some() {
+            if let Some(ix) = target_of_leaf.get(&leaf.id()) {
+                for &i in ix {
+                    results[i] = Some(accumulate(results[i].take(), g.clone())?);
+                }
+            }
+            return Ok(());
+        }
+        let key = leaf.0.grad_slot.as_ref().map(|s| Arc::as_ptr(s) as usize).unwrap_or(0);
+        if key == 0 {
+            return Ok(());
+        }
+        match leaf_index.get(&key) {
+            Some(&i) => {
+                let prev = leaf_grads[i].1.clone();
+                leaf_grads[i].1 = prev.add(&g)?;
+            }
+            None => {
+                leaf_index.insert(key, leaf_grads.len());
+                leaf_grads.push((leaf.clone(), g));
+            }
+        }
+        Ok(())
+    };
+
+    let mut pending: HashMap<u64, Tensor> = HashMap::new();
+    match &root.0.grad_fn {
+        Some(f) => {
+            pending.insert(f.seq, seed);
+        }
+        None => deliver_leaf(root, seed, &mut results)?,
+    }
+
+    for seq in order {
+        let Some(g) = pending.remove(&seq) else { continue };
+        let node = &nodes[&seq];
+        if let Some(ix) = target_of_node.get(&seq) {
+            for &i in ix {
+                results[i] = Some(accumulate(results[i].take(), g.clone())?);
+            }
+        }
+        let rule = {
+            let mut slot = node.rule.lock().unwrap();
+            let r = slot.clone().ok_or(Error::GraphConsumed { op: node.name, seq })?;
+            if !retain {
+                *slot = None;
+            }
+            r
+        };
+        let grads = {
+            let ctx = BackwardCtx { node, grad_output: &g, create_graph };
+            if create_graph && !node.second_order {
+                let grads = no_grad(|| rule(&ctx))?;
+                // Mark each result as depending on the op, so that differentiating it
+                // again fails loudly instead of treating the rule as a constant.
+                let mut deps: Vec<&Tensor> = node.inputs.iter().collect();
+                deps.push(&g);
+                let name = node.name;
+                grads
+                    .into_iter()
+                    .map(|og| og.map(|t| record(name, t, &deps, move |_| Err(Error::NoSecondOrder { op: name }))))
+                    .collect()
+            } else {
+                rule(&ctx)?
+            }
+        };
+        if grads.len() != node.inputs.len() {
+            return Err(Error::BadGradient {
+                op: node.name,
+                msg: format!("rule returned {} gradients for {} inputs", grads.len(), node.inputs.len()),
+            });
+        }
+        for (inp, og) in node.inputs.iter().zip(grads) {
+            let Some(gi) = og else { continue };
+            if !inp.requires_grad() {
+                continue;
+            }
+            if gi.shape() != inp.shape() || gi.dtype() != inp.dtype() {
+                return Err(Error::BadGradient {
+                    op: node.name,
+                    msg: format!(
+                        "gradient {} {} for input {} {}",
+                        crate::error::fmt_shape(gi.shape()),
+                        gi.dtype(),
+                        crate::error::fmt_shape(inp.shape()),
+                        inp.dtype()
+                    ),
+                });
+            }
+            match &inp.0.grad_fn {
+                Some(f) => {
+                    let acc = pending.remove(&f.seq);
+                    pending.insert(f.seq, accumulate(acc, gi)?);
+                }
+                None => deliver_leaf(inp, gi, &mut results)?,
+            }
+        }
+    }
+
+    if targets.is_some() {
+        return Ok(Some(results));
+    }
+    for (leaf, g) in leaf_grads {
+        let slot = leaf.0.grad_slot.as_ref().expect("keyed by slot");
+        let mut s = slot.lock().unwrap();
+        let new = match s.take() {
+            None => g,
+            Some(old) => old.add(&g)?,
+        };
+        *s = Some(new);
+    }
+    Ok(None)
+}

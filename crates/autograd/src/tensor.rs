@@ -1,0 +1,300 @@
+//! The tensor: a cheap-to-clone handle to a view of a shared buffer, plus the graph edge
+//! (`grad_fn`) that produced it. Tensors are immutable; ops return new tensors.
+
+use crate::dtype::{DType, Element, Storage};
+use crate::error::{Error, Result};
+use crate::shape::Layout;
+use crate::tape::{GradSlot, Node};
+use std::sync::{Arc, Mutex};
+
+/// An n-dimensional array of f32 or f64 that may take part in automatic differentiation.
+///
+/// Cloning is cheap (an `Arc` bump). Leaves that require grad own a gradient slot that
+/// `backward` accumulates into; results of ops carry the tape entry (`grad_fn`) that made them.
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<TensorInner>);
+
+pub(crate) struct TensorInner {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) layout: Layout,
+    /// The tape entry that produced this tensor; `None` for leaves and constants.
+    pub(crate) grad_fn: Option<Arc<Node>>,
+    /// Gradient accumulator of a leaf that requires grad (shared with its `Parameter`).
+    pub(crate) grad_slot: Option<GradSlot>,
+}
+
+impl Tensor {
+    // ----- construction -----------------------------------------------------------------
+
+    pub(crate) fn from_parts(storage: Arc<Storage>, layout: Layout) -> Tensor {
+        Tensor(Arc::new(TensorInner {
+            storage,
+            layout,
+            grad_fn: None,
+            grad_slot: None,
+        }))
+    }
+
+    pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(storage.len(), shape.iter().product::<usize>());
+        Self::from_parts(Arc::new(storage), Layout::contiguous(shape))
+    }
+
+    /// Wraps a typed buffer whose length must match the shape.
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if data.len() != n {
+            return Err(Error::invalid_shape(
+                "from_vec",
+                format!("{} elements cannot fill the shape", data.len()),
+                shape,
+            ));
+        }
+        Ok(Self::from_storage(T::into_storage(data), shape))
+    }
+
+    /// A 0-dimensional f32 tensor.
+    pub fn scalar(v: f32) -> Tensor {
+        Self::from_storage(Storage::F32(vec![v]), &[])
+    }
+
+    /// A 0-dimensional tensor of the given dtype.
+    pub fn scalar_dtype(v: f64, dtype: DType) -> Tensor {
+        Self::full_dtype(&[], v, dtype)
+    }
+
+    /// f32 tensor filled with `value`.
+    pub fn full(shape: &[usize], value: f32) -> Tensor {
+        Self::full_dtype(shape, value as f64, DType::F32)
+    }
+
+    pub fn full_dtype(shape: &[usize], value: f64, dtype: DType) -> Tensor {
+        let n = shape.iter().product();
+        let storage = match dtype {
+            DType::F32 => Storage::F32(vec![value as f32; n]),
+            DType::F64 => Storage::F64(vec![value; n]),
+        };
+        Self::from_storage(storage, shape)
+    }
+
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Self::full(shape, 0.0)
+    }
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Self::full(shape, 1.0)
+    }
+    pub fn zeros_dtype(shape: &[usize], dtype: DType) -> Tensor {
+        Self::full_dtype(shape, 0.0, dtype)
+    }
+    pub fn ones_dtype(shape: &[usize], dtype: DType) -> Tensor {
+        Self::full_dtype(shape, 1.0, dtype)
+    }
+    /// Zeros with this tensor's shape and dtype.
+    pub fn zeros_like(&self) -> Tensor {
+        Self::zeros_dtype(self.shape(), self.dtype())
+    }
+    pub fn ones_like(&self) -> Tensor {
+        Self::ones_dtype(self.shape(), self.dtype())
+    }
+
+    /// `[start, start+step, ...)` below `end`, as f32 (PyTorch's `torch.arange`).
+    pub fn arange(start: f64, end: f64, step: f64) -> Result<Tensor> {
+        Self::arange_dtype(start, end, step, DType::F32)
+    }
+
+    pub fn arange_dtype(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() || (end - start) / step < 0.0 {
+            return Err(Error::invalid(
+                "arange",
+                format!("invalid range start={start}, end={end}, step={step}"),
+            ));
+        }
+        let n = ((end - start) / step).ceil() as usize;
+        let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        Ok(Self::from_vec(vals, &[n])?.to_dtype_no_grad(dtype))
+    }
+
+    // ----- accessors ----------------------------------------------------------------------
+
+    pub fn shape(&self) -> &[usize] {
+        &self.0.layout.shape
+    }
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.0.layout.shape.len()
+    }
+    /// Size of one dimension (negative counts from the end).
+    pub fn size(&self, dim: isize) -> Result<usize> {
+        let d = crate::shape::normalize_dim("size", dim, self.rank())?;
+        Ok(self.shape()[d])
+    }
+    pub fn numel(&self) -> usize {
+        self.0.layout.numel()
+    }
+    pub fn dtype(&self) -> DType {
+        self.0.storage.dtype()
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.0.storage
+    }
+    /// True for leaves that collect a gradient and for results of ops that depend on them.
+    pub fn requires_grad(&self) -> bool {
+        self.0.grad_fn.is_some() || self.0.grad_slot.is_some()
+    }
+    /// True when no op produced this tensor (created by the user, or detached).
+    pub fn is_leaf(&self) -> bool {
+        self.0.grad_fn.is_none()
+    }
+    /// Name of the op that produced this tensor, like PyTorch's `grad_fn`.
+    pub fn grad_fn_name(&self) -> Option<&'static str> {
+        self.0.grad_fn.as_ref().map(|n| n.name)
+    }
+    /// Identity of the underlying handle (two clones share it).
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    /// A leaf sharing this tensor's data that collects a gradient in `.grad()`.
+    pub fn requires_grad_(&self) -> Tensor {
+        self.with_grad_slot(Arc::new(Mutex::new(None)))
+    }
+
+    pub(crate) fn with_grad_slot(&self, slot: GradSlot) -> Tensor {
+        Tensor(Arc::new(TensorInner {
+            storage: self.0.storage.clone(),
+            layout: self.0.layout.clone(),
+            grad_fn: None,
+            grad_slot: Some(slot),
+        }))
+    }
+
+    /// The same data, cut from the graph: no gradient flows through the result.
+    pub fn detach(&self) -> Tensor {
+        Self::from_parts(self.0.storage.clone(), self.0.layout.clone())
+    }
+
+    /// The accumulated gradient of a leaf, if a backward pass reached it.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad_slot.as_ref().and_then(|s| s.lock().unwrap().clone())
+    }
+    /// Clears the accumulated gradient of a leaf.
+    pub fn zero_grad(&self) {
+        if let Some(s) = &self.0.grad_slot {
+            *s.lock().unwrap() = None;
+        }
+    }
+
+    // ----- data access --------------------------------------------------------------------
+
+    /// The elements in row-major order, converted to `T`.
+    pub fn to_vec<T: Element>(&self) -> Vec<T> {
+        crate::dispatch!(self.storage(), |v: S| {
+            let mut out = Vec::with_capacity(self.numel());
+            if self.is_contiguous() {
+                let o = self.0.layout.offset;
+                out.extend(v[o..o + self.numel()].iter().map(|&x| T::from_f64(x.to_f64())));
+            } else {
+                self.0.layout.for_each_offset(|p| out.push(T::from_f64(v[p].to_f64())));
+            }
+            out
+        })
+    }
+
+    /// The value of a one-element tensor, as f64.
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::invalid_shape("item", "only one-element tensors can be converted to a number", self.shape()));
+        }
+        Ok(self.to_vec::<f64>()[0])
+    }
+
+    /// Borrows the elements as a typed slice when the tensor is contiguous and of dtype `T`.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        if !self.is_contiguous() {
+            return None;
+        }
+        let o = self.0.layout.offset;
+        T::slice(self.storage()).map(|s| &s[o..o + self.numel()])
+    }
+
+    /// The elements as an owned contiguous buffer of the tensor's own dtype. No copy
+    /// beyond the one needed when the tensor is a strided view.
+    pub fn contiguous_data<T: Element>(&self) -> Result<std::borrow::Cow<'_, [T]>> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::DTypeMismatch { op: "contiguous_data", lhs: self.dtype(), rhs: T::DTYPE });
+        }
+        if let Some(s) = self.as_slice::<T>() {
+            return Ok(std::borrow::Cow::Borrowed(s));
+        }
+        let src = T::slice(self.storage()).expect("dtype checked");
+        let mut out = Vec::with_capacity(self.numel());
+        self.0.layout.for_each_offset(|p| out.push(src[p]));
+        Ok(std::borrow::Cow::Owned(out))
+    }
+
+    /// Copies a strided view into fresh contiguous storage (a no-op handle clone if it
+    /// already is contiguous). Differentiable: the gradient passes through unchanged.
+    pub fn contiguous(&self) -> Tensor {
+        if self.is_contiguous() && self.0.layout.offset == 0 && self.storage().len() == self.numel() {
+            return self.clone();
+        }
+        let storage = crate::dispatch!(self.storage(), |v: T| {
+            let mut out = Vec::with_capacity(self.numel());
+            self.0.layout.for_each_offset(|p| out.push(v[p]));
+            T::into_storage(out)
+        });
+        let out = Tensor::from_storage(storage, self.shape());
+        crate::tape::record("contiguous", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().clone())]))
+    }
+
+    /// Converts to another dtype. Differentiable: the gradient is cast back, so an f32
+    /// layer can be gradchecked in f64.
+    pub fn to_dtype(&self, dtype: DType) -> Tensor {
+        if dtype == self.dtype() {
+            return self.clone();
+        }
+        let out = self.to_dtype_no_grad(dtype);
+        let from = self.dtype();
+        crate::tape::record("to_dtype", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().to_dtype(from))]))
+    }
+
+    fn to_dtype_no_grad(&self, dtype: DType) -> Tensor {
+        let storage = match dtype {
+            DType::F32 => Storage::F32(self.to_vec::<f32>()),
+            DType::F64 => Storage::F64(self.to_vec::<f64>()),
+        };
+        Tensor::from_storage(storage, self.shape())
+    }
+
+    /// Exact equality of shape, dtype and every element.
+    pub fn equal(&self, other: &Tensor) -> bool {
+        self.shape() == other.shape()
+            && self.dtype() == other.dtype()
+            && self.to_vec::<f64>() == other.to_vec::<f64>()
+    }
+
+    /// Largest absolute element-wise difference to another tensor of the same shape.
+    pub fn max_abs_diff(&self, other: &Tensor) -> Result<f64> {
+        if self.shape() != other.shape() {
+            return Err(Error::shape("max_abs_diff", "shapes differ", self.shape(), other.shape()));
+        }
+        Ok(self
+            .to_vec::<f64>()
+            .iter()
+            .zip(other.to_vec::<f64>())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max))
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
