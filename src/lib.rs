@@ -1,1 +1,22 @@
+//! # convnet
+//!
+//! Define-by-run reverse-mode autodiff over n-dimensional tensors, fast CPU kernels for
+//! matrix products (and, next, convolution and pooling), and the layers to build and train
+//! convolutional networks.
+//!
+//! This facade re-exports the workspace crates:
+//! - [`autograd`]: tensors, the tape, parameters, the tensor algebra, gradcheck;
+//! - [`ops`]: heavy kernels with their gradient rules (matmul, losses);
+//! - [`nn`]: modules and training.
+
 pub use autograd;
+pub use nn;
+pub use ops;
+
+pub mod bench;
+
+/// Everything a training script usually needs.
+pub mod prelude {
+    pub use autograd::{gradcheck, no_grad, rng, BackwardOptions, DType, Error, Parameter, Result, Rng, Tensor};
+    pub use ops::{cross_entropy, mse, TensorOps};
+}

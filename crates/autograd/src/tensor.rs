@@ -140,7 +140,8 @@ impl Tensor {
     pub fn is_contiguous(&self) -> bool {
         self.0.layout.is_contiguous()
     }
-    pub(crate) fn storage(&self) -> &Storage {
+    /// The whole buffer behind this view (kernels index it with `layout()`).
+    pub fn storage(&self) -> &Storage {
         &self.0.storage
     }
     /// True for leaves that collect a gradient and for results of ops that depend on them.

@@ -1,0 +1,90 @@
+//! The benchmark suite behind `examples/bench.rs`, kept in the library so tests can run
+//! the same code in a short mode.
+
+use autograd::{rng, set_num_threads, Tensor};
+use ops::TensorOps;
+use std::io::Write;
+use std::time::Instant;
+
+/// Options of a benchmark run.
+#[derive(Debug, Clone, Default)]
+pub struct BenchOptions {
+    /// Threads for every pool (`None`: all cores).
+    pub threads: Option<usize>,
+    /// Run only benchmarks whose name contains this.
+    pub only: Option<String>,
+    /// Repetitions to take the median of.
+    pub reps: usize,
+    /// Smaller problem sizes (for tests); the numbers are then not comparable.
+    pub quick: bool,
+}
+
+/// Parses `--threads N`, `--only NAME`, `--quick`.
+pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
+    let mut o = BenchOptions { reps: 5, ..Default::default() };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--threads" => {
+                let v = it.next().ok_or("--threads needs a value")?;
+                let n: usize = v.parse().map_err(|_| format!("--threads: '{v}' is not a positive integer"))?;
+                if n == 0 {
+                    return Err("--threads must be at least 1".into());
+                }
+                o.threads = Some(n);
+            }
+            "--only" => o.only = Some(it.next().ok_or("--only needs a value")?.clone()),
+            "--quick" => o.quick = true,
+            "-h" | "--help" => return Err("usage: bench [--threads N] [--only NAME] [--quick]".into()),
+            other => return Err(format!("unknown argument '{other}' (try --help)")),
+        }
+    }
+    Ok(o)
+}
+
+/// Median wall time of `reps` runs of `f`, after one warm-up run, in seconds.
+pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut ts: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    ts.sort_by(|a, b| a.total_cmp(b));
+    ts[ts.len() / 2]
+}
+
+/// One measurement line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+/// Runs every selected benchmark, writing `NAME VALUE UNIT` lines to `out`.
+pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
+    if let Some(t) = opts.threads {
+        set_num_threads(t);
+    }
+    eprintln!("bench: {} threads", autograd::num_threads());
+    let mut results = Vec::new();
+    let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| name.contains(o));
+    let mut emit = |m: Measurement| {
+        writeln!(out, "{} {:.3} {}", m.name, m.value, m.unit).ok();
+        results.push(m);
+    };
+    if wanted("sgemm_1024") {
+        let n = if opts.quick { 128 } else { 1024 };
+        let mut r = rng(0);
+        let a = Tensor::uniform(&[n, n], -1.0, 1.0, &mut r);
+        let b = Tensor::uniform(&[n, n], -1.0, 1.0, &mut r);
+        let secs = median_secs(opts.reps, || {
+            std::hint::black_box(a.matmul(&b).expect("square matmul"));
+        });
+        emit(Measurement { name: "sgemm_1024".into(), value: 2.0 * (n * n * n) as f64 / secs / 1e9, unit: "GFLOP/s" });
+    }
+    results
+}
