@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//! ---
 //! # convnet
 //!
 //! Define-by-run reverse-mode autodiff over n-dimensional tensors, fast CPU kernels for
@@ -13,6 +15,7 @@ pub use autograd;
 pub use nn;
 pub use ops;
 
+pub mod basics;
 pub mod bench;
 
 /// Everything a training script usually needs.
