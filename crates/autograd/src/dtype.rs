@@ -109,11 +109,19 @@ macro_rules! dispatch {
             $crate::Storage::F32($v) => {
                 #[allow(dead_code)]
                 type $T = f32;
+                #[allow(unused_imports)]
+                use $crate::num_traits::{Float as _, One as _, Zero as _};
+                #[allow(unused_imports)]
+                use $crate::Element as _;
                 $body
             }
             $crate::Storage::F64($v) => {
                 #[allow(dead_code)]
                 type $T = f64;
+                #[allow(unused_imports)]
+                use $crate::num_traits::{Float as _, One as _, Zero as _};
+                #[allow(unused_imports)]
+                use $crate::Element as _;
                 $body
             }
         }

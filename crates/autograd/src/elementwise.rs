@@ -10,7 +10,7 @@ use crate::parallel::for_each_chunk_mut;
 use crate::shape::{broadcast_shapes, Layout};
 use crate::tape::record;
 use crate::tensor::Tensor;
-use num_traits::{One, Zero};
+use num_traits::Zero;
 
 /// Applies `f` to every element (parallel for large tensors), keeping the dtype.
 macro_rules! map_unary {

@@ -33,6 +33,8 @@ pub mod tensor;
 pub mod testing;
 
 pub use dtype::{DType, Element, Storage};
+#[doc(hidden)]
+pub use num_traits;
 pub use error::{Error, Result};
 pub use function::{apply, Function};
 pub use gradcheck::{gradcheck, gradgradcheck, GradcheckOptions, GradcheckReport};

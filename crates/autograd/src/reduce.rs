@@ -3,7 +3,6 @@
 //! them. Sums always combine in a fixed order, so they are bitwise reproducible.
 
 use crate::dtype::Element;
-use num_traits::Zero as _;
 use crate::error::{Error, Result};
 use crate::parallel::{deterministic_sum, install, PAR_MIN_ELEMS};
 use crate::shape::normalize_dim;

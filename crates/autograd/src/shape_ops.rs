@@ -2,7 +2,6 @@
 //! share the buffer and only change (shape, strides, offset). Cat copies. Each op's
 //! gradient is the inverse shape op on the gradient.
 
-use crate::dtype::Element as _;
 use crate::error::{Error, Result};
 use crate::shape::{contiguous_strides, normalize_dim, Layout};
 use crate::tape::record;

@@ -129,3 +129,52 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
         install(|| (0..total).into_par_iter().for_each(run));
     }
 }
+
+/// One product on the calling thread: `c (+)= a @ b` with `c` row-major, row stride `ldc`.
+/// For kernels (convolution) that already run in parallel over a batch.
+pub fn gemm_serial<T: Element>(m: usize, n: usize, k: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, accumulate: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * ldc + n <= c.len(), "gemm: output block out of range");
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                c[r * ldc..r * ldc + n].iter_mut().for_each(|v| *v = T::zero());
+            }
+        }
+        return;
+    }
+    for (mat, r, cl) in [(&a, m, k), (&b, k, n)] {
+        let last = mat.offset as isize + (r as isize - 1) * mat.rs + (cl as isize - 1) * mat.cs;
+        assert!(mat.rs >= 0 && mat.cs >= 0 && (last as usize) < mat.data.len(), "gemm: input view out of range");
+    }
+    // SAFETY: bounds checked above; `c` is exclusively borrowed.
+    unsafe {
+        kernel::<T>(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            ldc,
+            a.data.as_ptr().add(a.offset),
+            a.rs,
+            a.cs,
+            b.data.as_ptr().add(b.offset),
+            b.rs,
+            b.cs,
+            accumulate,
+        )
+    }
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// A row-major matrix with `cols` columns starting at `offset`.
+    pub fn row_major(data: &'a [T], offset: usize, cols: usize) -> Self {
+        MatRef { data, offset, rs: cols as isize, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with `cols` columns starting at `offset`.
+    pub fn transposed(data: &'a [T], offset: usize, cols: usize) -> Self {
+        MatRef { data, offset, rs: 1, cs: cols as isize }
+    }
+}

@@ -1,16 +1,20 @@
 //! # ops
 //!
-//! The heavy kernels of the library, each beside its gradient rule: matrix products now,
-//! convolution and pooling next, and the functional losses. Use them as functions
+//! The heavy kernels of the library, each beside its gradient rule: matrix products,
+//! convolution and pooling, and the functional losses. Use them as functions
 //! (`ops::matmul(&a, &b)`) or through the [`TensorOps`] extension trait
 //! (`a.matmul(&b)`).
 
+pub mod conv;
 pub mod gemm;
 pub mod loss;
 pub mod matmul;
+pub mod pool;
 
 pub use loss::{cross_entropy, mse};
+pub use conv::{conv2d, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Pair};
 pub use matmul::matmul;
+pub use pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, Pool2dArgs};
 
 use autograd::{Result, Tensor};
 
@@ -18,10 +22,23 @@ use autograd::{Result, Tensor};
 pub trait TensorOps {
     /// `self @ other` with PyTorch's `matmul` rules.
     fn matmul(&self, other: &Tensor) -> Result<Tensor>;
+    /// 2-d convolution with this tensor as the input.
+    fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Result<Tensor>;
+    fn max_pool2d(&self, args: Pool2dArgs) -> Result<Tensor>;
+    fn avg_pool2d(&self, args: Pool2dArgs) -> Result<Tensor>;
 }
 
 impl TensorOps for Tensor {
     fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         matmul::matmul(self, other)
+    }
+    fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Result<Tensor> {
+        conv::conv2d(self, weight, bias, args)
+    }
+    fn max_pool2d(&self, args: Pool2dArgs) -> Result<Tensor> {
+        pool::max_pool2d(self, args)
+    }
+    fn avg_pool2d(&self, args: Pool2dArgs) -> Result<Tensor> {
+        pool::avg_pool2d(self, args)
     }
 }

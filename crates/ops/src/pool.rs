@@ -1,0 +1,201 @@
+//! Max and average pooling over each channel separately, as PyTorch's `max_pool2d` and
+//! `avg_pool2d` (floor mode).
+//!
+//! Max pooling records which input won each window (padding never wins: padded cells are
+//! minus infinity; on ties the first in row-major order wins) and sends the gradient
+//! there through `scatter_add`, whose own rule is a gather: double backward works.
+//! Average pooling divides by the full window, padded cells included
+//! (`count_include_pad=True`); its backward spreads the gradient evenly and is itself a
+//! differentiable op whose adjoint is average pooling again.
+
+use crate::conv::{out_size, Pair};
+use autograd::parallel::install;
+use autograd::{record, Element, Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// Arguments of the pooling ops: window, stride (defaults to the window) and padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dArgs {
+    pub kernel: Pair,
+    pub stride: Option<Pair>,
+    pub padding: Pair,
+}
+
+impl Pool2dArgs {
+    pub fn new(kernel: impl Into<Pair>) -> Self {
+        Pool2dArgs { kernel: kernel.into(), stride: None, padding: Pair(0, 0) }
+    }
+    pub fn stride(mut self, s: impl Into<Pair>) -> Self {
+        self.stride = Some(s.into());
+        self
+    }
+    pub fn padding(mut self, p: impl Into<Pair>) -> Self {
+        self.padding = p.into();
+        self
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    /// Planes: N * C (or C for a 3-d input).
+    planes: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geom {
+    fn new(op: &'static str, shape: &[usize], a: Pool2dArgs) -> Result<Geom> {
+        let Pair(kh, kw) = a.kernel;
+        let Pair(sh, sw) = a.stride.unwrap_or(a.kernel);
+        let Pair(ph, pw) = a.padding;
+        let desc = || format!("input {}, kernel {:?}, stride {:?}, padding {:?}", autograd::error::fmt_shape(shape), (kh, kw), (sh, sw), (ph, pw));
+        if shape.len() != 3 && shape.len() != 4 {
+            return Err(Error::invalid(op, format!("expects a 3-d [C, H, W] or 4-d [N, C, H, W] input ({})", desc())));
+        }
+        if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
+            return Err(Error::invalid(op, format!("kernel and stride must be positive ({})", desc())));
+        }
+        if 2 * ph > kh || 2 * pw > kw {
+            return Err(Error::invalid(op, format!("padding should be at most half of the kernel size ({})", desc())));
+        }
+        let r = shape.len();
+        let (h, w) = (shape[r - 2], shape[r - 1]);
+        let (oh, ow) = match (out_size(h, kh, sh, ph, 1), out_size(w, kw, sw, pw, 1)) {
+            (Some(oh), Some(ow)) => (oh, ow),
+            _ => return Err(Error::invalid(op, format!("window is larger than the padded input {}x{} ({})", h + 2 * ph, w + 2 * pw, desc()))),
+        };
+        Ok(Geom { planes: shape[..r - 2].iter().product(), h, w, kh, kw, sh, sw, ph, pw, oh, ow })
+    }
+    fn out_shape(&self, input: &[usize]) -> Vec<usize> {
+        let mut s = input[..input.len() - 2].to_vec();
+        s.extend([self.oh, self.ow]);
+        s
+    }
+    /// Input rows (or columns) covered by output row `o`, clipped to the input.
+    fn span(o: usize, stride: usize, pad: usize, k: usize, len: usize) -> (usize, usize) {
+        let start = (o * stride) as isize - pad as isize;
+        let lo = start.max(0) as usize;
+        let hi = ((start + k as isize).max(0) as usize).min(len);
+        (lo, hi)
+    }
+}
+
+/// Runs `f(plane_in, plane_out)` over every channel plane in parallel.
+fn per_plane<T: Element, U: Send + Default + Clone>(g: &Geom, x: &[T], f: impl Fn(&[T], &mut [T], &mut [U]) + Sync + Send) -> (Vec<T>, Vec<U>) {
+    let (inp, outp) = (g.h * g.w, g.oh * g.ow);
+    let mut y = vec![T::zero(); g.planes * outp];
+    let mut aux = vec![U::default(); g.planes * outp];
+    if outp > 0 {
+        install(|| {
+            y.par_chunks_mut(outp).zip(aux.par_chunks_mut(outp)).enumerate().for_each(|(p, (yp, ap))| f(&x[p * inp..(p + 1) * inp], yp, ap));
+        });
+    }
+    (y, aux)
+}
+
+/// Max pooling with the gradient routed to the winning position.
+pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
+    let g = Geom::new("max_pool2d", input.shape(), args)?;
+    let (out, idx) = autograd::dispatch!(input.storage(), |_s: T| {
+        let x = input.contiguous_data::<T>()?;
+        let (y, idx) = per_plane::<T, usize>(&g, &x, |xp, yp, ip| {
+            for oy in 0..g.oh {
+                let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
+                for ox in 0..g.ow {
+                    let (x0, x1) = Geom::span(ox, g.sw, g.pw, g.kw, g.w);
+                    let mut best = T::neg_infinity();
+                    let mut bi = y0 * g.w + x0;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let v = xp[iy * g.w + ix];
+                            if v > best || (v.is_nan() && !best.is_nan()) {
+                                best = v;
+                                bi = iy * g.w + ix;
+                            }
+                        }
+                    }
+                    yp[oy * g.ow + ox] = best;
+                    ip[oy * g.ow + ox] = bi;
+                }
+            }
+        });
+        (Tensor::from_vec(y, &g.out_shape(input.shape()))?, idx)
+    });
+    let (planes, inp, outp) = (g.planes, g.h * g.w, g.oh * g.ow);
+    Ok(record("max_pool2d", out, &[input], move |ctx| {
+        let x = ctx.input(0);
+        let dy = ctx.grad_output().reshape_to(&[planes, outp])?;
+        Ok(vec![Some(dy.scatter_add(1, &idx, &[planes, outp], &[planes, inp])?.reshape_to(x.shape())?)])
+    }))
+}
+
+/// Average pooling (padded cells count toward the window size).
+pub fn avg_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
+    let g = Geom::new("avg_pool2d", input.shape(), args)?;
+    let out = autograd::dispatch!(input.storage(), |_s: T| {
+        let x = input.contiguous_data::<T>()?;
+        let scale = T::one() / T::from_f64((g.kh * g.kw) as f64);
+        let (y, _) = per_plane::<T, ()>(&g, &x, |xp, yp, _| {
+            for oy in 0..g.oh {
+                let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
+                for ox in 0..g.ow {
+                    let (x0, x1) = Geom::span(ox, g.sw, g.pw, g.kw, g.w);
+                    let mut s = T::zero();
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            s += xp[iy * g.w + ix];
+                        }
+                    }
+                    yp[oy * g.ow + ox] = s * scale;
+                }
+            }
+        });
+        Tensor::from_vec(y, &g.out_shape(input.shape()))?
+    });
+    Ok(record("avg_pool2d", out, &[input], move |ctx| Ok(vec![Some(avg_pool2d_backward(ctx.grad_output(), ctx.input(0).shape(), args)?)])))
+}
+
+/// Gradient of [`avg_pool2d`]: each output gradient spread evenly over its window.
+/// Linear in `dy`, with `avg_pool2d` as its adjoint, so it is differentiable too.
+pub fn avg_pool2d_backward(dy: &Tensor, input_shape: &[usize], args: Pool2dArgs) -> Result<Tensor> {
+    let g = Geom::new("avg_pool2d_backward", input_shape, args)?;
+    let want = g.out_shape(input_shape);
+    if dy.shape() != want.as_slice() {
+        return Err(Error::mismatch("avg_pool2d_backward", "output gradient does not match the pooling output", dy.shape(), &want));
+    }
+    let out = autograd::dispatch!(dy.storage(), |_s: T| {
+        let d = dy.contiguous_data::<T>()?;
+        let scale = T::one() / T::from_f64((g.kh * g.kw) as f64);
+        let (inp, outp) = (g.h * g.w, g.oh * g.ow);
+        let mut dx = vec![T::zero(); g.planes * inp];
+        if inp > 0 {
+            install(|| {
+                dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {
+                    let dp = &d[p * outp..(p + 1) * outp];
+                    for oy in 0..g.oh {
+                        let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
+                        for ox in 0..g.ow {
+                            let (x0, x1) = Geom::span(ox, g.sw, g.pw, g.kw, g.w);
+                            let v = dp[oy * g.ow + ox] * scale;
+                            for iy in y0..y1 {
+                                for ix in x0..x1 {
+                                    dxp[iy * g.w + ix] += v;
+                                }
+                            }
+                        }
+                    }
+                })
+            });
+        }
+        Tensor::from_vec(dx, input_shape)?
+    });
+    Ok(record("avg_pool2d_backward", out, &[dy], move |ctx| Ok(vec![Some(avg_pool2d(ctx.grad_output(), args)?)])))
+}

@@ -1,0 +1,214 @@
+//! conv2d and corr2d: values against a direct loop and the book, errors, gradients by
+//! finite differences (first and second order) over random geometry, determinism.
+
+use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
+use autograd::{rng, DType, Tensor};
+use ops::{conv2d, corr2d, Conv2dArgs};
+use proptest::prelude::*;
+
+/// Direct definition: y[n,o,i,j] = b[o] + sum_{c,p,q} x[n, g*cg + c, i*sh - ph + p*dh, j*sw - pw + q*dw] w[o,c,p,q].
+fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: Conv2dArgs) -> Vec<f64> {
+    let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
+    let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+    let (o, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let og = o / a.groups;
+    let oh = (h + 2 * a.padding.0 - a.dilation.0 * (kh - 1) - 1) / a.stride.0 + 1;
+    let ow = (wd + 2 * a.padding.1 - a.dilation.1 * (kw - 1) - 1) / a.stride.1 + 1;
+    let (xv, wv) = (x.to_vec::<f64>(), w.to_vec::<f64>());
+    let bv = b.map(|b| b.to_vec::<f64>());
+    let mut y = vec![0.0; n * o * oh * ow];
+    for ni in 0..n {
+        for oc in 0..o {
+            let grp = oc / og;
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut s = bv.as_ref().map_or(0.0, |b| b[oc]);
+                    for ci in 0..cg {
+                        let ch = grp * cg + ci;
+                        assert!(ch < c);
+                        for p in 0..kh {
+                            for q in 0..kw {
+                                let iy = (i * a.stride.0 + p * a.dilation.0) as isize - a.padding.0 as isize;
+                                let ix = (j * a.stride.1 + q * a.dilation.1) as isize - a.padding.1 as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                    s += xv[((ni * c + ch) * h + iy as usize) * wd + ix as usize] * wv[((oc * cg + ci) * kh + p) * kw + q];
+                                }
+                            }
+                        }
+                    }
+                    y[((ni * o + oc) * oh + i) * ow + j] = s;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    n: usize,
+    cg: usize,
+    og: usize,
+    groups: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    args: Conv2dArgs,
+    bias: bool,
+}
+
+/// Random geometry, always valid: the padded input is made at least as large as the
+/// dilated kernel. Rectangular kernels, ph != pw, strides larger than the kernel and
+/// strides that don't divide the input all come up.
+fn case() -> impl Strategy<Value = Case> {
+    ((1usize..3, 1usize..3, 1usize..3, 1usize..3, any::<bool>()), (1usize..4, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3), (1usize..4, 1usize..4, 0usize..3, 0usize..3))
+        .prop_map(|((n, cg, og, groups, bias), (kh, kw, dh, dw, ph, pw), (sh, sw, eh, ew))| {
+            let (ph, pw) = (ph.min(kh), pw.min(kw));
+            let span_h = dh * (kh - 1) + 1;
+            let span_w = dw * (kw - 1) + 1;
+            // input size so that the padded input is at least the span, plus a few extra
+            let h = (span_h + eh).saturating_sub(2 * ph).max(1);
+            let w = (span_w + ew).saturating_sub(2 * pw).max(1);
+            Case { n, cg, og, groups, h, w, kh, kw, args: Conv2dArgs::new().stride((sh, sw)).padding((ph, pw)).dilation((dh, dw)).groups(groups), bias }
+        })
+}
+
+fn tensors(c: &Case, seed: u64) -> (Tensor, Tensor, Tensor) {
+    let mut r = rng(seed);
+    let x = Tensor::uniform_dtype(&[c.n, c.cg * c.groups, c.h, c.w], -1.0, 1.0, DType::F64, &mut r);
+    let w = Tensor::uniform_dtype(&[c.og * c.groups, c.cg, c.kh, c.kw], -1.0, 1.0, DType::F64, &mut r);
+    let b = Tensor::uniform_dtype(&[c.og * c.groups], -1.0, 1.0, DType::F64, &mut r);
+    (x, w, b)
+}
+
+#[test]
+fn book_corr2d() {
+    let x = Tensor::arange(0.0, 9.0, 1.0).unwrap().reshape(&[3, 3]).unwrap();
+    let k = Tensor::from_vec(vec![0.0f32, 1.0, 2.0, 3.0], &[2, 2]).unwrap();
+    let y = corr2d(&x, &k).unwrap();
+    assert_eq!(y.to_vec::<f32>(), vec![19.0, 25.0, 37.0, 43.0]);
+    assert_eq!(format!("{y}"), "tensor([[19., 25.],\n        [37., 43.]])");
+}
+
+#[test]
+fn errors_name_op_shapes_and_parameters() {
+    let x = Tensor::zeros(&[8, 3, 28, 28]);
+    let w = Tensor::zeros(&[16, 6, 5, 5]);
+    let e = conv2d(&x, &w, None, Conv2dArgs::new()).unwrap_err().to_string();
+    assert_eq!(e, "conv2d: input has 3 channels but weight expects 6 (6 per group x 1 groups; input [8, 3, 28, 28], weight [16, 6, 5, 5])");
+    let w = Tensor::zeros(&[4, 3, 5, 5]);
+    let small = Tensor::zeros(&[1, 3, 2, 2]);
+    let e = conv2d(&small, &w, None, Conv2dArgs::new().padding(1)).unwrap_err().to_string();
+    assert!(e.starts_with("conv2d: kernel 5x5 (dilation (1, 1)) is larger than the padded input 4x4"), "{e}");
+    let e = conv2d(&x, &w, None, Conv2dArgs::new().stride(0)).unwrap_err().to_string();
+    assert!(e.starts_with("conv2d: stride, dilation and groups must be positive"), "{e}");
+    let e = conv2d(&x, &w, None, Conv2dArgs::new().groups(2)).unwrap_err().to_string();
+    assert!(e.contains("input has 3 channels but weight expects 6"), "{e}");
+    let e = conv2d(&x, &w, Some(&Tensor::zeros(&[5])), Conv2dArgs::new()).unwrap_err().to_string();
+    assert!(e.starts_with("conv2d: bias must have shape [4], got [5]"), "{e}");
+    let e = corr2d(&Tensor::zeros(&[2, 2]), &Tensor::zeros(&[3, 1])).unwrap_err().to_string();
+    assert_eq!(e, "corr2d: kernel is larger than the input ([2, 2] and [3, 1])");
+}
+
+#[test]
+fn f32_forward_matches_the_definition_on_lenet_shapes() {
+    let mut r = rng(11);
+    for (x_shape, w_shape, pad) in [([3, 1, 28, 28], [6, 1, 5, 5], 2), ([3, 6, 14, 14], [16, 6, 5, 5], 0)] {
+        let x = Tensor::uniform(&x_shape, -1.0, 1.0, &mut r);
+        let w = Tensor::uniform(&w_shape, -1.0, 1.0, &mut r);
+        let b = Tensor::uniform(&[w_shape[0]], -1.0, 1.0, &mut r);
+        let a = Conv2dArgs::new().padding(pad);
+        let got = conv2d(&x, &w, Some(&b), a).unwrap().to_vec::<f64>();
+        let want = reference(&x, &w, Some(&b), a);
+        let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-4, "max error {err}");
+    }
+}
+
+#[test]
+fn gradients_are_bitwise_identical_at_one_and_two_threads() {
+    let mut r = rng(5);
+    let x = Tensor::uniform(&[37, 6, 14, 14], -1.0, 1.0, &mut r).requires_grad_();
+    let w = Tensor::uniform(&[16, 6, 5, 5], -1.0, 1.0, &mut r).requires_grad_();
+    let b = Tensor::uniform(&[16], -1.0, 1.0, &mut r).requires_grad_();
+    let seed = Tensor::uniform(&[37, 16, 10, 10], -1.0, 1.0, &mut r);
+    let run = |threads| {
+        autograd::set_num_threads(threads);
+        x.zero_grad();
+        w.zero_grad();
+        b.zero_grad();
+        let y = conv2d(&x, &w, Some(&b), Conv2dArgs::new()).unwrap();
+        y.backward_with(Some(&seed), Default::default()).unwrap();
+        [y, x.grad().unwrap(), w.grad().unwrap(), b.grad().unwrap()].map(|t| t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    let one = run(1);
+    let two = run(2);
+    assert!(one == two);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn forward_matches_the_definition(c in case(), seed in any::<u64>()) {
+        let (x, w, b) = tensors(&c, seed);
+        let bias = c.bias.then_some(&b);
+        let got = conv2d(&x, &w, bias, c.args).unwrap().to_vec::<f64>();
+        let want = reference(&x, &w, bias, c.args);
+        prop_assert_eq!(got.len(), want.len());
+        let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+        prop_assert!(err < 1e-12, "max error {}", err);
+    }
+
+    #[test]
+    fn gradcheck_conv2d(c in case(), seed in any::<u64>()) {
+        let (x, w, b) = tensors(&c, seed);
+        let a = c.args;
+        if c.bias {
+            assert_gradcheck(|v| conv2d(&v[0], &v[1], Some(&v[2]), a), &[x.requires_grad_(), w.requires_grad_(), b.requires_grad_()]);
+        } else {
+            assert_gradcheck(|v| conv2d(&v[0], &v[1], None, a), &[x.requires_grad_(), w.requires_grad_()]);
+        }
+    }
+
+    #[test]
+    fn gradgradcheck_conv2d(c in case(), seed in any::<u64>()) {
+        let (x, w, _) = tensors(&c, seed);
+        let a = c.args;
+        assert_gradgradcheck(|v| conv2d(&v[0], &v[1], None, a), &[x.requires_grad_(), w.requires_grad_()]);
+    }
+
+    #[test]
+    fn gradcheck_corr2d(h in 1usize..5, w in 1usize..5, kh in 1usize..3, kw in 1usize..3, seed in any::<u64>()) {
+        let (h, w) = (h.max(kh), w.max(kw));
+        let mut r = rng(seed);
+        let x = Tensor::uniform_dtype(&[h, w], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let k = Tensor::uniform_dtype(&[kh, kw], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        assert_gradcheck(|v| corr2d(&v[0], &v[1]), &[x.clone(), k.clone()]);
+        assert_gradgradcheck(|v| corr2d(&v[0], &v[1]), &[x, k]);
+    }
+}
+
+/// The edge cases where peers shipped gradient bugs, always run.
+#[test]
+fn gradcheck_named_edge_cases() {
+    let cases = [
+        // (x shape, w shape, args)
+        ([2, 3, 4, 4], [2, 3, 1, 1], Conv2dArgs::new()),                                  // 1x1 kernel
+        ([1, 2, 3, 4], [2, 2, 5, 6], Conv2dArgs::new().padding(1)),                       // kernel = padded input
+        ([1, 1, 7, 7], [1, 1, 2, 2], Conv2dArgs::new().stride(3)),                        // stride > kernel
+        ([1, 1, 7, 6], [2, 1, 3, 3], Conv2dArgs::new().stride(2)),                        // stride doesn't divide
+        ([1, 2, 5, 7], [2, 2, 2, 3], Conv2dArgs::new().stride((2, 1)).padding((1, 2))), // rectangular, ph != pw
+        ([2, 4, 5, 5], [4, 2, 3, 3], Conv2dArgs::new().groups(2).dilation(2).padding(1)), // groups and dilation
+        ([1, 2, 5, 5], [4, 1, 1, 1], Conv2dArgs::new().groups(2).stride(2)),              // 1x1 strided, grouped
+    ];
+    for (i, (xs, ws, a)) in cases.into_iter().enumerate() {
+        let mut r = rng(i as u64);
+        let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let w = Tensor::uniform_dtype(&ws, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let b = Tensor::uniform_dtype(&[ws[0]], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        assert_gradcheck(|v| conv2d(&v[0], &v[1], Some(&v[2]), a), &[x.clone(), w.clone(), b]);
+        assert_gradgradcheck(|v| conv2d(&v[0], &v[1], None, a), &[x, w]);
+    }
+}

@@ -1,0 +1,114 @@
+//! Pooling: the book's values, PyTorch's rules (padding never wins, ties to the first,
+//! count_include_pad), errors, and gradients over random geometry.
+
+use autograd::testing::{assert_gradcheck, assert_gradgradcheck, distinct_tensor_f64};
+use autograd::{rng, DType, Tensor};
+use ops::{avg_pool2d, max_pool2d, Pool2dArgs};
+use proptest::prelude::*;
+
+fn x16() -> Tensor {
+    Tensor::arange(0.0, 16.0, 1.0).unwrap().reshape(&[1, 1, 4, 4]).unwrap()
+}
+
+#[test]
+fn book_values() {
+    let x = Tensor::arange(0.0, 9.0, 1.0).unwrap().reshape(&[1, 1, 3, 3]).unwrap();
+    let a = Pool2dArgs::new(2).stride(1);
+    assert_eq!(max_pool2d(&x, a).unwrap().to_vec::<f32>(), vec![4., 5., 7., 8.]);
+    assert_eq!(avg_pool2d(&x, a).unwrap().to_vec::<f32>(), vec![2., 3., 5., 6.]);
+    assert_eq!(max_pool2d(&x16(), Pool2dArgs::new(3)).unwrap().to_vec::<f32>(), vec![10.]);
+    assert_eq!(max_pool2d(&x16(), Pool2dArgs::new(3).padding(1).stride(2)).unwrap().to_vec::<f32>(), vec![5., 7., 13., 15.]);
+    assert_eq!(max_pool2d(&x16(), Pool2dArgs::new((2, 3)).stride((2, 3)).padding((0, 1))).unwrap().to_vec::<f32>(), vec![5., 7., 13., 15.]);
+    let two = Tensor::cat(&[&x16(), &x16().add_scalar(1.0)], 1).unwrap();
+    let y = max_pool2d(&two, Pool2dArgs::new(3).padding(1).stride(2)).unwrap();
+    assert_eq!(y.shape(), &[1, 2, 2, 2]);
+    assert_eq!(y.to_vec::<f32>(), vec![5., 7., 13., 15., 6., 8., 14., 16.]);
+}
+
+#[test]
+fn padding_never_wins_and_avg_counts_padding() {
+    let x = Tensor::full(&[1, 1, 2, 2], -5.0);
+    let m = max_pool2d(&x, Pool2dArgs::new(2).stride(1).padding(1)).unwrap();
+    assert!(m.to_vec::<f32>().iter().all(|&v| v == -5.0));
+    // Corner window covers one real cell out of four.
+    let a = avg_pool2d(&Tensor::ones(&[1, 1, 2, 2]), Pool2dArgs::new(2).stride(1).padding(1)).unwrap();
+    assert_eq!(a.to_vec::<f32>(), vec![0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25]);
+}
+
+#[test]
+fn ties_send_the_gradient_to_the_first_position() {
+    let x = Tensor::ones(&[1, 1, 2, 2]).requires_grad_();
+    max_pool2d(&x, Pool2dArgs::new(2)).unwrap().sum().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec::<f32>(), vec![1., 0., 0., 0.]);
+}
+
+#[test]
+fn errors() {
+    let x = Tensor::zeros(&[1, 1, 4, 4]);
+    let e = max_pool2d(&x, Pool2dArgs::new(2).padding(2)).unwrap_err().to_string();
+    assert_eq!(e, "max_pool2d: padding should be at most half of the kernel size (input [1, 1, 4, 4], kernel (2, 2), stride (2, 2), padding (2, 2))");
+    let e = avg_pool2d(&x, Pool2dArgs::new(5)).unwrap_err().to_string();
+    assert!(e.starts_with("avg_pool2d: window is larger than the padded input 4x4"), "{e}");
+    let e = max_pool2d(&x, Pool2dArgs::new(2).stride(0)).unwrap_err().to_string();
+    assert!(e.starts_with("max_pool2d: kernel and stride must be positive"), "{e}");
+    let e = max_pool2d(&Tensor::zeros(&[4, 4]), Pool2dArgs::new(2)).unwrap_err().to_string();
+    assert!(e.starts_with("max_pool2d: expects a 3-d [C, H, W] or 4-d [N, C, H, W] input"), "{e}");
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    shape: Vec<usize>,
+    args: Pool2dArgs,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (1usize..3, 1usize..3, 1usize..4, 1usize..4, prop::option::of((1usize..4, 1usize..4)), 0usize..2, 0usize..2, 0usize..3, 0usize..3).prop_map(|(n, c, kh, kw, stride, ph, pw, eh, ew)| {
+        let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
+        let h = (kh + eh).saturating_sub(2 * ph).max(1);
+        let w = (kw + ew).saturating_sub(2 * pw).max(1);
+        let mut args = Pool2dArgs::new((kh, kw)).padding((ph, pw));
+        if let Some(s) = stride {
+            args = args.stride(s);
+        }
+        Case { shape: vec![n, c, h, w], args }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gradcheck_max_pool(c in case().prop_flat_map(|c| (Just(c.clone()), distinct_tensor_f64(c.shape, 0.05)))) {
+        let (c, x) = c;
+        let a = c.args;
+        assert_gradcheck(|v| max_pool2d(&v[0], a), &[x.requires_grad_()]);
+        assert_gradgradcheck(|v| max_pool2d(&v[0], a).map(|y| y.mul(&y).unwrap()), &[x.requires_grad_()]);
+    }
+
+    #[test]
+    fn gradcheck_avg_pool(c in case(), seed in any::<u64>()) {
+        let x = Tensor::uniform_dtype(&c.shape, -1.0, 1.0, DType::F64, &mut rng(seed)).requires_grad_();
+        let a = c.args;
+        assert_gradcheck(|v| avg_pool2d(&v[0], a), &[x.clone()]);
+        assert_gradgradcheck(|v| avg_pool2d(&v[0], a).map(|y| y.mul(&y).unwrap()), &[x]);
+    }
+}
+
+#[test]
+fn named_edge_cases() {
+    // window != stride, stride not dividing the input, rectangular window, ph != pw, 1x1.
+    for (shape, a) in [
+        ([1, 2, 5, 5], Pool2dArgs::new(3).stride(2)),
+        ([1, 1, 7, 6], Pool2dArgs::new(2).stride(3)),
+        ([2, 1, 5, 6], Pool2dArgs::new((2, 3)).stride((1, 2)).padding((1, 0))),
+        ([1, 1, 3, 3], Pool2dArgs::new(1)),
+        ([1, 1, 4, 4], Pool2dArgs::new(4)),
+    ] {
+        let n: usize = shape.iter().product();
+        // Distinct values (31 is prime to every n here), so max pooling has no ties.
+        let x = Tensor::from_vec((0..n).map(|i| ((i * 31) % n) as f64 * 0.1).collect(), &shape).unwrap().requires_grad_();
+        assert_gradcheck(|v| max_pool2d(&v[0], a), &[x.clone()]);
+        assert_gradcheck(|v| avg_pool2d(&v[0], a), &[x.clone()]);
+        assert_gradgradcheck(|v| avg_pool2d(&v[0], a), &[x]);
+    }
+}
