@@ -16,6 +16,7 @@ pub use nn;
 pub use ops;
 
 pub mod basics;
+pub mod book;
 pub mod bench;
 
 /// Everything a training script usually needs.

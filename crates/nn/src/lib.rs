@@ -3,6 +3,23 @@
 //! Modules and training on top of `autograd` and `ops`: layers, initialisers, optimisers,
 //! losses, data loading and checkpoints.
 
+pub mod activation;
+pub mod conv;
 pub mod error;
+pub mod init;
+pub mod lenet;
+pub mod linear;
+pub mod loss;
+pub mod module;
+pub mod optim;
+pub mod pool;
 
 pub use error::{Error, Result};
+pub use activation::{Flatten, ReLU, Sigmoid, Tanh};
+pub use conv::{Conv2d, Conv2dConfig};
+pub use lenet::{lenet, xavier_init, Act, Pool};
+pub use linear::Linear;
+pub use loss::{accuracy, correct, CrossEntropyLoss, MseLoss};
+pub use module::{Module, Sequential};
+pub use optim::{Adam, Optimizer, Sgd};
+pub use pool::{AvgPool2d, MaxPool2d};

@@ -1,0 +1,110 @@
+//! The `Conv2d` layer over `ops::conv2d`.
+
+use crate::error::{Error, Result};
+use crate::init;
+use crate::module::Module;
+use autograd::{Parameter, Rng, Tensor};
+use ops::{Conv2dArgs, Pair};
+
+/// Shape and options of a [`Conv2d`], PyTorch's defaults otherwise.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: Pair,
+    pub args: Conv2dArgs,
+    pub bias: bool,
+}
+
+impl Conv2dConfig {
+    pub fn new(in_channels: usize, out_channels: usize, kernel: impl Into<Pair>) -> Self {
+        Conv2dConfig { in_channels, out_channels, kernel: kernel.into(), args: Conv2dArgs::default(), bias: true }
+    }
+    pub fn stride(mut self, s: impl Into<Pair>) -> Self {
+        self.args = self.args.stride(s);
+        self
+    }
+    pub fn padding(mut self, p: impl Into<Pair>) -> Self {
+        self.args = self.args.padding(p);
+        self
+    }
+    pub fn dilation(mut self, d: impl Into<Pair>) -> Self {
+        self.args = self.args.dilation(d);
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.args = self.args.groups(g);
+        self
+    }
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+}
+
+/// 2-d convolution layer: `weight [out, in/groups, kh, kw]`, optional `bias [out]`.
+pub struct Conv2d {
+    pub weight: Parameter,
+    pub bias: Option<Parameter>,
+    pub config: Conv2dConfig,
+}
+
+impl Conv2d {
+    /// A layer initialised as PyTorch does: weight Kaiming-uniform with `a = sqrt(5)`
+    /// (uniform in `+-1/sqrt(fan_in)`), bias uniform in `+-1/sqrt(fan_in)`.
+    pub fn new(config: Conv2dConfig, rng: &mut Rng) -> Result<Conv2d> {
+        let g = config.args.groups;
+        let Pair(kh, kw) = config.kernel;
+        if g == 0 || config.in_channels % g != 0 || config.out_channels % g != 0 || kh == 0 || kw == 0 {
+            return Err(Error::Usage(format!(
+                "Conv2d: in_channels {} and out_channels {} must be divisible by groups {}, and the kernel {:?} positive",
+                config.in_channels, config.out_channels, g, (kh, kw)
+            )));
+        }
+        let shape = [config.out_channels, config.in_channels / g, kh, kw];
+        let weight = Parameter::new(&Tensor::zeros(&shape));
+        init::kaiming_uniform(&weight, 5f64.sqrt(), rng)?;
+        let bias = if config.bias {
+            let b = Parameter::new(&Tensor::zeros(&[config.out_channels]));
+            init::uniform(&b, 1.0 / (init::fans(&shape).0 as f64).sqrt(), rng)?;
+            Some(b)
+        } else {
+            None
+        };
+        Ok(Conv2d { weight, bias, config })
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| b.tensor());
+        Ok(ops::conv2d(x, &self.weight.tensor(), b.as_ref(), self.config.args)?)
+    }
+    fn named_parameters(&self) -> Vec<(String, Parameter)> {
+        let mut v = vec![("weight".to_string(), self.weight.clone())];
+        if let Some(b) = &self.bias {
+            v.push(("bias".into(), b.clone()));
+        }
+        v
+    }
+    fn describe(&self) -> String {
+        let c = &self.config;
+        let mut s = format!(
+            "Conv2d({}, {}, kernel_size=({}, {}), stride=({}, {})",
+            c.in_channels, c.out_channels, c.kernel.0, c.kernel.1, c.args.stride.0, c.args.stride.1
+        );
+        if c.args.padding != Pair(0, 0) {
+            s += &format!(", padding=({}, {})", c.args.padding.0, c.args.padding.1);
+        }
+        if c.args.dilation != Pair(1, 1) {
+            s += &format!(", dilation=({}, {})", c.args.dilation.0, c.args.dilation.1);
+        }
+        if c.args.groups != 1 {
+            s += &format!(", groups={}", c.args.groups);
+        }
+        if !c.bias {
+            s += ", bias=False";
+        }
+        s + ")"
+    }
+}

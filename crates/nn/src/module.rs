@@ -1,0 +1,140 @@
+//! The `Module` trait and `Sequential`. A module is a forward function plus named
+//! parameters; everything else (state dicts, zeroing gradients, mode) is provided on top
+//! of those two, so a new layer is a few lines.
+
+use crate::error::{Error, Result};
+use autograd::{Parameter, Tensor};
+
+/// A layer or a network.
+pub trait Module: Send + Sync {
+    /// Computes the output for a batch.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// The trainable parameters, named like PyTorch's `named_parameters` (`weight`, `bias`,
+    /// and `"{index}.{name}"` inside a `Sequential`).
+    fn named_parameters(&self) -> Vec<(String, Parameter)> {
+        Vec::new()
+    }
+
+    /// A one-line description, like PyTorch's module repr: `Conv2d(1, 6, kernel_size=(5, 5), ...)`.
+    fn describe(&self) -> String;
+
+    /// Switches between training and evaluation behaviour (for layers that differ).
+    fn set_training(&mut self, _training: bool) {}
+
+    fn parameters(&self) -> Vec<Parameter> {
+        self.named_parameters().into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Forgets every parameter's accumulated gradient.
+    fn zero_grad(&self) {
+        self.parameters().iter().for_each(|p| p.zero_grad());
+    }
+
+    /// Number of trainable scalars.
+    fn num_parameters(&self) -> usize {
+        self.parameters().iter().map(|p| p.numel()).sum()
+    }
+
+    /// Every parameter's value, keyed as PyTorch keys `state_dict()`.
+    fn state_dict(&self) -> Vec<(String, Tensor)> {
+        self.named_parameters().into_iter().map(|(n, p)| (n, p.data())).collect()
+    }
+
+    /// Loads parameter values. Keys starting with `_train.` (training state kept beside the
+    /// weights in a checkpoint) are ignored. Strict: a missing, unexpected or mis-shaped
+    /// entry is an error, and the error lists all of them; nothing is loaded then.
+    fn load_state_dict(&self, entries: &[(String, Tensor)]) -> Result<()> {
+        let params = self.named_parameters();
+        let mut problems = Vec::new();
+        let mut updates = Vec::new();
+        for (name, p) in &params {
+            match entries.iter().find(|(k, _)| k == name) {
+                None => problems.push(format!("missing key '{name}'")),
+                Some((_, t)) if t.shape() != p.shape().as_slice() => problems.push(format!(
+                    "'{name}' has shape {} but the module expects {}",
+                    autograd::error::fmt_shape(t.shape()),
+                    autograd::error::fmt_shape(&p.shape())
+                )),
+                Some((_, t)) => updates.push((p, t.to_dtype(p.dtype()))),
+            }
+        }
+        for (k, _) in entries {
+            if !k.starts_with("_train.") && !params.iter().any(|(n, _)| n == k) {
+                problems.push(format!("unexpected key '{k}'"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::StateDict(problems.join("; ")));
+        }
+        for (p, t) in updates {
+            p.set(&t)?;
+        }
+        Ok(())
+    }
+}
+
+/// Layers applied in order; parameters are named `"{index}.{name}"` as in PyTorch.
+#[derive(Default)]
+pub struct Sequential {
+    layers: Vec<Box<dyn Module>>,
+}
+
+impl Sequential {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Appends a layer (builder style).
+    pub fn add(mut self, layer: impl Module + 'static) -> Self {
+        self.layers.push(Box::new(layer));
+        self
+    }
+    pub fn push(&mut self, layer: Box<dyn Module>) {
+        self.layers.push(layer);
+    }
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+    pub fn layers(&self) -> &[Box<dyn Module>] {
+        &self.layers
+    }
+
+    /// Runs `x` through the layers, returning each layer's description and output shape
+    /// (the book's layer table).
+    pub fn summary(&self, x: &Tensor) -> Result<Vec<(String, Vec<usize>)>> {
+        let mut rows = Vec::with_capacity(self.layers.len());
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.forward(&h)?;
+            rows.push((l.describe(), h.shape().to_vec()));
+        }
+        Ok(rows)
+    }
+}
+
+impl Module for Sequential {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.forward(&h)?;
+        }
+        Ok(h)
+    }
+    fn named_parameters(&self) -> Vec<(String, Parameter)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.named_parameters().into_iter().map(move |(n, p)| (format!("{i}.{n}"), p)))
+            .collect()
+    }
+    fn describe(&self) -> String {
+        let inner: Vec<String> = self.layers.iter().enumerate().map(|(i, l)| format!("  ({i}): {}", l.describe())).collect();
+        format!("Sequential(\n{}\n)", inner.join("\n"))
+    }
+    fn set_training(&mut self, training: bool) {
+        self.layers.iter_mut().for_each(|l| l.set_training(training));
+    }
+}

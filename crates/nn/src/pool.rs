@@ -1,0 +1,48 @@
+//! Pooling layers over `ops::max_pool2d` and `ops::avg_pool2d`.
+
+use crate::error::Result;
+use crate::module::Module;
+use autograd::Tensor;
+use ops::{Pair, Pool2dArgs};
+
+fn describe(name: &str, a: &Pool2dArgs) -> String {
+    let Pair(sh, sw) = a.stride.unwrap_or(a.kernel);
+    let one = |p: Pair| if p.0 == p.1 { p.0.to_string() } else { format!("({}, {})", p.0, p.1) };
+    format!("{name}(kernel_size={}, stride={}, padding={})", one(a.kernel), one(Pair(sh, sw)), one(a.padding))
+}
+
+/// Max pooling; the stride defaults to the window.
+pub struct MaxPool2d(pub Pool2dArgs);
+
+impl MaxPool2d {
+    pub fn new(args: Pool2dArgs) -> Self {
+        MaxPool2d(args)
+    }
+}
+
+impl Module for MaxPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::max_pool2d(x, self.0)?)
+    }
+    fn describe(&self) -> String {
+        describe("MaxPool2d", &self.0)
+    }
+}
+
+/// Average pooling; padded cells count toward the window (PyTorch's default).
+pub struct AvgPool2d(pub Pool2dArgs);
+
+impl AvgPool2d {
+    pub fn new(args: Pool2dArgs) -> Self {
+        AvgPool2d(args)
+    }
+}
+
+impl Module for AvgPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::avg_pool2d(x, self.0)?)
+    }
+    fn describe(&self) -> String {
+        describe("AvgPool2d", &self.0)
+    }
+}

@@ -1,0 +1,11 @@
+//! Book section 7.3: `cargo run --release --example padding_stride`.
+
+fn main() {
+    match convnet::book::padding_stride::run(0) {
+        Ok((text, _)) => print!("{text}"),
+        Err(e) => {
+            eprintln!("padding_stride: {e}");
+            std::process::exit(1);
+        }
+    }
+}
