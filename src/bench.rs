@@ -1,8 +1,8 @@
 //! The benchmark suite behind `examples/bench.rs`, kept in the library so tests can run
 //! the same code in a short mode.
 
-use autograd::{rng, set_num_threads, Tensor};
-use ops::TensorOps;
+use autograd::{no_grad, rng, set_num_threads, Tensor};
+use ops::{Conv2dArgs, Pool2dArgs, TensorOps};
 use std::io::Write;
 use std::time::Instant;
 
@@ -85,6 +85,52 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
             std::hint::black_box(a.matmul(&b).expect("square matmul"));
         });
         emit(Measurement { name: "sgemm_1024".into(), value: 2.0 * (n * n * n) as f64 / secs / 1e9, unit: "GFLOP/s" });
+    }
+    let batch = if opts.quick { 8 } else { 256 };
+    let mut r = rng(1);
+    // LeNet's convolutions: weight and bias gradients always; the input gradient only for
+    // conv2 (the network's input never needs one).
+    for (name, c, o, hw, pad, input_grad) in [("conv1", 1, 6, 28, 2, false), ("conv2", 6, 16, 14, 0, true)] {
+        let x = Tensor::uniform(&[batch, c, hw, hw], 0.0, 1.0, &mut r);
+        let x = if input_grad { x.requires_grad_() } else { x };
+        let w = Tensor::uniform(&[o, c, 5, 5], -0.2, 0.2, &mut r).requires_grad_();
+        let b = Tensor::uniform(&[o], -0.2, 0.2, &mut r).requires_grad_();
+        let args = Conv2dArgs::new().padding(pad);
+        let ohw = hw + 2 * pad - 4;
+        let seed = Tensor::uniform(&[batch, o, ohw, ohw], -1.0, 1.0, &mut r);
+        let fwd_flops = 2.0 * (batch * o * ohw * ohw * c * 25) as f64;
+        if wanted(&format!("{name}_fwd")) {
+            let secs = median_secs(opts.reps, || {
+                std::hint::black_box(no_grad(|| x.conv2d(&w, Some(&b), args)).expect("valid conv"));
+            });
+            eprintln!("{name}_fwd: {:.1} GFLOP/s", fwd_flops / secs / 1e9);
+            emit(Measurement { name: format!("{name}_fwd"), value: secs * 1e3, unit: "ms" });
+        }
+        if wanted(&format!("{name}_fwd_bwd")) {
+            let secs = median_secs(opts.reps, || {
+                let y = x.conv2d(&w, Some(&b), args).expect("valid conv");
+                y.backward_with(Some(&seed), Default::default()).expect("backward");
+                w.zero_grad();
+                b.zero_grad();
+                x.zero_grad();
+            });
+            let flops = fwd_flops * if input_grad { 3.0 } else { 2.0 };
+            eprintln!("{name}_fwd_bwd: {:.1} GFLOP/s", flops / secs / 1e9);
+            emit(Measurement { name: format!("{name}_fwd_bwd"), value: secs * 1e3, unit: "ms" });
+        }
+    }
+    for (name, c, hw) in [("avgpool1", 6, 28), ("avgpool2", 16, 10)] {
+        if !wanted(&format!("{name}_fwd_bwd")) {
+            continue;
+        }
+        let x = Tensor::uniform(&[batch, c, hw, hw], 0.0, 1.0, &mut r).requires_grad_();
+        let seed = Tensor::uniform(&[batch, c, hw / 2, hw / 2], -1.0, 1.0, &mut r);
+        let secs = median_secs(opts.reps, || {
+            let y = x.avg_pool2d(Pool2dArgs::new(2).stride(2)).expect("valid pooling");
+            y.backward_with(Some(&seed), Default::default()).expect("backward");
+            x.zero_grad();
+        });
+        emit(Measurement { name: format!("{name}_fwd_bwd"), value: secs * 1e3, unit: "ms" });
     }
     results
 }

@@ -16,8 +16,10 @@ pub use nn;
 pub use ops;
 
 pub mod basics;
-pub mod book;
 pub mod bench;
+pub mod book;
+pub mod lenet;
+pub mod plot;
 
 /// Everything a training script usually needs.
 pub mod prelude {

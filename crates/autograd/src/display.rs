@@ -77,8 +77,17 @@ impl Formatter {
     }
 }
 
+/// One tensor being printed.
+struct Printer<'a> {
+    vals: &'a [f64],
+    shape: &'a [usize],
+    f: &'a Formatter,
+    summarize: bool,
+}
+
 /// Writes dims `d..` of the block starting at `base`, PyTorch style.
-fn write_block(out: &mut String, vals: &[f64], shape: &[usize], d: usize, base: usize, indent: usize, f: &Formatter, summarize: bool) {
+fn write_block(out: &mut String, p: &Printer<'_>, d: usize, base: usize, indent: usize) {
+    let (vals, shape, f, summarize) = (p.vals, p.shape, p.f, p.summarize);
     let rank = shape.len();
     let n = shape[d];
     let stride: usize = shape[d + 1..].iter().product();
@@ -112,7 +121,7 @@ fn write_block(out: &mut String, vals: &[f64], shape: &[usize], d: usize, base: 
                 out.push_str(&sep);
             }
             match i {
-                Some(i) => write_block(out, vals, shape, d + 1, base + i * stride, indent + 1, f, summarize),
+                Some(i) => write_block(out, p, d + 1, base + i * stride, indent + 1),
                 None => out.push_str("..."),
             }
         }
@@ -145,7 +154,7 @@ impl fmt::Display for Tensor {
                 s.push_str(&format!(", size=({})", dims.join(", ")));
             }
         } else {
-            write_block(&mut s, &vals, self.shape(), 0, 0, 7, &f, summarize);
+            write_block(&mut s, &Printer { vals: &vals, shape: self.shape(), f: &f, summarize }, 0, 0, 7);
         }
         if self.dtype() == DType::F64 {
             s.push_str(", dtype=torch.float64");

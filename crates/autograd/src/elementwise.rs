@@ -146,11 +146,7 @@ impl Tensor {
 
     /// True when every element is finite (no NaN or infinity).
     pub fn all_finite(&self) -> bool {
-        crate::dispatch!(self.storage(), |_s: T| self
-            .contiguous_data::<T>()
-            .expect("own dtype")
-            .iter()
-            .all(|v| v.is_finite()))
+        crate::dispatch!(self.storage(), |_s: T| self.contiguous_data::<T>().expect("own dtype").iter().all(|v| v.is_finite()))
     }
 
     // ----- binary with broadcasting -------------------------------------------------------

@@ -1,8 +1,6 @@
 //! The one error type of the library. Every message names the op that failed and the
 //! shapes or parameters involved, so a user can find the offending line without a debugger.
 
-use crate::shape::Shape;
-
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -16,39 +14,22 @@ pub fn fmt_shape(s: &[usize]) -> String {
 pub enum Error {
     /// Two operands whose shapes cannot be combined (broadcasting, matmul, cat, ...).
     #[error("{op}: {msg} ({} and {})", fmt_shape(.lhs), fmt_shape(.rhs))]
-    ShapeMismatch {
-        op: &'static str,
-        msg: String,
-        lhs: Shape,
-        rhs: Shape,
-    },
+    ShapeMismatch { op: &'static str, msg: String, lhs: Vec<usize>, rhs: Vec<usize> },
     /// A shape argument that is invalid for the input (reshape, narrow, expand, ...).
     #[error("{op}: {msg} (input shape {})", fmt_shape(.shape))]
-    InvalidShape {
-        op: &'static str,
-        msg: String,
-        shape: Shape,
-    },
+    InvalidShape { op: &'static str, msg: String, shape: Vec<usize> },
     /// A dimension index out of range for the tensor's rank.
     #[error("{op}: dimension {dim} out of range for a tensor of rank {rank}")]
-    DimOutOfRange {
-        op: &'static str,
-        dim: isize,
-        rank: usize,
-    },
+    DimOutOfRange { op: &'static str, dim: isize, rank: usize },
     /// Mixed element types in one op.
     #[error("{op}: dtype mismatch, {lhs} and {rhs}")]
-    DTypeMismatch {
-        op: &'static str,
-        lhs: crate::DType,
-        rhs: crate::DType,
-    },
+    DTypeMismatch { op: &'static str, lhs: crate::DType, rhs: crate::DType },
     /// Any other invalid argument (empty cat, zero stride, bad value, ...).
     #[error("{op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },
     /// `backward` on a tensor with more than one element and no seed gradient.
     #[error("backward: grad can be implicitly created only for scalar outputs, got shape {}; pass a seed gradient", fmt_shape(.0))]
-    NonScalarBackward(Shape),
+    NonScalarBackward(Vec<usize>),
     /// `backward` on a tensor that is not part of any graph.
     #[error("backward: tensor does not require grad and has no grad_fn")]
     NoGraph,
@@ -65,19 +46,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn shape(op: &'static str, msg: impl Into<String>, lhs: &[usize], rhs: &[usize]) -> Self {
-        Error::ShapeMismatch {
-            op,
-            msg: msg.into(),
-            lhs: lhs.into(),
-            rhs: rhs.into(),
-        }
+        Error::ShapeMismatch { op, msg: msg.into(), lhs: lhs.into(), rhs: rhs.into() }
     }
     pub(crate) fn invalid_shape(op: &'static str, msg: impl Into<String>, shape: &[usize]) -> Self {
-        Error::InvalidShape {
-            op,
-            msg: msg.into(),
-            shape: shape.into(),
-        }
+        Error::InvalidShape { op, msg: msg.into(), shape: shape.into() }
     }
     /// An invalid-argument error; public so downstream crates (ops, nn) report alike.
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {

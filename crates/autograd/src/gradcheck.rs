@@ -141,7 +141,7 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], opt
                     report.max_rel_error = report.max_rel_error.max(err / numeric.abs());
                 }
                 let allowed = opts.atol + opts.rtol * numeric.abs();
-                if !(err <= allowed) {
+                if err.is_nan() || err > allowed {
                     report.passed = false;
                 }
                 let score = if err.is_nan() { f64::INFINITY } else { err / allowed };
@@ -168,11 +168,8 @@ pub fn gradgradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor],
         let out = f(xs)?;
         let diff: Vec<&Tensor> = which.iter().map(|&i| &xs[i]).collect();
         let gs = grad(&out, &diff, Some(&v), BackwardOptions { retain_graph: true, create_graph: true })?;
-        let flat: Vec<Tensor> = gs
-            .into_iter()
-            .zip(&diff)
-            .map(|(g, x)| g.unwrap_or_else(|| x.zeros_like()).reshape(&[-1]))
-            .collect::<Result<_>>()?;
+        let flat: Vec<Tensor> =
+            gs.into_iter().zip(&diff).map(|(g, x)| g.unwrap_or_else(|| x.zeros_like()).reshape(&[-1])).collect::<Result<_>>()?;
         let refs: Vec<&Tensor> = flat.iter().collect();
         Tensor::cat(&refs, 0)
     };

@@ -33,11 +33,11 @@ pub mod tensor;
 pub mod testing;
 
 pub use dtype::{DType, Element, Storage};
-#[doc(hidden)]
-pub use num_traits;
 pub use error::{Error, Result};
 pub use function::{apply, Function};
 pub use gradcheck::{gradcheck, gradgradcheck, GradcheckOptions, GradcheckReport};
+#[doc(hidden)]
+pub use num_traits;
 pub use parallel::{num_threads, set_num_threads};
 pub use param::Parameter;
 pub use random::{rng, Rng};

@@ -29,12 +29,7 @@ fn pool() -> Arc<rayon::ThreadPool> {
     }
     let mut w = POOL.write().unwrap();
     w.get_or_insert_with(|| {
-        Arc::new(
-            rayon::ThreadPoolBuilder::new()
-                .thread_name(|i| format!("convnet-{i}"))
-                .build()
-                .expect("failed to start the thread pool"),
-        )
+        Arc::new(rayon::ThreadPoolBuilder::new().thread_name(|i| format!("convnet-{i}")).build().expect("failed to start the thread pool"))
     })
     .clone()
 }

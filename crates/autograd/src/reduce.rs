@@ -78,11 +78,8 @@ impl Tensor {
             }
             T::into_storage(data)
         });
-        let out_shape: Vec<usize> = if keepdim {
-            kept.clone()
-        } else {
-            kept.iter().enumerate().filter(|(i, _)| !ds.contains(i)).map(|(_, &s)| s).collect()
-        };
+        let out_shape: Vec<usize> =
+            if keepdim { kept.clone() } else { kept.iter().enumerate().filter(|(i, _)| !ds.contains(i)).map(|(_, &s)| s).collect() };
         let out = Tensor::from_storage(storage, &out_shape);
         Ok(record("sum_dims", out, &[self], move |ctx| {
             let g = ctx.grad_output().reshape_to(&kept)?;
@@ -229,9 +226,7 @@ impl Tensor {
         });
         let out = Tensor::from_storage(storage, shape);
         let ishape = index_shape.to_vec();
-        Ok(record("scatter_add", out, &[self], move |ctx| {
-            Ok(vec![Some(ctx.grad_output().gather(dim, &index, &ishape)?)])
-        }))
+        Ok(record("scatter_add", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().gather(dim, &index, &ishape)?)])))
     }
 
     /// `log(sum(exp(x)))` along `dim`, shifted by the (constant) max so it cannot overflow.

@@ -31,11 +31,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Self {
-        Layout {
-            shape: shape.into(),
-            strides: contiguous_strides(shape),
-            offset: 0,
-        }
+        Layout { shape: shape.into(), strides: contiguous_strides(shape), offset: 0 }
     }
     pub fn numel(&self) -> usize {
         self.shape.iter().product()

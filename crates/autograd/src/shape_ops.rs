@@ -7,7 +7,6 @@ use crate::shape::{contiguous_strides, normalize_dim, Layout};
 use crate::tape::record;
 use crate::tensor::Tensor;
 
-
 impl Tensor {
     fn view(&self, layout: Layout) -> Tensor {
         Tensor::from_parts(self.0.storage.clone(), layout)
@@ -30,8 +29,12 @@ impl Tensor {
         }
         let mut out: Vec<usize> = shape.iter().map(|&s| s.max(0) as usize).collect();
         if let Some(i) = inferred {
-            if known == 0 || self.numel() % known != 0 {
-                return Err(Error::invalid_shape("reshape", format!("shape {shape:?} is invalid for {} elements", self.numel()), self.shape()));
+            if known == 0 || !self.numel().is_multiple_of(known) {
+                return Err(Error::invalid_shape(
+                    "reshape",
+                    format!("shape {shape:?} is invalid for {} elements", self.numel()),
+                    self.shape(),
+                ));
             }
             out[i] = self.numel() / known;
         }
@@ -99,7 +102,11 @@ impl Tensor {
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = normalize_dim("narrow", dim, self.rank())?;
         if start + len > self.shape()[d] {
-            return Err(Error::invalid_shape("narrow", format!("start {start} + length {len} exceeds dim {d} of size {}", self.shape()[d]), self.shape()));
+            return Err(Error::invalid_shape(
+                "narrow",
+                format!("start {start} + length {len} exceeds dim {d} of size {}", self.shape()[d]),
+                self.shape(),
+            ));
         }
         let l = self.layout();
         let mut shape = l.shape.clone();
@@ -232,4 +239,3 @@ impl Tensor {
         Ok(record("expand", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().sum_to(ctx.input(0).shape())?)])))
     }
 }
-

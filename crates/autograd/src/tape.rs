@@ -195,7 +195,12 @@ fn accumulate(acc: Option<Tensor>, g: Tensor) -> Result<Tensor> {
     }
 }
 
-fn run_backward(root: &Tensor, seed: Option<&Tensor>, opts: BackwardOptions, targets: Option<&[&Tensor]>) -> Result<Option<Vec<Option<Tensor>>>> {
+fn run_backward(
+    root: &Tensor,
+    seed: Option<&Tensor>,
+    opts: BackwardOptions,
+    targets: Option<&[&Tensor]>,
+) -> Result<Option<Vec<Option<Tensor>>>> {
     if !root.requires_grad() {
         return Err(Error::NoGraph);
     }
@@ -207,7 +212,7 @@ fn run_backward(root: &Tensor, seed: Option<&Tensor>, opts: BackwardOptions, tar
             s.to_dtype(root.dtype())
         }
         None if root.numel() == 1 => Tensor::ones_dtype(root.shape(), root.dtype()),
-        None => return Err(Error::NonScalarBackward(root.shape().into())),
+        None => return Err(Error::NonScalarBackward(root.shape().to_vec())),
     };
     let create_graph = opts.create_graph;
     let retain = opts.retain_graph || create_graph;
@@ -307,10 +312,7 @@ fn run_backward(root: &Tensor, seed: Option<&Tensor>, opts: BackwardOptions, tar
                 let mut deps: Vec<&Tensor> = node.inputs.iter().collect();
                 deps.push(&g);
                 let name = node.name;
-                grads
-                    .into_iter()
-                    .map(|og| og.map(|t| record(name, t, &deps, move |_| Err(Error::NoSecondOrder { op: name }))))
-                    .collect()
+                grads.into_iter().map(|og| og.map(|t| record(name, t, &deps, move |_| Err(Error::NoSecondOrder { op: name })))).collect()
             } else {
                 rule(&ctx)?
             }

@@ -27,12 +27,7 @@ impl Tensor {
     // ----- construction -----------------------------------------------------------------
 
     pub(crate) fn from_parts(storage: Arc<Storage>, layout: Layout) -> Tensor {
-        Tensor(Arc::new(TensorInner {
-            storage,
-            layout,
-            grad_fn: None,
-            grad_slot: None,
-        }))
+        Tensor(Arc::new(TensorInner { storage, layout, grad_fn: None, grad_slot: None }))
     }
 
     pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Tensor {
@@ -44,11 +39,7 @@ impl Tensor {
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         if data.len() != n {
-            return Err(Error::invalid_shape(
-                "from_vec",
-                format!("{} elements cannot fill the shape", data.len()),
-                shape,
-            ));
+            return Err(Error::invalid_shape("from_vec", format!("{} elements cannot fill the shape", data.len()), shape));
         }
         Ok(Self::from_storage(T::into_storage(data), shape))
     }
@@ -104,10 +95,7 @@ impl Tensor {
 
     pub fn arange_dtype(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || (end - start) / step < 0.0 {
-            return Err(Error::invalid(
-                "arange",
-                format!("invalid range start={start}, end={end}, step={step}"),
-            ));
+            return Err(Error::invalid("arange", format!("invalid range start={start}, end={end}, step={step}")));
         }
         let n = ((end - start) / step).ceil() as usize;
         let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
@@ -275,9 +263,7 @@ impl Tensor {
 
     /// Exact equality of shape, dtype and every element.
     pub fn equal(&self, other: &Tensor) -> bool {
-        self.shape() == other.shape()
-            && self.dtype() == other.dtype()
-            && self.to_vec::<f64>() == other.to_vec::<f64>()
+        self.shape() == other.shape() && self.dtype() == other.dtype() && self.to_vec::<f64>() == other.to_vec::<f64>()
     }
 
     /// Largest absolute element-wise difference to another tensor of the same shape.
@@ -285,12 +271,7 @@ impl Tensor {
         if self.shape() != other.shape() {
             return Err(Error::shape("max_abs_diff", "shapes differ", self.shape(), other.shape()));
         }
-        Ok(self
-            .to_vec::<f64>()
-            .iter()
-            .zip(other.to_vec::<f64>())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max))
+        Ok(self.to_vec::<f64>().iter().zip(other.to_vec::<f64>()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max))
     }
 }
 

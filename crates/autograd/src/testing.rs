@@ -23,15 +23,16 @@ pub fn shape(max_rank: usize, max_dim: usize) -> impl Strategy<Value = Vec<usize
 /// Two shapes that broadcast together: some dims set to 1 on either side, and one side
 /// possibly shorter.
 pub fn broadcastable_pair(max_rank: usize, max_dim: usize) -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    shape(max_rank, max_dim).prop_flat_map(|s| {
-        let n = s.len();
-        (Just(s), prop::collection::vec(0u8..4, n), prop::collection::vec(0u8..4, n), 0..=n)
-    })
-    .prop_map(|(s, ma, mb, drop)| {
-        let a: Vec<usize> = s.iter().zip(&ma).map(|(&d, &m)| if m == 0 { 1 } else { d }).collect();
-        let b: Vec<usize> = s.iter().zip(&mb).map(|(&d, &m)| if m == 0 { 1 } else { d }).collect();
-        (a, b[drop.min(b.len())..].to_vec())
-    })
+    shape(max_rank, max_dim)
+        .prop_flat_map(|s| {
+            let n = s.len();
+            (Just(s), prop::collection::vec(0u8..4, n), prop::collection::vec(0u8..4, n), 0..=n)
+        })
+        .prop_map(|(s, ma, mb, drop)| {
+            let a: Vec<usize> = s.iter().zip(&ma).map(|(&d, &m)| if m == 0 { 1 } else { d }).collect();
+            let b: Vec<usize> = s.iter().zip(&mb).map(|(&d, &m)| if m == 0 { 1 } else { d }).collect();
+            (a, b[drop.min(b.len())..].to_vec())
+        })
 }
 
 /// An f64 tensor of the given shape with elements in `[lo, hi)`.

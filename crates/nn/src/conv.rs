@@ -55,10 +55,13 @@ impl Conv2d {
     pub fn new(config: Conv2dConfig, rng: &mut Rng) -> Result<Conv2d> {
         let g = config.args.groups;
         let Pair(kh, kw) = config.kernel;
-        if g == 0 || config.in_channels % g != 0 || config.out_channels % g != 0 || kh == 0 || kw == 0 {
+        if g == 0 || !config.in_channels.is_multiple_of(g) || !config.out_channels.is_multiple_of(g) || kh == 0 || kw == 0 {
             return Err(Error::Usage(format!(
                 "Conv2d: in_channels {} and out_channels {} must be divisible by groups {}, and the kernel {:?} positive",
-                config.in_channels, config.out_channels, g, (kh, kw)
+                config.in_channels,
+                config.out_channels,
+                g,
+                (kh, kw)
             )));
         }
         let shape = [config.out_channels, config.in_channels / g, kh, kw];

@@ -31,20 +31,20 @@ pub enum Act {
 /// initialised (call [`xavier_init`] for the book's recipe).
 pub fn lenet(pool: Pool, act: Act, rng: &mut Rng) -> Result<Sequential> {
     let act_layer = |s: Sequential| match act {
-        Act::Sigmoid => s.add(Sigmoid),
-        Act::Relu => s.add(ReLU),
+        Act::Sigmoid => s.append(Sigmoid),
+        Act::Relu => s.append(ReLU),
     };
     let pool_layer = |s: Sequential| match pool {
-        Pool::Avg => s.add(AvgPool2d::new(Pool2dArgs::new(2).stride(2))),
-        Pool::Max => s.add(MaxPool2d::new(Pool2dArgs::new(2).stride(2))),
+        Pool::Avg => s.append(AvgPool2d::new(Pool2dArgs::new(2).stride(2))),
+        Pool::Max => s.append(MaxPool2d::new(Pool2dArgs::new(2).stride(2))),
     };
-    let mut s = Sequential::new().add(Conv2d::new(Conv2dConfig::new(1, 6, 5).padding(2), rng)?);
+    let mut s = Sequential::new().append(Conv2d::new(Conv2dConfig::new(1, 6, 5).padding(2), rng)?);
     s = pool_layer(act_layer(s));
-    s = s.add(Conv2d::new(Conv2dConfig::new(6, 16, 5), rng)?);
-    s = pool_layer(act_layer(s)).add(Flatten);
-    s = act_layer(s.add(Linear::new(16 * 5 * 5, 120, rng)?));
-    s = act_layer(s.add(Linear::new(120, 84, rng)?));
-    Ok(s.add(Linear::new(84, 10, rng)?))
+    s = s.append(Conv2d::new(Conv2dConfig::new(6, 16, 5), rng)?);
+    s = pool_layer(act_layer(s)).append(Flatten);
+    s = act_layer(s.append(Linear::new(16 * 5 * 5, 120, rng)?));
+    s = act_layer(s.append(Linear::new(120, 84, rng)?));
+    Ok(s.append(Linear::new(84, 10, rng)?))
 }
 
 /// The book's init: Xavier-uniform for every conv and linear weight (biases keep their

@@ -4,7 +4,9 @@
 //! losses, data loading and checkpoints.
 
 pub mod activation;
+pub mod checkpoint;
 pub mod conv;
+pub mod data;
 pub mod error;
 pub mod init;
 pub mod lenet;
@@ -14,9 +16,11 @@ pub mod module;
 pub mod optim;
 pub mod pool;
 
-pub use error::{Error, Result};
 pub use activation::{Flatten, ReLU, Sigmoid, Tanh};
+pub use checkpoint::{load_npy, load_npz, save_npy, save_npz};
 pub use conv::{Conv2d, Conv2dConfig};
+pub use data::{DataLoader, Dataset, FashionMnist, ImageDataset};
+pub use error::{Error, Result};
 pub use lenet::{lenet, xavier_init, Act, Pool};
 pub use linear::Linear;
 pub use loss::{accuracy, correct, CrossEntropyLoss, MseLoss};

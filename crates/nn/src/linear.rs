@@ -49,6 +49,11 @@ impl Module for Linear {
         v
     }
     fn describe(&self) -> String {
-        format!("Linear(in_features={}, out_features={}, bias={})", self.in_features, self.out_features, if self.bias.is_some() { "True" } else { "False" })
+        format!(
+            "Linear(in_features={}, out_features={}, bias={})",
+            self.in_features,
+            self.out_features,
+            if self.bias.is_some() { "True" } else { "False" }
+        )
     }
 }

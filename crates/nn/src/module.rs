@@ -85,7 +85,7 @@ impl Sequential {
         Self::default()
     }
     /// Appends a layer (builder style).
-    pub fn add(mut self, layer: impl Module + 'static) -> Self {
+    pub fn append(mut self, layer: impl Module + 'static) -> Self {
         self.layers.push(Box::new(layer));
         self
     }

@@ -76,8 +76,17 @@ impl Sgd {
     }
 }
 
-fn sgd_update<T: Element>(w: &mut [T], g: &[T], buf: Option<&mut [T]>, first: bool, lr: f64, momentum: f64, nesterov: bool, wd: f64) {
-    let (lr, mom, wd) = (T::from_f64(lr), T::from_f64(momentum), T::from_f64(wd));
+/// SGD's hyper-parameters for one update.
+#[derive(Clone, Copy)]
+struct SgdHyper {
+    lr: f64,
+    momentum: f64,
+    nesterov: bool,
+    weight_decay: f64,
+}
+
+fn sgd_update<T: Element>(w: &mut [T], g: &[T], buf: Option<&mut [T]>, first: bool, h: SgdHyper) {
+    let (lr, mom, wd, nesterov) = (T::from_f64(h.lr), T::from_f64(h.momentum), T::from_f64(h.weight_decay), h.nesterov);
     match buf {
         None => {
             for (w, &g) in w.iter_mut().zip(g) {
@@ -107,11 +116,11 @@ impl Optimizer for Sgd {
             if self.momentum != 0.0 && buf.is_none() {
                 *buf = Some(zeros_like(p));
             }
-            let (lr, m, n, wd) = (self.lr, self.momentum, self.nesterov, self.weight_decay);
+            let h = SgdHyper { lr: self.lr, momentum: self.momentum, nesterov: self.nesterov, weight_decay: self.weight_decay };
             autograd::dispatch!(g.storage(), |_s: T| {
                 let gd = g.contiguous_data::<T>()?;
                 let b = buf.as_mut().map(|s| T::slice_mut(s).expect("buffer has its parameter's dtype").as_mut_slice());
-                p.update::<T>(|w| sgd_update(w, &gd, b, first, lr, m, n, wd))?;
+                p.update::<T>(|w| sgd_update(w, &gd, b, first, h))?;
             });
         }
         Ok(())
@@ -225,8 +234,10 @@ impl Optimizer for Adam {
         let step = state.iter().find(|(k, _)| k == "step").ok_or_else(|| Error::StateDict("Adam state lacks 'step'".into()))?;
         self.step = step.1.item()? as u64;
         for (i, p) in self.params.iter().enumerate() {
-            self.m[i] = load_buffer(state, &format!("exp_avg.{i}"), p)?.ok_or_else(|| Error::StateDict(format!("Adam state lacks 'exp_avg.{i}'")))?;
-            self.v[i] = load_buffer(state, &format!("exp_avg_sq.{i}"), p)?.ok_or_else(|| Error::StateDict(format!("Adam state lacks 'exp_avg_sq.{i}'")))?;
+            self.m[i] = load_buffer(state, &format!("exp_avg.{i}"), p)?
+                .ok_or_else(|| Error::StateDict(format!("Adam state lacks 'exp_avg.{i}'")))?;
+            self.v[i] = load_buffer(state, &format!("exp_avg_sq.{i}"), p)?
+                .ok_or_else(|| Error::StateDict(format!("Adam state lacks 'exp_avg_sq.{i}'")))?;
         }
         Ok(())
     }

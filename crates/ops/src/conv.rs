@@ -105,11 +105,23 @@ impl Geom {
     fn new(op: &'static str, x: &[usize], w: &[usize], a: Conv2dArgs) -> Result<Geom> {
         let shapes = || format!("input {}, weight {}", fmt(x), fmt(w));
         if x.len() != 4 || w.len() != 4 {
-            return Err(Error::invalid(op, format!("expects a 4-d input [N, C, H, W] and a 4-d weight [O, C/groups, kh, kw] ({})", shapes())));
+            return Err(Error::invalid(
+                op,
+                format!("expects a 4-d input [N, C, H, W] and a 4-d weight [O, C/groups, kh, kw] ({})", shapes()),
+            ));
         }
         let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (a.stride, a.padding, a.dilation);
         if sh == 0 || sw == 0 || dh == 0 || dw == 0 || a.groups == 0 {
-            return Err(Error::invalid(op, format!("stride, dilation and groups must be positive (stride {:?}, dilation {:?}, groups {}; {})", (sh, sw), (dh, dw), a.groups, shapes())));
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "stride, dilation and groups must be positive (stride {:?}, dilation {:?}, groups {}; {})",
+                    (sh, sw),
+                    (dh, dw),
+                    a.groups,
+                    shapes()
+                ),
+            ));
         }
         let (n, c, h, wd) = (x[0], x[1], x[2], x[3]);
         let (o, cg, kh, kw) = (w[0], w[1], w[2], w[3]);
@@ -117,7 +129,16 @@ impl Geom {
             return Err(Error::invalid(op, format!("kernel size must be positive ({})", shapes())));
         }
         if c != cg * a.groups {
-            return Err(Error::invalid(op, format!("input has {c} channels but weight expects {} ({} per group x {} groups; {})", cg * a.groups, cg, a.groups, shapes())));
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "input has {c} channels but weight expects {} ({} per group x {} groups; {})",
+                    cg * a.groups,
+                    cg,
+                    a.groups,
+                    shapes()
+                ),
+            ));
         }
         if o % a.groups != 0 {
             return Err(Error::invalid(op, format!("{o} output channels are not divisible by {} groups ({})", a.groups, shapes())));
@@ -159,10 +180,6 @@ impl Geom {
     fn y_shape(&self) -> [usize; 4] {
         [self.n, self.o, self.oh, self.ow]
     }
-    /// 1x1, stride 1, no padding: the input plane already is the unfolded matrix.
-    fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.a.stride == Pair(1, 1) && self.a.padding == Pair(0, 0)
-    }
 }
 
 fn fmt(s: &[usize]) -> String {
@@ -177,15 +194,39 @@ fn valid_range(out: usize, len: usize, stride: usize, off: isize) -> (usize, usi
     (lo.min(hi), hi)
 }
 
-/// Unfolds group `grp` of one sample `x` (`[C, H, W]`) into `cols` (`[rows, OH*OW]`).
-fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T]) {
+/// Copies a short run (one output row, typically 5 to 30 elements) with fixed-size moves:
+/// a `memcpy` call, which the compiler would otherwise emit, costs more than the copy.
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    let mut k = 0;
+    while k + 8 <= n {
+        dst[k..k + 8].copy_from_slice(&src[k..k + 8]);
+        k += 8;
+    }
+    if n - k >= 4 {
+        dst[k..k + 4].copy_from_slice(&src[k..k + 4]);
+        k += 4;
+    }
+    if n - k >= 2 {
+        dst[k..k + 2].copy_from_slice(&src[k..k + 2]);
+        k += 2;
+    }
+    if n - k == 1 {
+        dst[k] = src[k];
+    }
+}
+
+/// Unfolds group `grp` of one sample `x` (`[C, H, W]`) into `cols`: row `r` of the
+/// unfolded matrix starts at `cols[r * ld]` and holds the `OH*OW` output positions.
+fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], ld: usize) {
     let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);
     let l = g.l();
     for cc in 0..g.cg {
         let plane = &x[(grp * g.cg + cc) * g.h * g.w..][..g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = &mut cols[((cc * g.kh + i) * g.kw + j) * l..][..l];
+                let row = &mut cols[((cc * g.kh + i) * g.kw + j) * ld..][..l];
                 let off = (j * dw) as isize - pw as isize;
                 let (lo, hi) = valid_range(g.ow, g.w, sw, off);
                 for oy in 0..g.oh {
@@ -200,7 +241,7 @@ fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T]) {
                     dst[hi..].fill(T::zero());
                     let start = (lo * sw) as isize + off;
                     if sw == 1 {
-                        dst[lo..hi].copy_from_slice(&src[start as usize..start as usize + (hi - lo)]);
+                        copy_short(&mut dst[lo..hi], &src[start as usize..start as usize + (hi - lo)]);
                     } else {
                         for (k, d) in dst[lo..hi].iter_mut().enumerate() {
                             *d = src[start as usize + k * sw];
@@ -212,15 +253,16 @@ fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T]) {
     }
 }
 
-/// The adjoint of [`im2col`]: adds `cols` back into group `grp` of one sample `dx`.
-fn col2im<T: Element>(g: &Geom, cols: &[T], grp: usize, dx: &mut [T]) {
+/// The adjoint of [`im2col`]: adds the unfolded matrix back into group `grp` of one
+/// sample `dx`.
+fn col2im<T: Element>(g: &Geom, cols: &[T], ld: usize, grp: usize, dx: &mut [T]) {
     let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);
     let l = g.l();
     for cc in 0..g.cg {
         let plane = &mut dx[(grp * g.cg + cc) * g.h * g.w..][..g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = &cols[((cc * g.kh + i) * g.kw + j) * l..][..l];
+                let row = &cols[((cc * g.kh + i) * g.kw + j) * ld..][..l];
                 let off = (j * dw) as isize - pw as isize;
                 let (lo, hi) = valid_range(g.ow, g.w, sw, off);
                 if lo >= hi {
@@ -234,8 +276,14 @@ fn col2im<T: Element>(g: &Geom, cols: &[T], grp: usize, dx: &mut [T]) {
                     let dst = &mut plane[iy as usize * g.w..][..g.w];
                     let src = &row[oy * g.ow..(oy + 1) * g.ow];
                     let start = ((lo * sw) as isize + off) as usize;
-                    for (k, &s) in src[lo..hi].iter().enumerate() {
-                        dst[start + k * sw] += s;
+                    if sw == 1 {
+                        for (d, &s) in dst[start..start + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += s;
+                        }
+                    } else {
+                        for (k, &s) in src[lo..hi].iter().enumerate() {
+                            dst[start + k * sw] += s;
+                        }
                     }
                 }
             }
@@ -243,38 +291,86 @@ fn col2im<T: Element>(g: &Geom, cols: &[T], grp: usize, dx: &mut [T]) {
     }
 }
 
-/// Samples per task for the weight gradient: partial sums are formed over these fixed
-/// groups and then added in order, whatever the thread count.
-const WGRAD_SAMPLES: usize = 8;
+/// Samples are processed in blocks: one GEMM covers a whole block (its unfolded inputs side
+/// by side), which keeps the products large enough to run near the kernel's peak while
+/// the block's buffers stay in cache. The block size depends on the geometry only, never
+/// on the thread count, and the weight gradient adds the blocks' partial sums in block
+/// order: results are bitwise identical at any thread count.
+fn block_samples<T>(g: &Geom) -> usize {
+    const BUDGET: usize = 256 * 1024;
+    (BUDGET / (g.rows() * g.l() * std::mem::size_of::<T>()).max(1)).clamp(1, 32)
+}
+
+/// Per-task scratch: the unfolded block and a `[O/groups, block * OH*OW]` matrix.
+#[derive(Default)]
+struct Scratch<T> {
+    cols: Vec<T>,
+    mat: Vec<T>,
+}
+
+/// Runs `f(block index, samples)` over the sample blocks in parallel.
+fn for_blocks<T: Element>(g: &Geom, f: impl Fn(usize, std::ops::Range<usize>, &mut Scratch<T>) + Sync + Send) {
+    let nb = block_samples::<T>(g);
+    let blocks = g.n.div_ceil(nb);
+    install(|| {
+        (0..blocks).into_par_iter().for_each_init(Scratch::default, |sc, b| f(b, b * nb..((b + 1) * nb).min(g.n), sc));
+    });
+}
+
+/// Copies the output gradient of `samples`, group `grp`, into `mat` as `[og, nb * L]`.
+fn gather_dy<T: Element>(g: &Geom, dy: &[T], samples: &std::ops::Range<usize>, grp: usize, mat: &mut [T]) {
+    let (l, ld) = (g.l(), samples.len() * g.l());
+    for (s, n) in samples.clone().enumerate() {
+        for oc in 0..g.og {
+            let src = &dy[(n * g.o + grp * g.og + oc) * l..][..l];
+            mat[oc * ld + s * l..][..l].copy_from_slice(src);
+        }
+    }
+}
+
+/// Wraps a raw output pointer shared by tasks that write disjoint samples.
+struct SharedOut<T>(*mut T, usize);
+unsafe impl<T> Send for SharedOut<T> {}
+unsafe impl<T> Sync for SharedOut<T> {}
+impl<T> SharedOut<T> {
+    /// # Safety
+    /// Callers must write disjoint ranges.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.1);
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
 
 fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
     let mut y = vec![T::zero(); g.n * g.o * l];
-    let per_sample = |n: usize, yn: &mut [T], cols: &mut Vec<T>| {
-        let xn = &x[n * chw..(n + 1) * chw];
+    let out = SharedOut(y.as_mut_ptr(), y.len());
+    for_blocks::<T>(g, |_, samples, sc| {
+        let ld = samples.len() * l;
+        sc.cols.resize(rows * ld, T::zero());
+        sc.mat.resize(g.og * ld, T::zero());
         for grp in 0..g.a.groups {
-            let b = if g.is_pointwise() {
-                MatRef::row_major(xn, grp * g.cg * l, l)
-            } else {
-                cols.resize(rows * l, T::zero());
-                im2col(g, xn, grp, cols);
-                MatRef::row_major(cols, 0, l)
-            };
+            for (s, n) in samples.clone().enumerate() {
+                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld);
+            }
             let a = MatRef::row_major(w, grp * g.og * rows, rows);
-            gemm_serial(g.og, l, rows, a, b, &mut yn[grp * g.og * l..], l, false);
-        }
-        if let Some(bias) = bias {
-            for (oc, plane) in yn.chunks_mut(l).enumerate() {
-                plane.iter_mut().for_each(|v| *v += bias[oc]);
+            gemm_serial(g.og, ld, rows, a, MatRef::row_major(&sc.cols, 0, ld), &mut sc.mat, ld, false);
+            for (s, n) in samples.clone().enumerate() {
+                for oc in 0..g.og {
+                    let c = grp * g.og + oc;
+                    // SAFETY: each sample's output belongs to exactly one block.
+                    let dst = unsafe { out.slice((n * g.o + c) * l, l) };
+                    let src = &sc.mat[oc * ld + s * l..][..l];
+                    match bias {
+                        Some(b) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + b[c]),
+                        None => dst.copy_from_slice(src),
+                    }
+                }
             }
         }
-    };
-    let chunk = g.o * l;
-    if chunk == 0 {
-        return y;
-    }
-    install(|| y.par_chunks_mut(chunk).enumerate().for_each_init(Vec::new, |cols, (n, yn)| per_sample(n, yn, cols)));
+    });
     y
 }
 
@@ -282,24 +378,21 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
     let mut dx = vec![T::zero(); g.n * chw];
-    if chw == 0 {
-        return dx;
-    }
-    install(|| {
-        dx.par_chunks_mut(chw).enumerate().for_each_init(Vec::new, |cols: &mut Vec<T>, (n, dxn)| {
-            let dyn_ = &dy[n * g.o * l..(n + 1) * g.o * l];
-            for grp in 0..g.a.groups {
-                let a = MatRef::transposed(w, grp * g.og * rows, rows);
-                let b = MatRef::row_major(dyn_, grp * g.og * l, l);
-                if g.is_pointwise() {
-                    gemm_serial(rows, l, g.og, a, b, &mut dxn[grp * g.cg * l..], l, false);
-                } else {
-                    cols.resize(rows * l, T::zero());
-                    gemm_serial(rows, l, g.og, a, b, cols, l, false);
-                    col2im(g, cols, grp, dxn);
-                }
+    let out = SharedOut(dx.as_mut_ptr(), dx.len());
+    for_blocks::<T>(g, |_, samples, sc| {
+        let ld = samples.len() * l;
+        sc.cols.resize(rows * ld, T::zero());
+        sc.mat.resize(g.og * ld, T::zero());
+        for grp in 0..g.a.groups {
+            gather_dy(g, dy, &samples, grp, &mut sc.mat);
+            let a = MatRef::transposed(w, grp * g.og * rows, rows);
+            gemm_serial(rows, ld, g.og, a, MatRef::row_major(&sc.mat, 0, ld), &mut sc.cols, ld, false);
+            for (s, n) in samples.clone().enumerate() {
+                // SAFETY: each sample's input gradient belongs to exactly one block.
+                let dxn = unsafe { out.slice(n * chw, chw) };
+                col2im(g, &sc.cols[s * l..], ld, grp, dxn);
             }
-        })
+        }
     });
     dx
 }
@@ -308,30 +401,28 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
     let size = g.o * rows;
-    let tasks = g.n.div_ceil(WGRAD_SAMPLES);
-    let partial = |t: usize| -> Vec<T> {
-        let mut acc = vec![T::zero(); size];
-        let mut cols = Vec::new();
-        for n in t * WGRAD_SAMPLES..((t + 1) * WGRAD_SAMPLES).min(g.n) {
-            let xn = &x[n * chw..(n + 1) * chw];
-            for grp in 0..g.a.groups {
-                let b = if g.is_pointwise() {
-                    MatRef::transposed(xn, grp * g.cg * l, l)
-                } else {
-                    cols.resize(rows * l, T::zero());
-                    im2col(g, xn, grp, &mut cols);
-                    MatRef::transposed(&cols, 0, l)
-                };
-                let a = MatRef::row_major(dy, (n * g.o + grp * g.og) * l, l);
-                gemm_serial(g.og, rows, l, a, b, &mut acc[grp * g.og * rows..], rows, true);
+    let blocks = g.n.div_ceil(block_samples::<T>(g));
+    let mut partials = vec![T::zero(); blocks * size];
+    let out = SharedOut(partials.as_mut_ptr(), partials.len());
+    for_blocks::<T>(g, |b, samples, sc| {
+        let ld = samples.len() * l;
+        sc.cols.resize(rows * ld, T::zero());
+        sc.mat.resize(g.og * ld, T::zero());
+        // SAFETY: block `b` owns partial sum `b`.
+        let acc = unsafe { out.slice(b * size, size) };
+        for grp in 0..g.a.groups {
+            for (s, n) in samples.clone().enumerate() {
+                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld);
             }
+            gather_dy(g, dy, &samples, grp, &mut sc.mat);
+            let a = MatRef::row_major(&sc.mat, 0, ld);
+            gemm_serial(g.og, rows, ld, a, MatRef::transposed(&sc.cols, 0, ld), &mut acc[grp * g.og * rows..], rows, false);
         }
-        acc
-    };
-    let partials: Vec<Vec<T>> = install(|| (0..tasks).into_par_iter().map(partial).collect());
+    });
+    // Block partial sums, added in block order.
     let mut out = vec![T::zero(); size];
-    for p in partials {
-        out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+    for p in partials.chunks(size.max(1)) {
+        out.iter_mut().zip(p).for_each(|(o, &v)| *o += v);
     }
     out
 }
@@ -351,7 +442,10 @@ pub fn conv2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv
     if let Some(b) = bias {
         same_dtype("conv2d", input, b)?;
         if b.shape() != [g.o] {
-            return Err(Error::invalid("conv2d", format!("bias must have shape [{}], got {} (weight {})", g.o, fmt(b.shape()), fmt(weight.shape()))));
+            return Err(Error::invalid(
+                "conv2d",
+                format!("bias must have shape [{}], got {} (weight {})", g.o, fmt(b.shape()), fmt(weight.shape())),
+            ));
         }
     }
     let out = autograd::dispatch!(input.storage(), |_s: T| {
@@ -381,7 +475,12 @@ pub fn conv2d_input_grad(dy: &Tensor, weight: &Tensor, input_shape: &[usize], ar
     let g = Geom::new("conv2d_input_grad", input_shape, weight.shape(), args)?;
     same_dtype("conv2d_input_grad", dy, weight)?;
     if dy.shape() != g.y_shape() {
-        return Err(Error::mismatch("conv2d_input_grad", "output gradient does not match the convolution's output", dy.shape(), &g.y_shape()));
+        return Err(Error::mismatch(
+            "conv2d_input_grad",
+            "output gradient does not match the convolution's output",
+            dy.shape(),
+            &g.y_shape(),
+        ));
     }
     let out = autograd::dispatch!(dy.storage(), |_s: T| {
         let (d, w) = (dy.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
@@ -402,7 +501,12 @@ pub fn conv2d_weight_grad(input: &Tensor, dy: &Tensor, weight_shape: &[usize], a
     let g = Geom::new("conv2d_weight_grad", input.shape(), weight_shape, args)?;
     same_dtype("conv2d_weight_grad", input, dy)?;
     if dy.shape() != g.y_shape() {
-        return Err(Error::mismatch("conv2d_weight_grad", "output gradient does not match the convolution's output", dy.shape(), &g.y_shape()));
+        return Err(Error::mismatch(
+            "conv2d_weight_grad",
+            "output gradient does not match the convolution's output",
+            dy.shape(),
+            &g.y_shape(),
+        ));
     }
     let out = autograd::dispatch!(dy.storage(), |_s: T| {
         let (x, d) = (input.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);

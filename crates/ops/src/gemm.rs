@@ -55,11 +55,64 @@ pub fn tile_grid(m: usize, n: usize, k: usize) -> (usize, usize) {
 /// `c` must point to an `m x n` row-major block with row stride `ldc` that nobody else
 /// writes concurrently, and `a`, `b` must cover the `m x k` and `k x n` views.
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel<T: Element>(m: usize, n: usize, k: usize, c: *mut T, ldc: usize, a: *const T, a_rs: isize, a_cs: isize, b: *const T, b_rs: isize, b_cs: isize, accumulate: bool) {
+unsafe fn kernel<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut T,
+    ldc: usize,
+    a: *const T,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const T,
+    b_rs: isize,
+    b_cs: isize,
+    accumulate: bool,
+) {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
-        gemm::gemm::<f32>(m, n, k, c as *mut f32, 1, ldc as isize, accumulate, a as *const f32, a_cs, a_rs, b as *const f32, b_cs, b_rs, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
+        gemm::gemm::<f32>(
+            m,
+            n,
+            k,
+            c as *mut f32,
+            1,
+            ldc as isize,
+            accumulate,
+            a as *const f32,
+            a_cs,
+            a_rs,
+            b as *const f32,
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     } else {
-        gemm::gemm::<f64>(m, n, k, c as *mut f64, 1, ldc as isize, accumulate, a as *const f64, a_cs, a_rs, b as *const f64, b_cs, b_rs, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
+        gemm::gemm::<f64>(
+            m,
+            n,
+            k,
+            c as *mut f64,
+            1,
+            ldc as isize,
+            accumulate,
+            a as *const f64,
+            a_cs,
+            a_rs,
+            b as *const f64,
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
@@ -132,7 +185,17 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
 
 /// One product on the calling thread: `c (+)= a @ b` with `c` row-major, row stride `ldc`.
 /// For kernels (convolution) that already run in parallel over a batch.
-pub fn gemm_serial<T: Element>(m: usize, n: usize, k: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, accumulate: bool) {
+#[allow(clippy::too_many_arguments)] // the BLAS shape: m, n, k, A, B, C, ldc, beta
+pub fn gemm_serial<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }

@@ -11,8 +11,8 @@ pub mod loss;
 pub mod matmul;
 pub mod pool;
 
-pub use loss::{cross_entropy, mse};
 pub use conv::{conv2d, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Pair};
+pub use loss::{cross_entropy, mse};
 pub use matmul::matmul;
 pub use pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, Pool2dArgs};
 

@@ -56,7 +56,8 @@ impl Geom {
         let Pair(kh, kw) = a.kernel;
         let Pair(sh, sw) = a.stride.unwrap_or(a.kernel);
         let Pair(ph, pw) = a.padding;
-        let desc = || format!("input {}, kernel {:?}, stride {:?}, padding {:?}", autograd::error::fmt_shape(shape), (kh, kw), (sh, sw), (ph, pw));
+        let desc =
+            || format!("input {}, kernel {:?}, stride {:?}, padding {:?}", autograd::error::fmt_shape(shape), (kh, kw), (sh, sw), (ph, pw));
         if shape.len() != 3 && shape.len() != 4 {
             return Err(Error::invalid(op, format!("expects a 3-d [C, H, W] or 4-d [N, C, H, W] input ({})", desc())));
         }
@@ -70,7 +71,12 @@ impl Geom {
         let (h, w) = (shape[r - 2], shape[r - 1]);
         let (oh, ow) = match (out_size(h, kh, sh, ph, 1), out_size(w, kw, sw, pw, 1)) {
             (Some(oh), Some(ow)) => (oh, ow),
-            _ => return Err(Error::invalid(op, format!("window is larger than the padded input {}x{} ({})", h + 2 * ph, w + 2 * pw, desc()))),
+            _ => {
+                return Err(Error::invalid(
+                    op,
+                    format!("window is larger than the padded input {}x{} ({})", h + 2 * ph, w + 2 * pw, desc()),
+                ))
+            }
         };
         Ok(Geom { planes: shape[..r - 2].iter().product(), h, w, kh, kw, sh, sw, ph, pw, oh, ow })
     }
@@ -89,13 +95,20 @@ impl Geom {
 }
 
 /// Runs `f(plane_in, plane_out)` over every channel plane in parallel.
-fn per_plane<T: Element, U: Send + Default + Clone>(g: &Geom, x: &[T], f: impl Fn(&[T], &mut [T], &mut [U]) + Sync + Send) -> (Vec<T>, Vec<U>) {
+fn per_plane<T: Element, U: Send + Default + Clone>(
+    g: &Geom,
+    x: &[T],
+    f: impl Fn(&[T], &mut [T], &mut [U]) + Sync + Send,
+) -> (Vec<T>, Vec<U>) {
     let (inp, outp) = (g.h * g.w, g.oh * g.ow);
     let mut y = vec![T::zero(); g.planes * outp];
     let mut aux = vec![U::default(); g.planes * outp];
     if outp > 0 {
         install(|| {
-            y.par_chunks_mut(outp).zip(aux.par_chunks_mut(outp)).enumerate().for_each(|(p, (yp, ap))| f(&x[p * inp..(p + 1) * inp], yp, ap));
+            y.par_chunks_mut(outp)
+                .zip(aux.par_chunks_mut(outp))
+                .enumerate()
+                .for_each(|(p, (yp, ap))| f(&x[p * inp..(p + 1) * inp], yp, ap));
         });
     }
     (y, aux)

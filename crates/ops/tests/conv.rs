@@ -62,7 +62,11 @@ struct Case {
 /// dilated kernel. Rectangular kernels, ph != pw, strides larger than the kernel and
 /// strides that don't divide the input all come up.
 fn case() -> impl Strategy<Value = Case> {
-    ((1usize..3, 1usize..3, 1usize..3, 1usize..3, any::<bool>()), (1usize..4, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3), (1usize..4, 1usize..4, 0usize..3, 0usize..3))
+    (
+        (1usize..3, 1usize..3, 1usize..3, 1usize..3, any::<bool>()),
+        (1usize..4, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3),
+        (1usize..4, 1usize..4, 0usize..3, 0usize..3),
+    )
         .prop_map(|((n, cg, og, groups, bias), (kh, kw, dh, dw, ph, pw), (sh, sw, eh, ew))| {
             let (ph, pw) = (ph.min(kh), pw.min(kw));
             let span_h = dh * (kh - 1) + 1;
@@ -70,7 +74,18 @@ fn case() -> impl Strategy<Value = Case> {
             // input size so that the padded input is at least the span, plus a few extra
             let h = (span_h + eh).saturating_sub(2 * ph).max(1);
             let w = (span_w + ew).saturating_sub(2 * pw).max(1);
-            Case { n, cg, og, groups, h, w, kh, kw, args: Conv2dArgs::new().stride((sh, sw)).padding((ph, pw)).dilation((dh, dw)).groups(groups), bias }
+            Case {
+                n,
+                cg,
+                og,
+                groups,
+                h,
+                w,
+                kh,
+                kw,
+                args: Conv2dArgs::new().stride((sh, sw)).padding((ph, pw)).dilation((dh, dw)).groups(groups),
+                bias,
+            }
         })
 }
 
@@ -140,7 +155,8 @@ fn gradients_are_bitwise_identical_at_one_and_two_threads() {
         b.zero_grad();
         let y = conv2d(&x, &w, Some(&b), Conv2dArgs::new()).unwrap();
         y.backward_with(Some(&seed), Default::default()).unwrap();
-        [y, x.grad().unwrap(), w.grad().unwrap(), b.grad().unwrap()].map(|t| t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        [y, x.grad().unwrap(), w.grad().unwrap(), b.grad().unwrap()]
+            .map(|t| t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
     };
     let one = run(1);
     let two = run(2);
@@ -195,13 +211,13 @@ proptest! {
 fn gradcheck_named_edge_cases() {
     let cases = [
         // (x shape, w shape, args)
-        ([2, 3, 4, 4], [2, 3, 1, 1], Conv2dArgs::new()),                                  // 1x1 kernel
-        ([1, 2, 3, 4], [2, 2, 5, 6], Conv2dArgs::new().padding(1)),                       // kernel = padded input
-        ([1, 1, 7, 7], [1, 1, 2, 2], Conv2dArgs::new().stride(3)),                        // stride > kernel
-        ([1, 1, 7, 6], [2, 1, 3, 3], Conv2dArgs::new().stride(2)),                        // stride doesn't divide
+        ([2, 3, 4, 4], [2, 3, 1, 1], Conv2dArgs::new()),            // 1x1 kernel
+        ([1, 2, 3, 4], [2, 2, 5, 6], Conv2dArgs::new().padding(1)), // kernel = padded input
+        ([1, 1, 7, 7], [1, 1, 2, 2], Conv2dArgs::new().stride(3)),  // stride > kernel
+        ([1, 1, 7, 6], [2, 1, 3, 3], Conv2dArgs::new().stride(2)),  // stride doesn't divide
         ([1, 2, 5, 7], [2, 2, 2, 3], Conv2dArgs::new().stride((2, 1)).padding((1, 2))), // rectangular, ph != pw
         ([2, 4, 5, 5], [4, 2, 3, 3], Conv2dArgs::new().groups(2).dilation(2).padding(1)), // groups and dilation
-        ([1, 2, 5, 5], [4, 1, 1, 1], Conv2dArgs::new().groups(2).stride(2)),              // 1x1 strided, grouped
+        ([1, 2, 5, 5], [4, 1, 1, 1], Conv2dArgs::new().groups(2).stride(2)), // 1x1 strided, grouped
     ];
     for (i, (xs, ws, a)) in cases.into_iter().enumerate() {
         let mut r = rng(i as u64);

@@ -46,7 +46,10 @@ fn ties_send_the_gradient_to_the_first_position() {
 fn errors() {
     let x = Tensor::zeros(&[1, 1, 4, 4]);
     let e = max_pool2d(&x, Pool2dArgs::new(2).padding(2)).unwrap_err().to_string();
-    assert_eq!(e, "max_pool2d: padding should be at most half of the kernel size (input [1, 1, 4, 4], kernel (2, 2), stride (2, 2), padding (2, 2))");
+    assert_eq!(
+        e,
+        "max_pool2d: padding should be at most half of the kernel size (input [1, 1, 4, 4], kernel (2, 2), stride (2, 2), padding (2, 2))"
+    );
     let e = avg_pool2d(&x, Pool2dArgs::new(5)).unwrap_err().to_string();
     assert!(e.starts_with("avg_pool2d: window is larger than the padded input 4x4"), "{e}");
     let e = max_pool2d(&x, Pool2dArgs::new(2).stride(0)).unwrap_err().to_string();
@@ -62,16 +65,17 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (1usize..3, 1usize..3, 1usize..4, 1usize..4, prop::option::of((1usize..4, 1usize..4)), 0usize..2, 0usize..2, 0usize..3, 0usize..3).prop_map(|(n, c, kh, kw, stride, ph, pw, eh, ew)| {
-        let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
-        let h = (kh + eh).saturating_sub(2 * ph).max(1);
-        let w = (kw + ew).saturating_sub(2 * pw).max(1);
-        let mut args = Pool2dArgs::new((kh, kw)).padding((ph, pw));
-        if let Some(s) = stride {
-            args = args.stride(s);
-        }
-        Case { shape: vec![n, c, h, w], args }
-    })
+    (1usize..3, 1usize..3, 1usize..4, 1usize..4, prop::option::of((1usize..4, 1usize..4)), 0usize..2, 0usize..2, 0usize..3, 0usize..3)
+        .prop_map(|(n, c, kh, kw, stride, ph, pw, eh, ew)| {
+            let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
+            let h = (kh + eh).saturating_sub(2 * ph).max(1);
+            let w = (kw + ew).saturating_sub(2 * pw).max(1);
+            let mut args = Pool2dArgs::new((kh, kw)).padding((ph, pw));
+            if let Some(s) = stride {
+                args = args.stride(s);
+            }
+            Case { shape: vec![n, c, h, w], args }
+        })
 }
 
 proptest! {

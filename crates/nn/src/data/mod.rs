@@ -1,0 +1,169 @@
+//! Data loading: the [`Dataset`] trait, an in-memory [`ImageDataset`], the
+//! [`FashionMnist`] files, and a seeded, reproducible [`DataLoader`].
+
+pub mod idx;
+pub mod loader;
+
+pub use idx::{read_idx, read_images, read_labels, Idx};
+pub use loader::{Batches, DataLoader};
+
+use crate::error::{Error, Result};
+use autograd::Tensor;
+use std::path::{Path, PathBuf};
+
+/// Indexed samples of (image, label), like PyTorch's map-style `Dataset`.
+pub trait Dataset {
+    /// The number of samples.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sample `i`: an image `[C, H, W]` and its class. A `Result`, not a panic, so a
+    /// dataset that reads lazily from disk can report a bad file.
+    fn get(&self, i: usize) -> Result<(Tensor, usize)>;
+
+    /// Samples `indices` as one batch `[B, C, H, W]` and their labels. The default stacks
+    /// [`get`](Dataset::get)s; datasets that hold their samples in memory override it to
+    /// copy rows straight into one buffer, since the loader calls this once per batch.
+    fn batch(&self, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
+        let (images, labels): (Vec<Tensor>, Vec<usize>) =
+            indices.iter().map(|&i| self.get(i)).collect::<Result<Vec<_>>>()?.into_iter().unzip();
+        let refs: Vec<&Tensor> = images.iter().collect();
+        Ok((Tensor::stack(&refs, 0)?, labels))
+    }
+}
+
+/// Images held in memory as one f32 buffer `[N, C, H, W]`, with their labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageDataset {
+    images: Vec<f32>,
+    labels: Vec<usize>,
+    /// `[C, H, W]` of one sample.
+    sample_shape: [usize; 3],
+}
+
+impl ImageDataset {
+    /// Wraps `images` (`labels.len()` samples of `sample_shape` = `[C, H, W]`, row-major).
+    pub fn new(images: Vec<f32>, labels: Vec<usize>, sample_shape: [usize; 3]) -> Result<Self> {
+        let per = sample_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if per.and_then(|p| p.checked_mul(labels.len())) != Some(images.len()) {
+            let msg = format!("{} values cannot hold {} images of shape {:?}", images.len(), labels.len(), sample_shape);
+            return Err(autograd::Error::invalid("ImageDataset::new", msg).into());
+        }
+        Ok(ImageDataset { images, labels, sample_shape })
+    }
+
+    /// Reads an IDX image file and label file (raw or gzipped) as one channel images with
+    /// pixels scaled to [0, 1]. Fails if the counts differ or a label is not below
+    /// `num_classes`.
+    pub fn from_idx(images: impl AsRef<Path>, labels: impl AsRef<Path>, num_classes: usize) -> Result<Self> {
+        let (images, labels) = (images.as_ref(), labels.as_ref());
+        let idx = read_images(images)?;
+        let targets = read_labels(labels, num_classes)?;
+        let (n, rows, cols) = (idx.dims[0], idx.dims[1], idx.dims[2]);
+        if targets.len() != n {
+            let msg = format!("{} labels but {n} images in {}", targets.len(), images.display());
+            return Err(Error::format(labels, 4, msg));
+        }
+        let pixels = idx.data.iter().map(|&b| f32::from(b) / 255.0).collect();
+        Ok(ImageDataset { images: pixels, labels: targets, sample_shape: [1, rows, cols] })
+    }
+
+    /// The first `n` samples (all of them if there are fewer), e.g. for a quick run.
+    pub fn limit(mut self, n: usize) -> Self {
+        let n = n.min(self.labels.len());
+        self.labels.truncate(n);
+        self.labels.shrink_to_fit();
+        self.images.truncate(n * self.sample_numel());
+        self.images.shrink_to_fit();
+        self
+    }
+
+    /// `[C, H, W]` of one sample.
+    pub fn sample_shape(&self) -> [usize; 3] {
+        self.sample_shape
+    }
+
+    /// All pixels, `[N, C, H, W]` row-major.
+    pub fn images(&self) -> &[f32] {
+        &self.images
+    }
+
+    pub fn labels(&self) -> &[usize] {
+        &self.labels
+    }
+
+    fn sample_numel(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    fn check_index(&self, op: &'static str, i: usize) -> Result<()> {
+        if i < self.labels.len() {
+            return Ok(());
+        }
+        let msg = format!("index {i} is out of range for a dataset of {} samples", self.labels.len());
+        Err(autograd::Error::invalid(op, msg).into())
+    }
+}
+
+impl Dataset for ImageDataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn get(&self, i: usize) -> Result<(Tensor, usize)> {
+        self.check_index("ImageDataset::get", i)?;
+        let per = self.sample_numel();
+        let image = Tensor::from_vec(self.images[i * per..(i + 1) * per].to_vec(), &self.sample_shape)?;
+        Ok((image, self.labels[i]))
+    }
+
+    /// One copy per row into one buffer: no per-sample tensors, no stack.
+    fn batch(&self, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
+        let per = self.sample_numel();
+        let mut data = Vec::with_capacity(indices.len() * per);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            self.check_index("ImageDataset::batch", i)?;
+            data.extend_from_slice(&self.images[i * per..(i + 1) * per]);
+            labels.push(self.labels[i]);
+        }
+        let [c, h, w] = self.sample_shape;
+        Ok((Tensor::from_vec(data, &[indices.len(), c, h, w])?, labels))
+    }
+}
+
+/// Fashion-MNIST (Zalando): 28x28 grey images of clothing in 10 classes, 60,000 for
+/// training and 10,000 for testing.
+pub struct FashionMnist;
+
+impl FashionMnist {
+    /// Class names, indexed by label.
+    pub const CLASSES: [&'static str; 10] =
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+
+    /// Loads `(train, test)` from the four canonical files in `dir`
+    /// (`{train,t10k}-{images-idx3,labels-idx1}-ubyte`, each with or without `.gz`).
+    pub fn load(dir: impl AsRef<Path>) -> Result<(ImageDataset, ImageDataset)> {
+        let dir = dir.as_ref();
+        let split = |prefix: &str| -> Result<ImageDataset> {
+            let images = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+            let labels = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+            ImageDataset::from_idx(images, labels, Self::CLASSES.len())
+        };
+        Ok((split("train")?, split("t10k")?))
+    }
+}
+
+/// `dir/name`, else `dir/name.gz`; the error names both so the user sees what was looked for.
+fn find(dir: &Path, name: &str) -> Result<PathBuf> {
+    let raw = dir.join(name);
+    let gz = dir.join(format!("{name}.gz"));
+    match (raw.is_file(), gz.is_file()) {
+        (true, _) => Ok(raw),
+        (false, true) => Ok(gz),
+        (false, false) => Err(Error::io(&gz, format!("not found (nor {})", raw.display()))),
+    }
+}

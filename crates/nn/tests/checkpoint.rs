@@ -1,0 +1,444 @@
+//! `.npz` checkpoints: round trips, byte-for-byte reproducible files, atomic writes, files
+//! made by numpy (tests/fixtures/ckpt/make_fixtures.py), and hostile files that must give
+//! errors, never panics.
+
+use autograd::{DType, Tensor};
+use nn::{load_npy, load_npz, save_npy, save_npz, Error};
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/ckpt").join(name)
+}
+
+fn f32s(t: &Tensor) -> Vec<f32> {
+    assert_eq!(t.dtype(), DType::F32);
+    t.to_vec::<f32>()
+}
+
+fn f64s(t: &Tensor) -> Vec<f64> {
+    assert_eq!(t.dtype(), DType::F64);
+    t.to_vec::<f64>()
+}
+
+/// Same names, order, dtypes, shapes and bit patterns (so NaN and -0.0 count too).
+fn assert_same(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert_eq!(ta.dtype(), tb.dtype(), "{na}");
+        assert_eq!(ta.shape(), tb.shape(), "{na}");
+        let bits = |t: &Tensor| match t.dtype() {
+            DType::F32 => t.to_vec::<f32>().iter().map(|x| x.to_bits() as u64).collect::<Vec<_>>(),
+            DType::F64 => t.to_vec::<f64>().iter().map(|x| x.to_bits()).collect(),
+        };
+        assert_eq!(bits(ta), bits(tb), "{na}");
+    }
+}
+
+fn dir_listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+fn sample_entries() -> Vec<(String, Tensor)> {
+    let shapes: [&[usize]; 7] = [&[], &[1], &[5], &[2, 3], &[2, 3, 4, 5], &[0], &[3, 0, 2]];
+    let specials = [0.0, -0.0, 1.0, -1.5, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1e-310, 3.4e38, 0.1];
+    let mut out = Vec::new();
+    for (i, shape) in shapes.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let vals: Vec<f64> = (0..n).map(|k| specials[(k + i) % specials.len()] * (1.0 + k as f64 / 7.0)).collect();
+        let f32s: Vec<f32> = vals.iter().map(|&v| v as f32).collect();
+        out.push((format!("layer{i}.weight"), Tensor::from_vec(f32s, shape).unwrap()));
+        out.push((format!("layer{i}.double"), Tensor::from_vec(vals, shape).unwrap()));
+    }
+    out.push(("ünïcode name/with slash".into(), Tensor::scalar(2.5)));
+    out
+}
+
+#[test]
+fn round_trip_f32_f64_all_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.npz");
+    let entries = sample_entries();
+    save_npz(&path, &entries).unwrap();
+    assert_same(&load_npz(&path).unwrap(), &entries);
+}
+
+#[test]
+fn strided_views_are_saved_in_logical_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.npz");
+    let t = Tensor::from_vec((0..6).map(|x| x as f32).collect::<Vec<_>>(), &[2, 3]).unwrap().t().unwrap();
+    save_npz(&path, &[("t".into(), t)]).unwrap();
+    let back = load_npz(&path).unwrap();
+    assert_eq!(back[0].1.shape(), &[3, 2]);
+    assert_eq!(f32s(&back[0].1), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+}
+
+#[test]
+fn empty_archive_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.npz");
+    save_npz(&path, &[]).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 22);
+    assert!(load_npz(&path).unwrap().is_empty());
+}
+
+#[test]
+fn saves_are_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.npz"), dir.path().join("b.npz"));
+    save_npz(&a, &sample_entries()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a timestamp would now differ
+    save_npz(&b, &sample_entries()).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+}
+
+/// Pins the exact bytes we write. `ours.npz` was checked with numpy by hand:
+/// `python3 tests/fixtures/ckpt/make_fixtures.py --check` (it loads the file and compares each
+/// member with `np.save`'s bytes). Set UPDATE_CKPT_FIXTURES=1 to rewrite it after a deliberate
+/// format change, then run that check again.
+#[test]
+fn golden_file() {
+    let entries = vec![
+        ("conv.weight".to_string(), Tensor::from_vec((0..8).map(|i| i as f32 * 0.5 - 1.0).collect::<Vec<_>>(), &[2, 1, 2, 2]).unwrap()),
+        ("conv.bias".to_string(), Tensor::from_vec(vec![0.25f32, -0.75], &[2]).unwrap()),
+        ("scalar".to_string(), Tensor::scalar(7.0)),
+        ("double".to_string(), Tensor::from_vec(vec![0.1f64, 1e300, -0.0], &[3]).unwrap()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ours.npz");
+    save_npz(&path, &entries).unwrap();
+    if std::env::var_os("UPDATE_CKPT_FIXTURES").is_some() {
+        std::fs::copy(&path, fixture("ours.npz")).unwrap();
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(fixture("ours.npz")).unwrap());
+    assert_same(&load_npz(&fixture("ours.npz")).unwrap(), &entries);
+}
+
+#[test]
+fn atomic_write_leaves_only_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.npz");
+    save_npz(&path, &sample_entries()).unwrap();
+    // Overwriting replaces the file whole.
+    let small = vec![("x".to_string(), Tensor::scalar(1.0))];
+    save_npz(&path, &small).unwrap();
+    assert_same(&load_npz(&path).unwrap(), &small);
+    assert_eq!(dir_listing(dir.path()), ["ckpt.npz"]);
+
+    // A failing rename (the target is a folder) removes the temporary file.
+    let folder = dir.path().join("folder.npz");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("keep"), b"x").unwrap();
+    assert!(matches!(save_npz(&folder, &small), Err(Error::Io { .. })));
+    assert_eq!(dir_listing(dir.path()), ["ckpt.npz", "folder.npz"]);
+
+    // Bad arguments fail before any file is created.
+    let dup = vec![("a".to_string(), Tensor::scalar(1.0)), ("a".to_string(), Tensor::scalar(2.0))];
+    let err = save_npz(&dir.path().join("dup.npz"), &dup).unwrap_err();
+    assert!(err.to_string().contains("duplicate entry name 'a'"), "{err}");
+    assert!(matches!(save_npz(&dir.path().join("missing/x.npz"), &small), Err(Error::Io { .. })));
+    assert_eq!(dir_listing(dir.path()), ["ckpt.npz", "folder.npz"]);
+}
+
+/// Values from make_fixtures.py; both numpy writers must give the same arrays.
+fn check_numpy_fixture(name: &str) {
+    let got = load_npz(&fixture(name)).unwrap();
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["w", "b", "s", "empty", "fortran", "big"]);
+    let t = |i: usize| &got[i].1;
+    assert_eq!(t(0).shape(), &[2, 3, 4]);
+    assert_eq!(f32s(t(0)), (0..24).map(|i| (i as f32 - 5.0) / 8.0).collect::<Vec<_>>());
+    assert_eq!(t(1).shape(), &[3]);
+    assert_eq!(f64s(t(1)), vec![0.1, -2.5, 1e-300]);
+    assert_eq!(t(2).shape(), &[] as &[usize]);
+    assert_eq!(f32s(t(2)), vec![3.5]);
+    assert_eq!(t(3).shape(), &[0, 3]);
+    assert!(f32s(t(3)).is_empty());
+    // np.asfortranarray(arange(6).reshape(2, 3)): same values at the same indices as C order.
+    assert_eq!(t(4).shape(), &[2, 3]);
+    assert_eq!(f32s(t(4)), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(f64s(t(5)), vec![1.5, -2.0]); // '>f8'
+}
+
+#[test]
+fn reads_numpy_savez() {
+    check_numpy_fixture("savez.npz");
+}
+
+#[test]
+fn reads_numpy_savez_compressed() {
+    check_numpy_fixture("savez_compressed.npz");
+}
+
+#[test]
+fn npy_files() {
+    let t = load_npy(&fixture("array.npy")).unwrap();
+    assert_eq!(t.shape(), &[2, 2]);
+    assert_eq!(f32s(&t), vec![1.0, -1.0, 0.25, 4.0]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.npy");
+    save_npy(&path, &t).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(fixture("array.npy")).unwrap(), "same bytes as np.save");
+    let err = load_npz(&path).unwrap_err();
+    assert!(err.to_string().contains("use load_npy"), "{err}");
+}
+
+fn format_error(r: nn::Result<impl std::fmt::Debug>) -> (u64, String) {
+    match r {
+        Err(Error::Format { offset, message, .. }) => (offset, message),
+        other => panic!("expected a format error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsupported_dtype_is_a_clear_error() {
+    let (_, msg) = format_error(load_npz(&fixture("int64.npz")));
+    assert!(msg.contains("entry 'i.npy'") && msg.contains("'<i8'"), "{msg}");
+}
+
+// ----- hostile files -------------------------------------------------------------------
+
+/// A minimal stored zip (what our writer does), so tests can wrap hand-made npy members
+/// with valid CRCs and reach the npy parser.
+fn zip_stored(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in members {
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        let offset = out.len() as u32;
+        let common = |v: &mut Vec<u8>| {
+            v.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 33, 0]);
+            v.extend_from_slice(&crc.sum().to_le_bytes());
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            v.extend_from_slice(&[0, 0]);
+        };
+        out.extend_from_slice(b"PK\x03\x04");
+        common(&mut out);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(b"PK\x01\x02\x14\x00");
+        common(&mut central);
+        central.extend_from_slice(&[0; 10]); // comment length, disk, attributes
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+fn npy(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(dict.len() as u16 + 1).to_le_bytes());
+    v.extend_from_slice(dict.as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(data);
+    v
+}
+
+fn load_bytes(bytes: &[u8]) -> nn::Result<Vec<(String, Tensor)>> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.npz");
+    std::fs::write(&path, bytes).unwrap();
+    load_npz(&path)
+}
+
+#[test]
+fn hand_made_zip_is_read() {
+    let m = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", &[0, 0, 128, 63, 0, 0, 0, 64]);
+    let got = load_bytes(&zip_stored(&[("v.npy", m)])).unwrap();
+    assert_eq!(f32s(&got[0].1), vec![1.0, 2.0]);
+}
+
+#[test]
+fn hostile_headers_are_errors() {
+    let cases = [
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }", "too many elements"),
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1099511627776, 1099511627776), }", "too many elements"),
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000,), }", "needs 4000000000 bytes"),
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", "needs 12 bytes of data but there are 8"),
+        ("{'descr': '<f2', 'fortran_order': False, 'shape': (4,), }", "unsupported dtype '<f2'"),
+        ("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", "unsupported dtype"),
+        ("{'descr': '<f4', 'shape': (2,), }", "needs the keys"),
+        ("__import__('os')", "expected '{'"),
+    ];
+    for (dict, want) in cases {
+        let bytes = zip_stored(&[("v.npy", npy(dict, &[0; 8]))]);
+        let (offset, msg) = format_error(load_bytes(&bytes));
+        assert!(msg.contains(want) && msg.contains("entry 'v.npy'"), "{dict}: {msg}");
+        assert!(offset >= 35 && offset < bytes.len() as u64, "{dict}: offset {offset}");
+    }
+    // Not an array member, a duplicate, and an npy header length past the end.
+    let m = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (), }", &[0; 4]);
+    assert!(format_error(load_bytes(&zip_stored(&[("v.txt", m.clone())]))).1.contains("NAME.npy"));
+    assert!(format_error(load_bytes(&zip_stored(&[("v.npy", m.clone()), ("v.npy", m.clone())]))).1.contains("duplicate"));
+    let mut long = m.clone();
+    long[8..10].copy_from_slice(&u16::MAX.to_le_bytes());
+    assert!(format_error(load_bytes(&zip_stored(&[("v.npy", long)]))).1.contains("runs past"));
+}
+
+#[test]
+fn hostile_zip_structures_are_errors() {
+    let good = std::fs::read(fixture("savez_compressed.npz")).unwrap();
+    let eocd = good.len() - 22;
+    let cd_offset = u32::from_le_bytes(good[eocd + 16..eocd + 20].try_into().unwrap()) as usize;
+    let patch = |at: usize, bytes: &[u8]| {
+        let mut b = good.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        load_bytes(&b)
+    };
+    // Entry count far beyond what the central directory can hold.
+    assert!(format_error(patch(eocd + 8, &[0x60, 0xEA, 0x60, 0xEA])).1.contains("cannot fit"));
+    // Central directory offset past the end of the file.
+    assert!(format_error(patch(eocd + 16, &0x7FFF_FFF0u32.to_le_bytes())).1.contains("runs past"));
+    // First entry claims 4 GB inflated: rejected before inflating (deflate's ratio limit).
+    assert!(format_error(patch(cd_offset + 24, &0xFFFF_FFF0u32.to_le_bytes())).1.contains("beyond deflate's limit"));
+    // ... or a bit more than it really holds: inflating stops at the real end.
+    assert!(format_error(patch(cd_offset + 24, &300u32.to_le_bytes())).1.contains("inflates to 224 bytes"));
+    // Compressed size past the data; a local extra field pushing the data past it.
+    assert!(format_error(patch(cd_offset + 20, &5000u32.to_le_bytes())).1.contains("members overlap"));
+    assert!(format_error(patch(28, &[0xFF, 0xFF])).1.contains("run past the central directory"));
+    // Unknown compression method, encryption flag.
+    assert!(format_error(patch(cd_offset + 10, &[14, 0])).1.contains("method 14"));
+    assert!(format_error(patch(cd_offset + 8, &[1, 0])).1.contains("encrypted"));
+    // Zip64 marker values without a zip64 locator.
+    assert!(format_error(patch(eocd + 16, &[0xFF; 4])).1.contains("zip64"));
+    // Bad magic, and a file too short to be a zip.
+    assert!(format_error(patch(0, b"GIF8")).1.contains("not an .npz"));
+    assert!(format_error(load_bytes(b"PK\x03\x04")).1.contains("too short"));
+    assert!(matches!(load_npz(Path::new("/nonexistent/x.npz")), Err(Error::Io { .. })));
+}
+
+#[test]
+fn members_may_not_share_data() {
+    let m = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (), }", &[0; 4]);
+    let good = zip_stored(&[("a.npy", m.clone()), ("b.npy", m.clone())]);
+    assert_eq!(load_bytes(&good).unwrap().len(), 2);
+    let eocd = good.len() - 22;
+    let cd = u32::from_le_bytes(good[eocd + 16..eocd + 20].try_into().unwrap()) as usize;
+    let second = cd + 46 + 5;
+    // The second directory entry points at the first member.
+    let mut b = good.clone();
+    b[second + 42..second + 46].copy_from_slice(&0u32.to_le_bytes());
+    assert!(format_error(load_bytes(&b)).1.contains("local header names 'a.npy'"));
+    // The first member claims the second one's bytes as its own.
+    let mut b = good.clone();
+    let grown = (m.len() + 10) as u32;
+    b[cd + 20..cd + 28].copy_from_slice(&[grown.to_le_bytes(), grown.to_le_bytes()].concat());
+    assert!(format_error(load_bytes(&b)).1.contains("members overlap"));
+}
+
+// ----- mutation fuzzing ------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip {
+        pos: usize,
+        bit: u8,
+    },
+    Truncate(usize),
+    Extend(Vec<u8>),
+    Overwrite {
+        pos: usize,
+        bytes: Vec<u8>,
+    },
+    /// Within the first 160 bytes: the first local header and npy header.
+    OverwriteHead {
+        pos: usize,
+        bytes: Vec<u8>,
+    },
+    /// Within the last 300 bytes: the central directory and end record.
+    OverwriteTail {
+        back: usize,
+        bytes: Vec<u8>,
+    },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let bytes = || proptest::collection::vec(any::<u8>(), 1..12);
+    prop_oneof![
+        (any::<usize>(), 0..8u8).prop_map(|(pos, bit)| Mutation::Flip { pos, bit }),
+        any::<usize>().prop_map(Mutation::Truncate),
+        proptest::collection::vec(any::<u8>(), 1..64).prop_map(Mutation::Extend),
+        (any::<usize>(), bytes()).prop_map(|(pos, bytes)| Mutation::Overwrite { pos, bytes }),
+        (0..160usize, bytes()).prop_map(|(pos, bytes)| Mutation::OverwriteHead { pos, bytes }),
+        (1..300usize, bytes()).prop_map(|(back, bytes)| Mutation::OverwriteTail { back, bytes }),
+    ]
+}
+
+fn overwrite(b: &mut [u8], pos: usize, bytes: &[u8]) {
+    let pos = pos.min(b.len());
+    for (dst, src) in b[pos..].iter_mut().zip(bytes) {
+        *dst = *src;
+    }
+}
+
+/// Applies the mutation and loads the result with `load`; panics (fails) if loading panics
+/// or if a truncated file loads.
+fn check_mutation<T>(good: &[u8], m: &Mutation, load: impl Fn(&Path) -> nn::Result<T> + std::panic::RefUnwindSafe) {
+    let mut b = good.to_vec();
+    let len = b.len();
+    match m {
+        Mutation::Flip { pos, bit } => b[pos % len] ^= 1 << bit,
+        Mutation::Truncate(n) => b.truncate(n % len),
+        Mutation::Extend(tail) => b.extend_from_slice(tail),
+        Mutation::Overwrite { pos, bytes } => overwrite(&mut b, pos % len, bytes),
+        Mutation::OverwriteHead { pos, bytes } => overwrite(&mut b, *pos, bytes),
+        Mutation::OverwriteTail { back, bytes } => overwrite(&mut b, len.saturating_sub(*back), bytes),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m");
+    std::fs::write(&path, &b).unwrap();
+    let result = std::panic::catch_unwind(|| load(&path).map(|_| ()));
+    match result {
+        Err(_) => panic!("load panicked on {m:?}"),
+        Ok(Err(Error::Format { .. } | Error::Io { .. })) => {}
+        Ok(Err(other)) => panic!("unexpected error kind {other:?} on {m:?}"),
+        Ok(Ok(())) => assert!(!matches!(m, Mutation::Truncate(_)), "a truncated file loaded: {m:?}"),
+    }
+}
+
+/// 256 cases per property (about a second); PROPTEST_CASES=N for a deeper run by hand.
+fn fuzz_config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
+    ProptestConfig { cases: cases.unwrap_or(256), failure_persistence: None, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(fuzz_config())]
+
+    #[test]
+    fn mutated_own_file_never_panics(m in mutation()) {
+        thread_local!(static GOOD: Vec<u8> = {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("g.npz");
+            save_npz(&path, &sample_entries()[..6]).unwrap();
+            std::fs::read(&path).unwrap()
+        });
+        GOOD.with(|good| check_mutation(good, &m, load_npz));
+    }
+
+    #[test]
+    fn mutated_numpy_files_never_panic(m in mutation(), compressed in any::<bool>()) {
+        let name = if compressed { "savez_compressed.npz" } else { "savez.npz" };
+        check_mutation(&std::fs::read(fixture(name)).unwrap(), &m, load_npz);
+    }
+
+    /// No CRC guards a bare .npy, so this reaches the npy header parser with every mutation.
+    #[test]
+    fn mutated_npy_never_panics(m in mutation()) {
+        check_mutation(&std::fs::read(fixture("array.npy")).unwrap(), &m, load_npy);
+    }
+}
