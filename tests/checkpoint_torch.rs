@@ -1,0 +1,84 @@
+//! LeNet checkpoints across frameworks, against fixtures made by PyTorch
+//! (tests/fixtures/lenet_torch/make_fixture.py): PyTorch's weights, saved with
+//! numpy.savez and savez_compressed, load into our LeNet and give PyTorch's logits; and
+//! our saved weights, loaded into PyTorch, gave the logits we compute.
+
+use autograd::{no_grad, rng, Tensor};
+use nn::{lenet, load_npz, Act, DataLoader, FashionMnist, Module, Pool};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/lenet_torch").join(name)
+}
+
+fn expected(key: &str) -> Tensor {
+    load_npz(&fixture("expected.npz")).unwrap().into_iter().find(|(k, _)| k == key).unwrap().1
+}
+
+fn net_from(path: &Path) -> nn::Sequential {
+    let net = lenet(Pool::Avg, Act::Sigmoid, &mut rng(123)).unwrap();
+    net.load_state_dict(&load_npz(path).unwrap()).unwrap();
+    net
+}
+
+/// Logits for the first 64 test images and accuracy on the first 1000.
+fn evaluate(net: &nn::Sequential) -> (Tensor, f64) {
+    let (_, test) = FashionMnist::load(root().join("data/fashion-mnist")).unwrap();
+    let test = test.limit(1000);
+    no_grad(|| {
+        let mut batches = DataLoader::new(&test, 64, false, 0).unwrap().epoch(0);
+        let (x, _) = batches.next().unwrap().unwrap();
+        let logits = net.forward(&x).unwrap();
+        let (_, acc) = convnet::lenet::evaluate(net, &test, 1000).unwrap();
+        (logits, acc)
+    })
+}
+
+#[test]
+fn pytorch_weights_give_pytorch_logits() {
+    let want = expected("torch_logits");
+    let want_acc = expected("torch_acc_1000").item().unwrap();
+    for file in ["torch_lenet.npz", "torch_lenet_compressed.npz"] {
+        let (logits, acc) = evaluate(&net_from(&fixture(file)));
+        let diff = logits.max_abs_diff(&want).unwrap();
+        assert!(diff < 1e-4, "{file}: logits differ from PyTorch's by {diff}");
+        // PyTorch computed its accuracy in f32; one image more or less would be 1e-3.
+        assert!((acc - want_acc).abs() < 1e-6, "{file}: accuracy {acc} vs PyTorch's {want_acc}");
+    }
+}
+
+#[test]
+fn our_weights_give_the_logits_pytorch_computed_from_them() {
+    let (logits, _) = evaluate(&net_from(&fixture("rust_lenet.npz")));
+    let diff = logits.max_abs_diff(&expected("rust_logits")).unwrap();
+    assert!(diff < 1e-4, "logits differ from PyTorch's by {diff}");
+}
+
+#[test]
+fn state_dict_keys_match_pytorch() {
+    let net = lenet(Pool::Avg, Act::Sigmoid, &mut rng(0)).unwrap();
+    let ours: Vec<(String, Vec<usize>)> = net.state_dict().into_iter().map(|(k, t)| (k, t.shape().to_vec())).collect();
+    let theirs: Vec<(String, Vec<usize>)> = load_npz(&fixture("torch_lenet.npz")).unwrap().into_iter().map(|(k, t)| (k, t.shape().to_vec())).collect();
+    assert_eq!(ours, theirs);
+    assert_eq!(ours[0], ("0.weight".to_string(), vec![6, 1, 5, 5]));
+    assert_eq!(ours[4], ("7.weight".to_string(), vec![120, 400]));
+}
+
+#[test]
+fn mismatched_state_dicts_list_every_problem() {
+    let net = lenet(Pool::Avg, Act::Sigmoid, &mut rng(0)).unwrap();
+    let mut sd = net.state_dict();
+    sd.retain(|(k, _)| k != "3.bias");
+    sd[0].1 = Tensor::zeros(&[6, 1, 3, 3]);
+    sd.push(("12.weight".into(), Tensor::zeros(&[1])));
+    sd.push(("_train.epoch".into(), Tensor::zeros(&[])));
+    let e = net.load_state_dict(&sd).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "load_state_dict: '0.weight' has shape [6, 1, 3, 3] but the module expects [6, 1, 5, 5]; missing key '3.bias'; unexpected key '12.weight'"
+    );
+}
