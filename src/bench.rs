@@ -19,7 +19,7 @@ pub struct BenchOptions {
     pub quick: bool,
 }
 
-/// Parses `--threads N`, `--only NAME`, `--quick`.
+/// Parses `--threads N`, `--only NAME`, `--reps N`, `--quick`.
 pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
     let mut o = BenchOptions { reps: 5, ..Default::default() };
     let mut it = args.iter();
@@ -35,7 +35,11 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
             }
             "--only" => o.only = Some(it.next().ok_or("--only needs a value")?.clone()),
             "--quick" => o.quick = true,
-            "-h" | "--help" => return Err("usage: bench [--threads N] [--only NAME] [--quick]".into()),
+            "--reps" => {
+                let v = it.next().ok_or("--reps needs a value")?;
+                o.reps = v.parse().ok().filter(|&n| n > 0).ok_or(format!("--reps: '{v}' is not a positive integer"))?;
+            }
+            "-h" | "--help" => return Err("usage: bench [--threads N] [--only NAME] [--reps N (5)] [--quick]".into()),
             other => return Err(format!("unknown argument '{other}' (try --help)")),
         }
     }

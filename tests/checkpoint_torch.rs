@@ -62,7 +62,8 @@ fn our_weights_give_the_logits_pytorch_computed_from_them() {
 fn state_dict_keys_match_pytorch() {
     let net = lenet(Pool::Avg, Act::Sigmoid, &mut rng(0)).unwrap();
     let ours: Vec<(String, Vec<usize>)> = net.state_dict().into_iter().map(|(k, t)| (k, t.shape().to_vec())).collect();
-    let theirs: Vec<(String, Vec<usize>)> = load_npz(&fixture("torch_lenet.npz")).unwrap().into_iter().map(|(k, t)| (k, t.shape().to_vec())).collect();
+    let theirs: Vec<(String, Vec<usize>)> =
+        load_npz(&fixture("torch_lenet.npz")).unwrap().into_iter().map(|(k, t)| (k, t.shape().to_vec())).collect();
     assert_eq!(ours, theirs);
     assert_eq!(ours[0], ("0.weight".to_string(), vec![6, 1, 5, 5]));
     assert_eq!(ours[4], ("7.weight".to_string(), vec![120, 400]));

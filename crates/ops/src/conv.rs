@@ -186,14 +186,6 @@ fn fmt(s: &[usize]) -> String {
     autograd::error::fmt_shape(s)
 }
 
-/// Range of output columns `ox` whose input column `ox * stride + off` lies in `[0, len)`.
-fn valid_range(out: usize, len: usize, stride: usize, off: isize) -> (usize, usize) {
-    let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(stride) };
-    let last = len as isize - 1 - off;
-    let hi = if last < 0 { 0 } else { (last as usize / stride + 1).min(out) };
-    (lo.min(hi), hi)
-}
-
 /// Copies a short run (one output row, typically 5 to 30 elements) with fixed-size moves:
 /// a `memcpy` call, which the compiler would otherwise emit, costs more than the copy.
 #[inline(always)]
@@ -217,34 +209,45 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
-/// Unfolds group `grp` of one sample `x` (`[C, H, W]`) into `cols`: row `r` of the
-/// unfolded matrix starts at `cols[r * ld]` and holds the `OH*OW` output positions.
-fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], ld: usize) {
-    let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);
-    let l = g.l();
+/// The planes of one group of one sample, zero-padded when the convolution pads, so the
+/// unfolding loops below never test bounds. Returns the planes and their padded size.
+fn padded_planes<'a, T: Element>(g: &Geom, x: &'a [T], grp: usize, buf: &'a mut Vec<T>) -> (&'a [T], usize, usize) {
+    let Pair(ph, pw) = g.a.padding;
+    let planes = &x[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
+    if ph == 0 && pw == 0 {
+        return (planes, g.h, g.w);
+    }
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    buf.clear();
+    buf.resize(g.cg * hp * wp, T::zero());
     for cc in 0..g.cg {
-        let plane = &x[(grp * g.cg + cc) * g.h * g.w..][..g.h * g.w];
+        for y in 0..g.h {
+            let dst = &mut buf[(cc * hp + ph + y) * wp + pw..][..g.w];
+            copy_short(dst, &planes[(cc * g.h + y) * g.w..][..g.w]);
+        }
+    }
+    (buf, hp, wp)
+}
+
+/// Unfolds group `grp` of one sample `x` (`[C, H, W]`) into `cols`: row
+/// `(c, i, j)` of the unfolded matrix starts at `cols[row * ld]` and holds, for every output
+/// position, the input value that kernel tap `(i, j)` of channel `c` sees there.
+fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], ld: usize, buf: &mut Vec<T>) {
+    let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
+    let (src, hp, wp) = padded_planes(g, x, grp, buf);
+    for cc in 0..g.cg {
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = &mut cols[((cc * g.kh + i) * g.kw + j) * ld..][..l];
-                let off = (j * dw) as isize - pw as isize;
-                let (lo, hi) = valid_range(g.ow, g.w, sw, off);
+                let row = &mut cols[((cc * g.kh + i) * g.kw + j) * ld..][..g.l()];
+                let base = (cc * hp + i * dh) * wp + j * dw;
                 for oy in 0..g.oh {
                     let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    let iy = (oy * sh + i * dh) as isize - ph as isize;
-                    if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        dst.fill(T::zero());
-                        continue;
-                    }
-                    let src = &plane[iy as usize * g.w..][..g.w];
-                    dst[..lo].fill(T::zero());
-                    dst[hi..].fill(T::zero());
-                    let start = (lo * sw) as isize + off;
+                    let line = &src[base + oy * sh * wp..];
                     if sw == 1 {
-                        copy_short(&mut dst[lo..hi], &src[start as usize..start as usize + (hi - lo)]);
+                        copy_short(dst, &line[..g.ow]);
                     } else {
-                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
-                            *d = src[start as usize + k * sw];
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            *d = line[ox * sw];
                         }
                     }
                 }
@@ -254,38 +257,46 @@ fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], ld: usize) 
 }
 
 /// The adjoint of [`im2col`]: adds the unfolded matrix back into group `grp` of one
-/// sample `dx`.
-fn col2im<T: Element>(g: &Geom, cols: &[T], ld: usize, grp: usize, dx: &mut [T]) {
+/// sample `dx` (through a padded buffer when the convolution pads).
+fn col2im<T: Element>(g: &Geom, cols: &[T], ld: usize, grp: usize, dx: &mut [T], buf: &mut Vec<T>) {
     let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);
-    let l = g.l();
+    let padded = ph > 0 || pw > 0;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    let dst_planes = &mut dx[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
+    let acc: &mut [T] = if padded {
+        buf.clear();
+        buf.resize(g.cg * hp * wp, T::zero());
+        buf
+    } else {
+        dst_planes
+    };
     for cc in 0..g.cg {
-        let plane = &mut dx[(grp * g.cg + cc) * g.h * g.w..][..g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
-                let row = &cols[((cc * g.kh + i) * g.kw + j) * ld..][..l];
-                let off = (j * dw) as isize - pw as isize;
-                let (lo, hi) = valid_range(g.ow, g.w, sw, off);
-                if lo >= hi {
-                    continue;
-                }
+                let row = &cols[((cc * g.kh + i) * g.kw + j) * ld..][..g.l()];
+                let base = (cc * hp + i * dh) * wp + j * dw;
                 for oy in 0..g.oh {
-                    let iy = (oy * sh + i * dh) as isize - ph as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let dst = &mut plane[iy as usize * g.w..][..g.w];
                     let src = &row[oy * g.ow..(oy + 1) * g.ow];
-                    let start = ((lo * sw) as isize + off) as usize;
+                    let line = &mut acc[base + oy * sh * wp..];
                     if sw == 1 {
-                        for (d, &s) in dst[start..start + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
-                            *d += s;
+                        for (d, &v) in line[..g.ow].iter_mut().zip(src) {
+                            *d += v;
                         }
                     } else {
-                        for (k, &s) in src[lo..hi].iter().enumerate() {
-                            dst[start + k * sw] += s;
+                        for (ox, &v) in src.iter().enumerate() {
+                            line[ox * sw] += v;
                         }
                     }
                 }
+            }
+        }
+    }
+    if padded {
+        for cc in 0..g.cg {
+            for y in 0..g.h {
+                let d = &mut dst_planes[(cc * g.h + y) * g.w..][..g.w];
+                let s = &buf[(cc * hp + ph + y) * wp + pw..][..g.w];
+                d.iter_mut().zip(s).for_each(|(d, &v)| *d += v);
             }
         }
     }
@@ -306,6 +317,8 @@ fn block_samples<T>(g: &Geom) -> usize {
 struct Scratch<T> {
     cols: Vec<T>,
     mat: Vec<T>,
+    /// Zero-padded planes of one sample.
+    pad: Vec<T>,
 }
 
 /// Runs `f(block index, samples)` over the sample blocks in parallel.
@@ -353,7 +366,7 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) ->
         sc.mat.resize(g.og * ld, T::zero());
         for grp in 0..g.a.groups {
             for (s, n) in samples.clone().enumerate() {
-                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld);
+                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
             }
             let a = MatRef::row_major(w, grp * g.og * rows, rows);
             gemm_serial(g.og, ld, rows, a, MatRef::row_major(&sc.cols, 0, ld), &mut sc.mat, ld, false);
@@ -390,7 +403,7 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
             for (s, n) in samples.clone().enumerate() {
                 // SAFETY: each sample's input gradient belongs to exactly one block.
                 let dxn = unsafe { out.slice(n * chw, chw) };
-                col2im(g, &sc.cols[s * l..], ld, grp, dxn);
+                col2im(g, &sc.cols[s * l..], ld, grp, dxn, &mut sc.pad);
             }
         }
     });
@@ -412,7 +425,7 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
         let acc = unsafe { out.slice(b * size, size) };
         for grp in 0..g.a.groups {
             for (s, n) in samples.clone().enumerate() {
-                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld);
+                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
             }
             gather_dy(g, dy, &samples, grp, &mut sc.mat);
             let a = MatRef::row_major(&sc.mat, 0, ld);

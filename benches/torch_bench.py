@@ -1,0 +1,87 @@
+"""PyTorch side of examples/bench.rs, same protocol: batch 256, f32, median of 5 after a
+warm-up (LeNet: 5 warm-up steps, median of 5 runs of 30 steps), same output format.
+
+    MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=268435456 \
+        python benches/torch_bench.py --threads 2
+"""
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+def median_secs(f, reps=5):
+    f()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def lenet(pool, act):
+    P = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d
+    A = nn.Sigmoid if act == "sigmoid" else nn.ReLU
+    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), A(), P(2, 2), nn.Conv2d(6, 16, 5), A(), P(2, 2),
+                         nn.Flatten(), nn.Linear(400, 120), A(), nn.Linear(120, 84), A(), nn.Linear(84, 10))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    n = 1024
+    x, y = torch.rand(n, n) * 2 - 1, torch.rand(n, n) * 2 - 1
+    print(f"sgemm_1024 {2 * n ** 3 / median_secs(lambda: x @ y) / 1e9:.3f} GFLOP/s")
+    B = 256
+    for name, c, o, hw, pad, input_grad in [("conv1", 1, 6, 28, 2, False), ("conv2", 6, 16, 14, 0, True)]:
+        x = torch.rand(B, c, hw, hw, requires_grad=input_grad)
+        w = (torch.rand(o, c, 5, 5) * 0.4 - 0.2).requires_grad_()
+        b = (torch.rand(o) * 0.4 - 0.2).requires_grad_()
+        ohw = hw + 2 * pad - 4
+        seed = torch.rand(B, o, ohw, ohw) * 2 - 1
+        with torch.no_grad():
+            print(f"{name}_fwd {median_secs(lambda: F.conv2d(x, w, b, padding=pad)) * 1e3:.3f} ms")
+
+        def fb():
+            F.conv2d(x, w, b, padding=pad).backward(seed)
+            w.grad = b.grad = x.grad = None
+        print(f"{name}_fwd_bwd {median_secs(fb) * 1e3:.3f} ms")
+    for name, c, hw in [("avgpool1", 6, 28), ("avgpool2", 16, 10)]:
+        x = torch.rand(B, c, hw, hw, requires_grad=True)
+        seed = torch.rand(B, c, hw // 2, hw // 2)
+
+        def fb():
+            F.avg_pool2d(x, 2, 2).backward(seed)
+            x.grad = None
+        print(f"{name}_fwd_bwd {median_secs(fb) * 1e3:.3f} ms")
+    xb = torch.rand(B, 1, 28, 28)
+    yb = torch.randint(0, 10, (B,))
+    for name, pool, act in [("lenet_train_avgpool_sigmoid", "avg", "sigmoid"), ("lenet_train_maxpool_relu", "max", "relu")]:
+        net = lenet(pool, act)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+
+        def step():
+            opt.zero_grad()
+            F.cross_entropy(net(xb), yb).backward()
+            opt.step()
+        for _ in range(5):
+            step()
+        secs = median_secs(lambda: [step() for _ in range(30)], reps=5)
+        print(f"{name} {30 * B / secs:.1f} examples/s")
+    net = lenet("avg", "sigmoid")
+    with torch.no_grad():
+        for _ in range(5):
+            net(xb)
+        secs = median_secs(lambda: [net(xb) for _ in range(30)], reps=5)
+    print(f"lenet_infer_avgpool_sigmoid {30 * B / secs:.1f} examples/s")
+
+
+if __name__ == "__main__":
+    main()
