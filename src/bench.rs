@@ -2,6 +2,7 @@
 //! the same code in a short mode.
 
 use autograd::{no_grad, rng, set_num_threads, Tensor};
+use nn::{lenet, xavier_init, Act, Module, Optimizer, Pool, Sgd};
 use ops::{Conv2dArgs, Pool2dArgs, TensorOps};
 use std::io::Write;
 use std::time::Instant;
@@ -135,6 +136,44 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
             x.zero_grad();
         });
         emit(Measurement { name: format!("{name}_fwd_bwd"), value: secs * 1e3, unit: "ms" });
+    }
+    // The LeNet training step through the public path (nn layers, the tape, SGD), on one
+    // fixed batch of uniform random images with random labels.
+    let steps = if opts.quick { 2 } else { 30 };
+    let xb = Tensor::rand(&[batch, 1, 28, 28], &mut r);
+    let yb: Vec<usize> = (0..batch).map(|i| (i * 7 + 3) % 10).collect();
+    for (name, pool, act) in [("lenet_train_avgpool_sigmoid", Pool::Avg, Act::Sigmoid), ("lenet_train_maxpool_relu", Pool::Max, Act::Relu)]
+    {
+        if !wanted(name) {
+            continue;
+        }
+        let net = lenet(pool, act, &mut r).expect("LeNet builds");
+        xavier_init(&net, &mut r).expect("init");
+        let mut opt = Sgd::new(net.parameters(), 0.1);
+        let mut losses = Vec::new();
+        let mut step = || {
+            let loss = ops::cross_entropy(&net.forward(&xb).expect("forward"), &yb).expect("loss");
+            opt.zero_grad();
+            loss.backward().expect("backward");
+            opt.step().expect("step");
+            losses.push(loss.item().expect("scalar"));
+        };
+        for _ in 0..4 {
+            step(); // warm-up (median_secs adds one more run)
+        }
+        let secs = median_secs(opts.reps, || (0..steps).for_each(|_| step()));
+        let (first, last) = (losses[0], losses[losses.len() - 1]);
+        assert!(last < first, "{name}: loss did not fall ({first} -> {last})");
+        emit(Measurement { name: name.into(), value: (steps * batch) as f64 / secs, unit: "examples/s" });
+    }
+    if wanted("lenet_infer_avgpool_sigmoid") {
+        let net = lenet(Pool::Avg, Act::Sigmoid, &mut r).expect("LeNet builds");
+        let secs = median_secs(opts.reps, || {
+            for _ in 0..steps {
+                std::hint::black_box(no_grad(|| net.forward(&xb)).expect("forward"));
+            }
+        });
+        emit(Measurement { name: "lenet_infer_avgpool_sigmoid".into(), value: (steps * batch) as f64 / secs, unit: "examples/s" });
     }
     results
 }
