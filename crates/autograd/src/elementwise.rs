@@ -90,7 +90,11 @@ impl Tensor {
     pub fn sigmoid(&self) -> Tensor {
         let out = map_unary!(self, |v: T| sigmoid_scalar(v));
         record("sigmoid", out, &[self], |ctx| {
-            let y = if ctx.create_graph() { ctx.input(0).sigmoid() } else { ctx.output().clone() };
+            if !ctx.create_graph() {
+                // One fused pass instead of four (the composed rule below is the spec).
+                return Ok(vec![Some(binary_kernel::<SigmoidGradOp>("sigmoid_backward", ctx.grad_output(), ctx.output())?)]);
+            }
+            let y = ctx.input(0).sigmoid();
             let dy = y.mul(&y.neg().add_scalar(1.0))?;
             Ok(vec![Some(ctx.grad_output().mul(&dy)?)])
         })
@@ -99,7 +103,10 @@ impl Tensor {
     pub fn tanh(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.tanh());
         record("tanh", out, &[self], |ctx| {
-            let y = if ctx.create_graph() { ctx.input(0).tanh() } else { ctx.output().clone() };
+            if !ctx.create_graph() {
+                return Ok(vec![Some(binary_kernel::<TanhGradOp>("tanh_backward", ctx.grad_output(), ctx.output())?)]);
+            }
+            let y = ctx.input(0).tanh();
             let dy = y.mul(&y)?.neg().add_scalar(1.0);
             Ok(vec![Some(ctx.grad_output().mul(&dy)?)])
         })
@@ -109,6 +116,9 @@ impl Tensor {
     pub fn relu(&self) -> Tensor {
         let out = map_unary!(self, |v: T| if v > T::zero() { v } else { T::zero() });
         record("relu", out, &[self], |ctx| {
+            if !ctx.create_graph() {
+                return Ok(vec![Some(binary_kernel::<ReluGradOp>("relu_backward", ctx.grad_output(), ctx.input(0))?)]);
+            }
             let mask = ctx.input(0).gt_scalar(0.0);
             Ok(vec![Some(ctx.grad_output().mul(&mask)?)])
         })
@@ -246,6 +256,10 @@ binary_fn!(AddOp, a, b, a + b);
 binary_fn!(SubOp, a, b, a - b);
 binary_fn!(MulOp, a, b, a * b);
 binary_fn!(DivOp, a, b, a / b);
+// Fused first-order rules: (gradient, saved value) -> input gradient.
+binary_fn!(SigmoidGradOp, g, y, g * y * (T::one() - y));
+binary_fn!(TanhGradOp, g, y, g * (T::one() - y * y));
+binary_fn!(ReluGradOp, g, x, if x > T::zero() { g } else { T::zero() });
 
 fn binary_kernel<F: BinaryFn>(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.dtype() != b.dtype() {

@@ -178,19 +178,21 @@ impl Tensor {
         let d = normalize_dim("gather", dim, self.rank())?;
         check_index("gather", self.shape(), d, index, index_shape)?;
         let index: Arc<Vec<usize>> = Arc::new(index.to_vec());
-        let (outer, r, inner) = split3(self.shape(), d);
+        let (_, r, inner) = split3(self.shape(), d);
         let k = index_shape[d];
         let storage = crate::dispatch!(self.storage(), |_s: T| {
             let x = self.contiguous_data::<T>()?;
             let mut out = vec![T::zero(); index.len()];
-            for o in 0..outer {
+            // Each outer slice is written by one task: parallel and deterministic.
+            let slice = |o: usize, dst: &mut [T]| {
                 for j in 0..k {
                     for i in 0..inner {
                         let p = (o * k + j) * inner + i;
-                        out[p] = x[(o * r + index[p]) * inner + i];
+                        dst[j * inner + i] = x[(o * r + index[p]) * inner + i];
                     }
                 }
-            }
+            };
+            per_outer(&mut out, k * inner, slice);
             T::into_storage(out)
         });
         let out = Tensor::from_storage(storage, index_shape);
@@ -214,14 +216,15 @@ impl Tensor {
         let storage = crate::dispatch!(self.storage(), |_s: T| {
             let src = self.contiguous_data::<T>()?;
             let mut out = vec![T::zero(); outer * r * inner];
-            for o in 0..outer {
+            let slice = |o: usize, dst: &mut [T]| {
                 for j in 0..k {
                     for i in 0..inner {
                         let p = (o * k + j) * inner + i;
-                        out[(o * r + index[p]) * inner + i] += src[p];
+                        dst[index[p] * inner + i] += src[p];
                     }
                 }
-            }
+            };
+            per_outer(&mut out, r * inner, slice);
             T::into_storage(out)
         });
         let out = Tensor::from_storage(storage, shape);
@@ -253,6 +256,18 @@ impl Tensor {
         let m = self.max_dim(dim, true)?.0.detach();
         let s = self.sub(&m)?;
         s.sub(&s.exp().sum_dims(&[dim], true)?.log())
+    }
+}
+
+/// Runs `f(o, slice o)` over the `len`-sized slices of `out`, in parallel when large.
+fn per_outer<T: Element>(out: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if len == 0 {
+        return;
+    }
+    if out.len() >= PAR_MIN_ELEMS && out.len() > len {
+        install(|| out.par_chunks_mut(len).enumerate().for_each(|(o, d)| f(o, d)));
+    } else {
+        out.chunks_mut(len).enumerate().for_each(|(o, d)| f(o, d));
     }
 }
 

@@ -80,6 +80,11 @@ impl Geom {
         };
         Ok(Geom { planes: shape[..r - 2].iter().product(), h, w, kh, kw, sh, sw, ph, pw, oh, ow })
     }
+    /// The common 2x2 window with stride 2 and no padding (LeNet's): windows tile the
+    /// input without overlap, which the fast paths below rely on.
+    fn is_2x2(&self) -> bool {
+        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (2, 2, 2, 2, 0, 0)
+    }
     fn out_shape(&self, input: &[usize]) -> Vec<usize> {
         let mut s = input[..input.len() - 2].to_vec();
         s.extend([self.oh, self.ow]);
@@ -120,6 +125,24 @@ pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let (out, idx) = autograd::dispatch!(input.storage(), |_s: T| {
         let x = input.contiguous_data::<T>()?;
         let (y, idx) = per_plane::<T, usize>(&g, &x, |xp, yp, ip| {
+            if g.is_2x2() {
+                for oy in 0..g.oh {
+                    let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
+                    for ox in 0..g.ow {
+                        let c = [r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1];
+                        let mut bi = c[0];
+                        for &p in &c[1..] {
+                            let (v, best) = (xp[p], xp[bi]);
+                            if v > best || (v.is_nan() && !best.is_nan()) {
+                                bi = p;
+                            }
+                        }
+                        yp[oy * g.ow + ox] = xp[bi];
+                        ip[oy * g.ow + ox] = bi;
+                    }
+                }
+                return;
+            }
             for oy in 0..g.oh {
                 let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
                 for ox in 0..g.ow {
@@ -157,6 +180,15 @@ pub fn avg_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         let x = input.contiguous_data::<T>()?;
         let scale = T::one() / T::from_f64((g.kh * g.kw) as f64);
         let (y, _) = per_plane::<T, ()>(&g, &x, |xp, yp, _| {
+            if g.is_2x2() {
+                for (oy, yrow) in yp.chunks_exact_mut(g.ow).enumerate() {
+                    let (r0, r1) = (&xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow]);
+                    for ((y, a), b) in yrow.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                        *y = (a[0] + a[1] + b[0] + b[1]) * scale;
+                    }
+                }
+                return;
+            }
             for oy in 0..g.oh {
                 let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
                 for ox in 0..g.ow {
@@ -193,6 +225,19 @@ pub fn avg_pool2d_backward(dy: &Tensor, input_shape: &[usize], args: Pool2dArgs)
             install(|| {
                 dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {
                     let dp = &d[p * outp..(p + 1) * outp];
+                    if g.is_2x2() {
+                        for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
+                            let (top, bottom) = dxp[2 * oy * g.w..(2 * oy + 2) * g.w].split_at_mut(g.w);
+                            for ((&v, a), b) in drow.iter().zip(top.chunks_exact_mut(2)).zip(bottom.chunks_exact_mut(2)) {
+                                let v = v * scale;
+                                a[0] = v;
+                                a[1] = v;
+                                b[0] = v;
+                                b[1] = v;
+                            }
+                        }
+                        return;
+                    }
                     for oy in 0..g.oh {
                         let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
                         for ox in 0..g.ow {

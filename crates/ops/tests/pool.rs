@@ -107,6 +107,7 @@ fn named_edge_cases() {
         ([2, 1, 5, 6], Pool2dArgs::new((2, 3)).stride((1, 2)).padding((1, 0))),
         ([1, 1, 3, 3], Pool2dArgs::new(1)),
         ([1, 1, 4, 4], Pool2dArgs::new(4)),
+        ([2, 2, 5, 6], Pool2dArgs::new(2)), // the 2x2 / stride 2 fast path, odd height
     ] {
         let n: usize = shape.iter().product();
         // Distinct values (31 is prime to every n here), so max pooling has no ties.
