@@ -28,6 +28,8 @@ usage: lenet [FLAGS]
   --load FILE.npz      start from these weights (e.g. trained in PyTorch)
   --eval-only          evaluate the --load weights on the test set; no training
   --plot FILE.svg      draw train loss, train acc and test acc per epoch
+  --resume FILE.npz    continue the run saved there (with --save); --epochs is the total
+  --detect-anomaly     fail on the first NaN or infinity, naming the op and the step
   -h, --help           this text
 ";
 
@@ -49,8 +51,12 @@ pub struct LenetArgs {
     pub load: Option<PathBuf>,
     pub eval_only: bool,
     pub plot: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub detect_anomaly: bool,
     /// Show a progress bar (set when stdout is a terminal).
     pub progress: bool,
+    /// The flags given on the command line (the rest are defaults), for `--resume`.
+    pub explicit: Vec<String>,
 }
 
 impl Default for LenetArgs {
@@ -71,7 +77,10 @@ impl Default for LenetArgs {
             load: None,
             eval_only: false,
             plot: None,
+            resume: None,
+            detect_anomaly: false,
             progress: false,
+            explicit: Vec::new(),
         }
     }
 }
@@ -101,6 +110,7 @@ pub fn parse_args(args: &[String]) -> nn::Result<Command> {
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| usage(format!("{flag} needs a value")));
+        a.explicit.push(flag.clone());
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--epochs" => a.epochs = number(flag, value()?, 0)?,
@@ -142,12 +152,17 @@ pub fn parse_args(args: &[String]) -> nn::Result<Command> {
             "--load" => a.load = Some(PathBuf::from(value()?)),
             "--eval-only" => a.eval_only = true,
             "--plot" => a.plot = Some(PathBuf::from(value()?)),
+            "--resume" => a.resume = Some(PathBuf::from(value()?)),
+            "--detect-anomaly" => a.detect_anomaly = true,
             other => return Err(usage(format!("unknown flag '{other}'"))),
         }
     }
     a.lr = lr.unwrap_or(if a.optimizer == "adam" { 0.001 } else { 0.9 });
     if a.eval_only && a.load.is_none() {
         return Err(usage("--eval-only needs --load FILE.npz".into()));
+    }
+    if a.resume.is_some() && (a.load.is_some() || a.eval_only) {
+        return Err(usage("--resume continues a saved run; it cannot be combined with --load or --eval-only".into()));
     }
     Ok(Command::Run(Box::new(a)))
 }
@@ -215,9 +230,22 @@ fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> indicati
 /// Trains (or evaluates) as the flags say, writing the book's output to `out`.
 pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     let io = |e: std::io::Error| nn::Error::io("<stdout>", e);
+    let mut args = args.clone();
+    // A resumed run takes its shape from the checkpoint.
+    let resumed = match args.resume.clone() {
+        Some(path) => {
+            let entries = nn::load_npz(&path)?;
+            let state = TrainState::from_entries(&entries, &path)?;
+            state.apply_to(&mut args, &path)?;
+            Some((entries, state))
+        }
+        None => None,
+    };
     if let Some(t) = args.threads {
         set_num_threads(t);
     }
+    let _restore = AnomalyMode(autograd::is_anomaly_enabled());
+    autograd::set_detect_anomaly(args.detect_anomaly);
     let (train, test) = FashionMnist::load(&args.data_dir)?;
     let train = match args.train_limit {
         Some(n) => train.limit(n),
@@ -255,21 +283,51 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
         "adam" => Box::new(Adam::new(net.parameters(), args.lr)),
         _ => Box::new(Sgd::new(net.parameters(), args.lr)),
     };
+    let mut start_epoch = 0;
+    if let (Some((entries, state)), Some(path)) = (&resumed, &args.resume) {
+        net.load_state_dict(entries)?;
+        opt.load_state(&state.optimizer_state)?;
+        start_epoch = state.epoch;
+        report.epochs = state.history.clone();
+        if args.epochs <= start_epoch {
+            writeln!(out, "nothing to do: {} already holds {start_epoch} epochs (--epochs {})", path.display(), args.epochs).map_err(io)?;
+            return Ok(report);
+        }
+        writeln!(out, "resuming {} after epoch {start_epoch}", path.display()).map_err(io)?;
+    }
     let loader = DataLoader::new(&train, args.batch_size, true, args.seed)?;
     let mut total_examples = 0usize;
     let mut total_secs = 0.0;
-    for epoch in 0..args.epochs {
+    let mut last_saved: Option<usize> = None;
+    for epoch in start_epoch..args.epochs {
         let bar = progress_bar(args.progress, loader.len(), epoch + 1, args.epochs);
         let start = Instant::now();
         let (mut loss_sum, mut correct, mut seen, mut batches) = (0.0, 0usize, 0usize, 0usize);
         for batch in loader.epoch(epoch as u64) {
             let (x, y) = batch?;
+            let step = batches + 1;
+            let stop = |what: String| {
+                let kept = match (&args.save, last_saved.or((start_epoch > 0).then_some(start_epoch))) {
+                    (Some(p), Some(e)) => format!("the last good checkpoint, after epoch {e}, is {}", p.display()),
+                    _ => "no checkpoint was written".to_string(),
+                };
+                nn::Error::Diverged(format!("epoch {}, step {step}: {what}; training stopped, {kept}", epoch + 1))
+            };
             let logits = net.forward(&x)?;
             let loss = ops::cross_entropy(&logits, &y)?;
-            opt.zero_grad();
-            loss.backward()?;
-            opt.step()?;
+            if args.detect_anomaly {
+                autograd::check_finite_graph(&loss).map_err(|e| stop(e.to_string()))?;
+            }
             let lv = loss.item()?;
+            if !lv.is_finite() {
+                return Err(stop(format!("the loss became {lv}")));
+            }
+            opt.zero_grad();
+            loss.backward().map_err(|e| match e {
+                e @ autograd::Error::Anomaly { .. } => stop(e.to_string()),
+                e => e.into(),
+            })?;
+            opt.step()?;
             if epoch == 0 {
                 report.first_epoch_losses.push(lv);
             }
@@ -304,7 +362,23 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
         .map_err(io)?;
         report.epochs.push(stats);
         if let Some(path) = &args.save {
-            nn::save_npz(path, &net.state_dict())?;
+            let state = TrainState {
+                epoch: epoch + 1,
+                seed: args.seed,
+                batch_size: args.batch_size,
+                train_limit: args.train_limit,
+                test_limit: args.test_limit,
+                pool: args.pool,
+                act: args.act,
+                optimizer: args.optimizer.clone(),
+                lr: args.lr,
+                history: report.epochs.clone(),
+                optimizer_state: opt.state(),
+            };
+            let mut entries = net.state_dict();
+            entries.extend(state.entries());
+            nn::save_npz(path, &entries)?;
+            last_saved = Some(epoch + 1);
         }
         if let Some(path) = &args.plot {
             plot::write_training_svg(path, &report.epochs)?;
@@ -321,7 +395,126 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     Ok(report)
 }
 
+/// Restores this thread's anomaly mode when a run ends.
+struct AnomalyMode(bool);
+impl Drop for AnomalyMode {
+    fn drop(&mut self) {
+        autograd::set_detect_anomaly(self.0);
+    }
+}
+
 /// Whether the progress bar should be drawn.
 pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
+}
+
+// ----- resuming ---------------------------------------------------------------------------
+
+/// The `_train.*` entries a checkpoint carries beside the weights, so a run can continue
+/// exactly: the completed epochs, the flags that shape the run, the history for the summary
+/// and the plot, and the optimiser state. The data order needs no saved RNG state: each
+/// epoch's shuffle is a function of (seed, epoch).
+#[derive(Debug, Clone)]
+pub struct TrainState {
+    pub epoch: usize,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    pub pool: Pool,
+    pub act: Act,
+    pub optimizer: String,
+    pub lr: f64,
+    pub history: Vec<EpochStats>,
+    pub optimizer_state: Vec<(String, Tensor)>,
+}
+
+const OPT_PREFIX: &str = "_train.optimizer.";
+
+fn f64s(v: Vec<f64>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v, shape).expect("length matches")
+}
+
+impl TrainState {
+    /// The entries to store beside the weights.
+    pub fn entries(&self) -> Vec<(String, Tensor)> {
+        let limit = |l: Option<usize>| l.map_or(-1.0, |n| n as f64);
+        let config = vec![
+            self.seed as f64,
+            self.batch_size as f64,
+            limit(self.train_limit),
+            limit(self.test_limit),
+            (self.pool == Pool::Max) as u8 as f64,
+            (self.act == Act::Relu) as u8 as f64,
+            (self.optimizer == "adam") as u8 as f64,
+            self.lr,
+        ];
+        // No timings: the file must not depend on how fast the machine was.
+        let hist: Vec<f64> = self.history.iter().flat_map(|e| [e.loss, e.train_acc, e.test_acc]).collect();
+        let mut out = vec![
+            ("_train.epoch".to_string(), f64s(vec![self.epoch as f64], &[])),
+            ("_train.config".to_string(), f64s(config, &[8])),
+            ("_train.history".to_string(), f64s(hist, &[self.history.len(), 3])),
+        ];
+        out.extend(self.optimizer_state.iter().map(|(k, t)| (format!("{OPT_PREFIX}{k}"), t.clone())));
+        out
+    }
+
+    /// Reads the entries back (an error names the file when they are missing or malformed).
+    pub fn from_entries(entries: &[(String, Tensor)], path: &std::path::Path) -> nn::Result<TrainState> {
+        let bad = |m: &str| nn::Error::format(path, 0, format!("not a resumable lenet checkpoint: {m}"));
+        let get =
+            |k: &str| entries.iter().find(|(n, _)| n == k).map(|(_, t)| t.to_vec::<f64>()).ok_or_else(|| bad(&format!("no '{k}' entry")));
+        let epoch = get("_train.epoch")?;
+        let c = get("_train.config")?;
+        let h = get("_train.history")?;
+        if epoch.len() != 1 || c.len() != 8 || h.len() % 3 != 0 || h.len() / 3 != epoch[0] as usize {
+            return Err(bad("malformed _train entries"));
+        }
+        let limit = |v: f64| (v >= 0.0).then_some(v as usize);
+        Ok(TrainState {
+            epoch: epoch[0] as usize,
+            seed: c[0] as u64,
+            batch_size: c[1] as usize,
+            train_limit: limit(c[2]),
+            test_limit: limit(c[3]),
+            pool: if c[4] == 1.0 { Pool::Max } else { Pool::Avg },
+            act: if c[5] == 1.0 { Act::Relu } else { Act::Sigmoid },
+            optimizer: if c[6] == 1.0 { "adam".into() } else { "sgd".into() },
+            lr: c[7],
+            history: h.chunks(3).map(|e| EpochStats { loss: e[0], train_acc: e[1], test_acc: e[2], examples_per_sec: f64::NAN }).collect(),
+            optimizer_state: entries.iter().filter_map(|(k, t)| k.strip_prefix(OPT_PREFIX).map(|k| (k.to_string(), t.clone()))).collect(),
+        })
+    }
+
+    /// Applies the saved run's settings to `args`; a flag given on the command line that
+    /// contradicts them is an error.
+    pub fn apply_to(&self, args: &mut LenetArgs, path: &std::path::Path) -> nn::Result<()> {
+        let given = |f: &str| args.explicit.iter().any(|e| e == f);
+        let fmt_limit = |l: Option<usize>| l.map_or("none".to_string(), |n| n.to_string());
+        let checks: [(&str, String, String); 8] = [
+            ("--seed", args.seed.to_string(), self.seed.to_string()),
+            ("--batch-size", args.batch_size.to_string(), self.batch_size.to_string()),
+            ("--train-limit", fmt_limit(args.train_limit), fmt_limit(self.train_limit)),
+            ("--test-limit", fmt_limit(args.test_limit), fmt_limit(self.test_limit)),
+            ("--pool", format!("{:?}", args.pool).to_lowercase(), format!("{:?}", self.pool).to_lowercase()),
+            ("--act", format!("{:?}", args.act).to_lowercase(), format!("{:?}", self.act).to_lowercase()),
+            ("--optimizer", args.optimizer.clone(), self.optimizer.clone()),
+            ("--lr", args.lr.to_string(), self.lr.to_string()),
+        ];
+        for (flag, now, saved) in checks {
+            if given(flag) && now != saved {
+                return Err(usage(format!("{flag} {now} contradicts the run saved in {} ({flag} {saved})", path.display())));
+            }
+        }
+        args.seed = self.seed;
+        args.batch_size = self.batch_size;
+        args.train_limit = self.train_limit;
+        args.test_limit = self.test_limit;
+        args.pool = self.pool;
+        args.act = self.act;
+        args.optimizer = self.optimizer.clone();
+        args.lr = self.lr;
+        Ok(())
+    }
 }

@@ -39,6 +39,9 @@ pub enum Error {
     /// Double backward through an op that only has a first-order rule.
     #[error("double backward through {op} is not implemented: its gradient rule is first-order only")]
     NoSecondOrder { op: &'static str },
+    /// Anomaly mode found a NaN or infinity.
+    #[error("anomaly: {op} (position {position} on the tape): {what}")]
+    Anomaly { op: &'static str, position: usize, what: String },
     /// A gradient rule returned something inconsistent with its inputs (a bug in that rule).
     #[error("backward of {op}: {msg}")]
     BadGradient { op: &'static str, msg: String },

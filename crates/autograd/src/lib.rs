@@ -42,5 +42,8 @@ pub use parallel::{num_threads, set_num_threads};
 pub use param::Parameter;
 pub use random::{rng, Rng};
 pub use shape::Shape;
-pub use tape::{grad, is_grad_enabled, no_grad, record, record_first_order, BackwardCtx, BackwardOptions};
+pub use tape::{
+    check_finite_graph, grad, is_anomaly_enabled, is_grad_enabled, no_grad, record, record_first_order, set_detect_anomaly, BackwardCtx,
+    BackwardOptions,
+};
 pub use tensor::Tensor;

@@ -24,6 +24,23 @@ pub type Rule = dyn Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Syn
 
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    static DETECT_ANOMALY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Turns anomaly detection on or off for backward passes run by this thread (PyTorch's
+/// `torch.autograd.set_detect_anomaly`, per thread like grad mode): every backward pass
+/// then checks the forward values of the graph and every gradient it computes, and fails
+/// on the first NaN or infinity, naming the op and its position on the tape. It costs a
+/// pass over every value.
+pub fn set_detect_anomaly(on: bool) {
+    DETECT_ANOMALY.with(|d| d.set(on));
+}
+
+pub fn is_anomaly_enabled() -> bool {
+    DETECT_ANOMALY.with(|d| d.get())
+}
+
 /// One tape entry.
 pub struct Node {
     /// Position on the tape; later ops have larger positions.
@@ -237,6 +254,10 @@ fn run_backward(
     }
     let mut order: Vec<u64> = nodes.keys().copied().collect();
     order.sort_unstable_by(|a, b| b.cmp(a));
+    let anomaly = is_anomaly_enabled();
+    if anomaly {
+        check_forward(&nodes, &order)?;
+    }
 
     // Where each target's gradient comes from: a node's output, or a leaf.
     let mut target_of_node: HashMap<u64, Vec<usize>> = HashMap::new();
@@ -287,7 +308,7 @@ fn run_backward(
         None => deliver_leaf(root, seed, &mut results)?,
     }
 
-    for seq in order {
+    for &seq in &order {
         let Some(g) = pending.remove(&seq) else { continue };
         let node = &nodes[&seq];
         if let Some(ix) = target_of_node.get(&seq) {
@@ -323,10 +344,18 @@ fn run_backward(
                 msg: format!("rule returned {} gradients for {} inputs", grads.len(), node.inputs.len()),
             });
         }
-        for (inp, og) in node.inputs.iter().zip(grads) {
+        for (i, (inp, og)) in node.inputs.iter().zip(grads).enumerate() {
             let Some(gi) = og else { continue };
             if !inp.requires_grad() {
                 continue;
+            }
+            if anomaly && !gi.all_finite() {
+                let position = order.len() - 1 - order.iter().position(|&s| s == seq).unwrap_or(0);
+                return Err(Error::Anomaly {
+                    op: node.name,
+                    position,
+                    what: format!("its backward produced a non-finite gradient for input {i}"),
+                });
             }
             if gi.shape() != inp.shape() || gi.dtype() != inp.dtype() {
                 return Err(Error::BadGradient {
@@ -363,4 +392,34 @@ fn run_backward(
         *s = Some(new);
     }
     Ok(None)
+}
+
+/// Position of each node on this graph's tape (0 = first op recorded) and the first one
+/// whose output is not finite, in forward order.
+fn check_forward(nodes: &HashMap<u64, Arc<Node>>, order: &[u64]) -> Result<()> {
+    for (position, seq) in order.iter().rev().enumerate() {
+        let node = &nodes[seq];
+        if !node.output.all_finite() {
+            return Err(Error::Anomaly { op: node.name, position, what: "its forward produced a non-finite value".into() });
+        }
+    }
+    Ok(())
+}
+
+/// Checks the forward values of the graph behind `root` (what anomaly mode does at the
+/// start of a backward pass), so a training loop can name the op that produced a NaN
+/// before it even looks at the loss.
+pub fn check_finite_graph(root: &Tensor) -> Result<()> {
+    let mut nodes: HashMap<u64, Arc<Node>> = HashMap::new();
+    let mut stack: Vec<Arc<Node>> = root.0.grad_fn.iter().cloned().collect();
+    while let Some(n) = stack.pop() {
+        if nodes.contains_key(&n.seq) {
+            continue;
+        }
+        stack.extend(n.inputs.iter().filter_map(|i| i.0.grad_fn.clone()));
+        nodes.insert(n.seq, n);
+    }
+    let mut order: Vec<u64> = nodes.keys().copied().collect();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    check_forward(&nodes, &order)
 }

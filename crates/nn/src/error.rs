@@ -22,6 +22,9 @@ pub enum Error {
     /// A bad command-line flag or value.
     #[error("{0}")]
     Usage(String),
+    /// Training stopped: a non-finite loss, or a NaN/infinity found by anomaly mode.
+    #[error("{0}")]
+    Diverged(String),
 }
 
 impl Error {
