@@ -19,11 +19,21 @@ impl fmt::Display for DType {
     }
 }
 
-/// The buffer behind a tensor. Views share it through an `Arc`.
+/// The buffer behind a tensor. Views share it through an `Arc`. Dropping it hands the
+/// buffer to the recycling cache (`buffers.rs`).
 #[derive(Debug, Clone)]
 pub enum Storage {
     F32(Vec<f32>),
     F64(Vec<f64>),
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        match self {
+            Storage::F32(v) => crate::buffers::recycle(std::mem::take(v)),
+            Storage::F64(v) => crate::buffers::recycle(std::mem::take(v)),
+        }
+    }
 }
 
 impl Storage {
@@ -57,6 +67,7 @@ pub trait Element:
     + std::iter::Sum
     + std::ops::AddAssign
     + std::ops::MulAssign
+    + crate::buffers::Cached
     + 'static
 {
     const DTYPE: DType;
@@ -65,10 +76,12 @@ pub trait Element:
     fn slice(s: &Storage) -> Option<&[Self]>;
     fn slice_mut(s: &mut Storage) -> Option<&mut Vec<Self>>;
     fn into_storage(v: Vec<Self>) -> Storage;
+    /// The logistic function, vectorisable in f32 (see `math.rs`), exact libm maths in f64.
+    fn sigmoid(self) -> Self;
 }
 
 macro_rules! impl_element {
-    ($t:ty, $variant:ident) => {
+    ($t:ty, $variant:ident, $sigmoid:expr) => {
         impl Element for $t {
             const DTYPE: DType = DType::$variant;
             #[inline(always)]
@@ -94,11 +107,16 @@ macro_rules! impl_element {
             fn into_storage(v: Vec<Self>) -> Storage {
                 Storage::$variant(v)
             }
+            #[inline(always)]
+            fn sigmoid(self) -> Self {
+                let f: fn($t) -> $t = $sigmoid;
+                f(self)
+            }
         }
     };
 }
-impl_element!(f32, F32);
-impl_element!(f64, F64);
+impl_element!(f32, F32, crate::math::sigmoid_f32);
+impl_element!(f64, F64, |v: f64| if v >= 0.0 { 1.0 / (1.0 + (-v).exp()) } else { v.exp() / (1.0 + v.exp()) });
 
 /// Runs `$body` with `$v` bound to the typed slice of a storage and `$T` to its element type.
 #[macro_export]

@@ -10,7 +10,6 @@ use crate::parallel::for_each_chunk_mut;
 use crate::shape::{broadcast_shapes, Layout};
 use crate::tape::record;
 use crate::tensor::Tensor;
-use num_traits::Zero;
 
 /// Applies `f` to every element (parallel for large tensors), keeping the dtype.
 macro_rules! map_unary {
@@ -18,7 +17,7 @@ macro_rules! map_unary {
         let x: &Tensor = $x;
         let storage = $crate::dispatch!(x.storage(), |_s: $T| {
             let src = x.contiguous_data::<$T>().expect("dtype of its own storage");
-            let mut out = vec![<$T as Zero>::zero(); src.len()];
+            let mut out = $crate::buffers::zeroed::<$T>(src.len());
             for_each_chunk_mut(&mut out, |start, chunk| {
                 let n = chunk.len();
                 for (o, &$v) in chunk.iter_mut().zip(&src[start..start + n]) {
@@ -88,7 +87,7 @@ impl Tensor {
 
     /// Logistic function `1 / (1 + e^-x)`, computed without overflow for large |x|.
     pub fn sigmoid(&self) -> Tensor {
-        let out = map_unary!(self, |v: T| sigmoid_scalar(v));
+        let out = map_unary!(self, |v: T| Element::sigmoid(v));
         record("sigmoid", out, &[self], |ctx| {
             if !ctx.create_graph() {
                 // One fused pass instead of four (the composed rule below is the spec).
@@ -216,16 +215,6 @@ pub(crate) fn grad_if(needed: bool, f: impl FnOnce() -> Result<Tensor>) -> Resul
     }
 }
 
-#[inline(always)]
-fn sigmoid_scalar<T: Element>(v: T) -> T {
-    if v >= T::zero() {
-        T::one() / (T::one() + (-v).exp())
-    } else {
-        let e = v.exp();
-        e / (T::one() + e)
-    }
-}
-
 /// Layout of `x` seen through the broadcast shape `out` (stride 0 on repeated dims).
 pub(crate) fn broadcast_layout(x: &Layout, out: &[usize]) -> Layout {
     let pad = out.len() - x.shape.len();
@@ -272,7 +261,7 @@ fn binary_kernel<F: BinaryFn>(op: &'static str, a: &Tensor, b: &Tensor) -> Resul
 
 fn binary_typed<T: Element>(a: &Tensor, b: &Tensor, shape: &[usize], f: impl Fn(T, T) -> T + Send + Sync) -> Vec<T> {
     let n: usize = shape.iter().product();
-    let mut out = vec![T::zero(); n];
+    let mut out = crate::buffers::zeroed::<T>(n);
     if a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous() {
         let (x, y) = (a.as_slice::<T>().unwrap(), b.as_slice::<T>().unwrap());
         for_each_chunk_mut(&mut out, |s, c| {

@@ -14,12 +14,14 @@
 //! # Ok::<(), autograd::Error>(())
 //! ```
 
+pub mod buffers;
 pub mod display;
 pub mod dtype;
 pub mod elementwise;
 pub mod error;
 pub mod function;
 pub mod gradcheck;
+pub mod math;
 pub mod operators;
 pub mod parallel;
 pub mod param;

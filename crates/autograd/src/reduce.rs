@@ -20,7 +20,7 @@ fn split3(shape: &[usize], dim: usize) -> (usize, usize, usize) {
 
 /// `out[o, i] = sum_k x[o, k, i]` over a contiguous `[outer, r, inner]` buffer.
 fn sum_axis<T: Element>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); outer * inner];
+    let mut out = crate::buffers::zeroed::<T>(outer * inner);
     let one = |o: usize, dst: &mut [T]| {
         if inner == 1 {
             dst[0] = deterministic_sum(&x[o * r..(o + 1) * r]);
@@ -182,7 +182,7 @@ impl Tensor {
         let k = index_shape[d];
         let storage = crate::dispatch!(self.storage(), |_s: T| {
             let x = self.contiguous_data::<T>()?;
-            let mut out = vec![T::zero(); index.len()];
+            let mut out = crate::buffers::zeroed::<T>(index.len());
             // Each outer slice is written by one task: parallel and deterministic.
             let slice = |o: usize, dst: &mut [T]| {
                 for j in 0..k {
@@ -215,7 +215,7 @@ impl Tensor {
         let k = index_shape[d];
         let storage = crate::dispatch!(self.storage(), |_s: T| {
             let src = self.contiguous_data::<T>()?;
-            let mut out = vec![T::zero(); outer * r * inner];
+            let mut out = crate::buffers::zeroed::<T>(outer * r * inner);
             let slice = |o: usize, dst: &mut [T]| {
                 for j in 0..k {
                     for i in 0..inner {

@@ -358,7 +358,7 @@ impl<T> SharedOut<T> {
 fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
-    let mut y = vec![T::zero(); g.n * g.o * l];
+    let mut y = autograd::buffers::zeroed::<T>(g.n * g.o * l);
     let out = SharedOut(y.as_mut_ptr(), y.len());
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
@@ -390,7 +390,7 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) ->
 fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
-    let mut dx = vec![T::zero(); g.n * chw];
+    let mut dx = autograd::buffers::zeroed::<T>(g.n * chw);
     let out = SharedOut(dx.as_mut_ptr(), dx.len());
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
@@ -415,7 +415,7 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let chw = g.c * g.h * g.w;
     let size = g.o * rows;
     let blocks = g.n.div_ceil(block_samples::<T>(g));
-    let mut partials = vec![T::zero(); blocks * size];
+    let mut partials = autograd::buffers::zeroed::<T>(blocks * size);
     let out = SharedOut(partials.as_mut_ptr(), partials.len());
     for_blocks::<T>(g, |b, samples, sc| {
         let ld = samples.len() * l;

@@ -106,7 +106,7 @@ fn per_plane<T: Element, U: Send + Default + Clone>(
     f: impl Fn(&[T], &mut [T], &mut [U]) + Sync + Send,
 ) -> (Vec<T>, Vec<U>) {
     let (inp, outp) = (g.h * g.w, g.oh * g.ow);
-    let mut y = vec![T::zero(); g.planes * outp];
+    let mut y = autograd::buffers::zeroed::<T>(g.planes * outp);
     let mut aux = vec![U::default(); g.planes * outp];
     if outp > 0 {
         install(|| {
@@ -220,7 +220,7 @@ pub fn avg_pool2d_backward(dy: &Tensor, input_shape: &[usize], args: Pool2dArgs)
         let d = dy.contiguous_data::<T>()?;
         let scale = T::one() / T::from_f64((g.kh * g.kw) as f64);
         let (inp, outp) = (g.h * g.w, g.oh * g.ow);
-        let mut dx = vec![T::zero(); g.planes * inp];
+        let mut dx = autograd::buffers::zeroed::<T>(g.planes * inp);
         if inp > 0 {
             install(|| {
                 dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {

@@ -1,0 +1,95 @@
+//! Recycled tensor buffers. A training step allocates the same large buffers every time
+//! (activations, gradients, unfolded inputs); returning them to the operating system and
+//! getting them back costs a page fault per 4 KiB and a full zeroing by the kernel. Freed
+//! tensor storage therefore goes to a small cache keyed by length, and kernels take their
+//! output buffers from it. Values never depend on the cache: buffers come back zeroed.
+
+use crate::dtype::Element;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Buffers shorter than this go straight to the allocator (no page faults to save).
+const MIN_LEN: usize = 1024;
+/// Bytes the cache may hold; past this, freed buffers are simply dropped.
+const MAX_BYTES: usize = 256 << 20;
+/// Buffers kept per length.
+const MAX_PER_LEN: usize = 32;
+
+/// Free buffers of one element type, by length.
+pub struct Cache<T> {
+    free: HashMap<usize, Vec<Vec<T>>>,
+    bytes: usize,
+}
+
+impl<T> Cache<T> {
+    pub(crate) fn new() -> Self {
+        Cache { free: HashMap::new(), bytes: 0 }
+    }
+}
+
+/// Where each element type keeps its cache.
+pub trait Cached: Sized + 'static {
+    fn cache() -> &'static Mutex<Cache<Self>>;
+}
+
+static F32_CACHE: std::sync::LazyLock<Mutex<Cache<f32>>> = std::sync::LazyLock::new(|| Mutex::new(Cache::new()));
+static F64_CACHE: std::sync::LazyLock<Mutex<Cache<f64>>> = std::sync::LazyLock::new(|| Mutex::new(Cache::new()));
+
+impl Cached for f32 {
+    fn cache() -> &'static Mutex<Cache<f32>> {
+        &F32_CACHE
+    }
+}
+impl Cached for f64 {
+    fn cache() -> &'static Mutex<Cache<f64>> {
+        &F64_CACHE
+    }
+}
+
+/// A zero-filled buffer of `len` elements, reusing a freed one when there is one.
+pub fn zeroed<T: Element>(len: usize) -> Vec<T> {
+    if len >= MIN_LEN {
+        let reused = {
+            let mut c = T::cache().lock().unwrap();
+            let v = c.free.get_mut(&len).and_then(|l| l.pop());
+            if v.is_some() {
+                c.bytes -= len * std::mem::size_of::<T>();
+            }
+            v
+        };
+        if let Some(mut v) = reused {
+            v.fill(T::zero());
+            return v;
+        }
+    }
+    vec![T::zero(); len]
+}
+
+/// Gives a buffer back for reuse (called when tensor storage is dropped).
+pub fn recycle<T: Element>(v: Vec<T>) {
+    let len = v.len();
+    if len < MIN_LEN || v.capacity() != len {
+        return;
+    }
+    let size = len * std::mem::size_of::<T>();
+    let mut c = T::cache().lock().unwrap();
+    if c.bytes + size > MAX_BYTES {
+        return;
+    }
+    let list = c.free.entry(len).or_default();
+    if list.len() < MAX_PER_LEN {
+        list.push(v);
+        c.bytes += size;
+    }
+}
+
+/// Drops every cached buffer (memory goes back to the allocator).
+pub fn clear() {
+    fn clear_one<T: Element>() {
+        let mut c = T::cache().lock().unwrap();
+        c.free.clear();
+        c.bytes = 0;
+    }
+    clear_one::<f32>();
+    clear_one::<f64>();
+}
