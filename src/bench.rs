@@ -155,8 +155,10 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
             let loss = ops::cross_entropy(&net.forward(&xb).expect("forward"), &yb).expect("loss");
             opt.zero_grad();
             loss.backward().expect("backward");
-            opt.step().expect("step");
             losses.push(loss.item().expect("scalar"));
+            // Free the graph first, so the optimiser updates the parameters in place.
+            drop(loss);
+            opt.step().expect("step");
         };
         for _ in 0..4 {
             step(); // warm-up (median_secs adds one more run)

@@ -327,13 +327,15 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
                 e @ autograd::Error::Anomaly { .. } => stop(e.to_string()),
                 e => e.into(),
             })?;
+            correct += nn::correct(&logits, &y)?;
+            // Free the step's graph first, so the optimiser updates the weights in place.
+            drop((loss, logits));
             opt.step()?;
             if epoch == 0 {
                 report.first_epoch_losses.push(lv);
             }
             loss_sum += lv;
             batches += 1;
-            correct += nn::correct(&logits.detach(), &y)?;
             seen += y.len();
             bar.set_message(format!("loss {:.4}, train acc {:.4}", loss_sum / batches as f64, correct as f64 / seen as f64));
             bar.inc(1);

@@ -46,23 +46,34 @@ impl Cached for f64 {
     }
 }
 
+fn reuse<T: Element>(len: usize) -> Option<Vec<T>> {
+    if len < MIN_LEN {
+        return None;
+    }
+    let mut c = T::cache().lock().unwrap();
+    let v = c.free.get_mut(&len).and_then(|l| l.pop());
+    if v.is_some() {
+        c.bytes -= len * std::mem::size_of::<T>();
+    }
+    v
+}
+
 /// A zero-filled buffer of `len` elements, reusing a freed one when there is one.
 pub fn zeroed<T: Element>(len: usize) -> Vec<T> {
-    if len >= MIN_LEN {
-        let reused = {
-            let mut c = T::cache().lock().unwrap();
-            let v = c.free.get_mut(&len).and_then(|l| l.pop());
-            if v.is_some() {
-                c.bytes -= len * std::mem::size_of::<T>();
-            }
-            v
-        };
-        if let Some(mut v) = reused {
+    match reuse(len) {
+        Some(mut v) => {
             v.fill(T::zero());
-            return v;
+            v
         }
+        None => vec![T::zero(); len],
     }
-    vec![T::zero(); len]
+}
+
+/// A buffer of `len` elements for a kernel that writes every one of them before anything
+/// reads it: a reused buffer keeps its old (finite, meaningless) values, which saves
+/// zeroing it.
+pub fn for_overwrite<T: Element>(len: usize) -> Vec<T> {
+    reuse(len).unwrap_or_else(|| vec![T::zero(); len])
 }
 
 /// Gives a buffer back for reuse (called when tensor storage is dropped).

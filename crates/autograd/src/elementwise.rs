@@ -17,7 +17,7 @@ macro_rules! map_unary {
         let x: &Tensor = $x;
         let storage = $crate::dispatch!(x.storage(), |_s: $T| {
             let src = x.contiguous_data::<$T>().expect("dtype of its own storage");
-            let mut out = $crate::buffers::zeroed::<$T>(src.len());
+            let mut out = $crate::buffers::for_overwrite::<$T>(src.len());
             for_each_chunk_mut(&mut out, |start, chunk| {
                 let n = chunk.len();
                 for (o, &$v) in chunk.iter_mut().zip(&src[start..start + n]) {
@@ -261,7 +261,7 @@ fn binary_kernel<F: BinaryFn>(op: &'static str, a: &Tensor, b: &Tensor) -> Resul
 
 fn binary_typed<T: Element>(a: &Tensor, b: &Tensor, shape: &[usize], f: impl Fn(T, T) -> T + Send + Sync) -> Vec<T> {
     let n: usize = shape.iter().product();
-    let mut out = crate::buffers::zeroed::<T>(n);
+    let mut out = crate::buffers::for_overwrite::<T>(n);
     if a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous() {
         let (x, y) = (a.as_slice::<T>().unwrap(), b.as_slice::<T>().unwrap());
         for_each_chunk_mut(&mut out, |s, c| {

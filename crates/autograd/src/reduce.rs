@@ -182,7 +182,7 @@ impl Tensor {
         let k = index_shape[d];
         let storage = crate::dispatch!(self.storage(), |_s: T| {
             let x = self.contiguous_data::<T>()?;
-            let mut out = crate::buffers::zeroed::<T>(index.len());
+            let mut out = crate::buffers::for_overwrite::<T>(index.len());
             // Each outer slice is written by one task: parallel and deterministic.
             let slice = |o: usize, dst: &mut [T]| {
                 for j in 0..k {
@@ -234,7 +234,7 @@ impl Tensor {
 
     /// `log(sum(exp(x)))` along `dim`, shifted by the (constant) max so it cannot overflow.
     pub fn logsumexp(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
-        let m = self.max_dim(dim, true)?.0.detach();
+        let m = self.max_shift("logsumexp", dim)?;
         let out = self.sub(&m)?.exp().sum_dims(&[dim], true)?.log().add(&m)?;
         if keepdim {
             Ok(out)
@@ -246,16 +246,25 @@ impl Tensor {
     /// `exp(x) / sum(exp(x))` along `dim`, computed on `x - max` for stability (the
     /// shift is a constant: softmax does not depend on it, so no gradient is lost).
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
-        let m = self.max_dim(dim, true)?.0.detach();
+        let m = self.max_shift("softmax", dim)?;
         let e = self.sub(&m)?.exp();
         e.div(&e.sum_dims(&[dim], true)?)
     }
 
     /// `x - logsumexp(x)` along `dim`.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
-        let m = self.max_dim(dim, true)?.0.detach();
+        let m = self.max_shift("log_softmax", dim)?;
         let s = self.sub(&m)?;
         s.sub(&s.exp().sum_dims(&[dim], true)?.log())
+    }
+
+    /// The (detached) max along `dim` that the softmax family subtracts; errors name `op`.
+    fn max_shift(&self, op: &'static str, dim: isize) -> Result<Tensor> {
+        let d = normalize_dim(op, dim, self.rank())?;
+        if self.shape()[d] == 0 {
+            return Err(Error::invalid_shape(op, format!("cannot reduce over empty dim {d}"), self.shape()));
+        }
+        Ok(self.max_dim(dim, true)?.0.detach())
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::shape::{contiguous_strides, normalize_dim, Layout};
 use crate::tape::record;
-use crate::tensor::Tensor;
+use crate::tensor::{checked_numel, Tensor};
 
 impl Tensor {
     fn view(&self, layout: Layout) -> Tensor {
@@ -24,7 +24,9 @@ impl Tensor {
             } else if s < 0 {
                 return Err(Error::invalid_shape("reshape", format!("invalid size {s} in {shape:?}"), self.shape()));
             } else {
-                known *= s as usize;
+                known = known.checked_mul(s as usize).ok_or_else(|| {
+                    Error::invalid_shape("reshape", format!("shape {shape:?} is invalid for {} elements", self.numel()), self.shape())
+                })?;
             }
         }
         let mut out: Vec<usize> = shape.iter().map(|&s| s.max(0) as usize).collect();
@@ -43,7 +45,7 @@ impl Tensor {
 
     /// Reshape to an explicit shape (no inference).
     pub fn reshape_to(&self, shape: &[usize]) -> Result<Tensor> {
-        if shape.iter().product::<usize>() != self.numel() {
+        if checked_numel(shape) != Some(self.numel()) {
             return Err(Error::invalid_shape("reshape", format!("shape {shape:?} is invalid for {} elements", self.numel()), self.shape()));
         }
         if shape == self.shape() {
@@ -101,7 +103,7 @@ impl Tensor {
     /// `len` entries of `dim` starting at `start` (a view).
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = normalize_dim("narrow", dim, self.rank())?;
-        if start + len > self.shape()[d] {
+        if len > self.shape()[d] || start > self.shape()[d] - len {
             return Err(Error::invalid_shape(
                 "narrow",
                 format!("start {start} + length {len} exceeds dim {d} of size {}", self.shape()[d]),
@@ -180,6 +182,9 @@ impl Tensor {
     pub fn stack(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
         let first = tensors.first().ok_or_else(|| Error::invalid("stack", "expects a non-empty list of tensors"))?;
         for t in &tensors[1..] {
+            if t.dtype() != first.dtype() {
+                return Err(Error::DTypeMismatch { op: "stack", lhs: first.dtype(), rhs: t.dtype() });
+            }
             if t.shape() != first.shape() {
                 return Err(Error::shape("stack", "all tensors must have the same shape", first.shape(), t.shape()));
             }
@@ -233,6 +238,9 @@ impl Tensor {
         let b = crate::shape::broadcast_shapes("expand", self.shape(), shape)?;
         if b.as_slice() != shape {
             return Err(Error::shape("expand", "cannot expand to a smaller shape", self.shape(), shape));
+        }
+        if checked_numel(shape).is_none() {
+            return Err(Error::shape("expand", "the number of elements overflows", self.shape(), shape));
         }
         let layout = crate::elementwise::broadcast_layout(self.layout(), shape);
         let out = self.view(layout);

@@ -37,7 +37,7 @@ impl Tensor {
 
     /// Wraps a typed buffer whose length must match the shape.
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = checked_numel(shape).ok_or_else(|| Error::invalid_shape("from_vec", "the number of elements overflows", shape))?;
         if data.len() != n {
             return Err(Error::invalid_shape("from_vec", format!("{} elements cannot fill the shape", data.len()), shape));
         }
@@ -273,6 +273,13 @@ impl Tensor {
         }
         Ok(self.to_vec::<f64>().iter().zip(other.to_vec::<f64>()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max))
     }
+}
+
+/// The number of elements of `shape`, or `None` when the product of its non-zero dims
+/// overflows (its strides would overflow too, even if a 0 dim makes it empty).
+pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    Some(if shape.contains(&0) { 0 } else { nonzero })
 }
 
 impl std::fmt::Debug for Tensor {

@@ -358,7 +358,7 @@ impl<T> SharedOut<T> {
 fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
-    let mut y = autograd::buffers::zeroed::<T>(g.n * g.o * l);
+    let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
     let out = SharedOut(y.as_mut_ptr(), y.len());
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
@@ -415,7 +415,7 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let chw = g.c * g.h * g.w;
     let size = g.o * rows;
     let blocks = g.n.div_ceil(block_samples::<T>(g));
-    let mut partials = autograd::buffers::zeroed::<T>(blocks * size);
+    let mut partials = autograd::buffers::for_overwrite::<T>(blocks * size);
     let out = SharedOut(partials.as_mut_ptr(), partials.len());
     for_blocks::<T>(g, |b, samples, sc| {
         let ld = samples.len() * l;

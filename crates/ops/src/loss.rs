@@ -9,6 +9,9 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
         return Err(Error::invalid("cross_entropy", format!("expects logits [N, C], got {:?}", logits.shape())));
     }
     let (n, c) = (logits.shape()[0], logits.shape()[1]);
+    if c == 0 {
+        return Err(Error::invalid("cross_entropy", format!("logits {:?} have no classes", logits.shape())));
+    }
     if labels.len() != n {
         return Err(Error::invalid("cross_entropy", format!("{} labels for a batch of {n} (logits {:?})", labels.len(), logits.shape())));
     }
@@ -23,6 +26,9 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
 pub fn mse(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     if pred.shape() != target.shape() {
         return Err(Error::mismatch("mse", "prediction and target shapes differ", pred.shape(), target.shape()));
+    }
+    if pred.dtype() != target.dtype() {
+        return Err(Error::DTypeMismatch { op: "mse", lhs: pred.dtype(), rhs: target.dtype() });
     }
     let d = pred.sub(target)?;
     Ok(d.mul(&d)?.mean())

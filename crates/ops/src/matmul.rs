@@ -91,7 +91,7 @@ fn matmul_kernel<T: Element>(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, 
             c_offset: i * m * n,
         })
         .collect();
-    let mut c = autograd::buffers::zeroed::<T>(products.len() * m * n);
+    let mut c = autograd::buffers::for_overwrite::<T>(products.len() * m * n);
     gemm_batch(m, n, k, &products, &mut c, false);
     c
 }

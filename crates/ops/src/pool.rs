@@ -106,7 +106,7 @@ fn per_plane<T: Element, U: Send + Default + Clone>(
     f: impl Fn(&[T], &mut [T], &mut [U]) + Sync + Send,
 ) -> (Vec<T>, Vec<U>) {
     let (inp, outp) = (g.h * g.w, g.oh * g.ow);
-    let mut y = autograd::buffers::zeroed::<T>(g.planes * outp);
+    let mut y = autograd::buffers::for_overwrite::<T>(g.planes * outp);
     let mut aux = vec![U::default(); g.planes * outp];
     if outp > 0 {
         install(|| {
