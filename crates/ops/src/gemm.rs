@@ -10,7 +10,6 @@
 use autograd::parallel::install;
 use autograd::Element;
 use rayon::prelude::*;
-use std::any::TypeId;
 
 /// A matrix view: element `(i, j)` lives at `ptr[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -69,51 +68,28 @@ unsafe fn kernel<T: Element>(
     b_cs: isize,
     accumulate: bool,
 ) {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        gemm::gemm::<f32>(
-            m,
-            n,
-            k,
-            c as *mut f32,
-            1,
-            ldc as isize,
-            accumulate,
-            a as *const f32,
-            a_cs,
-            a_rs,
-            b as *const f32,
-            b_cs,
-            b_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    } else {
-        gemm::gemm::<f64>(
-            m,
-            n,
-            k,
-            c as *mut f64,
-            1,
-            ldc as isize,
-            accumulate,
-            a as *const f64,
-            a_cs,
-            a_rs,
-            b as *const f64,
-            b_cs,
-            b_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    // The crate dispatches on the element type itself (f32 and f64 kernels).
+    gemm::gemm::<T>(
+        m,
+        n,
+        k,
+        c,
+        1,
+        ldc as isize,
+        accumulate,
+        a,
+        a_cs,
+        a_rs,
+        b,
+        b_cs,
+        b_rs,
+        T::one(),
+        T::one(),
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
 }
 
 /// One product of a batch: `c[batch] (+)= a[batch] @ b[batch]`.
