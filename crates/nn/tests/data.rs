@@ -319,3 +319,221 @@ fn shuffle_is_uniform_over_permutations() {
         assert!((850..1150).contains(&c), "{order:?} drawn {c} times");
     }
 }
+
+// ----- mutation fuzzing ------------------------------------------------------------------
+
+/// Proptest mutation fuzzing of the IDX reader, raw and gzipped: header fields (the magic's
+/// zero bytes, element type and rank, the dims) set to hostile values, bytes flipped, files
+/// truncated or extended, and for gzipped files the compressed bytes mutated too or another
+/// gzip member appended. Every read returns `Ok` or a typed `Format`/`Io` error, never
+/// panics, and never allocates a megabyte at once. When the decompressed stream is known
+/// (raw files, intact gzip), the result must be exactly what a reference parser says.
+mod idx_fuzz {
+    use super::*;
+    use nn::data::{read_idx, Idx};
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Reader {
+        Images,
+        /// `read_labels` with 10 classes.
+        Labels,
+        /// `read_idx` with this rank.
+        Idx(usize),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        /// Byte 0-3 of the magic: the two zero bytes, the element type, the rank.
+        Magic {
+            at: usize,
+            value: u8,
+        },
+        /// Dim `i`: the big-endian u32 at `4 + 4 i` (past the header: payload bytes).
+        Dim {
+            i: usize,
+            value: u32,
+        },
+        Flip {
+            pos: usize,
+            bit: u8,
+        },
+        Truncate(usize),
+        Extend(Vec<u8>),
+        Overwrite {
+            pos: usize,
+            bytes: Vec<u8>,
+        },
+    }
+
+    /// A valid file: its header announces `dims` and the payload holds that many bytes.
+    fn idx_bytes(dims: &[usize], seed: u64, modulo: u64) -> Vec<u8> {
+        let mut v = vec![0, 0, 8, dims.len() as u8];
+        for &d in dims {
+            v.extend_from_slice(&(d as u32).to_be_bytes());
+        }
+        let n: usize = dims.iter().product();
+        v.extend((0..n as u64).map(|i| ((seed.wrapping_add(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % modulo) as u8));
+        v
+    }
+
+    fn good_file() -> impl Strategy<Value = (Reader, Vec<u8>)> {
+        prop_oneof![
+            (0..4usize, 0..6usize, 0..6usize, any::<u64>()).prop_map(|(n, r, c, seed)| (Reader::Images, idx_bytes(&[n, r, c], seed, 256))),
+            (0..20usize, any::<u64>()).prop_map(|(n, seed)| (Reader::Labels, idx_bytes(&[n], seed, 10))),
+            (prop::collection::vec(0..4usize, 0..=4), any::<u64>())
+                .prop_map(|(dims, seed)| (Reader::Idx(dims.len()), idx_bytes(&dims, seed, 256))),
+        ]
+    }
+
+    fn dim_value() -> impl Strategy<Value = u32> {
+        prop_oneof![Just(0u32), Just(1), 0..64u32, Just(1 << 16), Just(1 << 31), Just(u32::MAX), any::<u32>()]
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let bytes = || prop::collection::vec(any::<u8>(), 1..12);
+        prop_oneof![
+            (0..4usize, prop_oneof![Just(0u8), Just(1), Just(3), Just(8), Just(0x0d), Just(0x1f), Just(255), any::<u8>()])
+                .prop_map(|(at, value)| Edit::Magic { at, value }),
+            (0..5usize, dim_value()).prop_map(|(i, value)| Edit::Dim { i, value }),
+            (any::<usize>(), 0..8u8).prop_map(|(pos, bit)| Edit::Flip { pos, bit }),
+            any::<usize>().prop_map(Edit::Truncate),
+            prop::collection::vec(any::<u8>(), 1..64).prop_map(Edit::Extend),
+            (any::<usize>(), bytes()).prop_map(|(pos, bytes)| Edit::Overwrite { pos, bytes }),
+        ]
+    }
+
+    fn overwrite(b: &mut [u8], pos: usize, bytes: &[u8]) {
+        let pos = pos.min(b.len());
+        for (dst, src) in b[pos..].iter_mut().zip(bytes) {
+            *dst = *src;
+        }
+    }
+
+    fn apply(b: &mut Vec<u8>, e: &Edit) {
+        let len = b.len();
+        match e {
+            Edit::Magic { at, value } => overwrite(b, *at, &[*value]),
+            Edit::Dim { i, value } => overwrite(b, 4 + 4 * i, &value.to_be_bytes()),
+            Edit::Flip { pos, bit } if len > 0 => b[pos % len] ^= 1 << bit,
+            Edit::Truncate(n) if len > 0 => b.truncate(n % len),
+            Edit::Extend(tail) => b.extend_from_slice(tail),
+            Edit::Overwrite { pos, bytes } if len > 0 => overwrite(b, pos % len, bytes),
+            _ => {}
+        }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// What the reader must return for this decompressed stream (`None`: an error).
+    fn reference(stream: &[u8], reader: Reader) -> Option<Idx> {
+        let rank = match reader {
+            Reader::Images => 3,
+            Reader::Labels => 1,
+            Reader::Idx(r) => r,
+        };
+        let header = 4 + 4 * rank;
+        if stream.len() < header || stream[..3] != [0, 0, 8] || usize::from(stream[3]) != rank {
+            return None;
+        }
+        let dims: Vec<usize> = stream[4..header].chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap()) as usize).collect();
+        let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        let data = &stream[header..];
+        if data.len() != n || (matches!(reader, Reader::Labels) && data.iter().any(|&b| b >= 10)) {
+            return None;
+        }
+        Some(Idx { dims, data: data.to_vec() })
+    }
+
+    fn read(reader: Reader, path: &Path) -> nn::Result<Idx> {
+        match reader {
+            Reader::Images => read_images(path),
+            Reader::Labels => read_labels(path, 10).map(|l| Idx { dims: vec![l.len()], data: l.iter().map(|&x| x as u8).collect() }),
+            Reader::Idx(rank) => read_idx(path, rank),
+        }
+    }
+
+    /// Edits the file's contents, maybe gzips it and appends a second member, maybe
+    /// mutates the bytes on disk, then reads it.
+    fn check(reader: Reader, good: &[u8], edits: &[Edit], gz: bool, member: &Option<Vec<u8>>, outer: &Option<Edit>) {
+        let mut stream = good.to_vec();
+        for e in edits {
+            apply(&mut stream, e);
+        }
+        let mut bytes = if gz { gzip(&stream) } else { stream.clone() };
+        let first_member = bytes.len();
+        // Cut right after the first of two gzip members: a valid file of that member alone.
+        let cut_between = gz && member.is_some() && matches!(outer, Some(Edit::Truncate(_)));
+        if let Some(m) = member {
+            bytes.extend(if gz { gzip(m) } else { m.clone() });
+            stream.extend_from_slice(m);
+        }
+        let cut_between = cut_between && matches!(outer, Some(Edit::Truncate(n)) if n % bytes.len() == first_member);
+        if cut_between {
+            stream.truncate(stream.len() - member.as_ref().map_or(0, Vec::len));
+        }
+        if let Some(o) = outer {
+            apply(&mut bytes, o);
+        }
+        // The decompressed stream is known unless the gzip bytes were mutated, or a raw
+        // file now starts with the gzip magic.
+        let known = if gz { outer.is_none() || cut_between } else { !bytes.starts_with(&[0x1f, 0x8b]) };
+        if !gz {
+            stream = bytes.clone();
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        std::fs::write(&path, &bytes).unwrap();
+        let case = || format!("{reader:?}, edits {edits:?}, gzip {gz}, member {member:?}, outer {outer:?}");
+        let (result, largest) = largest_alloc(|| std::panic::catch_unwind(|| read(reader, &path)));
+        let result = result.unwrap_or_else(|_| panic!("the reader panicked on {}", case()));
+        assert!(largest < 1 << 20, "allocated {largest} bytes at once on {}", case());
+        match &result {
+            Ok(idx) => {
+                assert_eq!(idx.data.len(), idx.dims.iter().product::<usize>(), "{}", case());
+                assert!(cut_between || !matches!(outer, Some(Edit::Truncate(_))), "a truncated file loaded: {}", case());
+            }
+            Err(Error::Format { path: p, .. } | Error::Io { path: p, .. }) => assert_eq!(p, &path),
+            Err(other) => panic!("unexpected error kind {other:?} on {}", case()),
+        }
+        if known {
+            match (reference(&stream, reader), result) {
+                (Some(want), Ok(got)) => assert_eq!(got, want, "{}", case()),
+                (Some(_), Err(e)) => panic!("a valid file was rejected ({e}) on {}", case()),
+                (None, Ok(got)) => panic!("a bad file was accepted as {got:?} on {}", case()),
+                (None, Err(e)) => assert!(matches!(e, Error::Format { .. }), "bad contents must be a Format error: {e} on {}", case()),
+            }
+        }
+    }
+
+    /// 256 cases per property (well under a second); PROPTEST_CASES=N for a deeper run.
+    fn fuzz_config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
+        ProptestConfig { cases: cases.unwrap_or(256), failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    proptest! {
+        #![proptest_config(fuzz_config())]
+
+        #[test]
+        fn mutated_raw_idx_never_panics(file in good_file(), edits in prop::collection::vec(edit(), 0..4)) {
+            check(file.0, &file.1, &edits, false, &None, &None);
+        }
+
+        #[test]
+        fn mutated_gzip_idx_never_panics(
+            file in good_file(),
+            edits in prop::collection::vec(edit(), 0..3),
+            member in prop::option::weighted(0.15, prop::collection::vec(any::<u8>(), 0..40)),
+            outer in prop::option::weighted(0.6, edit()),
+        ) {
+            check(file.0, &file.1, &edits, true, &member, &outer);
+        }
+    }
+}

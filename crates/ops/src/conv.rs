@@ -359,6 +359,13 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) ->
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
+    if rows == 0 {
+        // No input channels: every output is its bias (or 0).
+        for (p, plane) in y.chunks_mut(l.max(1)).enumerate() {
+            plane.fill(bias.map_or(T::zero(), |b| b[p % g.o]));
+        }
+        return y;
+    }
     let out = SharedOut(y.as_mut_ptr(), y.len());
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
@@ -391,6 +398,9 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
     let mut dx = autograd::buffers::zeroed::<T>(g.n * chw);
+    if rows == 0 || dx.is_empty() {
+        return dx;
+    }
     let out = SharedOut(dx.as_mut_ptr(), dx.len());
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
@@ -415,6 +425,9 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let chw = g.c * g.h * g.w;
     let size = g.o * rows;
     let blocks = g.n.div_ceil(block_samples::<T>(g));
+    if size == 0 {
+        return Vec::new();
+    }
     let mut partials = autograd::buffers::for_overwrite::<T>(blocks * size);
     let out = SharedOut(partials.as_mut_ptr(), partials.len());
     for_blocks::<T>(g, |b, samples, sc| {
@@ -542,9 +555,10 @@ pub fn corr2d(x: &Tensor, k: &Tensor) -> Result<Tensor> {
     }
     let (h, w) = (x.shape()[0], x.shape()[1]);
     let (kh, kw) = (k.shape()[0], k.shape()[1]);
-    if kh > h || kw > w {
-        return Err(Error::mismatch("corr2d", "kernel is larger than the input", x.shape(), k.shape()));
+    if kh > h || kw > w || kh == 0 || kw == 0 {
+        return Err(Error::mismatch("corr2d", "kernel must be non-empty and no larger than the input", x.shape(), k.shape()));
     }
+    same_dtype("corr2d", x, k)?;
     let y = conv2d(&x.reshape_to(&[1, 1, h, w])?, &k.reshape_to(&[1, 1, kh, kw])?, None, Conv2dArgs::default())?;
     y.reshape_to(&[h - kh + 1, w - kw + 1])
 }

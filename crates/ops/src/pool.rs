@@ -64,6 +64,10 @@ impl Geom {
         if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
             return Err(Error::invalid(op, format!("kernel and stride must be positive ({})", desc())));
         }
+        if shape[shape.len() - 2] == 0 || shape[shape.len() - 1] == 0 {
+            // As PyTorch: an empty plane has no windows (with padding it would pool only padding).
+            return Err(Error::invalid(op, format!("expects non-empty height and width ({})", desc())));
+        }
         if 2 * ph > kh || 2 * pw > kw {
             return Err(Error::invalid(op, format!("padding should be at most half of the kernel size ({})", desc())));
         }

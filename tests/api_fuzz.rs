@@ -1,0 +1,904 @@
+//! Issue "Reliability": the public tensor API under random, often invalid, arguments.
+//!
+//! Every property throws argument combinations at one op or a family of ops (shapes with
+//! dims of size 0, dims out of range or repeated, sizes whose product overflows, bad
+//! convolution and pooling parameters, mixed dtypes, strided views) and checks each call
+//! against a reference formula: valid arguments must give the output shape the formula
+//! predicts, invalid ones an error whose message starts with the op's name (`"conv2d: "`).
+//! A panic, caught with `catch_unwind`, fails the test. Every successful result that
+//! requires grad is differentiated (`sum().backward()`), which must succeed and give each
+//! leaf a gradient of its own shape.
+//!
+//! 256 cases per property (the whole file runs in well under a second in release);
+//! `PROPTEST_CASES=N` for a deeper run by hand.
+
+use autograd::{BackwardOptions, DType, Result, Tensor};
+use ops::{Conv2dArgs, Pair, Pool2dArgs};
+use proptest::prelude::*;
+use std::fmt::Debug;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+// ----- the harness --------------------------------------------------------------------
+
+/// What the reference formula says about one call.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    /// Valid arguments: the op must succeed with this output shape.
+    Shape(Vec<usize>),
+    /// Invalid arguments: the op must fail, naming itself.
+    Fail,
+    /// Both are fine (a shape containing a 0 whose other dims overflow when multiplied).
+    Either,
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
+}
+
+/// Runs `f`; a panic fails the test, an error must start with `"NAME: "` for one of `names`.
+/// Returns the result, or the error's message.
+fn attempt<T>(names: &[&str], args: &dyn Debug, f: impl FnOnce() -> Result<T>) -> std::result::Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Err(p) => panic!("{} panicked ({}) on {args:?}", names[0], panic_message(&*p)),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            let msg = e.to_string();
+            assert!(
+                names.iter().any(|n| msg.starts_with(&format!("{n}: "))),
+                "{}: the error does not name the op: {msg:?} on {args:?}",
+                names[0]
+            );
+            Err(msg)
+        }
+    }
+}
+
+/// Compares an outcome with the expectation.
+fn verify(names: &[&str], args: &dyn Debug, expect: &Expect, got: std::result::Result<Vec<usize>, String>) {
+    match (expect, got) {
+        (Expect::Shape(want), Ok(shape)) => assert_eq!(&shape, want, "{}: wrong output shape on {args:?}", names[0]),
+        (Expect::Shape(want), Err(msg)) => panic!("{}: rejected valid arguments (expected shape {want:?}): {msg} on {args:?}", names[0]),
+        (Expect::Fail, Ok(shape)) => panic!("{}: accepted invalid arguments (gave shape {shape:?}) on {args:?}", names[0]),
+        _ => {}
+    }
+}
+
+/// Runs an op returning a tensor, checks it against `expect`, and returns the tensor.
+fn check(names: &[&str], args: &dyn Debug, expect: &Expect, f: impl FnOnce() -> Result<Tensor>) -> Option<Tensor> {
+    let got = attempt(names, args, f);
+    verify(names, args, expect, got.as_ref().map(|t| t.shape().to_vec()).map_err(String::clone));
+    got.ok()
+}
+
+/// Differentiates `out.sum()` when `out` requires grad: it must succeed, and every leaf
+/// that receives a gradient receives one of its own shape and dtype.
+fn backward(op: &str, args: &dyn Debug, out: &Tensor, leaves: &[&Tensor]) {
+    // Gradients of a shape like [2^40, 0] pass through huge intermediate shapes: skip them.
+    let size = out.shape().iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d));
+    if !out.requires_grad() || size.is_none_or(|s| s > 1 << 16) {
+        return;
+    }
+    // Several ops read the same input view: keep its graph for the next one.
+    let retain = BackwardOptions { retain_graph: true, ..BackwardOptions::default() };
+    match catch_unwind(AssertUnwindSafe(|| out.sum().backward_with(None, retain))) {
+        Err(p) => panic!("{op}: backward panicked ({}) on {args:?}", panic_message(&*p)),
+        Ok(Err(e)) => panic!("{op}: backward failed: {e} on {args:?}"),
+        Ok(Ok(())) => {}
+    }
+    for leaf in leaves {
+        if let Some(g) = leaf.grad() {
+            assert_eq!(g.shape(), leaf.shape(), "{op}: gradient shape on {args:?}");
+            assert_eq!(g.dtype(), leaf.dtype(), "{op}: gradient dtype on {args:?}");
+        }
+    }
+}
+
+/// `check` followed by `backward` on a success.
+fn check_grad(names: &[&str], args: &dyn Debug, expect: &Expect, leaves: &[&Tensor], f: impl FnOnce() -> Result<Tensor>) {
+    if let Some(out) = check(names, args, expect, f) {
+        backward(names[0], args, &out, leaves);
+    }
+}
+
+// ----- inputs -------------------------------------------------------------------------
+
+/// A tensor to build: its shape, dtype, whether it requires grad, and how it is laid out
+/// (0 contiguous, 1 a transposed view, 2 a narrowed view with an offset).
+#[derive(Debug, Clone)]
+struct Spec {
+    shape: Vec<usize>,
+    f64: bool,
+    grad: bool,
+    view: u8,
+}
+
+/// A built tensor: `t` is what the op gets, `leaf` is where its gradient lands.
+struct Input {
+    leaf: Tensor,
+    t: Tensor,
+}
+
+impl Spec {
+    fn new(shape: Vec<usize>, f64: bool, grad: bool, view: u8) -> Spec {
+        Spec { shape, f64, grad, view }
+    }
+
+    fn dtype(&self) -> DType {
+        if self.f64 {
+            DType::F64
+        } else {
+            DType::F32
+        }
+    }
+
+    fn build(&self) -> Input {
+        let r = self.shape.len();
+        let view = match self.view {
+            1 if r >= 2 => 1,
+            2 if r >= 1 => 2,
+            _ => 0,
+        };
+        let mut base = self.shape.clone();
+        match view {
+            1 => base.swap(r - 2, r - 1),
+            2 => base[0] += 2,
+            _ => {}
+        }
+        let n: usize = base.iter().product();
+        let vals: Vec<f64> = (0..n).map(|i| ((i * 37 % 19) as f64 - 9.0) / 4.0).collect();
+        let t = Tensor::from_vec(vals, &base).unwrap().to_dtype(self.dtype());
+        let leaf = if self.grad { t.requires_grad_() } else { t };
+        let t = match view {
+            1 => leaf.transpose(-1, -2).unwrap(),
+            2 => leaf.narrow(0, 1, self.shape[0]).unwrap(),
+            _ => leaf.clone(),
+        };
+        assert_eq!(t.shape(), &self.shape[..]);
+        Input { leaf, t }
+    }
+}
+
+/// Shapes of rank `0..=max_rank` with dims `0..=4`.
+fn dims(max_rank: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(0..=4usize, 0..=max_rank)
+}
+
+fn spec_of(shape: Vec<usize>) -> impl Strategy<Value = Spec> {
+    (Just(shape), prop::bool::weighted(0.3), any::<bool>(), 0..3u8).prop_map(|(s, f, g, v)| Spec::new(s, f, g, v))
+}
+
+fn spec(max_rank: usize) -> impl Strategy<Value = Spec> {
+    dims(max_rank).prop_flat_map(spec_of)
+}
+
+/// A dim argument: in range for small ranks, or not.
+fn dim_arg() -> impl Strategy<Value = isize> {
+    -6isize..6
+}
+
+/// A size argument: usually small, sometimes so large that sums and products overflow.
+fn size_arg() -> impl Strategy<Value = usize> {
+    prop_oneof![12 => 0..6usize, 1 => Just(usize::MAX), 1 => (1usize << 31)..(1usize << 62)]
+}
+
+/// A positive parameter, or sometimes 0.
+fn pos(max: usize) -> impl Strategy<Value = usize> {
+    prop_oneof![1 => Just(0usize), 6 => 1..=max]
+}
+
+/// A permutation of `0..n` drawn from `seed` (xorshift Fisher-Yates).
+fn shuffled(n: usize, mut seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+// ----- reference formulas -------------------------------------------------------------
+
+fn norm(dim: isize, rank: usize) -> Option<usize> {
+    let d = if dim < 0 { dim + rank as isize } else { dim };
+    (0..rank as isize).contains(&d).then_some(d as usize)
+}
+
+fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| if i < r - s.len() { 1 } else { s[i - (r - s.len())] };
+    (0..r)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => Some(x),
+            (1, y) => Some(y),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `Shape(shape)` if `shape` holds exactly `n` elements. A shape with a 0 whose other dims
+/// overflow when multiplied holds 0 elements but may be refused: `Either`.
+fn expect_count(shape: &[usize], n: usize) -> Expect {
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d));
+    let zero = shape.contains(&0);
+    match nonzero {
+        None if zero && n == 0 => Expect::Either,
+        None => Expect::Fail,
+        Some(p) if (if zero { 0 } else { p }) == n => Expect::Shape(shape.to_vec()),
+        Some(_) => Expect::Fail,
+    }
+}
+
+fn reshape_expect(target: &[isize], numel: usize) -> Expect {
+    if target.iter().any(|&s| s < -1) || target.iter().filter(|&&s| s == -1).count() > 1 {
+        return Expect::Fail;
+    }
+    let Some(i) = target.iter().position(|&s| s == -1) else {
+        return expect_count(&target.iter().map(|&s| s as usize).collect::<Vec<_>>(), numel);
+    };
+    let others: Vec<usize> = target.iter().filter(|&&s| s != -1).map(|&s| s as usize).collect();
+    if others.contains(&0) {
+        return Expect::Fail; // the inferred size would be ambiguous
+    }
+    match others.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        None if numel == 0 => Expect::Either,
+        Some(known) if numel.is_multiple_of(known) => {
+            let mut s: Vec<usize> = target.iter().map(|&s| s.max(0) as usize).collect();
+            s[i] = numel / known;
+            Expect::Shape(s)
+        }
+        _ => Expect::Fail,
+    }
+}
+
+/// Output length of a sliding window: `floor((in + 2p - d(k-1) - 1) / s) + 1`.
+fn window_out(input: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
+    let span = d * (k - 1) + 1;
+    let padded = input + 2 * p;
+    (padded >= span).then(|| (padded - span) / s + 1)
+}
+
+fn conv_expect(x: &[usize], w: &[usize], bias: Option<&[usize]>, a: Conv2dArgs, same_dtype: bool) -> Expect {
+    let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw), g) = (a.stride, a.padding, a.dilation, a.groups);
+    if x.len() != 4 || w.len() != 4 || !same_dtype || [sh, sw, dh, dw, g].contains(&0) || w[2] == 0 || w[3] == 0 {
+        return Expect::Fail;
+    }
+    if x[1] != w[1] * g || !w[0].is_multiple_of(g) || bias.is_some_and(|b| b != [w[0]]) {
+        return Expect::Fail;
+    }
+    match (window_out(x[2], w[2], sh, ph, dh), window_out(x[3], w[3], sw, pw, dw)) {
+        (Some(oh), Some(ow)) => Expect::Shape(vec![x[0], w[0], oh, ow]),
+        _ => Expect::Fail,
+    }
+}
+
+fn pool_expect(x: &[usize], a: Pool2dArgs) -> Expect {
+    let (Pair(kh, kw), Pair(sh, sw), Pair(ph, pw)) = (a.kernel, a.stride.unwrap_or(a.kernel), a.padding);
+    let r = x.len();
+    if !(r == 3 || r == 4) || [kh, kw, sh, sw].contains(&0) || 2 * ph > kh || 2 * pw > kw {
+        return Expect::Fail;
+    }
+    match (window_out(x[r - 2], kh, sh, ph, 1), window_out(x[r - 1], kw, sw, pw, 1)) {
+        // PyTorch refuses an empty plane, and so do we.
+        _ if x[r - 2] == 0 || x[r - 1] == 0 => Expect::Fail,
+        (Some(oh), Some(ow)) => Expect::Shape([&x[..r - 2], &[oh, ow]].concat()),
+        _ => Expect::Fail,
+    }
+}
+
+/// The shape of `x` reduced over `d`, kept as size 1 or removed.
+fn reduced(x: &[usize], d: usize, keepdim: bool) -> Vec<usize> {
+    let mut s = x.to_vec();
+    if keepdim {
+        s[d] = 1;
+    } else {
+        s.remove(d);
+    }
+    s
+}
+
+fn matmul_expect(a: &[usize], b: &[usize], same_dtype: bool) -> Expect {
+    let (ra, rb) = (a.len(), b.len());
+    if ra == 0 || rb == 0 || !same_dtype {
+        return Expect::Fail;
+    }
+    let (ka, kb) = (a[ra - 1], if rb == 1 { b[0] } else { b[rb - 2] });
+    if ka != kb {
+        return Expect::Fail;
+    }
+    let batch_a = if ra > 2 { &a[..ra - 2] } else { &[][..] };
+    let batch_b = if rb > 2 { &b[..rb - 2] } else { &[][..] };
+    let Some(mut out) = broadcast(batch_a, batch_b) else { return Expect::Fail };
+    if ra >= 2 {
+        out.push(a[ra - 2]);
+    }
+    if rb >= 2 {
+        out.push(b[rb - 1]);
+    }
+    Expect::Shape(out)
+}
+
+// ----- the properties -----------------------------------------------------------------
+
+/// 256 cases per property; PROPTEST_CASES=N for a deeper run by hand.
+fn fuzz_config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
+    ProptestConfig { cases: cases.unwrap_or(256), failure_persistence: None, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(fuzz_config())]
+
+    #[test]
+    fn from_vec(len in 0..30usize, shape in prop::collection::vec(size_arg(), 0..=4), f64 in any::<bool>()) {
+        let args = (len, &shape, f64);
+        let expect = expect_count(&shape, len);
+        if f64 {
+            check(&["from_vec"], &args, &expect, || Tensor::from_vec(vec![0.5f64; len], &shape));
+        } else {
+            check(&["from_vec"], &args, &expect, || Tensor::from_vec(vec![0.5f32; len], &shape));
+        }
+    }
+
+    #[test]
+    fn reshape(
+        x in spec(4),
+        random in prop::collection::vec(prop_oneof![6 => -2isize..7, 2 => Just(-1isize), 1 => Just(isize::MAX), 1 => (1isize << 31)..(1isize << 40)], 0..=5),
+        derive in 0..3u8,
+        seed in any::<u64>(),
+        at in 0..6usize,
+    ) {
+        // Half the targets are a shuffle of the input's dims (one of them maybe -1).
+        let target: Vec<isize> = match derive {
+            0 => random,
+            _ => {
+                let mut t: Vec<isize> = shuffled(x.shape.len(), seed).iter().map(|&i| x.shape[i] as isize).collect();
+                if derive == 2 && !t.is_empty() {
+                    let n = t.len();
+                    t[at % n] = -1;
+                }
+                t
+            }
+        };
+        let input = x.build();
+        let args = (&x, &target);
+        let expect = reshape_expect(&target, input.t.numel());
+        check_grad(&["reshape"], &args, &expect, &[&input.leaf], || input.t.reshape(&target));
+    }
+
+    #[test]
+    fn permute(x in spec(4), random in prop::collection::vec(-6isize..6, 0..=5), valid in any::<bool>(), seed in any::<u64>()) {
+        let r = x.shape.len();
+        let dims: Vec<isize> = if valid {
+            shuffled(r, seed).iter().enumerate().map(|(i, &d)| if (seed >> i) & 1 == 1 { d as isize - r as isize } else { d as isize }).collect()
+        } else {
+            random
+        };
+        let normed: Option<Vec<usize>> = dims.iter().map(|&d| norm(d, r)).collect();
+        let expect = match normed {
+            Some(p) if p.len() == r && (0..r).all(|i| p.contains(&i)) => Expect::Shape(p.iter().map(|&i| x.shape[i]).collect()),
+            _ => Expect::Fail,
+        };
+        let input = x.build();
+        check_grad(&["permute"], &(&x, &dims), &expect, &[&input.leaf], || input.t.permute(&dims));
+    }
+
+    #[test]
+    fn transpose_and_t(x in spec(4), d0 in dim_arg(), d1 in dim_arg()) {
+        let r = x.shape.len();
+        let expect = match (norm(d0, r), norm(d1, r)) {
+            (Some(a), Some(b)) => {
+                let mut s = x.shape.clone();
+                s.swap(a, b);
+                Expect::Shape(s)
+            }
+            _ => Expect::Fail,
+        };
+        let input = x.build();
+        check_grad(&["transpose"], &(&x, d0, d1), &expect, &[&input.leaf], || input.t.transpose(d0, d1));
+        let expect = if r == 2 { Expect::Shape(vec![x.shape[1], x.shape[0]]) } else { Expect::Fail };
+        check_grad(&["t"], &x, &expect, &[&input.leaf], || input.t.t());
+    }
+
+    #[test]
+    fn narrow(x in spec(4), dim in dim_arg(), start in size_arg(), len in size_arg()) {
+        let expect = match norm(dim, x.shape.len()) {
+            Some(d) if start as u128 + len as u128 <= x.shape[d] as u128 => {
+                let mut s = x.shape.clone();
+                s[d] = len;
+                Expect::Shape(s)
+            }
+            _ => Expect::Fail,
+        };
+        let input = x.build();
+        check_grad(&["narrow"], &(&x, dim, start, len), &expect, &[&input.leaf], || input.t.narrow(dim, start, len));
+    }
+
+    /// Each edit: (which dim, new size, kind). Kinds 0-4 resize the cat dim (still valid),
+    /// 5 resizes any dim, 6 drops the last dim, 7 switches the dtype.
+    #[test]
+    fn cat(
+        base in dims(4),
+        n in 0..4usize,
+        edits in prop::collection::vec((0..4usize, 0..5usize, 0..8u8, 0..3u8), 4),
+        dim in dim_arg(),
+        f64 in any::<bool>(),
+        grad in any::<bool>(),
+    ) {
+        let r = base.len();
+        let specs: Vec<Spec> = edits[..n]
+            .iter()
+            .map(|&(which, size, kind, view)| {
+                let mut s = base.clone();
+                let mut f = f64;
+                match kind {
+                    0..=4 => {
+                        if let Some(d) = norm(dim, r) {
+                            s[d] = size;
+                        }
+                    }
+                    5 if r > 0 => s[which % r] = size,
+                    6 => {
+                        s.pop();
+                    }
+                    7 => f = !f,
+                    _ => {}
+                }
+                Spec::new(s, f, grad, view)
+            })
+            .collect();
+        let expect = match specs.first() {
+            None => Expect::Fail,
+            Some(first) => match norm(dim, first.shape.len()) {
+                Some(d) if specs.iter().all(|s| {
+                    s.f64 == first.f64
+                        && s.shape.len() == first.shape.len()
+                        && s.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == d || a == b)
+                }) =>
+                {
+                    let mut out = first.shape.clone();
+                    out[d] = specs.iter().map(|s| s.shape[d]).sum();
+                    Expect::Shape(out)
+                }
+                _ => Expect::Fail,
+            },
+        };
+        let inputs: Vec<Input> = specs.iter().map(Spec::build).collect();
+        let ts: Vec<&Tensor> = inputs.iter().map(|i| &i.t).collect();
+        let leaves: Vec<&Tensor> = inputs.iter().map(|i| &i.leaf).collect();
+        check_grad(&["cat"], &(&specs, dim), &expect, &leaves, || Tensor::cat(&ts, dim));
+    }
+
+    /// Kinds 0-5 keep the shape, 6 resizes a dim, 7 switches the dtype.
+    #[test]
+    fn stack(
+        base in dims(3),
+        n in 0..4usize,
+        edits in prop::collection::vec((0..4usize, 0..5usize, 0..8u8, 0..3u8), 4),
+        dim in dim_arg(),
+        f64 in any::<bool>(),
+        grad in any::<bool>(),
+    ) {
+        let r = base.len();
+        let specs: Vec<Spec> = edits[..n]
+            .iter()
+            .map(|&(which, size, kind, view)| {
+                let mut s = base.clone();
+                let mut f = f64;
+                match kind {
+                    6 if r > 0 => s[which % r] = size,
+                    7 => f = !f,
+                    _ => {}
+                }
+                Spec::new(s, f, grad, view)
+            })
+            .collect();
+        let expect = match specs.first() {
+            Some(first) if specs.iter().all(|s| s.shape == first.shape && s.f64 == first.f64) => match norm(dim, r + 1) {
+                Some(d) => {
+                    let mut out = first.shape.clone();
+                    out.insert(d, n);
+                    Expect::Shape(out)
+                }
+                None => Expect::Fail,
+            },
+            _ => Expect::Fail,
+        };
+        let inputs: Vec<Input> = specs.iter().map(Spec::build).collect();
+        let ts: Vec<&Tensor> = inputs.iter().map(|i| &i.t).collect();
+        let leaves: Vec<&Tensor> = inputs.iter().map(|i| &i.leaf).collect();
+        check_grad(&["stack"], &(&specs, dim), &expect, &leaves, || Tensor::stack(&ts, dim));
+    }
+
+    #[test]
+    fn flatten_squeeze_unsqueeze(x in spec(4), start in dim_arg(), end in dim_arg(), dim in dim_arg()) {
+        let r = x.shape.len();
+        let input = x.build();
+        let args = (&x, start, end, dim);
+        let expect = match (norm(start, r), norm(end, r)) {
+            // A 0-d tensor flattens to [1] whatever the dims (PyTorch accepts only 0 and -1).
+            _ if r == 0 => if [0, -1].contains(&start) && [0, -1].contains(&end) { Expect::Shape(vec![1]) } else { Expect::Either },
+            (Some(s), Some(e)) if s <= e => {
+                Expect::Shape([&x.shape[..s], &[x.shape[s..=e].iter().product()], &x.shape[e + 1..]].concat())
+            }
+            _ => Expect::Fail,
+        };
+        check_grad(&["flatten"], &args, &expect, &[&input.leaf], || input.t.flatten(start, end));
+        let expect = match norm(dim, r) {
+            Some(d) if x.shape[d] == 1 => Expect::Shape([&x.shape[..d], &x.shape[d + 1..]].concat()),
+            _ => Expect::Fail,
+        };
+        check_grad(&["squeeze"], &args, &expect, &[&input.leaf], || input.t.squeeze(dim));
+        let expect = match norm(dim, r + 1) {
+            Some(d) => Expect::Shape([&x.shape[..d], &[1], &x.shape[d..]].concat()),
+            None => Expect::Fail,
+        };
+        check_grad(&["unsqueeze"], &args, &expect, &[&input.leaf], || input.t.unsqueeze(dim));
+    }
+
+    /// Half the targets keep the input's dims, replace its 1s and add leading dims.
+    #[test]
+    fn expand(
+        x in spec(3),
+        random in prop::collection::vec(prop_oneof![8 => 0..5usize, 1 => (1usize << 31)..(1usize << 40)], 0..=5),
+        derive in any::<bool>(),
+        lead in 0..3usize,
+    ) {
+        let target: Vec<usize> = if derive {
+            let mut t: Vec<usize> = random.iter().take(lead).copied().collect();
+            t.extend(x.shape.iter().enumerate().map(|(i, &d)| if d == 1 { random.get(i).copied().unwrap_or(1) } else { d }));
+            t
+        } else {
+            random
+        };
+        let r = x.shape.len();
+        let fits = target.len() >= r && x.shape.iter().zip(&target[target.len() - r..]).all(|(&s, &t)| s == t || s == 1);
+        let expect = if target == x.shape {
+            Expect::Shape(target.clone())
+        } else if !fits {
+            Expect::Fail
+        } else {
+            // An element count that does not fit in usize must be refused (unless a 0 makes it 0).
+            match target.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d)) {
+                Some(_) => Expect::Shape(target.clone()),
+                None if target.contains(&0) => Expect::Either,
+                None => Expect::Fail,
+            }
+        };
+        let input = x.build();
+        check_grad(&["expand"], &(&x, &target), &expect, &[&input.leaf], || input.t.expand(&target));
+    }
+
+    /// Sums and means over random dim lists (out of range and repeated dims included).
+    #[test]
+    fn sum_and_mean(x in spec(4), dims in prop::collection::vec(dim_arg(), 0..=4), keepdim in any::<bool>()) {
+        let r = x.shape.len();
+        let input = x.build();
+        let args = (&x, &dims, keepdim);
+        check_grad(&["sum"], &args, &Expect::Shape(vec![]), &[&input.leaf], || Ok(input.t.sum()));
+        check_grad(&["mean"], &args, &Expect::Shape(vec![]), &[&input.leaf], || Ok(input.t.mean()));
+        let normed: Option<Vec<usize>> = dims.iter().map(|&d| norm(d, r)).collect();
+        let expect = match normed {
+            Some(ds) if (0..ds.len()).all(|i| !ds[..i].contains(&ds[i])) => Expect::Shape(if keepdim {
+                x.shape.iter().enumerate().map(|(i, &s)| if ds.contains(&i) { 1 } else { s }).collect()
+            } else {
+                x.shape.iter().enumerate().filter(|(i, _)| !ds.contains(i)).map(|(_, &s)| s).collect()
+            }),
+            _ => Expect::Fail,
+        };
+        check_grad(&["sum", "sum_dims"], &args, &expect, &[&input.leaf], || input.t.sum_dims(&dims, keepdim));
+        check_grad(&["mean", "mean_dims"], &args, &expect, &[&input.leaf], || input.t.mean_dims(&dims, keepdim));
+    }
+
+    /// max, argmax, logsumexp, softmax and log_softmax: one dim, which must not be empty.
+    #[test]
+    fn max_and_softmax(x in spec(4), dim in dim_arg(), keepdim in any::<bool>()) {
+        let r = x.shape.len();
+        let input = x.build();
+        let args = (&x, dim, keepdim);
+        let d = norm(dim, r).filter(|&d| x.shape[d] > 0);
+        let expect_reduced = |keep: bool| d.map_or(Expect::Fail, |d| Expect::Shape(reduced(&x.shape, d, keep)));
+        let expect_same = d.map_or(Expect::Fail, |_| Expect::Shape(x.shape.clone()));
+
+        let got = attempt(&["max", "max_dim"], &args, || input.t.max_dim(dim, keepdim));
+        if let Ok((_, idx)) = &got {
+            let d = d.expect("max succeeded");
+            assert_eq!(idx.len(), reduced(&x.shape, d, false).iter().product::<usize>(), "max: index count on {args:?}");
+            assert!(idx.iter().all(|&i| i < x.shape[d]), "max: index out of range on {args:?}");
+        }
+        verify(&["max", "max_dim"], &args, &expect_reduced(keepdim), got.as_ref().map(|(t, _)| t.shape().to_vec()).map_err(String::clone));
+        if let Ok((values, _)) = &got {
+            backward("max", &args, values, &[&input.leaf]);
+        }
+
+        let got = attempt(&["argmax"], &args, || input.t.argmax(dim));
+        if let Ok(idx) = &got {
+            let d = d.expect("argmax succeeded");
+            assert!(idx.iter().all(|&i| i < x.shape[d]), "argmax: index out of range on {args:?}");
+        }
+        let expect_len = expect_reduced(false);
+        let got = got.map(|idx| match &expect_len {
+            Expect::Shape(s) if s.iter().product::<usize>() == idx.len() => s.clone(),
+            _ => vec![idx.len()],
+        });
+        verify(&["argmax"], &args, &expect_len, got);
+
+        check_grad(&["logsumexp"], &args, &expect_reduced(keepdim), &[&input.leaf], || input.t.logsumexp(dim, keepdim));
+        check_grad(&["softmax"], &args, &expect_same, &[&input.leaf], || input.t.softmax(dim));
+        check_grad(&["log_softmax"], &args, &expect_same, &[&input.leaf], || input.t.log_softmax(dim));
+    }
+
+    /// Index shapes: the input's with `dim` resized (valid), or another dim resized, or
+    /// a dim dropped; indices in range, or not, and sometimes one too many or too few.
+    #[test]
+    fn gather_and_scatter_add(
+        x in spec(4),
+        dim in dim_arg(),
+        shape_edit in (0..6u8, 0..4usize, 0..5usize),
+        raw_index in prop::collection::vec(0..6usize, 300),
+        index_edit in 0..6u8,
+        src in (any::<bool>(), any::<bool>(), 0..3u8, 0..5u8),
+    ) {
+        let r = x.shape.len();
+        let mut ishape = x.shape.clone();
+        match shape_edit {
+            (0..=3, _, size) => {
+                if let Some(d) = norm(dim, r) {
+                    ishape[d] = size;
+                }
+            }
+            (4, which, size) if r > 0 => ishape[which % r] = size,
+            (5, _, _) => {
+                ishape.pop();
+            }
+            _ => {}
+        }
+        let n: usize = ishape.iter().product();
+        let size = norm(dim, r).map_or(0, |d| x.shape[d]);
+        let mut index: Vec<usize> = raw_index.iter().cycle().take(n).map(|&i| if index_edit < 4 && size > 0 { i % size } else { i }).collect();
+        match index_edit {
+            4 => index.push(0),
+            5 => {
+                index.pop();
+            }
+            _ => {}
+        }
+        let index_ok = |shape: &[usize]| match norm(dim, shape.len()) {
+            Some(d) => {
+                ishape.len() == shape.len()
+                    && ishape.iter().zip(shape).enumerate().all(|(i, (a, b))| i == d || a == b)
+                    && index.len() == n
+                    && index.iter().all(|&i| i < shape[d])
+            }
+            None => false,
+        };
+
+        let input = x.build();
+        let args = (&x, dim, &ishape, &index);
+        let expect = if index_ok(&x.shape) { Expect::Shape(ishape.clone()) } else { Expect::Fail };
+        check_grad(&["gather"], &args, &expect, &[&input.leaf], || input.t.gather(dim, &index, &ishape));
+
+        // scatter_add: a source (usually of the index's shape) added into a tensor of x's shape.
+        let (f64, grad, view, wrong) = src;
+        let mut src_shape = ishape.clone();
+        if wrong == 0 {
+            src_shape.push(1);
+        }
+        let s = Spec::new(src_shape.clone(), f64, grad, view);
+        let source = s.build();
+        let expect = if index_ok(&x.shape) && src_shape == ishape { Expect::Shape(x.shape.clone()) } else { Expect::Fail };
+        let args = (&s, dim, &ishape, &index, &x.shape);
+        check_grad(&["scatter_add"], &args, &expect, &[&source.leaf], || source.t.scatter_add(dim, &index, &ishape, &x.shape));
+    }
+
+    /// Two shapes that broadcast (dims set to 1, leading dims dropped), then maybe one dim
+    /// of the right operand changed, which usually makes them incompatible.
+    #[test]
+    fn add_sub_mul_div(
+        base in dims(4),
+        masks in (prop::collection::vec(any::<bool>(), 4), prop::collection::vec(any::<bool>(), 4)),
+        drop in 0..5usize,
+        edit in (0..4u8, 0..4usize, 0..5usize),
+        dtypes in (prop::bool::weighted(0.3), 0..12u8),
+        grads in (any::<bool>(), any::<bool>()),
+        views in (0..3u8, 0..3u8),
+    ) {
+        let a: Vec<usize> = base.iter().zip(&masks.0).map(|(&d, &m)| if m { 1 } else { d }).collect();
+        let mut b: Vec<usize> = base.iter().zip(&masks.1).map(|(&d, &m)| if m { 1 } else { d }).skip(drop.min(base.len())).collect();
+        if edit.0 == 0 && !b.is_empty() {
+            let n = b.len();
+            b[edit.1 % n] = edit.2;
+        }
+        let (fa, fb) = (dtypes.0, if dtypes.1 == 0 { !dtypes.0 } else { dtypes.0 });
+        let (sa, sb) = (Spec::new(a.clone(), fa, grads.0, views.0), Spec::new(b.clone(), fb, grads.1, views.1));
+        let (x, y) = (sa.build(), sb.build());
+        let expect = match broadcast(&a, &b) {
+            Some(s) if fa == fb => Expect::Shape(s),
+            _ => Expect::Fail,
+        };
+        let args = (&sa, &sb);
+        let leaves = [&x.leaf, &y.leaf];
+        check_grad(&["add"], &args, &expect, &leaves, || x.t.add(&y.t));
+        check_grad(&["sub"], &args, &expect, &leaves, || x.t.sub(&y.t));
+        check_grad(&["mul"], &args, &expect, &leaves, || x.t.mul(&y.t));
+        check_grad(&["div"], &args, &expect, &leaves, || x.t.div(&y.t));
+    }
+
+    /// 0-d to 4-d operands: vectors, matrices and broadcast batches, with matching or
+    /// mismatched inner sizes and batch dims.
+    #[test]
+    fn matmul(
+        ranks in (0..=4usize, 0..=4usize),
+        mkn in (0..4usize, 0..4usize, 0..4usize),
+        k2 in prop_oneof![4 => Just(None), 1 => (0..4usize).prop_map(Some)],
+        batch in prop::collection::vec(0..4usize, 2),
+        batch_b in prop_oneof![3 => Just(None), 1 => prop::collection::vec(0..4usize, 2).prop_map(Some)],
+        ones in prop::collection::vec(any::<bool>(), 2),
+        dtypes in (prop::bool::weighted(0.3), 0..12u8),
+        grads in (any::<bool>(), any::<bool>()),
+        views in (0..3u8, 0..3u8),
+    ) {
+        let (m, k, n) = mkn;
+        let (ra, rb) = ranks;
+        let bb: Vec<usize> = batch_b.unwrap_or_else(|| batch.iter().zip(&ones).map(|(&d, &o)| if o { 1 } else { d }).collect());
+        let shape = |rank: usize, batch: &[usize], rows: usize, cols: usize, vector: usize| -> Vec<usize> {
+            match rank {
+                0 => vec![],
+                1 => vec![vector],
+                _ => [&batch[2 - (rank - 2).min(2)..], &[rows, cols][..]].concat(),
+            }
+        };
+        let a = shape(ra, &batch, m, k, k);
+        let kb = k2.unwrap_or(k);
+        let b = shape(rb, &bb, kb, n, kb);
+        let (fa, fb) = (dtypes.0, if dtypes.1 == 0 { !dtypes.0 } else { dtypes.0 });
+        let (sa, sb) = (Spec::new(a.clone(), fa, grads.0, views.0), Spec::new(b.clone(), fb, grads.1, views.1));
+        let (x, y) = (sa.build(), sb.build());
+        let expect = matmul_expect(&a, &b, fa == fb);
+        let args = (&sa, &sb);
+        if let Some(c) = check(&["matmul"], &args, &expect, || ops::matmul(&x.t, &y.t)) {
+            if a.last() == Some(&0) {
+                assert!(c.to_vec::<f64>().iter().all(|&v| v == 0.0), "matmul: an empty product is not 0 on {args:?}");
+            }
+            backward("matmul", &args, &c, &[&x.leaf, &y.leaf]);
+        }
+    }
+
+    #[test]
+    fn conv2d(
+        nchw in (0..3usize, 0..5usize, 0..7usize, 0..7usize),
+        o in 0..5usize,
+        kernel in (pos(3), pos(3)),
+        stride in (pos(3), pos(3)),
+        padding in (0..3usize, 0..3usize),
+        dilation in (pos(3), pos(3)),
+        groups in prop_oneof![1 => Just(0usize), 4 => Just(1usize), 3 => 2..=4usize],
+        weight_c in prop_oneof![5 => Just(None), 1 => (0..5usize).prop_map(Some)],
+        bias in 0..5u8,
+        ranks in 0..10u8,
+        dtypes in (prop::bool::weighted(0.3), 0..16u8),
+        grads in (any::<bool>(), any::<bool>(), any::<bool>()),
+        views in (0..3u8, 0..3u8),
+    ) {
+        let (n, c, h, w) = nchw;
+        // Usually the input channels a weight of this many groups expects.
+        let cw = weight_c.unwrap_or(if groups > 0 && c % groups == 0 { c / groups } else { c });
+        let mut xs = vec![n, c, h, w];
+        let mut ws = vec![o, cw, kernel.0, kernel.1];
+        match ranks {
+            0 => {
+                xs.remove(0);
+            }
+            1 => {
+                ws.remove(0);
+            }
+            _ => {}
+        }
+        let bs: Option<Vec<usize>> = match bias {
+            0 | 1 => None,
+            2 | 3 => Some(vec![o]),
+            _ => Some(vec![o + 1]),
+        };
+        let f = dtypes.0;
+        let (fw, fb) = (if dtypes.1 == 0 { !f } else { f }, if dtypes.1 == 1 { !f } else { f });
+        let args = Conv2dArgs::new().stride(stride).padding(padding).dilation(dilation).groups(groups);
+        let sx = Spec::new(xs.clone(), f, grads.0, views.0);
+        let sw = Spec::new(ws.clone(), fw, grads.1, views.1);
+        let sb = bs.clone().map(|b| Spec::new(b, fb, grads.2, 0));
+        let (x, wt, b) = (sx.build(), sw.build(), sb.as_ref().map(Spec::build));
+        let same = fw == f && (sb.is_none() || fb == f);
+        let expect = conv_expect(&xs, &ws, bs.as_deref(), args, same);
+        let mut leaves = vec![&x.leaf, &wt.leaf];
+        leaves.extend(b.as_ref().map(|b| &b.leaf));
+        let desc = (&sx, &sw, &sb, args);
+        if let Some(y) = check(&["conv2d"], &desc, &expect, || ops::conv2d(&x.t, &wt.t, b.as_ref().map(|b| &b.t), args)) {
+            if ws[1] == 0 {
+                // Nothing to correlate: the bias alone (or zeros), not stale memory.
+                let want = b.as_ref().map_or(vec![0.0; y.numel()], |b| {
+                    let v = b.t.to_vec::<f64>();
+                    (0..y.numel()).map(|i| v[i / (y.numel() / xs[0] / ws[0]) % ws[0]]).collect()
+                });
+                assert_eq!(y.to_vec::<f64>(), want, "conv2d: values on {desc:?}");
+            }
+            backward("conv2d", &desc, &y, &leaves);
+        }
+    }
+
+    /// Inputs of rank 2 to 5 (3-d [C, H, W] and 4-d [N, C, H, W] are valid), planes with
+    /// 0 rows or columns, windows larger than the input, padding above half the window.
+    #[test]
+    fn max_and_avg_pool2d(
+        lead in prop_oneof![1 => prop::collection::vec(0..4usize, 0), 4 => prop::collection::vec(0..4usize, 1..=2), 1 => prop::collection::vec(0..4usize, 3)],
+        hw in (0..7usize, 0..7usize),
+        tensor in (any::<bool>(), any::<bool>(), 0..3u8),
+        kernel in (pos(4), pos(4)),
+        stride in prop_oneof![1 => Just(None), 3 => (pos(3), pos(3)).prop_map(Some)],
+        padding in (0..3usize, 0..3usize),
+    ) {
+        let (f64, grad, view) = tensor;
+        let shape: Vec<usize> = [&lead[..], &[hw.0, hw.1]].concat();
+        let mut args = Pool2dArgs::new(kernel).padding(padding);
+        args.stride = stride.map(Pair::from);
+        let s = Spec::new(shape.clone(), f64, grad, view);
+        let input = s.build();
+        let expect = pool_expect(&shape, args);
+        let desc = (&s, args);
+        if let Some(out) = check(&["max_pool2d"], &desc, &expect, || ops::max_pool2d(&input.t, args)) {
+            backward("max_pool2d", &desc, &out, &[&input.leaf]);
+        }
+        check_grad(&["avg_pool2d"], &desc, &expect, &[&input.leaf], || ops::avg_pool2d(&input.t, args));
+    }
+
+    #[test]
+    fn corr2d(x in spec(3), k in spec(3)) {
+        let (xs, ks) = (&x.shape, &k.shape);
+        let valid = xs.len() == 2 && ks.len() == 2 && ks[0] <= xs[0] && ks[1] <= xs[1];
+        let expect = if valid && ks[0] > 0 && ks[1] > 0 && x.f64 == k.f64 {
+            Expect::Shape(vec![xs[0] - ks[0] + 1, xs[1] - ks[1] + 1])
+        } else {
+            Expect::Fail
+        };
+        let names: &[&str] = &["corr2d"];
+        let (a, b) = (x.build(), k.build());
+        check_grad(names, &(&x, &k), &expect, &[&a.leaf, &b.leaf], || ops::corr2d(&a.t, &b.t));
+    }
+
+    /// Logits usually [N, C]; labels usually N of them, in range or not.
+    #[test]
+    fn cross_entropy(
+        logits in prop_oneof![4 => (0..5usize, 0..5usize).prop_map(|(n, c)| vec![n, c]), 1 => dims(3)].prop_flat_map(spec_of),
+        raw in prop::collection::vec(0..7usize, 6),
+        count in prop_oneof![4 => Just(0isize), 1 => -1isize..=1],
+        in_range in prop::bool::weighted(0.8),
+    ) {
+        let s = &logits.shape;
+        let (n, c) = if s.len() == 2 { (s[0], s[1]) } else { (s.first().copied().unwrap_or(1), 1) };
+        let len = (n as isize + count).max(0) as usize;
+        let labels: Vec<usize> = raw.iter().cycle().take(len).map(|&l| if in_range && c > 0 { l % c } else { l }).collect();
+        let expect = if s.len() != 2 || labels.len() != n || labels.iter().any(|&l| l >= c) {
+            Expect::Fail
+        } else if c == 0 {
+            Expect::Either // an empty batch of no classes
+        } else {
+            Expect::Shape(vec![])
+        };
+        let input = logits.build();
+        check_grad(&["cross_entropy"], &(&logits, &labels), &expect, &[&input.leaf], || ops::cross_entropy(&input.t, &labels));
+    }
+
+    /// Same shapes (valid), broadcastable or unrelated shapes, and mixed dtypes.
+    #[test]
+    fn mse(a in spec(4), other in dims(4), mode in 0..6u8) {
+        let mut b = a.clone();
+        match mode {
+            0 => b.shape = other,
+            1 => b.f64 = !b.f64,
+            2 => b.shape.insert(0, 1),
+            _ => b.view = (b.view + 1) % 3,
+        }
+        let expect = if a.shape == b.shape && a.f64 == b.f64 { Expect::Shape(vec![]) } else { Expect::Fail };
+        let (x, y) = (a.build(), b.build());
+        check_grad(&["mse"], &(&a, &b), &expect, &[&x.leaf, &y.leaf], || ops::mse(&x.t, &y.t));
+    }
+}
