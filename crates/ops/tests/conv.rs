@@ -123,7 +123,7 @@ fn errors_name_op_shapes_and_parameters() {
     let e = conv2d(&x, &w, Some(&Tensor::zeros(&[5])), Conv2dArgs::new()).unwrap_err().to_string();
     assert!(e.starts_with("conv2d: bias must have shape [4], got [5]"), "{e}");
     let e = corr2d(&Tensor::zeros(&[2, 2]), &Tensor::zeros(&[3, 1])).unwrap_err().to_string();
-    assert_eq!(e, "corr2d: kernel is larger than the input ([2, 2] and [3, 1])");
+    assert_eq!(e, "corr2d: kernel must be non-empty and no larger than the input ([2, 2] and [3, 1])");
 }
 
 #[test]
