@@ -321,14 +321,8 @@ fn matmul_expect(a: &[usize], b: &[usize], same_dtype: bool) -> Expect {
 
 // ----- the properties -----------------------------------------------------------------
 
-/// 256 cases per property; PROPTEST_CASES=N for a deeper run by hand.
-fn fuzz_config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
-    ProptestConfig { cases: cases.unwrap_or(256), failure_persistence: None, ..ProptestConfig::default() }
-}
-
 proptest! {
-    #![proptest_config(fuzz_config())]
+    #![proptest_config(autograd::testing::config_from_env(256))]
 
     #[test]
     fn from_vec(len in 0..30usize, shape in prop::collection::vec(size_arg(), 0..=4), f64 in any::<bool>()) {

@@ -15,6 +15,14 @@ use crate::tensor::Tensor;
 use crate::Result;
 use proptest::prelude::*;
 
+/// A proptest configuration with `default_cases` cases (CI's budget) unless the
+/// `PROPTEST_CASES` environment variable asks for more (a deep run by hand), and no
+/// regression files.
+pub fn config_from_env(default_cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
+    ProptestConfig { cases: cases.unwrap_or(default_cases), failure_persistence: None, ..ProptestConfig::default() }
+}
+
 /// Shapes of rank `0..=max_rank` with dims in `1..=max_dim`.
 pub fn shape(max_rank: usize, max_dim: usize) -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(1..=max_dim, 0..=max_rank)

@@ -410,14 +410,8 @@ fn check_mutation<T>(good: &[u8], m: &Mutation, load: impl Fn(&Path) -> nn::Resu
     }
 }
 
-/// 256 cases per property (about a second); PROPTEST_CASES=N for a deeper run by hand.
-fn fuzz_config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
-    ProptestConfig { cases: cases.unwrap_or(256), failure_persistence: None, ..ProptestConfig::default() }
-}
-
 proptest! {
-    #![proptest_config(fuzz_config())]
+    #![proptest_config(autograd::testing::config_from_env(256))]
 
     #[test]
     fn mutated_own_file_never_panics(m in mutation()) {

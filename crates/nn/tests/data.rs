@@ -512,14 +512,10 @@ mod idx_fuzz {
         }
     }
 
-    /// 256 cases per property (well under a second); PROPTEST_CASES=N for a deeper run.
-    fn fuzz_config() -> ProptestConfig {
-        let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
-        ProptestConfig { cases: cases.unwrap_or(256), failure_persistence: None, ..ProptestConfig::default() }
-    }
+    // 256 cases per property (well under a second); PROPTEST_CASES=N for a deeper run.
 
     proptest! {
-        #![proptest_config(fuzz_config())]
+        #![proptest_config(autograd::testing::config_from_env(256))]
 
         #[test]
         fn mutated_raw_idx_never_panics(file in good_file(), edits in prop::collection::vec(edit(), 0..4)) {
