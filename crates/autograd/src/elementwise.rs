@@ -296,11 +296,9 @@ fn binary_typed<T: Element>(a: &Tensor, b: &Tensor, shape: &[usize], f: impl Fn(
     let la = broadcast_layout(a.layout(), shape);
     let lb = broadcast_layout(b.layout(), shape);
     let (sa, sb) = (T::slice(a.storage()).unwrap(), T::slice(b.storage()).unwrap());
-    let mut ia = Vec::with_capacity(n);
-    la.for_each_offset(|p| ia.push(p));
     let mut k = 0;
-    lb.for_each_offset(|q| {
-        out[k] = f(sa[ia[k]], sb[q]);
+    crate::shape::for_each_offset_pair(&la, &lb, |p, q| {
+        out[k] = f(sa[p], sb[q]);
         k += 1;
     });
     out

@@ -86,6 +86,46 @@ impl Layout {
     }
 }
 
+/// Buffer positions of the same element in two views of one shape, in row-major order
+/// (for binary ops over broadcast views: no index buffer needed).
+pub fn for_each_offset_pair(a: &Layout, b: &Layout, mut f: impl FnMut(usize, usize)) {
+    debug_assert_eq!(a.shape, b.shape);
+    let n = a.numel();
+    if n == 0 {
+        return;
+    }
+    let rank = a.shape.len();
+    if rank == 0 {
+        f(a.offset, b.offset);
+        return;
+    }
+    let inner = a.shape[rank - 1];
+    let (sa, sb) = (a.strides[rank - 1], b.strides[rank - 1]);
+    let mut idx: SmallVec<[usize; 6]> = SmallVec::from_elem(0, rank);
+    let (mut base_a, mut base_b) = (a.offset, b.offset);
+    for _ in 0..n / inner {
+        let (mut p, mut q) = (base_a, base_b);
+        for _ in 0..inner {
+            f(p, q);
+            p += sa;
+            q += sb;
+        }
+        let mut d = rank - 1;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            base_a += a.strides[d];
+            base_b += b.strides[d];
+            if idx[d] < a.shape[d] {
+                break;
+            }
+            base_a -= a.strides[d] * a.shape[d];
+            base_b -= b.strides[d] * b.shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 /// Normalises a possibly negative dim (`-1` is the last) against `rank`.
 pub fn normalize_dim(op: &'static str, dim: isize, rank: usize) -> Result<usize> {
     let r = rank as isize;

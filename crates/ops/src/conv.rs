@@ -218,8 +218,8 @@ fn padded_planes<'a, T: Element>(g: &Geom, x: &'a [T], grp: usize, buf: &'a mut 
         return (planes, g.h, g.w);
     }
     let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    buf.clear();
-    buf.resize(g.cg * hp * wp, T::zero());
+    ensure_len(buf, g.cg * hp * wp);
+    buf.fill(T::zero());
     for cc in 0..g.cg {
         for y in 0..g.h {
             let dst = &mut buf[(cc * hp + ph + y) * wp + pw..][..g.w];
@@ -264,8 +264,8 @@ fn col2im<T: Element>(g: &Geom, cols: &[T], ld: usize, grp: usize, dx: &mut [T],
     let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
     let dst_planes = &mut dx[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
     let acc: &mut [T] = if padded {
-        buf.clear();
-        buf.resize(g.cg * hp * wp, T::zero());
+        ensure_len(buf, g.cg * hp * wp);
+        buf.fill(T::zero());
         buf
     } else {
         dst_planes
@@ -314,11 +314,28 @@ fn block_samples<T>(g: &Geom) -> usize {
 
 /// Per-task scratch: the unfolded block and a `[O/groups, block * OH*OW]` matrix.
 #[derive(Default)]
-struct Scratch<T> {
+struct Scratch<T: Element> {
     cols: Vec<T>,
     mat: Vec<T>,
     /// Zero-padded planes of one sample.
     pad: Vec<T>,
+}
+
+impl<T: Element> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        for v in [&mut self.cols, &mut self.mat, &mut self.pad] {
+            autograd::buffers::recycle(std::mem::take(v));
+        }
+    }
+}
+
+/// Makes `v` exactly `len` long, swapping buffers through the recycling cache (contents
+/// are meaningless afterwards: callers overwrite or fill).
+fn ensure_len<T: Element>(v: &mut Vec<T>, len: usize) {
+    if v.len() != len {
+        autograd::buffers::recycle(std::mem::take(v));
+        *v = autograd::buffers::for_overwrite(len);
+    }
 }
 
 /// Runs `f(block index, samples)` over the sample blocks in parallel.
@@ -379,8 +396,8 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, sa
     let nb = block_samples::<T>(g);
     for_blocks::<T>(g, |b, samples, sc| {
         let ld = samples.len() * l;
-        sc.cols.resize(rows * ld, T::zero());
-        sc.mat.resize(g.og * ld, T::zero());
+        ensure_len(&mut sc.cols, rows * ld);
+        ensure_len(&mut sc.mat, g.og * ld);
         for grp in 0..g.a.groups {
             // SAFETY: each block writes only its own region of the saved buffer.
             let cols: &mut [T] = match &saved {
@@ -419,8 +436,8 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let out = SharedOut(dx.as_mut_ptr(), dx.len());
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
-        sc.cols.resize(rows * ld, T::zero());
-        sc.mat.resize(g.og * ld, T::zero());
+        ensure_len(&mut sc.cols, rows * ld);
+        ensure_len(&mut sc.mat, g.og * ld);
         for grp in 0..g.a.groups {
             gather_dy(g, dy, &samples, grp, &mut sc.mat);
             let a = MatRef::transposed(w, grp * g.og * rows, rows);
@@ -449,14 +466,14 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T], saved: Option<&[T
     let nb = block_samples::<T>(g);
     for_blocks::<T>(g, |b, samples, sc| {
         let ld = samples.len() * l;
-        sc.mat.resize(g.og * ld, T::zero());
+        ensure_len(&mut sc.mat, g.og * ld);
         // SAFETY: block `b` owns partial sum `b`.
         let acc = unsafe { out.slice(b * size, size) };
         for grp in 0..g.a.groups {
             let cols: &[T] = match saved {
                 Some(s) => &s[saved_offset(g, nb, b, grp, ld)..][..rows * ld],
                 None => {
-                    sc.cols.resize(rows * ld, T::zero());
+                    ensure_len(&mut sc.cols, rows * ld);
                     for (s, n) in samples.clone().enumerate() {
                         im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
                     }
