@@ -47,7 +47,7 @@ impl Layout {
         }
         true
     }
-    /// Buffer positions of every element in row-major order, written into `out`.
+    /// Calls `f` with the buffer position of every element, in row-major order.
     /// The innermost dimension is a tight loop; outer dims advance like an odometer.
     pub fn for_each_offset(&self, mut f: impl FnMut(usize)) {
         let n = self.numel();
