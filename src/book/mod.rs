@@ -8,6 +8,5 @@ pub mod pooling;
 
 /// PyTorch's `torch.Size([8, 8])`.
 pub fn torch_size(shape: &[usize]) -> String {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    format!("torch.Size([{}])", dims.join(", "))
+    format!("torch.Size({})", autograd::error::fmt_shape(shape))
 }

@@ -50,39 +50,7 @@ impl Layout {
     /// Calls `f` with the buffer position of every element, in row-major order.
     /// The innermost dimension is a tight loop; outer dims advance like an odometer.
     pub fn for_each_offset(&self, mut f: impl FnMut(usize)) {
-        let n = self.numel();
-        if n == 0 {
-            return;
-        }
-        let rank = self.shape.len();
-        if rank == 0 {
-            f(self.offset);
-            return;
-        }
-        let inner = self.shape[rank - 1];
-        let inner_stride = self.strides[rank - 1];
-        let mut idx: SmallVec<[usize; 6]> = SmallVec::from_elem(0, rank);
-        let mut base = self.offset;
-        let outer = n / inner;
-        for _ in 0..outer {
-            let mut p = base;
-            for _ in 0..inner {
-                f(p);
-                p += inner_stride;
-            }
-            // advance the odometer over dims 0..rank-1
-            let mut d = rank - 1;
-            while d > 0 {
-                d -= 1;
-                idx[d] += 1;
-                base += self.strides[d];
-                if idx[d] < self.shape[d] {
-                    break;
-                }
-                base -= self.strides[d] * self.shape[d];
-                idx[d] = 0;
-            }
-        }
+        for_each_offset_pair(self, self, |p, _| f(p));
     }
 }
 
