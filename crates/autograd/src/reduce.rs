@@ -70,13 +70,23 @@ impl Tensor {
         let ds = normalize_dims("sum", dims, self.rank())?;
         let mut kept: Vec<usize> = self.shape().to_vec();
         let storage = crate::dispatch!(self.storage(), |_s: T| {
-            let mut data: Vec<T> = self.contiguous_data::<T>()?.into_owned();
+            let src = self.contiguous_data::<T>()?;
+            // Reduce one dim at a time, reading the input in place; intermediate buffers go
+            // back to the cache.
+            let mut data: Option<Vec<T>> = None;
             for &d in ds.iter().rev() {
                 let (o, r, i) = split3(&kept, d);
-                data = sum_axis(&data, o, r, i);
+                let next = sum_axis(data.as_deref().unwrap_or(&src), o, r, i);
+                if let Some(done) = data.replace(next) {
+                    crate::buffers::recycle(done);
+                }
                 kept[d] = 1;
             }
-            T::into_storage(data)
+            T::into_storage(data.unwrap_or_else(|| {
+                let mut copy = crate::buffers::for_overwrite::<T>(src.len());
+                copy.copy_from_slice(&src);
+                copy
+            }))
         });
         let out_shape: Vec<usize> =
             if keepdim { kept.clone() } else { kept.iter().enumerate().filter(|(i, _)| !ds.contains(i)).map(|(_, &s)| s).collect() };

@@ -4,7 +4,6 @@ use crate::error::Result;
 use crate::init;
 use crate::module::Module;
 use autograd::{Parameter, Rng, Tensor};
-use ops::TensorOps;
 
 pub struct Linear {
     pub weight: Parameter,
@@ -35,11 +34,8 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.tensor().t()?)?;
-        Ok(match &self.bias {
-            Some(b) => y.add(&b.tensor())?,
-            None => y,
-        })
+        let bias = self.bias.as_ref().map(|b| b.tensor());
+        Ok(ops::linear(x, &self.weight.tensor(), bias.as_ref())?)
     }
     fn named_parameters(&self) -> Vec<(String, Parameter)> {
         let mut v = vec![("weight".to_string(), self.weight.clone())];

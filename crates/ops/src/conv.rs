@@ -486,10 +486,11 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T], saved: Option<&[T
         }
     });
     // Block partial sums, added in block order.
-    let mut out = vec![T::zero(); size];
+    let mut out = autograd::buffers::zeroed::<T>(size);
     for p in partials.chunks(size.max(1)) {
         out.iter_mut().zip(p).for_each(|(o, &v)| *o += v);
     }
+    autograd::buffers::recycle(partials);
     out
 }
 

@@ -1,15 +1,19 @@
 //! General matrix multiply `C = A B` (or `C += A B`) over strided matrices.
 //!
-//! The micro-kernels come from the `gemm` crate (AVX-512 / AVX2 / NEON, chosen at run
-//! time), always called single-threaded. The parallel split is ours: the output is cut
-//! into a grid of tiles whose sizes depend only on the problem shape, never on the thread
-//! count, and every tile runs the whole `k` reduction in one call. Each element is
+//! The micro-kernels come from the `gemm-f32`/`gemm-f64` crates (AVX-512 / AVX2+FMA /
+//! scalar, chosen at run time); the packing and blocking around them are ours, so a product
+//! never allocates once the thread's panel buffer is warm. The parallel split is ours too:
+//! the output is cut into a grid of tiles whose sizes depend only on the problem shape,
+//! never on the thread count, and every tile runs the whole `k` reduction in one call. Each element is
 //! therefore computed by the same instructions in the same order at any thread count:
 //! results are bitwise identical at 1, 2 or 64 threads.
 
 use autograd::parallel::install;
 use autograd::Element;
 use rayon::prelude::*;
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::sync::OnceLock;
 
 /// A matrix view: element `(i, j)` lives at `ptr[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -48,7 +52,144 @@ pub fn tile_grid(m: usize, n: usize, k: usize) -> (usize, usize) {
     }
 }
 
-/// Computes one tile with the micro-kernel crate.
+/// The micro-kernel signature of the `gemm-f32`/`gemm-f64` crates. In their column-major
+/// view a call computes an `m x n` block (`m` up to `mr` lanes, `n` up to `nr`) of
+/// `dst = alpha dst + beta lhs rhs` over depth `k`, where `lhs` is a micro-panel with `m`
+/// contiguous values per depth step (`lhs_cs` apart) and rhs element `(p, j)` sits at
+/// `rhs[p rhs_rs + j rhs_cs]`. `alpha_status` 0 ignores `dst`, 1 adds to it.
+type MicroKernel<T> =
+    unsafe fn(usize, usize, usize, *mut T, *const T, *const T, isize, isize, isize, isize, isize, T, T, u8, bool, bool, bool, *const T);
+
+/// The dot-product kernels of the same crates: an `m x n` block (`m`, `n` up to `hm`,
+/// `hn`) of `dst = alpha dst + beta lhs rhs` with row `i` of lhs at `lhs[i lhs_rs]` and
+/// column `j` of rhs at `rhs[j rhs_cs]`, both contiguous along `k`.
+type DotKernel<T> = unsafe fn(usize, *mut T, *const T, *const T, isize, isize, isize, isize, T, T, u8, bool, bool, bool);
+
+/// The micro-kernels for one element type and instruction set.
+struct Kernels<T: 'static> {
+    /// Values per vector register.
+    lanes: usize,
+    /// Columns of `C` per micro-panel: a multiple of `lanes`.
+    mr: usize,
+    /// Rows of `C` per micro-kernel call.
+    nr: usize,
+    /// `table[(vectors - 1) * nr + rows - 1]` computes `vectors * lanes` columns by `rows` rows.
+    table: Vec<MicroKernel<T>>,
+    /// Rows and columns of the largest dot-product block (0 when there are none).
+    hm: usize,
+    hn: usize,
+    /// `dot_table[(rows - 1) * hn + cols - 1]`.
+    dot_table: Vec<DotKernel<T>>,
+}
+
+macro_rules! kernels_from {
+    ($module:path, $lanes:expr) => {{
+        use $module as k;
+        Kernels {
+            lanes: $lanes,
+            mr: k::MR_DIV_N * $lanes,
+            nr: k::NR,
+            table: k::UKR.iter().flatten().copied().collect(),
+            hm: k::H_M,
+            hn: k::H_N,
+            dot_table: k::H_UKR.iter().flatten().copied().collect(),
+        }
+    }};
+}
+
+fn select_f32() -> Kernels<f32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return kernels_from!(gemm_f32::microkernel::avx512f::f32, 16);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return kernels_from!(gemm_f32::microkernel::fma::f32, 8);
+        }
+    }
+    kernels_from!(gemm_f32::microkernel::scalar::f32, 1)
+}
+
+fn select_f64() -> Kernels<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return kernels_from!(gemm_f64::microkernel::avx512f::f64, 8);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return kernels_from!(gemm_f64::microkernel::fma::f64, 4);
+        }
+    }
+    kernels_from!(gemm_f64::microkernel::scalar::f64, 1)
+}
+
+/// The kernels for `T`, chosen once per process from the CPU's features.
+fn kernels<T: Element>() -> &'static Kernels<T> {
+    static F32: OnceLock<Kernels<f32>> = OnceLock::new();
+    static F64: OnceLock<Kernels<f64>> = OnceLock::new();
+    let any: &dyn Any = if TypeId::of::<T>() == TypeId::of::<f32>() { F32.get_or_init(select_f32) } else { F64.get_or_init(select_f64) };
+    any.downcast_ref().expect("Element is f32 or f64")
+}
+
+/// Bytes of one packed micro-panel of `B`: half of a typical 48 KiB L1, so the panel stays
+/// there while every row group of `A` streams past it.
+const PANEL_BYTES: usize = 40 << 10;
+
+thread_local! {
+    /// This thread's packed micro-panel, grown once and reused by every product: packing
+    /// never allocates once warm.
+    static PANEL: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's panel buffer viewed as `len` values of `T`.
+fn with_panel<T: Element, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    PANEL.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        let words = (len * size_of::<T>()).div_ceil(size_of::<f64>());
+        if buf.len() < words {
+            buf.resize(words, 0.0);
+        }
+        // SAFETY: `T` is f32 or f64: any bit pattern is valid and f64's alignment covers
+        // both; the buffer holds at least `len` values of `T`.
+        let panel = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<T>(), len) };
+        f(panel)
+    })
+}
+
+/// Copies the `kc x w` block of `B` at `src` (strides `rs`, `cs`) into `panel` as `kc` rows
+/// of `mr` values, zero-padded past `w`.
+///
+/// # Safety
+/// `src` must cover the block.
+unsafe fn pack<T: Element>(panel: &mut [T], src: *const T, kc: usize, w: usize, mr: usize, rs: isize, cs: isize) {
+    if cs == 1 {
+        for (p, row) in panel.chunks_exact_mut(mr).take(kc).enumerate() {
+            row[..w].copy_from_slice(std::slice::from_raw_parts(src.offset(p as isize * rs), w));
+            row[w..].fill(T::zero());
+        }
+    } else if rs != 1 {
+        for (p, row) in panel.chunks_exact_mut(mr).take(kc).enumerate() {
+            let s = src.offset(p as isize * rs);
+            for (j, v) in row[..w].iter_mut().enumerate() {
+                *v = *s.offset(j as isize * cs);
+            }
+            row[w..].fill(T::zero());
+        }
+    } else {
+        // B is stored by columns: read each column contiguously.
+        for j in 0..w {
+            let s = src.offset(j as isize * cs);
+            for p in 0..kc {
+                panel[p * mr + j] = *s.add(p);
+            }
+        }
+        for row in panel.chunks_exact_mut(mr).take(kc) {
+            row[w..].fill(T::zero());
+        }
+    }
+}
+
+/// Computes one tile `C (+)= A B` on the calling thread.
 ///
 /// # Safety
 /// `c` must point to an `m x n` row-major block with row stride `ldc` that nobody else
@@ -68,28 +209,131 @@ unsafe fn kernel<T: Element>(
     b_cs: isize,
     accumulate: bool,
 ) {
-    // The crate dispatches on the element type itself (f32 and f64 kernels).
-    gemm::gemm::<T>(
-        m,
-        n,
-        k,
-        c,
-        1,
-        ldc as isize,
-        accumulate,
-        a,
-        a_cs,
-        a_rs,
-        b,
-        b_cs,
-        b_rs,
-        T::one(),
-        T::one(),
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    );
+    let ks = kernels::<T>();
+    // Rows of A and columns of B both contiguous along k (C = A Bᵀ): packing B then means
+    // transposing it, which costs about as much as 32 rows of products; with fewer rows to
+    // share it, or too few columns to fill a vector, dot products win.
+    if ks.hm > 0 && a_cs == 1 && b_rs == 1 && (m <= 32 || n < ks.lanes) {
+        dots(ks, m, n, k, c, ldc, a, a_rs, b, b_cs, accumulate);
+    } else {
+        panels(ks, m, n, k, c, ldc, a, a_rs, a_cs, b, b_rs, b_cs, accumulate);
+    }
+}
+
+/// `C (+)= A B` vectorised along the columns of `C`: `B` in micro-panels of `mr` columns
+/// (packed unless they can be read in place), each multiplied by every group of `nr` rows of
+/// `A`, read in place.
+///
+/// # Safety
+/// As for [`kernel`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn panels<T: Element>(
+    ks: &Kernels<T>,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut T,
+    ldc: usize,
+    a: *const T,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const T,
+    b_rs: isize,
+    b_cs: isize,
+    accumulate: bool,
+) {
+    let (mr, nr) = (ks.mr, ks.nr);
+    let kc_max = (PANEL_BYTES / size_of::<T>() / mr).max(1);
+    // Contiguous panels pay for their copy once several row groups reuse them.
+    let repack = b_cs != 1 || m > 4 * nr;
+    with_panel::<T, _>(kc_max.min(k) * mr, |panel| {
+        for p0 in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - p0);
+            let status = u8::from(p0 > 0 || accumulate);
+            for j0 in (0..n).step_by(mr) {
+                let w = mr.min(n - j0);
+                let src = b.offset(p0 as isize * b_rs + j0 as isize * b_cs);
+                let (lhs, lhs_cs) = if repack || w < mr {
+                    pack(panel, src, kc, w, mr, b_rs, b_cs);
+                    (panel.as_ptr(), mr as isize)
+                } else {
+                    (src, b_rs)
+                };
+                let row = (w.div_ceil(ks.lanes) - 1) * nr;
+                for i0 in (0..m).step_by(nr) {
+                    let h = nr.min(m - i0);
+                    let rhs = a.offset(i0 as isize * a_rs + p0 as isize * a_cs);
+                    // Transposed view: lanes run along our columns (dst_rs = 1), the
+                    // kernel's columns are our rows (dst_cs = ldc).
+                    (ks.table[row + h - 1])(
+                        w,
+                        h,
+                        kc,
+                        c.add(i0 * ldc + j0),
+                        lhs,
+                        rhs,
+                        ldc as isize,
+                        1,
+                        lhs_cs,
+                        a_cs,
+                        a_rs,
+                        T::one(),
+                        T::one(),
+                        status,
+                        false,
+                        false,
+                        false,
+                        lhs,
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// `C (+)= A Bᵀ` as blocks of dot products, for rows of `A` (`a_rs` apart) and columns of
+/// `B` (`b_cs` apart) contiguous along `k`: no packing at all.
+///
+/// # Safety
+/// As for [`kernel`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn dots<T: Element>(
+    ks: &Kernels<T>,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut T,
+    ldc: usize,
+    a: *const T,
+    a_rs: isize,
+    b: *const T,
+    b_cs: isize,
+    accumulate: bool,
+) {
+    let status = u8::from(accumulate);
+    for i0 in (0..m).step_by(ks.hm) {
+        let h = ks.hm.min(m - i0);
+        for j0 in (0..n).step_by(ks.hn) {
+            let w = ks.hn.min(n - j0);
+            let (lhs, rhs) = (a.offset(i0 as isize * a_rs), b.offset(j0 as isize * b_cs));
+            (ks.dot_table[(h - 1) * ks.hn + w - 1])(
+                k,
+                c.add(i0 * ldc + j0),
+                lhs,
+                rhs,
+                1,
+                ldc as isize,
+                a_rs,
+                b_cs,
+                T::one(),
+                T::one(),
+                status,
+                false,
+                false,
+                false,
+            );
+        }
+    }
 }
 
 /// One product of a batch: `c[batch] (+)= a[batch] @ b[batch]`.

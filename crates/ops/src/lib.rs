@@ -1,17 +1,19 @@
 //! # ops
 //!
 //! The heavy kernels of the library, each beside its gradient rule: matrix products,
-//! convolution and pooling, and the functional losses. Use them as functions
+//! the fused linear layer, convolution and pooling, and the functional losses. Use them as functions
 //! (`ops::matmul(&a, &b)`) or through the [`TensorOps`] extension trait
 //! (`a.matmul(&b)`).
 
 pub mod conv;
 pub mod gemm;
+pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod pool;
 
 pub use conv::{conv2d, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Pair};
+pub use linear::linear;
 pub use loss::{cross_entropy, mse};
 pub use matmul::matmul;
 pub use pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, Pool2dArgs};

@@ -1,9 +1,10 @@
 //! Max and average pooling over each channel separately, as PyTorch's `max_pool2d` and
 //! `avg_pool2d` (floor mode).
 //!
-//! Max pooling records which input won each window (padding never wins: padded cells are
-//! minus infinity; on ties the first in row-major order wins) and sends the gradient
-//! there through `scatter_add`, whose own rule is a gather: double backward works.
+//! Max pooling sends each gradient to the input that won its window (padding never wins;
+//! on ties the first in row-major order wins). The backward finds the winners again from
+//! the input instead of keeping an index buffer; it and its adjoint (a gather at the
+//! winners) are differentiable ops, so double backward works.
 //! Average pooling divides by the full window, padded cells included
 //! (`count_include_pad=True`); its backward spreads the gradient evenly and is itself a
 //! differentiable op whose adjoint is average pooling again.
@@ -103,78 +104,105 @@ impl Geom {
     }
 }
 
-/// Runs `f(plane_in, plane_out)` over every channel plane in parallel.
-fn per_plane<T: Element, U: Send + Default + Clone>(
-    g: &Geom,
-    x: &[T],
-    f: impl Fn(&[T], &mut [T], &mut [U]) + Sync + Send,
-) -> (Vec<T>, Vec<U>) {
-    let (inp, outp) = (g.h * g.w, g.oh * g.ow);
-    let mut y = autograd::buffers::for_overwrite::<T>(g.planes * outp);
-    let mut aux = vec![U::default(); g.planes * outp];
-    if outp > 0 {
-        install(|| {
-            y.par_chunks_mut(outp)
-                .zip(aux.par_chunks_mut(outp))
-                .enumerate()
-                .for_each(|(p, (yp, ap))| f(&x[p * inp..(p + 1) * inp], yp, ap));
-        });
+/// Runs `f(plane, plane_in, plane_out)` over every channel plane in parallel, into a fresh
+/// `planes x out_len` buffer (`in_len`, `out_len`: elements per plane).
+fn per_plane<T: Element>(planes: usize, in_len: usize, out_len: usize, x: &[T], f: impl Fn(usize, &[T], &mut [T]) + Sync + Send) -> Vec<T> {
+    let mut y = autograd::buffers::for_overwrite::<T>(planes * out_len);
+    if out_len > 0 {
+        install(|| y.par_chunks_mut(out_len).enumerate().for_each(|(p, yp)| f(p, &x[p * in_len..(p + 1) * in_len], yp)));
     }
-    (y, aux)
+    y
+}
+
+/// Calls `f(out, winner)` for every window of one plane with the plane-local position of
+/// its largest input: the first in row-major order on ties, NaN wins, padding never does.
+#[inline]
+fn for_each_winner<T: Element>(g: &Geom, xp: &[T], mut f: impl FnMut(usize, usize)) {
+    let wins = |v: T, best: T| v > best || (v.is_nan() && !best.is_nan());
+    if g.is_2x2() {
+        for oy in 0..g.oh {
+            let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
+            for ox in 0..g.ow {
+                let c = [r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1];
+                let mut bi = c[0];
+                for &p in &c[1..] {
+                    if wins(xp[p], xp[bi]) {
+                        bi = p;
+                    }
+                }
+                f(oy * g.ow + ox, bi);
+            }
+        }
+        return;
+    }
+    for oy in 0..g.oh {
+        let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
+        for ox in 0..g.ow {
+            let (x0, x1) = Geom::span(ox, g.sw, g.pw, g.kw, g.w);
+            let mut best = T::neg_infinity();
+            let mut bi = y0 * g.w + x0;
+            for iy in y0..y1 {
+                for ix in x0..x1 {
+                    if wins(xp[iy * g.w + ix], best) {
+                        best = xp[iy * g.w + ix];
+                        bi = iy * g.w + ix;
+                    }
+                }
+            }
+            f(oy * g.ow + ox, bi);
+        }
+    }
 }
 
 /// Max pooling with the gradient routed to the winning position.
 pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let g = Geom::new("max_pool2d", input.shape(), args)?;
-    let (out, idx) = autograd::dispatch!(input.storage(), |_s: T| {
+    let out = autograd::dispatch!(input.storage(), |_s: T| {
         let x = input.contiguous_data::<T>()?;
-        let (y, idx) = per_plane::<T, usize>(&g, &x, |xp, yp, ip| {
-            if g.is_2x2() {
-                for oy in 0..g.oh {
-                    let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
-                    for ox in 0..g.ow {
-                        let c = [r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1];
-                        let mut bi = c[0];
-                        for &p in &c[1..] {
-                            let (v, best) = (xp[p], xp[bi]);
-                            if v > best || (v.is_nan() && !best.is_nan()) {
-                                bi = p;
-                            }
-                        }
-                        yp[oy * g.ow + ox] = xp[bi];
-                        ip[oy * g.ow + ox] = bi;
-                    }
-                }
-                return;
-            }
-            for oy in 0..g.oh {
-                let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
-                for ox in 0..g.ow {
-                    let (x0, x1) = Geom::span(ox, g.sw, g.pw, g.kw, g.w);
-                    let mut best = T::neg_infinity();
-                    let mut bi = y0 * g.w + x0;
-                    for iy in y0..y1 {
-                        for ix in x0..x1 {
-                            let v = xp[iy * g.w + ix];
-                            if v > best || (v.is_nan() && !best.is_nan()) {
-                                best = v;
-                                bi = iy * g.w + ix;
-                            }
-                        }
-                    }
-                    yp[oy * g.ow + ox] = best;
-                    ip[oy * g.ow + ox] = bi;
-                }
-            }
-        });
-        (Tensor::from_vec(y, &g.out_shape(input.shape()))?, idx)
+        let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| for_each_winner(&g, xp, |o, i| yp[o] = xp[i]));
+        Tensor::from_vec(y, &g.out_shape(input.shape()))?
     });
-    let (planes, inp, outp) = (g.planes, g.h * g.w, g.oh * g.ow);
-    Ok(record("max_pool2d", out, &[input], move |ctx| {
-        let x = ctx.input(0);
-        let dy = ctx.grad_output().reshape_to(&[planes, outp])?;
-        Ok(vec![Some(dy.scatter_add(1, &idx, &[planes, outp], &[planes, inp])?.reshape_to(x.shape())?)])
+    Ok(record("max_pool2d", out, &[input], move |ctx| Ok(vec![Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])))
+}
+
+/// The gradient of max pooling: each output gradient added at its window's winner in `x`.
+/// The winners are found again from `x` rather than stored by the forward: a pass over a
+/// small input instead of an index buffer per step. Linear in `dy`; its adjoint is
+/// [`max_pool2d_gather`], so double backward works (the gradient in `x` is zero almost
+/// everywhere, as in PyTorch).
+fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
+    let out = autograd::dispatch!(x.storage(), |_s: T| {
+        let (xd, d) = (x.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
+        let (inp, outp) = (g.h * g.w, g.oh * g.ow);
+        let mut dx = autograd::buffers::zeroed::<T>(g.planes * inp);
+        if inp > 0 {
+            install(|| {
+                dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {
+                    let dp = &d[p * outp..(p + 1) * outp];
+                    for_each_winner(&g, &xd[p * inp..(p + 1) * inp], |o, i| dxp[i] += dp[o]);
+                })
+            });
+        }
+        Tensor::from_vec(dx, x.shape())?
+    });
+    Ok(record("max_pool2d_backward", out, &[x, dy], move |ctx| {
+        Ok(vec![None, Some(max_pool2d_gather(ctx.input(0), ctx.grad_output(), g)?)])
     }))
+}
+
+/// `v` (shaped like the pooling input) read at every window's winner in `x`: the adjoint
+/// of [`max_pool2d_scatter`] in its gradient argument.
+fn max_pool2d_gather(x: &Tensor, v: &Tensor, g: Geom) -> Result<Tensor> {
+    let out = autograd::dispatch!(x.storage(), |_s: T| {
+        let (xd, vd) = (x.contiguous_data::<T>()?, v.contiguous_data::<T>()?);
+        let (inp, outp) = (g.h * g.w, g.oh * g.ow);
+        let y = per_plane::<T>(g.planes, inp, outp, &xd, |p, xp, yp| {
+            let vp = &vd[p * inp..(p + 1) * inp];
+            for_each_winner(&g, xp, |o, i| yp[o] = vp[i]);
+        });
+        Tensor::from_vec(y, &g.out_shape(x.shape()))?
+    });
+    Ok(record("max_pool2d_gather", out, &[x, v], move |ctx| Ok(vec![None, Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])))
 }
 
 /// Average pooling (padded cells count toward the window size).
@@ -183,7 +211,7 @@ pub fn avg_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let out = autograd::dispatch!(input.storage(), |_s: T| {
         let x = input.contiguous_data::<T>()?;
         let scale = T::one() / T::from_f64((g.kh * g.kw) as f64);
-        let (y, _) = per_plane::<T, ()>(&g, &x, |xp, yp, _| {
+        let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| {
             if g.is_2x2() {
                 for (oy, yrow) in yp.chunks_exact_mut(g.ow).enumerate() {
                     let (r0, r1) = (&xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow]);

@@ -111,6 +111,33 @@ fn hessian_vector_product_matches_the_analytic_hessian() {
 }
 
 proptest! {
+    #![proptest_config(autograd::testing::config_from_env(48))]
+
+    /// Every kernel path (dot products, panels read in place, packed panels, edge panels,
+    /// several depth blocks) against the naive loop, from row-major and transposed storage.
+    #[test]
+    fn products_match_naive_for_every_layout(
+        m in 1usize..40, k in 1usize..300, n in 1usize..150,
+        ta in any::<bool>(), tb in any::<bool>(), f64_ in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let a = Tensor::uniform_dtype(&[m, k], -1.0, 1.0, DType::F64, &mut r);
+        let b = Tensor::uniform_dtype(&[k, n], -1.0, 1.0, DType::F64, &mut r);
+        let want = naive(&a.to_vec(), &b.to_vec(), m, k, n);
+        let dtype = if f64_ { DType::F64 } else { DType::F32 };
+        let view = |t: &Tensor, transposed: bool| {
+            let t = t.to_dtype(dtype);
+            if transposed { t.t().unwrap().contiguous().t().unwrap() } else { t }
+        };
+        let got = view(&a, ta).matmul(&view(&b, tb)).unwrap().to_dtype(DType::F64).to_vec::<f64>();
+        let tol = if f64_ { 1e-12 } else { 1e-6 } * k as f64;
+        for (w, g) in want.iter().zip(&got) {
+            prop_assert!((w - g).abs() <= tol, "{m}x{k}x{n} ta={ta} tb={tb}: want {w}, got {g}");
+        }
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
@@ -144,4 +171,44 @@ proptest! {
         assert_gradcheck(|x| x[1].t()?.matmul(&x[0]), &[v.clone(), m]);
         assert_gradgradcheck(|x| x[0].matmul(&x[0]), &[v]);
     }
+}
+
+proptest! {
+    #![proptest_config(autograd::testing::config_from_env(24))]
+
+    /// `linear` (leading batch dims, with and without bias) against matmul + add, and its
+    /// gradients of first and second order by finite differences.
+    #[test]
+    fn linear_matches_matmul_and_gradchecks(
+        batch in autograd::testing::shape(2, 3), in_f in 1usize..5, out_f in 1usize..5, bias in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let xs: Vec<usize> = batch.iter().copied().chain([in_f]).collect();
+        let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let w = Tensor::uniform_dtype(&[out_f, in_f], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let b = Tensor::uniform_dtype(&[out_f], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let mut inputs = vec![x.clone(), w.clone()];
+        if bias {
+            inputs.push(b.clone());
+        }
+        let f = |v: &[Tensor]| ops::linear(&v[0], &v[1], v.get(2));
+        let want = x.matmul(&w.t().unwrap()).unwrap();
+        let want = if bias { want.add(&b).unwrap() } else { want };
+        let got = f(&inputs).unwrap();
+        prop_assert_eq!(got.shape(), want.shape());
+        for (g, w) in got.to_vec::<f64>().iter().zip(want.to_vec::<f64>()) {
+            prop_assert!((g - w).abs() < 1e-12);
+        }
+        assert_gradcheck(f, &inputs);
+        assert_gradgradcheck(f, &inputs);
+    }
+}
+
+#[test]
+fn linear_rejects_mismatched_shapes_naming_the_op() {
+    let x = Tensor::zeros(&[2, 3]);
+    let e = ops::linear(&x, &Tensor::zeros(&[4, 5]), None).unwrap_err().to_string();
+    assert!(e.starts_with("linear:") && e.contains("[2, 3]") && e.contains("[4, 5]"), "{e}");
+    let e = ops::linear(&x, &Tensor::zeros(&[4, 3]), Some(&Tensor::zeros(&[3]))).unwrap_err().to_string();
+    assert!(e.starts_with("linear:") && e.contains("bias"), "{e}");
 }
