@@ -19,7 +19,10 @@ pub fn exp_nonpositive_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // n is an integer in [-126, 0]. Adding 1.5 * 2^23 puts it in the low mantissa bits,
+    // which reads it out without a float-to-int `as` (saturating, so never vectorised).
+    let n_int = (n + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
+    let scale = f32::from_bits(((n_int + 127) << 23) as u32);
     if x < -87.3 {
         0.0
     } else {

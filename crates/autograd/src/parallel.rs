@@ -60,10 +60,32 @@ pub fn for_each_chunk_mut<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + 
 /// Sum of a slice, with the same grouping at any thread count: fixed chunks summed in
 /// order, then the partial sums added in chunk order.
 pub fn deterministic_sum<T: crate::Element>(x: &[T]) -> T {
+    if x.len() <= CHUNK {
+        return chunk_sum(x);
+    }
     let partial: Vec<T> = if x.len() < PAR_MIN_ELEMS {
-        x.chunks(CHUNK).map(|c| c.iter().copied().sum()).collect()
+        x.chunks(CHUNK).map(chunk_sum).collect()
     } else {
-        install(|| x.par_chunks(CHUNK).map(|c| c.iter().copied().sum()).collect())
+        install(|| x.par_chunks(CHUNK).map(chunk_sum).collect())
     };
     partial.into_iter().sum()
+}
+
+/// Sum of one chunk in eight interleaved running sums (independent, so the compiler keeps
+/// them in one vector register), combined pairwise: a fixed order, and no chain of
+/// dependent additions.
+fn chunk_sum<T: crate::Element>(c: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let mut it = c.chunks_exact(8);
+    for v in &mut it {
+        for (l, &x) in lanes.iter_mut().zip(v) {
+            *l += x;
+        }
+    }
+    let l = lanes;
+    let mut s = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+    for &x in it.remainder() {
+        s += x;
+    }
+    s
 }

@@ -73,14 +73,25 @@ impl Tensor {
             let src = self.contiguous_data::<T>()?;
             // Reduce one dim at a time, reading the input in place; intermediate buffers go
             // back to the cache.
+            // Runs of adjacent dims (H and W of an image) reduce as one.
             let mut data: Option<Vec<T>> = None;
-            for &d in ds.iter().rev() {
-                let (o, r, i) = split3(&kept, d);
-                let next = sum_axis(data.as_deref().unwrap_or(&src), o, r, i);
+            let sorted = &ds; // normalize_dims sorts
+            let mut end = sorted.len();
+            while end > 0 {
+                let mut start = end - 1;
+                while start > 0 && sorted[start - 1] + 1 == sorted[start] {
+                    start -= 1;
+                }
+                let (first, last) = (sorted[start], sorted[end - 1]);
+                let outer: usize = kept[..first].iter().product();
+                let r: usize = kept[first..=last].iter().product();
+                let inner: usize = kept[last + 1..].iter().product();
+                let next = sum_axis(data.as_deref().unwrap_or(&src), outer, r, inner);
                 if let Some(done) = data.replace(next) {
                     crate::buffers::recycle(done);
                 }
-                kept[d] = 1;
+                kept[first..=last].iter_mut().for_each(|k| *k = 1);
+                end = start;
             }
             T::into_storage(data.unwrap_or_else(|| {
                 let mut copy = crate::buffers::for_overwrite::<T>(src.len());

@@ -118,19 +118,12 @@ fn per_plane<T: Element>(planes: usize, in_len: usize, out_len: usize, x: &[T], 
 /// its largest input: the first in row-major order on ties, NaN wins, padding never does.
 #[inline]
 fn for_each_winner<T: Element>(g: &Geom, xp: &[T], mut f: impl FnMut(usize, usize)) {
-    let wins = |v: T, best: T| v > best || (v.is_nan() && !best.is_nan());
     if g.is_2x2() {
         for oy in 0..g.oh {
             let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
             for ox in 0..g.ow {
                 let c = [r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1];
-                let mut bi = c[0];
-                for &p in &c[1..] {
-                    if wins(xp[p], xp[bi]) {
-                        bi = p;
-                    }
-                }
-                f(oy * g.ow + ox, bi);
+                f(oy * g.ow + ox, c[winner4(c.map(|p| xp[p]))]);
             }
         }
         return;
@@ -154,12 +147,55 @@ fn for_each_winner<T: Element>(g: &Geom, xp: &[T], mut f: impl FnMut(usize, usiz
     }
 }
 
+/// Whether `v` beats the best so far: larger, or the first NaN.
+#[inline(always)]
+fn wins<T: Element>(v: T, best: T) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
+/// The larger of two values, NaN if either is (as max pooling wants), written as a select
+/// the compiler can vectorise.
+#[inline(always)]
+fn max_nan<T: Element>(p: T, q: T) -> T {
+    if (p > q) | p.is_nan() {
+        p
+    } else {
+        q
+    }
+}
+
+/// Which of the four cells of a 2x2 window (row-major) wins, by selects rather than
+/// branches: which cell wins is data, and mispredicted branches cost more than the compares.
+#[inline(always)]
+fn winner4<T: Element>(v: [T; 4]) -> usize {
+    let mut bi = 0;
+    for (k, &x) in v.iter().enumerate().skip(1) {
+        // The best so far is re-read by index (a load, not a float select) and the test
+        // avoids short-circuit operators: the compiler emits no branch.
+        let best = v[bi];
+        let w = (x > best) | (x.is_nan() & !best.is_nan());
+        bi = if w { k } else { bi };
+    }
+    bi
+}
+
 /// Max pooling with the gradient routed to the winning position.
 pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let g = Geom::new("max_pool2d", input.shape(), args)?;
     let out = autograd::dispatch!(input.storage(), |_s: T| {
         let x = input.contiguous_data::<T>()?;
-        let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| for_each_winner(&g, xp, |o, i| yp[o] = xp[i]));
+        let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| {
+            if g.is_2x2() {
+                for (oy, yrow) in yp.chunks_exact_mut(g.ow).enumerate() {
+                    let (r0, r1) = (&xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow]);
+                    for ((y, a), b) in yrow.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                        *y = max_nan(max_nan(a[0], a[1]), max_nan(b[0], b[1]));
+                    }
+                }
+            } else {
+                for_each_winner(&g, xp, |o, i| yp[o] = xp[i]);
+            }
+        });
         Tensor::from_vec(y, &g.out_shape(input.shape()))?
     });
     Ok(record("max_pool2d", out, &[input], move |ctx| Ok(vec![Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])))
@@ -174,12 +210,33 @@ fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
     let out = autograd::dispatch!(x.storage(), |_s: T| {
         let (xd, d) = (x.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
         let (inp, outp) = (g.h * g.w, g.oh * g.ow);
-        let mut dx = autograd::buffers::zeroed::<T>(g.planes * inp);
+        // 2x2 windows tile the plane (rows and columns past them excepted), so every cell is
+        // written once and the buffer needs no zeroing.
+        let tiled = g.is_2x2() && g.h == 2 * g.oh && g.w == 2 * g.ow;
+        let mut dx =
+            if tiled { autograd::buffers::for_overwrite::<T>(g.planes * inp) } else { autograd::buffers::zeroed::<T>(g.planes * inp) };
         if inp > 0 {
             install(|| {
                 dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {
-                    let dp = &d[p * outp..(p + 1) * outp];
-                    for_each_winner(&g, &xd[p * inp..(p + 1) * inp], |o, i| dxp[i] += dp[o]);
+                    let (dp, xp) = (&d[p * outp..(p + 1) * outp], &xd[p * inp..(p + 1) * inp]);
+                    if tiled {
+                        for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
+                            let (x0, x1) = (&xp[2 * oy * g.w..][..g.w], &xp[(2 * oy + 1) * g.w..][..g.w]);
+                            let (d0, d1) = dxp[2 * oy * g.w..(2 * oy + 2) * g.w].split_at_mut(g.w);
+                            for ox in 0..g.ow {
+                                let v = [x0[2 * ox], x0[2 * ox + 1], x1[2 * ox], x1[2 * ox + 1]];
+                                let m = max_nan(max_nan(v[0], v[1]), max_nan(v[2], v[3]));
+                                // The first cell equal to the max (or NaN when it is NaN) wins.
+                                let e = v.map(|x| (x == m) | (x.is_nan() & m.is_nan()));
+                                let first = [e[0], e[1] & !e[0], e[2] & !(e[0] | e[1]), !(e[0] | e[1] | e[2])];
+                                let g = drow[ox];
+                                let pick = |k: usize| if first[k] { g } else { T::zero() };
+                                (d0[2 * ox], d0[2 * ox + 1], d1[2 * ox], d1[2 * ox + 1]) = (pick(0), pick(1), pick(2), pick(3));
+                            }
+                        }
+                    } else {
+                        for_each_winner(&g, xp, |o, i| dxp[i] += dp[o]);
+                    }
                 })
             });
         }

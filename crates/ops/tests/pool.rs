@@ -43,6 +43,44 @@ fn ties_send_the_gradient_to_the_first_position() {
 }
 
 #[test]
+fn two_by_two_windows_route_ties_and_nan_as_the_general_path() {
+    // Windows: all equal (first wins), one NaN (it wins), a tie of 5s, a clear 9. The
+    // 4x4 input takes the tiled 2x2 path; the 5x5 one (a last row and column no window
+    // covers) the general one. Both must agree.
+    let n = f32::NAN;
+    #[rustfmt::skip]
+    let v = vec![1., 1., 2., n,
+                 1., 1., 3., 1.,
+                 0., 5., 4., 4.,
+                 5., 0., 4., 9.];
+    let seed = Tensor::from_vec(vec![10f32, 20., 30., 40.], &[1, 1, 2, 2]).unwrap();
+    let x = Tensor::from_vec(v.clone(), &[1, 1, 4, 4]).unwrap().requires_grad_();
+    let y = max_pool2d(&x, Pool2dArgs::new(2)).unwrap();
+    assert_eq!(y.to_vec::<f32>()[0], 1.0);
+    assert!(y.to_vec::<f32>()[1].is_nan());
+    assert_eq!(&y.to_vec::<f32>()[2..], &[5.0, 9.0]);
+    y.backward_with(Some(&seed), Default::default()).unwrap();
+    #[rustfmt::skip]
+    let want = vec![10., 0., 0., 20.,
+                    0., 0., 0., 0.,
+                    0., 30., 0., 0.,
+                    0., 0., 0., 40.];
+    assert_eq!(x.grad().unwrap().to_vec::<f32>(), want);
+    let mut v5 = Vec::new();
+    for r in 0..5 {
+        for c in 0..5 {
+            v5.push(if r < 4 && c < 4 { v[r * 4 + c] } else { 100.0 });
+        }
+    }
+    let x5 = Tensor::from_vec(v5, &[1, 1, 5, 5]).unwrap().requires_grad_();
+    max_pool2d(&x5, Pool2dArgs::new(2)).unwrap().backward_with(Some(&seed), Default::default()).unwrap();
+    let g5 = x5.grad().unwrap().to_vec::<f32>();
+    let inner: Vec<f32> = (0..16).map(|i| g5[(i / 4) * 5 + i % 4]).collect();
+    assert_eq!(inner, want);
+    assert!(g5.iter().enumerate().filter(|(i, _)| i / 5 == 4 || i % 5 == 4).all(|(_, &g)| g == 0.0));
+}
+
+#[test]
 fn errors() {
     let x = Tensor::zeros(&[1, 1, 4, 4]);
     let e = max_pool2d(&x, Pool2dArgs::new(2).padding(2)).unwrap_err().to_string();
