@@ -372,15 +372,8 @@ impl<T> SharedOut<T> {
     }
 }
 
-/// Where block `b`, group `grp` of the whole batch's unfolded input starts in a saved
-/// buffer of `N * C * kh * kw * OH * OW` elements (blocks, then groups, each `[rows, ld]`).
-fn saved_offset(g: &Geom, nb: usize, b: usize, grp: usize, ld: usize) -> usize {
-    b * nb * g.a.groups * g.rows() * g.l() + grp * g.rows() * ld
-}
-
-/// The forward pass; with `save`, the unfolded input is also kept there for the weight
-/// gradient, which then needs no second unfolding.
-fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, save: Option<&mut [T]>) -> Vec<T> {
+/// The forward pass.
+fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
@@ -392,23 +385,16 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, sa
         return y;
     }
     let out = SharedOut(y.as_mut_ptr(), y.len());
-    let saved = save.map(|s| SharedOut(s.as_mut_ptr(), s.len()));
-    let nb = block_samples::<T>(g);
-    for_blocks::<T>(g, |b, samples, sc| {
+    for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
         ensure_len(&mut sc.cols, rows * ld);
         ensure_len(&mut sc.mat, g.og * ld);
         for grp in 0..g.a.groups {
-            // SAFETY: each block writes only its own region of the saved buffer.
-            let cols: &mut [T] = match &saved {
-                Some(s) => unsafe { s.slice(saved_offset(g, nb, b, grp, ld), rows * ld) },
-                None => &mut sc.cols,
-            };
             for (s, n) in samples.clone().enumerate() {
-                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut cols[s * l..], ld, &mut sc.pad);
+                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
             }
             let a = MatRef::row_major(w, grp * g.og * rows, rows);
-            gemm_serial(g.og, ld, rows, a, MatRef::row_major(cols, 0, ld), &mut sc.mat, ld, false);
+            gemm_serial(g.og, ld, rows, a, MatRef::row_major(&sc.cols, 0, ld), &mut sc.mat, ld, false);
             for (s, n) in samples.clone().enumerate() {
                 for oc in 0..g.og {
                     let c = grp * g.og + oc;
@@ -452,8 +438,11 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     dx
 }
 
-/// The weight gradient; `saved` is the forward's unfolded input, when it kept it.
-fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T], saved: Option<&[T]>) -> Vec<T> {
+/// The weight gradient. Each block unfolds its samples again (into scratch that stays in
+/// cache) rather than reading an unfolded copy of the whole batch kept by the forward:
+/// that copy (35 MB for LeNet's batch of 256) cost more in memory traffic than the
+/// second unfolding costs in arithmetic.
+fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
     let size = g.o * rows;
@@ -463,26 +452,19 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T], saved: Option<&[T
     }
     let mut partials = autograd::buffers::for_overwrite::<T>(blocks * size);
     let out = SharedOut(partials.as_mut_ptr(), partials.len());
-    let nb = block_samples::<T>(g);
     for_blocks::<T>(g, |b, samples, sc| {
         let ld = samples.len() * l;
         ensure_len(&mut sc.mat, g.og * ld);
+        ensure_len(&mut sc.cols, rows * ld);
         // SAFETY: block `b` owns partial sum `b`.
         let acc = unsafe { out.slice(b * size, size) };
         for grp in 0..g.a.groups {
-            let cols: &[T] = match saved {
-                Some(s) => &s[saved_offset(g, nb, b, grp, ld)..][..rows * ld],
-                None => {
-                    ensure_len(&mut sc.cols, rows * ld);
-                    for (s, n) in samples.clone().enumerate() {
-                        im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
-                    }
-                    &sc.cols
-                }
-            };
+            for (s, n) in samples.clone().enumerate() {
+                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
+            }
             gather_dy(g, dy, &samples, grp, &mut sc.mat);
             let a = MatRef::row_major(&sc.mat, 0, ld);
-            gemm_serial(g.og, rows, ld, a, MatRef::transposed(cols, 0, ld), &mut acc[grp * g.og * rows..], rows, false);
+            gemm_serial(g.og, rows, ld, a, MatRef::transposed(&sc.cols, 0, ld), &mut acc[grp * g.og * rows..], rows, false);
         }
     });
     // Block partial sums, added in block order.
@@ -515,29 +497,16 @@ pub fn conv2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv
             ));
         }
     }
-    // Keep the unfolded input for the weight gradient when one will be asked for.
-    let save = autograd::is_grad_enabled() && weight.requires_grad() && g.rows() > 0;
-    let (out, cols) = autograd::dispatch!(input.storage(), |_s: T| {
+    let out = autograd::dispatch!(input.storage(), |_s: T| {
         let (x, w) = (input.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
         let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;
-        let mut saved = save.then(|| autograd::buffers::for_overwrite::<T>(g.n * g.a.groups * g.rows() * g.l()));
-        let y = forward_kernel(&g, &x, &w, b.as_deref(), saved.as_deref_mut());
-        let saved = saved.map(|s| Tensor::from_vec(s, &[g.n * g.a.groups * g.rows() * g.l()])).transpose()?;
-        (Tensor::from_vec(y, &g.y_shape())?, saved)
+        Tensor::from_vec(forward_kernel(&g, &x, &w, b.as_deref()), &g.y_shape())?
     });
     let mut inputs = vec![input, weight];
     inputs.extend(bias);
     Ok(record("conv2d", out, &inputs, move |ctx| {
         let (x, w, dy) = (ctx.input(0), ctx.input(1), ctx.grad_output());
-        let dw = match (&cols, ctx.create_graph()) {
-            // First order with the forward's unfolded input: no second unfolding.
-            (Some(cols), false) if ctx.needs_grad(1) => Some(autograd::dispatch!(dy.storage(), |_s: T| {
-                let (xd, d, c) = (x.contiguous_data::<T>()?, dy.contiguous_data::<T>()?, cols.contiguous_data::<T>()?);
-                Tensor::from_vec(weight_grad_kernel(&g, &xd, &d, Some(&c)), w.shape())?
-            })),
-            _ if ctx.needs_grad(1) => Some(conv2d_weight_grad(x, dy, w.shape(), args)?),
-            _ => None,
-        };
+        let dw = if ctx.needs_grad(1) { Some(conv2d_weight_grad(x, dy, w.shape(), args)?) } else { None };
         let mut grads = vec![if ctx.needs_grad(0) { Some(conv2d_input_grad(dy, w, x.shape(), args)?) } else { None }, dw];
         if ctx.inputs().len() == 3 {
             grads.push(if ctx.needs_grad(2) { Some(dy.sum_dims(&[0, 2, 3], false)?) } else { None });
@@ -588,7 +557,7 @@ pub fn conv2d_weight_grad(input: &Tensor, dy: &Tensor, weight_shape: &[usize], a
     }
     let out = autograd::dispatch!(dy.storage(), |_s: T| {
         let (x, d) = (input.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
-        Tensor::from_vec(weight_grad_kernel(&g, &x, &d, None), &g.w_shape())?
+        Tensor::from_vec(weight_grad_kernel(&g, &x, &d), &g.w_shape())?
     });
     Ok(record("conv2d_weight_grad", out, &[input, dy], move |ctx| {
         let (x, dy, v) = (ctx.input(0), ctx.input(1), ctx.grad_output());
