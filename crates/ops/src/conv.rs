@@ -209,6 +209,44 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// Copies `n` values with 8-wide moves, the last one overlapping its predecessor, so a row
+/// of any length of at least 8 takes no scalar tail.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `n` values and must not overlap.
+#[inline(always)]
+unsafe fn copy_run<T: Copy>(dst: *mut T, src: *const T, n: usize) {
+    if n >= 8 {
+        let mut k = 0;
+        while k + 8 < n {
+            std::ptr::copy_nonoverlapping(src.add(k), dst.add(k), 8);
+            k += 8;
+        }
+        std::ptr::copy_nonoverlapping(src.add(n - 8), dst.add(n - 8), 8);
+    } else {
+        for k in 0..n {
+            *dst.add(k) = *src.add(k);
+        }
+    }
+}
+
+/// `dst += src` for a short run, 8 lanes at a time (the loop the compiler would vectorise
+/// with a runtime trip count costs more in setup than a 10-element row takes).
+#[inline(always)]
+fn add_run<T: Element>(dst: &mut [T], src: &[T]) {
+    let n = dst.len().min(src.len());
+    let (d8, s8) = (dst[..n].chunks_exact_mut(8), src[..n].chunks_exact(8));
+    let tail = n - n % 8;
+    for (d, s) in d8.zip(s8) {
+        for k in 0..8 {
+            d[k] += s[k];
+        }
+    }
+    for k in tail..n {
+        dst[k] += src[k];
+    }
+}
+
 /// The planes of one group of one sample, zero-padded when the convolution pads, so the
 /// unfolding loops below never test bounds. Returns the planes and their padded size.
 fn padded_planes<'a, T: Element>(g: &Geom, x: &'a [T], grp: usize, buf: &'a mut Vec<T>) -> (&'a [T], usize, usize) {
@@ -235,6 +273,29 @@ fn padded_planes<'a, T: Element>(g: &Geom, x: &'a [T], grp: usize, buf: &'a mut 
 fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], ld: usize, buf: &mut Vec<T>) {
     let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
     let (src, hp, wp) = padded_planes(g, x, grp, buf);
+    if sw == 1 {
+        // The common case, as raw copies: this loop runs C*kh*kw*OH times per sample, and
+        // slice bounds checks cost more than the few moves of each row.
+        let (rows, l) = (g.rows(), g.l());
+        assert!(rows == 0 || (rows - 1) * ld + l <= cols.len(), "im2col: output block too small");
+        let fits = g.oh == 0 || g.kh == 0 || ((g.oh - 1) * sh + (g.kh - 1) * dh < hp && g.ow + (g.kw.max(1) - 1) * dw <= wp);
+        assert!(g.cg * hp * wp <= src.len() && fits, "im2col: window outside the padded planes");
+        for cc in 0..g.cg {
+            for i in 0..g.kh {
+                for oy in 0..g.oh {
+                    // SAFETY: the asserts above bound every row read and written.
+                    unsafe {
+                        let line = src.as_ptr().add((cc * hp + i * dh + oy * sh) * wp);
+                        let dst = cols.as_mut_ptr().add((cc * g.kh + i) * g.kw * ld + oy * g.ow);
+                        for j in 0..g.kw {
+                            copy_run(dst.add(j * ld), line.add(j * dw), g.ow);
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
     for cc in 0..g.cg {
         for i in 0..g.kh {
             for j in 0..g.kw {
@@ -279,9 +340,7 @@ fn col2im<T: Element>(g: &Geom, cols: &[T], ld: usize, grp: usize, dx: &mut [T],
                     let src = &row[oy * g.ow..(oy + 1) * g.ow];
                     let line = &mut acc[base + oy * sh * wp..];
                     if sw == 1 {
-                        for (d, &v) in line[..g.ow].iter_mut().zip(src) {
-                            *d += v;
-                        }
+                        add_run(&mut line[..g.ow], src);
                     } else {
                         for (ox, &v) in src.iter().enumerate() {
                             line[ox * sw] += v;
@@ -402,7 +461,10 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) ->
                     let dst = unsafe { out.slice((n * g.o + c) * l, l) };
                     let src = &sc.mat[oc * ld + s * l..][..l];
                     match bias {
-                        Some(b) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + b[c]),
+                        Some(b) => {
+                            let bc = b[c]; // hoisted: a bounds check in the loop stops vectorisation
+                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + bc);
+                        }
                         None => dst.copy_from_slice(src),
                     }
                 }

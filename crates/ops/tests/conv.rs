@@ -164,7 +164,7 @@ fn gradients_are_bitwise_identical_at_one_and_two_threads() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(autograd::testing::config_from_env(48))]
 
     #[test]
     fn forward_matches_the_definition(c in case(), seed in any::<u64>()) {
