@@ -147,10 +147,11 @@ fn for_each_winner<T: Element>(g: &Geom, xp: &[T], mut f: impl FnMut(usize, usiz
     }
 }
 
-/// Whether `v` beats the best so far: larger, or the first NaN.
+/// Whether `v` beats the best so far: larger, or the first NaN. Non-short-circuit
+/// operators, so the compiler evaluates it without branches.
 #[inline(always)]
 fn wins<T: Element>(v: T, best: T) -> bool {
-    v > best || (v.is_nan() && !best.is_nan())
+    (v > best) | (v.is_nan() & !best.is_nan())
 }
 
 /// The larger of two values, NaN if either is (as max pooling wants), written as a select
@@ -164,19 +165,22 @@ fn max_nan<T: Element>(p: T, q: T) -> T {
     }
 }
 
-/// Which of the four cells of a 2x2 window (row-major) wins, by selects rather than
-/// branches: which cell wins is data, and mispredicted branches cost more than the compares.
+/// Which of the four cells `[a, b, c, d]` of a 2x2 window (row-major) wins, as a
+/// tournament: each row's pair, then the bottom winner against the top one. A later cell
+/// must beat an earlier one strictly, so the first maximum wins, and the first NaN. Two
+/// independent comparisons and one more, with selects instead of branches (which cell wins
+/// is data: mispredicted branches cost more than the compares).
 #[inline(always)]
 fn winner4<T: Element>(v: [T; 4]) -> usize {
-    let mut bi = 0;
-    for (k, &x) in v.iter().enumerate().skip(1) {
-        // The best so far is re-read by index (a load, not a float select) and the test
-        // avoids short-circuit operators: the compiler emits no branch.
-        let best = v[bi];
-        let w = (x > best) | (x.is_nan() & !best.is_nan());
-        bi = if w { k } else { bi };
+    let wb = wins(v[1], v[0]);
+    let (top, ti) = (if wb { v[1] } else { v[0] }, usize::from(wb));
+    let wd = wins(v[3], v[2]);
+    let (bottom, bi) = (if wd { v[3] } else { v[2] }, 2 + usize::from(wd));
+    if wins(bottom, top) {
+        bi
+    } else {
+        ti
     }
-    bi
 }
 
 /// Max pooling with the gradient routed to the winning position.
@@ -186,10 +190,20 @@ pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         let x = input.contiguous_data::<T>()?;
         let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| {
             if g.is_2x2() {
+                // The larger of the two rows first (a vectorised pass), then of each pair.
+                const SPAN: usize = 64;
+                let mut rows = [T::zero(); 2 * SPAN];
                 for (oy, yrow) in yp.chunks_exact_mut(g.ow).enumerate() {
                     let (r0, r1) = (&xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow]);
-                    for ((y, a), b) in yrow.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
-                        *y = max_nan(max_nan(a[0], a[1]), max_nan(b[0], b[1]));
+                    for (part, yseg) in yrow.chunks_mut(SPAN).enumerate() {
+                        let span = 2 * yseg.len();
+                        let (a, b) = (&r0[2 * SPAN * part..][..span], &r1[2 * SPAN * part..][..span]);
+                        for ((m, &p), &q) in rows[..span].iter_mut().zip(a).zip(b) {
+                            *m = max_nan(p, q);
+                        }
+                        for (y, pair) in yseg.iter_mut().zip(rows[..span].chunks_exact(2)) {
+                            *y = max_nan(pair[0], pair[1]);
+                        }
                     }
                 }
             } else {
@@ -220,18 +234,14 @@ fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
                 dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {
                     let (dp, xp) = (&d[p * outp..(p + 1) * outp], &xd[p * inp..(p + 1) * inp]);
                     if tiled {
+                        // Zero both rows of each window row, then one store per window.
                         for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
-                            let (x0, x1) = (&xp[2 * oy * g.w..][..g.w], &xp[(2 * oy + 1) * g.w..][..g.w]);
-                            let (d0, d1) = dxp[2 * oy * g.w..(2 * oy + 2) * g.w].split_at_mut(g.w);
-                            for ox in 0..g.ow {
-                                let v = [x0[2 * ox], x0[2 * ox + 1], x1[2 * ox], x1[2 * ox + 1]];
-                                let m = max_nan(max_nan(v[0], v[1]), max_nan(v[2], v[3]));
-                                // The first cell equal to the max (or NaN when it is NaN) wins.
-                                let e = v.map(|x| (x == m) | (x.is_nan() & m.is_nan()));
-                                let first = [e[0], e[1] & !e[0], e[2] & !(e[0] | e[1]), !(e[0] | e[1] | e[2])];
-                                let g = drow[ox];
-                                let pick = |k: usize| if first[k] { g } else { T::zero() };
-                                (d0[2 * ox], d0[2 * ox + 1], d1[2 * ox], d1[2 * ox + 1]) = (pick(0), pick(1), pick(2), pick(3));
+                            let r0 = 2 * oy * g.w;
+                            dxp[r0..r0 + 2 * g.w].fill(T::zero());
+                            for (ox, &v) in drow.iter().enumerate() {
+                                let c = r0 + 2 * ox;
+                                let k = winner4([xp[c], xp[c + 1], xp[c + g.w], xp[c + g.w + 1]]);
+                                dxp[c + (k >> 1) * g.w + (k & 1)] = v;
                             }
                         }
                     } else {
