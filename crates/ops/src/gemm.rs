@@ -189,13 +189,11 @@ unsafe fn pack<T: Element>(panel: &mut [T], src: *const T, kc: usize, w: usize, 
     }
 }
 
-/// Computes one tile `C (+)= A B` on the calling thread.
-///
-/// # Safety
-/// `c` must point to an `m x n` row-major block with row stride `ldc` that nobody else
-/// writes concurrently, and `a`, `b` must cover the `m x k` and `k x n` views.
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel<T: Element>(
+/// One tile's problem `C (+)= A B` as raw pointers: `C` is `m x n` row-major with row
+/// stride `ldc`, element `(i, p)` of `A` is at `a[i a_rs + p a_cs]`, `(p, j)` of `B` at
+/// `b[p b_rs + j b_cs]`.
+#[derive(Clone, Copy)]
+struct Tile<T> {
     m: usize,
     n: usize,
     k: usize,
@@ -208,15 +206,22 @@ unsafe fn kernel<T: Element>(
     b_rs: isize,
     b_cs: isize,
     accumulate: bool,
-) {
+}
+
+/// Computes one tile on the calling thread.
+///
+/// # Safety
+/// `c` must cover an `m x n` block that nobody else writes concurrently, and `a`, `b`
+/// must cover the `m x k` and `k x n` views.
+unsafe fn kernel<T: Element>(t: Tile<T>) {
     let ks = kernels::<T>();
     // Rows of A and columns of B both contiguous along k (C = A Bᵀ): packing B then means
     // transposing it, which costs about as much as 32 rows of products; with fewer rows to
     // share it, or too few columns to fill a vector, dot products win.
-    if ks.hm > 0 && a_cs == 1 && b_rs == 1 && (m <= 32 || n < ks.lanes) {
-        dots(ks, m, n, k, c, ldc, a, a_rs, b, b_cs, accumulate);
+    if ks.hm > 0 && t.a_cs == 1 && t.b_rs == 1 && (t.m <= 32 || t.n < ks.lanes) {
+        dots(ks, t);
     } else {
-        panels(ks, m, n, k, c, ldc, a, a_rs, a_cs, b, b_rs, b_cs, accumulate);
+        panels(ks, t);
     }
 }
 
@@ -226,22 +231,8 @@ unsafe fn kernel<T: Element>(
 ///
 /// # Safety
 /// As for [`kernel`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn panels<T: Element>(
-    ks: &Kernels<T>,
-    m: usize,
-    n: usize,
-    k: usize,
-    c: *mut T,
-    ldc: usize,
-    a: *const T,
-    a_rs: isize,
-    a_cs: isize,
-    b: *const T,
-    b_rs: isize,
-    b_cs: isize,
-    accumulate: bool,
-) {
+unsafe fn panels<T: Element>(ks: &Kernels<T>, t: Tile<T>) {
+    let Tile { m, n, k, c, ldc, a, a_rs, a_cs, b, b_rs, b_cs, accumulate } = t;
     let (mr, nr) = (ks.mr, ks.nr);
     let kc_max = (PANEL_BYTES / size_of::<T>() / mr).max(1);
     // Contiguous panels pay for their copy once several row groups reuse them.
@@ -296,20 +287,8 @@ unsafe fn panels<T: Element>(
 ///
 /// # Safety
 /// As for [`kernel`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn dots<T: Element>(
-    ks: &Kernels<T>,
-    m: usize,
-    n: usize,
-    k: usize,
-    c: *mut T,
-    ldc: usize,
-    a: *const T,
-    a_rs: isize,
-    b: *const T,
-    b_cs: isize,
-    accumulate: bool,
-) {
+unsafe fn dots<T: Element>(ks: &Kernels<T>, t: Tile<T>) {
+    let Tile { m, n, k, c, ldc, a, a_rs, b, b_cs, accumulate, .. } = t;
     let status = u8::from(accumulate);
     for i0 in (0..m).step_by(ks.hm) {
         let h = ks.hm.min(m - i0);
@@ -360,10 +339,8 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
     }
     for p in products {
         assert!(p.c_offset + m * n <= c.len(), "gemm: output block out of range");
-        for (mat, r, cl) in [(&p.a, m, k), (&p.b, k, n)] {
-            let last = mat.offset as isize + (r as isize - 1) * mat.rs + (cl as isize - 1) * mat.cs;
-            assert!(mat.rs >= 0 && mat.cs >= 0 && (last as usize) < mat.data.len(), "gemm: input view out of range");
-        }
+        p.a.check(m, k);
+        p.b.check(k, n);
     }
     let (tm, tn) = tile_grid(m, n, k);
     let tiles_m = m.div_ceil(tm);
@@ -380,20 +357,20 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
         // SAFETY: tiles are disjoint blocks of distinct products' outputs; views were
         // bounds-checked above.
         unsafe {
-            kernel::<T>(
-                rm,
-                cn,
+            kernel(Tile {
+                m: rm,
+                n: cn,
                 k,
-                cp.0.add(p.c_offset + r0 * n + c0),
-                n,
-                p.a.data.as_ptr().offset(p.a.offset as isize + r0 as isize * p.a.rs),
-                p.a.rs,
-                p.a.cs,
-                p.b.data.as_ptr().offset(p.b.offset as isize + c0 as isize * p.b.cs),
-                p.b.rs,
-                p.b.cs,
+                c: cp.0.add(p.c_offset + r0 * n + c0),
+                ldc: n,
+                a: p.a.data.as_ptr().offset(p.a.offset as isize + r0 as isize * p.a.rs),
+                a_rs: p.a.rs,
+                a_cs: p.a.cs,
+                b: p.b.data.as_ptr().offset(p.b.offset as isize + c0 as isize * p.b.cs),
+                b_rs: p.b.rs,
+                b_cs: p.b.cs,
                 accumulate,
-            )
+            })
         }
     };
     if total == 1 || m * n * k * products.len() < PAR_MIN_MACS {
@@ -428,30 +405,33 @@ pub fn gemm_serial<T: Element>(
         }
         return;
     }
-    for (mat, r, cl) in [(&a, m, k), (&b, k, n)] {
-        let last = mat.offset as isize + (r as isize - 1) * mat.rs + (cl as isize - 1) * mat.cs;
-        assert!(mat.rs >= 0 && mat.cs >= 0 && (last as usize) < mat.data.len(), "gemm: input view out of range");
-    }
+    a.check(m, k);
+    b.check(k, n);
     // SAFETY: bounds checked above; `c` is exclusively borrowed.
     unsafe {
-        kernel::<T>(
+        kernel(Tile {
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c: c.as_mut_ptr(),
             ldc,
-            a.data.as_ptr().add(a.offset),
-            a.rs,
-            a.cs,
-            b.data.as_ptr().add(b.offset),
-            b.rs,
-            b.cs,
+            a: a.data.as_ptr().add(a.offset),
+            a_rs: a.rs,
+            a_cs: a.cs,
+            b: b.data.as_ptr().add(b.offset),
+            b_rs: b.rs,
+            b_cs: b.cs,
             accumulate,
-        )
+        })
     }
 }
 
 impl<'a, T> MatRef<'a, T> {
+    /// Panics unless the `rows x cols` view (both at least 1) lies inside `data`.
+    fn check(&self, rows: usize, cols: usize) {
+        let last = self.offset as isize + (rows as isize - 1) * self.rs + (cols as isize - 1) * self.cs;
+        assert!(self.rs >= 0 && self.cs >= 0 && (last as usize) < self.data.len(), "gemm: input view out of range");
+    }
     /// A row-major matrix with `cols` columns starting at `offset`.
     pub fn row_major(data: &'a [T], offset: usize, cols: usize) -> Self {
         MatRef { data, offset, rs: cols as isize, cs: 1 }
