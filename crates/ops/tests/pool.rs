@@ -117,7 +117,7 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(autograd::testing::config_from_env(48))]
 
     #[test]
     fn gradcheck_max_pool(c in case().prop_flat_map(|c| (Just(c.clone()), distinct_tensor_f64(c.shape, 0.05)))) {
