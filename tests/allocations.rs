@@ -47,13 +47,12 @@ fn note(size: usize) {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// The counter is global: tests in this file take turns.
+/// The counter is global: tests in this file take turns, each for its whole body.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Allocations over 4 KiB (count, bytes) made by `steps` LeNet training steps after
 /// `warm` untimed ones, on a batch of 256 as in `examples/lenet`.
 fn large_allocations(pool: Pool, act: Act, threads: usize, warm: usize, steps: usize) -> (usize, usize) {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     autograd::set_num_threads(threads);
     let mut r = rng(3);
     let net = lenet(pool, act, &mut r).unwrap();
@@ -93,6 +92,8 @@ fn the_counter_sees_a_tensor_buffer() {
 
 #[test]
 fn warm_training_steps_allocate_no_buffers() {
+    // Held for the whole test, so nothing of it runs while the other test counts.
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for (pool, act) in [(Pool::Avg, Act::Sigmoid), (Pool::Max, Act::Relu)] {
         for threads in [1, 2] {
             let (count, bytes) = large_allocations(pool, act, threads, 4, 3);

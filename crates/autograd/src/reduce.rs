@@ -75,14 +75,14 @@ impl Tensor {
             // back to the cache.
             // Runs of adjacent dims (H and W of an image) reduce as one.
             let mut data: Option<Vec<T>> = None;
-            let sorted = &ds; // normalize_dims sorts
-            let mut end = sorted.len();
+            // `ds` is sorted (normalize_dims).
+            let mut end = ds.len();
             while end > 0 {
                 let mut start = end - 1;
-                while start > 0 && sorted[start - 1] + 1 == sorted[start] {
+                while start > 0 && ds[start - 1] + 1 == ds[start] {
                     start -= 1;
                 }
-                let (first, last) = (sorted[start], sorted[end - 1]);
+                let (first, last) = (ds[start], ds[end - 1]);
                 let outer: usize = kept[..first].iter().product();
                 let r: usize = kept[first..=last].iter().product();
                 let inner: usize = kept[last + 1..].iter().product();

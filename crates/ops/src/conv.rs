@@ -431,10 +431,18 @@ impl<T> SharedOut<T> {
     }
 }
 
+/// Unfolds group `grp` of a block of samples into `sc.cols` (`[rows, block * OH*OW]`).
+fn unfold_block<T: Element>(g: &Geom, x: &[T], samples: &std::ops::Range<usize>, grp: usize, sc: &mut Scratch<T>) {
+    let (l, chw) = (g.l(), g.c * g.h * g.w);
+    let ld = samples.len() * l;
+    for (s, n) in samples.clone().enumerate() {
+        im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
+    }
+}
+
 /// The forward pass.
 fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
-    let chw = g.c * g.h * g.w;
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
     if rows == 0 {
         // No input channels: every output is its bias (or 0).
@@ -449,9 +457,7 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) ->
         ensure_len(&mut sc.cols, rows * ld);
         ensure_len(&mut sc.mat, g.og * ld);
         for grp in 0..g.a.groups {
-            for (s, n) in samples.clone().enumerate() {
-                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
-            }
+            unfold_block(g, x, &samples, grp, sc);
             let a = MatRef::row_major(w, grp * g.og * rows, rows);
             gemm_serial(g.og, ld, rows, a, MatRef::row_major(&sc.cols, 0, ld), &mut sc.mat, ld, false);
             for (s, n) in samples.clone().enumerate() {
@@ -506,7 +512,6 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 /// second unfolding costs in arithmetic.
 fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
-    let chw = g.c * g.h * g.w;
     let size = g.o * rows;
     let blocks = g.n.div_ceil(block_samples::<T>(g));
     if size == 0 {
@@ -521,9 +526,7 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
         // SAFETY: block `b` owns partial sum `b`.
         let acc = unsafe { out.slice(b * size, size) };
         for grp in 0..g.a.groups {
-            for (s, n) in samples.clone().enumerate() {
-                im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
-            }
+            unfold_block(g, x, &samples, grp, sc);
             gather_dy(g, dy, &samples, grp, &mut sc.mat);
             let a = MatRef::row_major(&sc.mat, 0, ld);
             gemm_serial(g.og, rows, ld, a, MatRef::transposed(&sc.cols, 0, ld), &mut acc[grp * g.og * rows..], rows, false);

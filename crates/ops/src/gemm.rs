@@ -97,30 +97,29 @@ macro_rules! kernels_from {
     }};
 }
 
+/// The best kernels this CPU runs from one element type's crate: AVX-512, else AVX2+FMA,
+/// else scalar (`$wide`, `$narrow`: lanes of the two vector widths).
+macro_rules! select {
+    ($krate:ident, $t:ident, $wide:expr, $narrow:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return kernels_from!($krate::microkernel::avx512f::$t, $wide);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return kernels_from!($krate::microkernel::fma::$t, $narrow);
+            }
+        }
+        kernels_from!($krate::microkernel::scalar::$t, 1)
+    }};
+}
+
 fn select_f32() -> Kernels<f32> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return kernels_from!(gemm_f32::microkernel::avx512f::f32, 16);
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return kernels_from!(gemm_f32::microkernel::fma::f32, 8);
-        }
-    }
-    kernels_from!(gemm_f32::microkernel::scalar::f32, 1)
+    select!(gemm_f32, f32, 16, 8)
 }
 
 fn select_f64() -> Kernels<f64> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return kernels_from!(gemm_f64::microkernel::avx512f::f64, 8);
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return kernels_from!(gemm_f64::microkernel::fma::f64, 4);
-        }
-    }
-    kernels_from!(gemm_f64::microkernel::scalar::f64, 1)
+    select!(gemm_f64, f64, 8, 4)
 }
 
 /// The kernels for `T`, chosen once per process from the CPU's features.
