@@ -49,6 +49,14 @@ def main():
         with torch.no_grad():
             print(f"{name}_fwd {median_secs(lambda: F.conv2d(x, w, b, padding=pad)) * 1e3:.3f} ms")
 
+        with torch.no_grad():
+            xd, wd = x.detach(), w.detach()
+            dw = lambda: torch.nn.grad.conv2d_weight(xd, wd.shape, seed, padding=pad)
+            print(f"{name}_dw {median_secs(dw) * 1e3:.3f} ms")
+            if input_grad:
+                dx = lambda: torch.nn.grad.conv2d_input(xd.shape, wd, seed, padding=pad)
+                print(f"{name}_dx {median_secs(dx) * 1e3:.3f} ms")
+
         def fb():
             F.conv2d(x, w, b, padding=pad).backward(seed)
             w.grad = b.grad = x.grad = None

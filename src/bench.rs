@@ -111,6 +111,19 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
             eprintln!("{name}_fwd: {:.1} GFLOP/s", fwd_flops / secs / 1e9);
             emit(Measurement { name: format!("{name}_fwd"), value: secs * 1e3, unit: "ms" });
         }
+        // The two gradient kernels on their own, to see where the backward's time goes.
+        if wanted(&format!("{name}_dw")) {
+            let secs = median_secs(opts.reps, || {
+                std::hint::black_box(ops::conv2d_weight_grad(&x, &seed, w.shape(), args).expect("valid conv"));
+            });
+            emit(Measurement { name: format!("{name}_dw"), value: secs * 1e3, unit: "ms" });
+        }
+        if input_grad && wanted(&format!("{name}_dx")) {
+            let secs = median_secs(opts.reps, || {
+                std::hint::black_box(ops::conv2d_input_grad(&seed, &w, x.shape(), args).expect("valid conv"));
+            });
+            emit(Measurement { name: format!("{name}_dx"), value: secs * 1e3, unit: "ms" });
+        }
         if wanted(&format!("{name}_fwd_bwd")) {
             let secs = median_secs(opts.reps, || {
                 let y = x.conv2d(&w, Some(&b), args).expect("valid conv");

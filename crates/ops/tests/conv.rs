@@ -3,26 +3,28 @@
 
 use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
 use autograd::{rng, DType, Tensor};
-use ops::{conv2d, corr2d, Conv2dArgs};
+use ops::{conv2d, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs};
 use proptest::prelude::*;
 
-/// Direct definition: y[n,o,i,j] = b[o] + sum_{c,p,q} x[n, g*cg + c, i*sh - ph + p*dh, j*sw - pw + q*dw] w[o,c,p,q].
-fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: Conv2dArgs) -> Vec<f64> {
-    let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
-    let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
-    let (o, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+/// The output shape `[N, O, OH, OW]`.
+fn out_shape(xs: &[usize], ws: &[usize], a: Conv2dArgs) -> [usize; 4] {
+    let oh = (xs[2] + 2 * a.padding.0 - a.dilation.0 * (ws[2] - 1) - 1) / a.stride.0 + 1;
+    let ow = (xs[3] + 2 * a.padding.1 - a.dilation.1 * (ws[3] - 1) - 1) / a.stride.1 + 1;
+    [xs[0], ws[0], oh, ow]
+}
+
+/// Calls `f(y index, x index, w index)` for every product of the direct definition
+/// `y[n,o,i,j] = sum_{c,p,q} x[n, g*cg + c, i*sh - ph + p*dh, j*sw - pw + q*dw] w[o,c,p,q]`.
+fn for_each_product(xs: &[usize], ws: &[usize], a: Conv2dArgs, mut f: impl FnMut(usize, usize, usize)) {
+    let (c, h, wd) = (xs[1], xs[2], xs[3]);
+    let (cg, kh, kw) = (ws[1], ws[2], ws[3]);
+    let [n, o, oh, ow] = out_shape(xs, ws, a);
     let og = o / a.groups;
-    let oh = (h + 2 * a.padding.0 - a.dilation.0 * (kh - 1) - 1) / a.stride.0 + 1;
-    let ow = (wd + 2 * a.padding.1 - a.dilation.1 * (kw - 1) - 1) / a.stride.1 + 1;
-    let (xv, wv) = (x.to_vec::<f64>(), w.to_vec::<f64>());
-    let bv = b.map(|b| b.to_vec::<f64>());
-    let mut y = vec![0.0; n * o * oh * ow];
     for ni in 0..n {
         for oc in 0..o {
             let grp = oc / og;
             for i in 0..oh {
                 for j in 0..ow {
-                    let mut s = bv.as_ref().map_or(0.0, |b| b[oc]);
                     for ci in 0..cg {
                         let ch = grp * cg + ci;
                         assert!(ch < c);
@@ -31,17 +33,48 @@ fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: Conv2dArgs) -> Vec<f
                                 let iy = (i * a.stride.0 + p * a.dilation.0) as isize - a.padding.0 as isize;
                                 let ix = (j * a.stride.1 + q * a.dilation.1) as isize - a.padding.1 as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    s += xv[((ni * c + ch) * h + iy as usize) * wd + ix as usize] * wv[((oc * cg + ci) * kh + p) * kw + q];
+                                    f(
+                                        ((ni * o + oc) * oh + i) * ow + j,
+                                        ((ni * c + ch) * h + iy as usize) * wd + ix as usize,
+                                        ((oc * cg + ci) * kh + p) * kw + q,
+                                    );
                                 }
                             }
                         }
                     }
-                    y[((ni * o + oc) * oh + i) * ow + j] = s;
                 }
             }
         }
     }
+}
+
+/// The forward pass by the definition, in f64.
+fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: Conv2dArgs) -> Vec<f64> {
+    let (xv, wv) = (x.to_vec::<f64>(), w.to_vec::<f64>());
+    let [n, o, oh, ow] = out_shape(x.shape(), w.shape(), a);
+    let mut y = vec![0.0; n * o * oh * ow];
+    if let Some(b) = b {
+        let bv = b.to_vec::<f64>();
+        y.iter_mut().enumerate().for_each(|(i, y)| *y = bv[i / (oh * ow) % o]);
+    }
+    for_each_product(x.shape(), w.shape(), a, |yi, xi, wi| y[yi] += xv[xi] * wv[wi]);
     y
+}
+
+/// Both adjoints by the definition, in f64: `(dx, dw)` for output gradient `dy`.
+fn reference_grads(x: &Tensor, w: &Tensor, dy: &Tensor, a: Conv2dArgs) -> (Vec<f64>, Vec<f64>) {
+    let (xv, wv, dyv) = (x.to_vec::<f64>(), w.to_vec::<f64>(), dy.to_vec::<f64>());
+    let (mut dx, mut dw) = (vec![0.0; xv.len()], vec![0.0; wv.len()]);
+    for_each_product(x.shape(), w.shape(), a, |yi, xi, wi| {
+        dx[xi] += dyv[yi] * wv[wi];
+        dw[wi] += dyv[yi] * xv[xi];
+    });
+    (dx, dw)
+}
+
+fn max_error(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max)
 }
 
 #[derive(Debug, Clone)]
@@ -127,20 +160,39 @@ fn errors_name_op_shapes_and_parameters() {
 }
 
 #[test]
-fn f32_forward_matches_the_definition_on_lenet_shapes() {
+fn f32_maps_match_the_definition_on_lenet_shapes() {
     let mut r = rng(11);
     for (x_shape, w_shape, pad) in [([3, 1, 28, 28], [6, 1, 5, 5], 2), ([3, 6, 14, 14], [16, 6, 5, 5], 0)] {
         let x = Tensor::uniform(&x_shape, -1.0, 1.0, &mut r);
         let w = Tensor::uniform(&w_shape, -1.0, 1.0, &mut r);
         let b = Tensor::uniform(&[w_shape[0]], -1.0, 1.0, &mut r);
         let a = Conv2dArgs::new().padding(pad);
-        let got = conv2d(&x, &w, Some(&b), a).unwrap().to_vec::<f64>();
-        let want = reference(&x, &w, Some(&b), a);
-        let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
-        assert!(err < 1e-4, "max error {err}");
+        let y = conv2d(&x, &w, Some(&b), a).unwrap();
+        assert!(max_error(&y.to_vec::<f64>(), &reference(&x, &w, Some(&b), a)) < 1e-4);
+        let dy = Tensor::uniform(y.shape(), -1.0, 1.0, &mut r);
+        let (dx, dw) = reference_grads(&x, &w, &dy, a);
+        assert!(max_error(&conv2d_input_grad(&dy, &w, x.shape(), a).unwrap().to_vec::<f64>(), &dx) < 1e-4);
+        assert!(max_error(&conv2d_weight_grad(&x, &dy, w.shape(), a).unwrap().to_vec::<f64>(), &dw) < 1e-3);
     }
 }
 
+/// Stride-1 geometry with more channels and larger planes than [`case`] (too slow to
+/// gradcheck): every register-tile shape of the direct kernels, their narrow last tiles,
+/// padded channel blocks, and strides that take the unfolding path.
+fn wide_case() -> impl Strategy<Value = Case> {
+    (
+        (1usize..4, 1usize..8, 1usize..18, 1usize..3, any::<bool>()),
+        (1usize..6, 1usize..6, 1usize..3, 1usize..3, 0usize..4, 0usize..4),
+        (prop_oneof![4 => Just(1usize), 1 => 2usize..4], 0usize..24, 0usize..24),
+    )
+        .prop_map(|((n, cg, og, groups, bias), (kh, kw, dh, dw, ph, pw), (stride, eh, ew))| {
+            let (ph, pw) = (ph.min(kh), pw.min(kw));
+            let h = (dh * (kh - 1) + 1 + eh).saturating_sub(2 * ph).max(1);
+            let w = (dw * (kw - 1) + 1 + ew).saturating_sub(2 * pw).max(1);
+            let args = Conv2dArgs::new().stride(stride).padding((ph, pw)).dilation((dh, dw)).groups(groups);
+            Case { n, cg, og, groups, h, w, kh, kw, args, bias }
+        })
+}
 #[test]
 fn gradients_are_bitwise_identical_at_one_and_two_threads() {
     let mut r = rng(5);
@@ -171,10 +223,25 @@ proptest! {
         let (x, w, b) = tensors(&c, seed);
         let bias = c.bias.then_some(&b);
         let got = conv2d(&x, &w, bias, c.args).unwrap().to_vec::<f64>();
-        let want = reference(&x, &w, bias, c.args);
-        prop_assert_eq!(got.len(), want.len());
-        let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
-        prop_assert!(err < 1e-12, "max error {}", err);
+        prop_assert!(max_error(&got, &reference(&x, &w, bias, c.args)) < 1e-12);
+    }
+
+    #[test]
+    fn all_three_maps_match_the_definition(c in wide_case(), seed in any::<u64>()) {
+        let (x, w, b) = tensors(&c, seed);
+        let bias = c.bias.then_some(&b);
+        let y = conv2d(&x, &w, bias, c.args).unwrap();
+        prop_assert!(max_error(&y.to_vec::<f64>(), &reference(&x, &w, bias, c.args)) < 1e-11);
+        let dy = Tensor::uniform_dtype(y.shape(), -1.0, 1.0, DType::F64, &mut rng(seed ^ 1));
+        let (dx, dw) = reference_grads(&x, &w, &dy, c.args);
+        prop_assert!(max_error(&conv2d_input_grad(&dy, &w, x.shape(), c.args).unwrap().to_vec::<f64>(), &dx) < 1e-11);
+        prop_assert!(max_error(&conv2d_weight_grad(&x, &dy, w.shape(), c.args).unwrap().to_vec::<f64>(), &dw) < 1e-10);
+        // The same in f32, through the f32 kernels.
+        let (x32, w32, dy32) = (x.to_dtype(DType::F32), w.to_dtype(DType::F32), dy.to_dtype(DType::F32));
+        let y32 = conv2d(&x32, &w32, bias.map(|b| b.to_dtype(DType::F32)).as_ref(), c.args).unwrap();
+        prop_assert!(max_error(&y32.to_vec::<f64>(), &y.to_vec::<f64>()) < 1e-4);
+        prop_assert!(max_error(&conv2d_input_grad(&dy32, &w32, x.shape(), c.args).unwrap().to_vec::<f64>(), &dx) < 1e-4);
+        prop_assert!(max_error(&conv2d_weight_grad(&x32, &dy32, w.shape(), c.args).unwrap().to_vec::<f64>(), &dw) < 1e-3);
     }
 
     #[test]

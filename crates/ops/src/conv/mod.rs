@@ -13,6 +13,9 @@
 //! The weight gradient sums over the batch in fixed groups of samples, added in group
 //! order, so it is bitwise identical at any thread count. See docs/gradients.md.
 
+mod direct;
+mod tiles;
+
 use crate::gemm::{gemm_serial, MatRef};
 use autograd::parallel::install;
 use autograd::{record, Element, Error, Result, Tensor};
@@ -442,6 +445,9 @@ fn unfold_block<T: Element>(g: &Geom, x: &[T], samples: &std::ops::Range<usize>,
 
 /// The forward pass.
 fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    if let Some(wide) = direct::Wide::new(g) {
+        return direct::forward(g, &wide, x, w, bias);
+    }
     let (l, rows) = (g.l(), g.rows());
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
     if rows == 0 {
@@ -481,6 +487,9 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) ->
 }
 
 fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    if let Some(wide) = direct::Wide::new(g) {
+        return direct::input_grad(g, &wide, dy, w);
+    }
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
     let mut dx = autograd::buffers::zeroed::<T>(g.n * chw);
@@ -511,6 +520,9 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 /// that copy (35 MB for LeNet's batch of 256) cost more in memory traffic than the
 /// second unfolding costs in arithmetic.
 fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    if let Some(wide) = direct::Wide::new(g) {
+        return direct::weight_grad(g, &wide, x, dy);
+    }
     let (l, rows) = (g.l(), g.rows());
     let size = g.o * rows;
     let blocks = g.n.div_ceil(block_samples::<T>(g));

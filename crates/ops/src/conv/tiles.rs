@@ -1,0 +1,255 @@
+//! Register-tile micro-kernels of the direct convolution (see `direct.rs` for the layout).
+//!
+//! Both kernels multiply shifted, contiguous runs of one buffer (the taps) by scalars and
+//! vectorise along the run. They are written over arrays of `L` values, one AVX-512
+//! register, and compiled with AVX-512 enabled: the same code serves f32 (`L` = 16) and
+//! f64 (`L` = 8), so the f64 gradchecks test exactly the kernels f32 training runs.
+//! (Shapes were chosen by reading the assembly: the compiler keeps 4 x 6 and 6 x 4 tiles
+//! of accumulators in registers, but turns an 8 x 3 tile into gathers.)
+
+use autograd::Element;
+use std::any::TypeId;
+
+/// `L` values, one vector register.
+type Vector<T, const L: usize> = [T; L];
+
+/// # Safety
+/// `p` must be valid for `L` reads.
+#[inline(always)]
+unsafe fn load<T: Copy, const L: usize>(p: *const T) -> Vector<T, L> {
+    p.cast::<Vector<T, L>>().read_unaligned()
+}
+
+/// # Safety
+/// `p` must be valid for `L` writes.
+#[inline(always)]
+unsafe fn store<T: Copy, const L: usize>(p: *mut T, v: Vector<T, L>) {
+    p.cast::<Vector<T, L>>().write_unaligned(v)
+}
+
+#[inline(always)]
+fn fma<T: Element, const L: usize>(acc: &mut Vector<T, L>, a: T, x: &Vector<T, L>) {
+    for l in 0..L {
+        acc[l] = a.mul_add(x[l], acc[l]);
+    }
+}
+
+#[inline(always)]
+fn fma_vv<T: Element, const L: usize>(acc: &mut Vector<T, L>, a: &Vector<T, L>, x: &Vector<T, L>) {
+    for l in 0..L {
+        acc[l] = a[l].mul_add(x[l], acc[l]);
+    }
+}
+
+/// Whether this CPU runs the kernels (they are compiled for AVX-512 only; other CPUs use
+/// the unfolding path).
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Values per vector register for `T`.
+pub(super) fn lanes<T: 'static>() -> usize {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        16
+    } else {
+        8
+    }
+}
+
+/// Values past the end of a buffer that a kernel may read: a tile runs over the last
+/// position by less than one tile.
+pub(super) fn slack<T: 'static>() -> usize {
+    6 * lanes::<T>()
+}
+
+/// Rows per tile of the [`combine`] kernel for `rows` output rows: 6 (4 vectors wide) or 4
+/// (6 wide), 24 registers of accumulators either way, whichever pads fewer rows; 1 to 3
+/// when that is all there is.
+pub(super) fn combine_rows(rows: usize) -> usize {
+    if rows < 4 {
+        return rows.max(1);
+    }
+    [6, 4].into_iter().min_by_key(|b| rows.div_ceil(*b) * b).expect("two candidates")
+}
+
+/// Vectors per full tile with `ob` rows.
+const fn vectors(ob: usize) -> usize {
+    if ob == 6 {
+        4
+    } else {
+        6
+    }
+}
+
+/// One tile: `y[r][p0 + q] = Σ_t w[t OB + r] x[offs[t] + p0 + q]` for `q < V L`.
+///
+/// # Safety
+/// As for [`combine`].
+#[inline(always)]
+unsafe fn combine_tile<T: Element, const L: usize, const OB: usize, const V: usize>(
+    offs: &[usize],
+    x: *const T,
+    w: *const T,
+    y: *mut T,
+    ldy: usize,
+    p0: usize,
+) {
+    let mut acc = [[[T::zero(); L]; V]; OB];
+    for (t, &off) in offs.iter().enumerate() {
+        let src = x.add(off + p0);
+        let mut xv = [[T::zero(); L]; V];
+        for (v, xv) in xv.iter_mut().enumerate() {
+            *xv = load(src.add(v * L));
+        }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let a = *w.add(t * OB + r);
+            for v in 0..V {
+                fma(&mut acc[v], a, &xv[v]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (v, acc) in acc.iter().enumerate() {
+            store(y.add(r * ldy + p0 + v * L), *acc);
+        }
+    }
+}
+
+/// Every tile of `positions`: full tiles of `V` vectors, then one narrower tile for the rest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn combine_rows_avx512<T: Element, const L: usize, const OB: usize, const V: usize>(
+    offs: &[usize],
+    positions: usize,
+    x: *const T,
+    w: *const T,
+    y: *mut T,
+    ldy: usize,
+) {
+    let vecs = positions.div_ceil(L);
+    let full = vecs / V * V * L;
+    for p0 in (0..full).step_by(V * L) {
+        combine_tile::<T, L, OB, V>(offs, x, w, y, ldy, p0);
+    }
+    match vecs % V {
+        0 => {}
+        1 => combine_tile::<T, L, OB, 1>(offs, x, w, y, ldy, full),
+        2 => combine_tile::<T, L, OB, 2>(offs, x, w, y, ldy, full),
+        3 => combine_tile::<T, L, OB, 3>(offs, x, w, y, ldy, full),
+        4 => combine_tile::<T, L, OB, 4>(offs, x, w, y, ldy, full),
+        5 => combine_tile::<T, L, OB, 5>(offs, x, w, y, ldy, full),
+        _ => unreachable!("a tile is at most 6 vectors wide"),
+    }
+}
+
+/// `y[r][p] = Σ_t w[t ob + r] x[offs[t] + p]` for `r < ob` (from [`combine_rows`]) and
+/// every `p < positions` rounded up to whole vectors: `ob` rows of a weighted sum of
+/// shifted runs of `x`. The convolution's forward pass and its input gradient are both this.
+///
+/// # Safety
+/// [`available`] must be true. `x` must be valid for reads at `offs[t] + p` for every tap
+/// and every `p < positions + L`; `w` for `offs.len() ob` reads; `y` for `ob` rows `ldy`
+/// apart of `positions` rounded up to whole vectors.
+pub(super) unsafe fn combine<T: Element>(ob: usize, offs: &[usize], positions: usize, x: *const T, w: *const T, y: *mut T, ldy: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! pick {
+            ($($ob:literal)*) => {
+                match (lanes::<T>(), ob) {
+                    $((16, $ob) => combine_rows_avx512::<T, 16, $ob, { vectors($ob) }>,
+                      (8, $ob) => combine_rows_avx512::<T, 8, $ob, { vectors($ob) }>,)*
+                    _ => unreachable!("combine_rows gives 1, 2, 3, 4 or 6"),
+                }
+            };
+        }
+        let f: unsafe fn(&[usize], usize, *const T, *const T, *mut T, usize) = pick!(1 2 3 4 6);
+        f(offs, positions, x, w, y, ldy)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the direct kernels need AVX-512")
+}
+
+/// Output rows and taps per [`correlate`] tile for `rows` rows and `taps` taps: 4 x 6 or
+/// 6 x 4, whichever pads less.
+pub(super) fn correlate_shape(rows: usize, taps: usize) -> (usize, usize) {
+    [(4, 6), (6, 4)].into_iter().min_by_key(|&(r, t)| rows.div_ceil(r) * r * taps.div_ceil(t) * t).expect("two candidates")
+}
+
+/// One tile of [`correlate`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn correlate_avx512<T: Element, const L: usize, const OB: usize, const TB: usize>(runs: Runs<T>, offs: *const usize, acc: *mut T) {
+    let mut a = [[[T::zero(); L]; TB]; OB];
+    for (r, a) in a.iter_mut().enumerate() {
+        for (t, a) in a.iter_mut().enumerate() {
+            *a = load(acc.add((r * TB + t) * L));
+        }
+    }
+    let offs: [usize; TB] = std::array::from_fn(|t| *offs.add(t));
+    for s in 0..runs.samples {
+        let (x, dy) = (runs.x.add(s * runs.x_stride), runs.dy.add(s * runs.dy_stride));
+        for v in 0..runs.vecs {
+            let p = v * L;
+            let mut xv = [[T::zero(); L]; TB];
+            for (t, xv) in xv.iter_mut().enumerate() {
+                *xv = load(x.add(offs[t] + p));
+            }
+            for (r, a) in a.iter_mut().enumerate() {
+                let d = load(dy.add(r * runs.ldd + p));
+                for t in 0..TB {
+                    fma_vv(&mut a[t], &d, &xv[t]);
+                }
+            }
+        }
+    }
+    for (r, a) in a.iter().enumerate() {
+        for (t, a) in a.iter().enumerate() {
+            store(acc.add((r * TB + t) * L), *a);
+        }
+    }
+}
+
+/// The runs [`correlate`] sums over: for each of `samples` samples, `vecs` vectors of
+/// output-gradient rows (`ldd` apart, from `dy + s dy_stride`) and of input (from
+/// `x + s x_stride`).
+#[derive(Clone, Copy)]
+pub(super) struct Runs<T> {
+    pub samples: usize,
+    pub vecs: usize,
+    pub dy: *const T,
+    pub dy_stride: usize,
+    pub ldd: usize,
+    pub x: *const T,
+    pub x_stride: usize,
+}
+
+/// `acc[r][t] += dy[s][r ldd + p] * x[s][offs[t] + p]`, lane by lane, over every sample `s`
+/// and `p < vecs L`: an `ob x tb` tile (from [`correlate_shape`]) of vector partial sums of
+/// the correlation of output rows with shifted runs of the input. The convolution's weight
+/// gradient is this, summed over lanes. The sums stay in registers for the whole call.
+///
+/// # Safety
+/// [`available`] must be true. For every sample, `dy` must be valid for `ob` rows of
+/// `vecs L` values and `x` for reads at `offs[t] + p`; `offs` for `tb` reads; `acc` for
+/// `ob tb L` values.
+pub(super) unsafe fn correlate<T: Element>((ob, tb): (usize, usize), runs: Runs<T>, offs: *const usize, acc: *mut T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f: unsafe fn(Runs<T>, *const usize, *mut T) = match (lanes::<T>(), ob, tb) {
+            (16, 4, 6) => correlate_avx512::<T, 16, 4, 6>,
+            (16, 6, 4) => correlate_avx512::<T, 16, 6, 4>,
+            (8, 4, 6) => correlate_avx512::<T, 8, 4, 6>,
+            (8, 6, 4) => correlate_avx512::<T, 8, 6, 4>,
+            _ => unreachable!("correlate_shape gives 4 x 6 or 6 x 4"),
+        };
+        f(runs, offs, acc)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the direct kernels need AVX-512")
+}
