@@ -227,12 +227,12 @@ pub(crate) fn broadcast_layout(x: &Layout, out: &[usize]) -> Layout {
 
 /// A binary element-wise function, generic over the element type so each dtype gets
 /// its own tight loop.
-trait BinaryFn: Send + Sync {
+pub(crate) trait BinaryFn: Send + Sync {
     fn apply<T: Element>(a: T, b: T) -> T;
 }
 macro_rules! binary_fn {
     ($name:ident, $a:ident, $b:ident, $e:expr) => {
-        struct $name;
+        pub(crate) struct $name;
         impl BinaryFn for $name {
             #[inline(always)]
             fn apply<T: Element>($a: T, $b: T) -> T {
@@ -250,7 +250,7 @@ binary_fn!(SigmoidGradOp, g, y, g * y * (T::one() - y));
 binary_fn!(TanhGradOp, g, y, g * (T::one() - y * y));
 binary_fn!(ReluGradOp, g, x, if x > T::zero() { g } else { T::zero() });
 
-fn binary_kernel<F: BinaryFn>(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub(crate) fn binary_kernel<F: BinaryFn>(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
     }

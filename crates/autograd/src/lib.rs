@@ -14,6 +14,7 @@
 //! # Ok::<(), autograd::Error>(())
 //! ```
 
+pub mod activation;
 pub mod buffers;
 pub mod display;
 pub mod dtype;
@@ -34,6 +35,7 @@ pub mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use activation::Activation;
 pub use dtype::{DType, Element, Storage};
 pub use error::{Error, Result};
 pub use function::{apply, Function};

@@ -2,10 +2,10 @@
 
 use crate::error::Result;
 use crate::module::Module;
-use autograd::Tensor;
+use autograd::{Activation, Tensor};
 
 macro_rules! activation {
-    ($(#[$doc:meta])* $name:ident, $method:ident) => {
+    ($(#[$doc:meta])* $name:ident, $method:ident, $act:ident) => {
         $(#[$doc])*
         #[derive(Default, Clone, Copy, Debug)]
         pub struct $name;
@@ -16,6 +16,9 @@ macro_rules! activation {
             fn describe(&self) -> String {
                 format!("{}()", stringify!($name))
             }
+            fn as_activation(&self) -> Option<Activation> {
+                Some(Activation::$act)
+            }
         }
     };
 }
@@ -23,17 +26,20 @@ macro_rules! activation {
 activation!(
     /// `1 / (1 + e^-x)`.
     Sigmoid,
-    sigmoid
+    sigmoid,
+    Sigmoid
 );
 activation!(
     /// `max(x, 0)`.
     ReLU,
-    relu
+    relu,
+    Relu
 );
 activation!(
     /// Hyperbolic tangent.
     Tanh,
-    tanh
+    tanh,
+    Tanh
 );
 
 /// Flattens every dim after the batch dim (C, H, W order, as PyTorch).

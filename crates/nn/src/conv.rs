@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::init;
 use crate::module::Module;
-use autograd::{Parameter, Rng, Tensor};
+use autograd::{Activation, Parameter, Rng, Tensor};
 use ops::{Conv2dArgs, Pair};
 
 /// Shape and options of a [`Conv2d`], PyTorch's defaults otherwise.
@@ -82,6 +82,10 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let b = self.bias.as_ref().map(|b| b.tensor());
         Ok(ops::conv2d(x, &self.weight.tensor(), b.as_ref(), self.config.args)?)
+    }
+    fn forward_then(&self, x: &Tensor, act: Activation) -> Option<Result<Tensor>> {
+        let b = self.bias.as_ref().map(|b| b.tensor());
+        Some(ops::conv2d_fused(x, &self.weight.tensor(), b.as_ref(), self.config.args, act).map_err(Into::into))
     }
     fn named_parameters(&self) -> Vec<(String, Parameter)> {
         let mut v = vec![("weight".to_string(), self.weight.clone())];

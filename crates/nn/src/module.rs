@@ -3,7 +3,7 @@
 //! of those two, so a new layer is a few lines.
 
 use crate::error::{Error, Result};
-use autograd::{Parameter, Tensor};
+use autograd::{Activation, Parameter, Tensor};
 
 /// A layer or a network.
 pub trait Module: Send + Sync {
@@ -21,6 +21,19 @@ pub trait Module: Send + Sync {
 
     /// Switches between training and evaluation behaviour (for layers that differ).
     fn set_training(&mut self, _training: bool) {}
+
+    /// The activation this layer is, if it is a plain element-wise one: `Sequential` then
+    /// offers it to the layer before (see [`Module::forward_then`]).
+    fn as_activation(&self) -> Option<Activation> {
+        None
+    }
+
+    /// `act(self.forward(x))` computed as one op, for layers that can apply the activation
+    /// while writing their output (a convolution); `None` when this layer cannot. Must give
+    /// bitwise the values and gradients of the two steps in turn.
+    fn forward_then(&self, _x: &Tensor, _act: Activation) -> Option<Result<Tensor>> {
+        None
+    }
 
     fn parameters(&self) -> Vec<Parameter> {
         self.named_parameters().into_iter().map(|(_, p)| p).collect()
@@ -116,10 +129,23 @@ impl Sequential {
 }
 
 impl Module for Sequential {
+    /// Each layer in turn, except that a layer followed by an activation it can fuse runs
+    /// both as one op (one pass over the activations less; same results).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
-        for l in &self.layers {
-            h = l.forward(&h)?;
+        let mut i = 0;
+        while i < self.layers.len() {
+            let fused = self.layers.get(i + 1).and_then(|next| next.as_activation()).and_then(|act| self.layers[i].forward_then(&h, act));
+            match fused {
+                Some(y) => {
+                    h = y?;
+                    i += 2;
+                }
+                None => {
+                    h = self.layers[i].forward(&h)?;
+                    i += 1;
+                }
+            }
         }
         Ok(h)
     }

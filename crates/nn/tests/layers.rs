@@ -143,3 +143,24 @@ fn conv2d_layer_validates_its_config() {
     let y = c.forward(&Tensor::ones(&[1, 4, 5, 5])).unwrap();
     assert_eq!(y.shape(), &[1, 4, 5, 5]);
 }
+
+#[test]
+fn sequential_fuses_conv_and_activation_with_the_same_results() {
+    for (act, pool) in [(nn::Act::Sigmoid, nn::Pool::Avg), (nn::Act::Relu, nn::Pool::Max)] {
+        let net = nn::lenet(pool, act, &mut rng(3)).unwrap();
+        let x = Tensor::rand(&[5, 1, 28, 28], &mut rng(4));
+        let run = |fused: bool| {
+            net.zero_grad();
+            let y = if fused { net.forward(&x).unwrap() } else { net.layers().iter().fold(x.clone(), |h, l| l.forward(&h).unwrap()) };
+            y.mul(&y).unwrap().sum().backward().unwrap();
+            let grads: Vec<Vec<u32>> =
+                net.parameters().iter().map(|p| p.grad().unwrap().to_vec::<f32>().iter().map(|v| v.to_bits()).collect()).collect();
+            (y.to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>(), grads)
+        };
+        assert!(run(true) == run(false));
+    }
+    // The fused op is on the tape under its own name.
+    let net = Sequential::new().append(Conv2d::new(Conv2dConfig::new(1, 2, 3), &mut rng(0)).unwrap()).append(nn::Sigmoid);
+    let y = net.forward(&Tensor::rand(&[1, 1, 5, 5], &mut rng(1)).requires_grad_()).unwrap();
+    assert_eq!(y.grad_fn_name(), Some("conv2d_fused"));
+}

@@ -2,8 +2,9 @@
 //! finite differences (first and second order) over random geometry, determinism.
 
 use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
+use autograd::Activation;
 use autograd::{rng, DType, Tensor};
-use ops::{conv2d, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs};
+use ops::{conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs};
 use proptest::prelude::*;
 
 /// The output shape `[N, O, OH, OW]`.
@@ -242,6 +243,35 @@ proptest! {
         prop_assert!(max_error(&y32.to_vec::<f64>(), &y.to_vec::<f64>()) < 1e-4);
         prop_assert!(max_error(&conv2d_input_grad(&dy32, &w32, x.shape(), c.args).unwrap().to_vec::<f64>(), &dx) < 1e-4);
         prop_assert!(max_error(&conv2d_weight_grad(&x32, &dy32, w.shape(), c.args).unwrap().to_vec::<f64>(), &dw) < 1e-3);
+    }
+
+    #[test]
+    fn fused_activation_is_bitwise_the_two_ops(c in wide_case(), seed in any::<u64>(), act in 0usize..3, f32 in any::<bool>()) {
+        let act = [Activation::Sigmoid, Activation::Relu, Activation::Tanh][act];
+        let dtype = if f32 { DType::F32 } else { DType::F64 };
+        let (x, w, b) = tensors(&c, seed);
+        let (x, w, b) = (x.to_dtype(dtype).requires_grad_(), w.to_dtype(dtype).requires_grad_(), b.to_dtype(dtype).requires_grad_());
+        let run = |fused: bool| {
+            let bias = c.bias.then_some(&b);
+            let y = if fused { conv2d_fused(&x, &w, bias, c.args, act) } else { conv2d(&x, &w, bias, c.args).map(|z| act.apply(&z)) }.unwrap();
+            let seed = Tensor::uniform_dtype(y.shape(), -1.0, 1.0, dtype, &mut rng(seed ^ 2));
+            [&x, &w, &b].iter().for_each(|t| t.zero_grad());
+            y.backward_with(Some(&seed), Default::default()).unwrap();
+            let grads = [&x, &w, &b].map(|t| t.grad().map(|g| g.to_vec::<f64>()));
+            (y.to_vec::<f64>(), grads)
+        };
+        let (fused, plain) = (run(true), run(false));
+        prop_assert!(fused.0.iter().zip(&plain.0).all(|(a, b)| a.to_bits() == b.to_bits()));
+        prop_assert_eq!(fused.1, plain.1);
+    }
+
+    #[test]
+    fn gradcheck_conv2d_fused(c in case(), seed in any::<u64>(), tanh in any::<bool>()) {
+        let act = if tanh { Activation::Tanh } else { Activation::Sigmoid };
+        let (x, w, b) = tensors(&c, seed);
+        let a = c.args;
+        assert_gradcheck(|v| conv2d_fused(&v[0], &v[1], Some(&v[2]), a, act), &[x.clone().requires_grad_(), w.clone().requires_grad_(), b.requires_grad_()]);
+        assert_gradgradcheck(|v| conv2d_fused(&v[0], &v[1], None, a, act), &[x.requires_grad_(), w.requires_grad_()]);
     }
 
     #[test]

@@ -20,7 +20,7 @@
 
 use super::{copy_short, ensure_len, tiles, Geom, Pair, Scratch, SharedOut};
 use autograd::parallel::install;
-use autograd::Element;
+use autograd::{Activation, Element};
 use rayon::prelude::*;
 
 /// The wide layout of one convolution.
@@ -118,8 +118,8 @@ fn round_up<T: 'static>(n: usize) -> usize {
 }
 
 /// The forward pass: every block of output channels of a sample group in wide rows, then
-/// copied out with its bias.
-pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+/// copied out with its bias and activation (while the block is in cache).
+pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let ob = tiles::combine_rows(g.og);
     let blocks = g.og.div_ceil(ob);
@@ -149,6 +149,10 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
                         }
                     }
                 }
+            }
+            if let Some(a) = act {
+                // SAFETY: as above; every channel of the sample is written.
+                tiles::activate(a, unsafe { out.slice(n * g.o * l, g.o * l) });
             }
         });
     });

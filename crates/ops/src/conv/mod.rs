@@ -18,7 +18,7 @@ mod tiles;
 
 use crate::gemm::{gemm_serial, MatRef};
 use autograd::parallel::install;
-use autograd::{record, Element, Error, Result, Tensor};
+use autograd::{record, Activation, Element, Error, Result, Tensor};
 use rayon::prelude::*;
 
 /// A size given per spatial dimension (height, width); `2.into()` means `(2, 2)`.
@@ -444,9 +444,9 @@ fn unfold_block<T: Element>(g: &Geom, x: &[T], samples: &std::ops::Range<usize>,
 }
 
 /// The forward pass.
-fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
     if let Some(wide) = direct::Wide::new(g) {
-        return direct::forward(g, &wide, x, w, bias);
+        return direct::forward(g, &wide, x, w, bias, act);
     }
     let (l, rows) = (g.l(), g.rows());
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
@@ -454,6 +454,7 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) ->
         // No input channels: every output is its bias (or 0).
         for (p, plane) in y.chunks_mut(l.max(1)).enumerate() {
             plane.fill(bias.map_or(T::zero(), |b| b[p % g.o]));
+            act.inspect(|a| a.apply_slice(plane));
         }
         return y;
     }
@@ -479,6 +480,7 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>) ->
                         }
                         None => dst.copy_from_slice(src),
                     }
+                    act.inspect(|a| a.apply_slice(dst));
                 }
             }
         }
@@ -563,13 +565,25 @@ fn same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// 2-d convolution of `input [N, C, H, W]` with `weight [O, C/groups, kh, kw]` plus an
 /// optional `bias [O]`, as `torch.nn.functional.conv2d`.
 pub fn conv2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Result<Tensor> {
-    let g = Geom::new("conv2d", input.shape(), weight.shape(), args)?;
-    same_dtype("conv2d", input, weight)?;
+    conv2d_then(input, weight, bias, args, None)
+}
+
+/// `act(conv2d(input, weight, bias, args))` as one op: the activation is applied as the
+/// convolution writes its output, and the backward pass takes the activation's derivative
+/// from that output. Values and gradients are bitwise those of the two ops in turn.
+pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, act: Activation) -> Result<Tensor> {
+    conv2d_then(input, weight, bias, args, Some(act))
+}
+
+fn conv2d_then(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, act: Option<Activation>) -> Result<Tensor> {
+    let op = if act.is_some() { "conv2d_fused" } else { "conv2d" };
+    let g = Geom::new(op, input.shape(), weight.shape(), args)?;
+    same_dtype(op, input, weight)?;
     if let Some(b) = bias {
-        same_dtype("conv2d", input, b)?;
+        same_dtype(op, input, b)?;
         if b.shape() != [g.o] {
             return Err(Error::invalid(
-                "conv2d",
+                op,
                 format!("bias must have shape [{}], got {} (weight {})", g.o, fmt(b.shape()), fmt(weight.shape())),
             ));
         }
@@ -577,15 +591,23 @@ pub fn conv2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv
     let out = autograd::dispatch!(input.storage(), |_s: T| {
         let (x, w) = (input.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
         let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;
-        Tensor::from_vec(forward_kernel(&g, &x, &w, b.as_deref()), &g.y_shape())?
+        Tensor::from_vec(forward_kernel(&g, &x, &w, b.as_deref(), act), &g.y_shape())?
     });
     let mut inputs = vec![input, weight];
     inputs.extend(bias);
-    Ok(record("conv2d", out, &inputs, move |ctx| {
-        let (x, w, dy) = (ctx.input(0), ctx.input(1), ctx.grad_output());
-        let dw = if ctx.needs_grad(1) { Some(conv2d_weight_grad(x, dy, w.shape(), args)?) } else { None };
-        let mut grads = vec![if ctx.needs_grad(0) { Some(conv2d_input_grad(dy, w, x.shape(), args)?) } else { None }, dw];
-        if ctx.inputs().len() == 3 {
+    Ok(record(op, out, &inputs, move |ctx| {
+        let (x, w) = (ctx.input(0), ctx.input(1));
+        let bias = ctx.inputs().get(2);
+        // The gradient before the activation.
+        let dy = match act {
+            None => ctx.grad_output().clone(),
+            // A differentiated backward needs it as a function of the inputs.
+            Some(a) if ctx.create_graph() => a.backward_from_input(ctx.grad_output(), &conv2d(x, w, bias, args)?)?,
+            Some(a) => a.backward_from_output(ctx.grad_output(), ctx.output())?,
+        };
+        let dw = if ctx.needs_grad(1) { Some(conv2d_weight_grad(x, &dy, w.shape(), args)?) } else { None };
+        let mut grads = vec![if ctx.needs_grad(0) { Some(conv2d_input_grad(&dy, w, x.shape(), args)?) } else { None }, dw];
+        if bias.is_some() {
             grads.push(if ctx.needs_grad(2) { Some(dy.sum_dims(&[0, 2, 3], false)?) } else { None });
         }
         Ok(grads)

@@ -1,0 +1,66 @@
+//! Element-wise activations as values, so an op that produces a tensor (a convolution)
+//! can apply one while it writes its output: one pass over memory instead of two, and the
+//! derivative comes from the output alone. `nn::Sequential` fuses a layer with the
+//! activation after it this way; the results are bitwise those of the two ops in turn.
+
+use crate::elementwise::{binary_kernel, ReluGradOp, SigmoidGradOp, TanhGradOp};
+use crate::{Element, Result, Tensor};
+
+/// An activation that can be fused into the op before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Sigmoid,
+    Relu,
+    Tanh,
+}
+
+impl Activation {
+    /// The activation as its own recorded op: `x.sigmoid()`, `x.relu()`, `x.tanh()`.
+    pub fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Sigmoid => x.sigmoid(),
+            Activation::Relu => x.relu(),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+
+    /// Applies the activation to every value of `v` in place, exactly as [`Self::apply`]
+    /// computes each value.
+    #[inline(always)]
+    pub fn apply_slice<T: Element>(self, v: &mut [T]) {
+        match self {
+            Activation::Sigmoid => v.iter_mut().for_each(|v| *v = Element::sigmoid(*v)),
+            Activation::Relu => v.iter_mut().for_each(|v| *v = if *v > T::zero() { *v } else { T::zero() }),
+            Activation::Tanh => v.iter_mut().for_each(|v| *v = v.tanh()),
+        }
+    }
+
+    /// `dy * act'(x)` from the output `y = act(x)`, in one pass and not recorded: the
+    /// first-order backward of a fused op (the same arithmetic as the activation's own
+    /// backward).
+    pub fn backward_from_output(self, dy: &Tensor, y: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Sigmoid => binary_kernel::<SigmoidGradOp>("sigmoid_backward", dy, y),
+            // relu(x) > 0 exactly where x > 0.
+            Activation::Relu => binary_kernel::<ReluGradOp>("relu_backward", dy, y),
+            Activation::Tanh => binary_kernel::<TanhGradOp>("tanh_backward", dy, y),
+        }
+    }
+
+    /// `dy * act'(z)` as recorded ops of the pre-activation `z`, for a backward pass that is
+    /// itself differentiated.
+    pub fn backward_from_input(self, dy: &Tensor, z: &Tensor) -> Result<Tensor> {
+        let d = match self {
+            Activation::Sigmoid => {
+                let s = z.sigmoid();
+                s.mul(&s.neg().add_scalar(1.0))?
+            }
+            Activation::Relu => z.gt_scalar(0.0),
+            Activation::Tanh => {
+                let t = z.tanh();
+                t.mul(&t)?.neg().add_scalar(1.0)
+            }
+        };
+        dy.mul(&d)
+    }
+}
