@@ -272,6 +272,43 @@ fn max_pool2d_gather(x: &Tensor, v: &Tensor, g: Geom) -> Result<Tensor> {
     Ok(record("max_pool2d_gather", out, &[x, v], move |ctx| Ok(vec![None, Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])))
 }
 
+/// One output row of 2x2 average pooling, `y[j] = (r0[2j] + r0[2j + 1] + r1[2j] + r1[2j + 1])
+/// * scale`, eight outputs at a time as fixed-size arrays: the compiler turns the stride-2
+/// reads into shuffles, where the plain loop stayed scalar.
+#[inline(always)]
+fn avg2x2_row<T: Element>(y: &mut [T], r0: &[T], r1: &[T], scale: T) {
+    let cell = |a: &[T], b: &[T], k: usize| (a[2 * k] + a[2 * k + 1] + b[2 * k] + b[2 * k + 1]) * scale;
+    let mut j = 0;
+    while j + 8 <= y.len() {
+        let (a, b): (&[T; 16], &[T; 16]) = (r0[2 * j..][..16].try_into().unwrap(), r1[2 * j..][..16].try_into().unwrap());
+        let out: [T; 8] = std::array::from_fn(|k| cell(a, b, k));
+        y[j..j + 8].copy_from_slice(&out);
+        j += 8;
+    }
+    for k in j..y.len() {
+        y[k] = cell(r0, r1, k);
+    }
+}
+
+/// The adjoint of [`avg2x2_row`]: each `dy[j] * scale` into the four cells of its window,
+/// eight windows at a time.
+#[inline(always)]
+fn spread2x2_row<T: Element>(top: &mut [T], bottom: &mut [T], dy: &[T], scale: T) {
+    let mut j = 0;
+    while j + 8 <= dy.len() {
+        let v: [T; 8] = std::array::from_fn(|k| dy[j + k] * scale);
+        let pairs: [T; 16] = std::array::from_fn(|k| v[k / 2]);
+        top[2 * j..][..16].copy_from_slice(&pairs);
+        bottom[2 * j..][..16].copy_from_slice(&pairs);
+        j += 8;
+    }
+    for k in j..dy.len() {
+        let v = dy[k] * scale;
+        top[2 * k..2 * k + 2].fill(v);
+        bottom[2 * k..2 * k + 2].fill(v);
+    }
+}
+
 /// Average pooling (padded cells count toward the window size).
 pub fn avg_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let g = Geom::new("avg_pool2d", input.shape(), args)?;
@@ -281,10 +318,7 @@ pub fn avg_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| {
             if g.is_2x2() {
                 for (oy, yrow) in yp.chunks_exact_mut(g.ow).enumerate() {
-                    let (r0, r1) = (&xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow]);
-                    for ((y, a), b) in yrow.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
-                        *y = (a[0] + a[1] + b[0] + b[1]) * scale;
-                    }
+                    avg2x2_row(yrow, &xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow], scale);
                 }
                 return;
             }
@@ -319,7 +353,10 @@ pub fn avg_pool2d_backward(dy: &Tensor, input_shape: &[usize], args: Pool2dArgs)
         let d = dy.contiguous_data::<T>()?;
         let scale = T::one() / T::from_f64((g.kh * g.kw) as f64);
         let (inp, outp) = (g.h * g.w, g.oh * g.ow);
-        let mut dx = autograd::buffers::zeroed::<T>(g.planes * inp);
+        // 2x2 windows over even sizes write every input cell; otherwise some stay 0.
+        let covers = g.is_2x2() && g.h == 2 * g.oh && g.w == 2 * g.ow;
+        let mut dx =
+            if covers { autograd::buffers::for_overwrite::<T>(g.planes * inp) } else { autograd::buffers::zeroed::<T>(g.planes * inp) };
         if inp > 0 {
             install(|| {
                 dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {
@@ -327,13 +364,7 @@ pub fn avg_pool2d_backward(dy: &Tensor, input_shape: &[usize], args: Pool2dArgs)
                     if g.is_2x2() {
                         for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
                             let (top, bottom) = dxp[2 * oy * g.w..(2 * oy + 2) * g.w].split_at_mut(g.w);
-                            for ((&v, a), b) in drow.iter().zip(top.chunks_exact_mut(2)).zip(bottom.chunks_exact_mut(2)) {
-                                let v = v * scale;
-                                a[0] = v;
-                                a[1] = v;
-                                b[0] = v;
-                                b[1] = v;
-                            }
+                            spread2x2_row(&mut top[..2 * g.ow], &mut bottom[..2 * g.ow], drow, scale);
                         }
                         return;
                     }
