@@ -272,9 +272,9 @@ fn max_pool2d_gather(x: &Tensor, v: &Tensor, g: Geom) -> Result<Tensor> {
     Ok(record("max_pool2d_gather", out, &[x, v], move |ctx| Ok(vec![None, Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])))
 }
 
-/// One output row of 2x2 average pooling, `y[j] = (r0[2j] + r0[2j + 1] + r1[2j] + r1[2j + 1])
-/// * scale`, eight outputs at a time as fixed-size arrays: the compiler turns the stride-2
-/// reads into shuffles, where the plain loop stayed scalar.
+/// One output row of 2x2 average pooling, `y[j] = scale (r0[2j] + r0[2j + 1] + r1[2j] +
+/// r1[2j + 1])`, eight outputs at a time as fixed-size arrays: the compiler turns the
+/// stride-2 reads into shuffles, where the plain loop stayed scalar.
 #[inline(always)]
 fn avg2x2_row<T: Element>(y: &mut [T], r0: &[T], r1: &[T], scale: T) {
     let cell = |a: &[T], b: &[T], k: usize| (a[2 * k] + a[2 * k + 1] + b[2 * k] + b[2 * k + 1]) * scale;
@@ -285,8 +285,8 @@ fn avg2x2_row<T: Element>(y: &mut [T], r0: &[T], r1: &[T], scale: T) {
         y[j..j + 8].copy_from_slice(&out);
         j += 8;
     }
-    for k in j..y.len() {
-        y[k] = cell(r0, r1, k);
+    for (k, y) in y.iter_mut().enumerate().skip(j) {
+        *y = cell(r0, r1, k);
     }
 }
 
