@@ -35,13 +35,30 @@ impl Activation {
         }
     }
 
+    /// `g * act'(x)` for one value, from the output `y = act(x)`: the arithmetic of every
+    /// first-order activation backward in this library.
+    #[inline(always)]
+    pub fn grad_from_output<T: Element>(self, g: T, y: T) -> T {
+        match self {
+            Activation::Sigmoid => g * y * (T::one() - y),
+            // relu(x) > 0 exactly where x > 0.
+            Activation::Relu => {
+                if y > T::zero() {
+                    g
+                } else {
+                    T::zero()
+                }
+            }
+            Activation::Tanh => g * (T::one() - y * y),
+        }
+    }
+
     /// `dy * act'(x)` from the output `y = act(x)`, in one pass and not recorded: the
     /// first-order backward of a fused op (the same arithmetic as the activation's own
     /// backward).
     pub fn backward_from_output(self, dy: &Tensor, y: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Sigmoid => binary_kernel::<SigmoidGradOp>("sigmoid_backward", dy, y),
-            // relu(x) > 0 exactly where x > 0.
             Activation::Relu => binary_kernel::<ReluGradOp>("relu_backward", dy, y),
             Activation::Tanh => binary_kernel::<TanhGradOp>("tanh_backward", dy, y),
         }

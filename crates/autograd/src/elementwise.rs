@@ -4,6 +4,7 @@
 //! The gradient of a broadcast operand is reduced back to its shape in one place,
 //! [`Tensor::sum_to`].
 
+use crate::activation::Activation;
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::parallel::for_each_chunk_mut;
@@ -246,9 +247,10 @@ binary_fn!(SubOp, a, b, a - b);
 binary_fn!(MulOp, a, b, a * b);
 binary_fn!(DivOp, a, b, a / b);
 // Fused first-order rules: (gradient, saved value) -> input gradient.
-binary_fn!(SigmoidGradOp, g, y, g * y * (T::one() - y));
-binary_fn!(TanhGradOp, g, y, g * (T::one() - y * y));
-binary_fn!(ReluGradOp, g, x, if x > T::zero() { g } else { T::zero() });
+binary_fn!(SigmoidGradOp, g, y, Activation::Sigmoid.grad_from_output(g, y));
+binary_fn!(TanhGradOp, g, y, Activation::Tanh.grad_from_output(g, y));
+// From the input or the output alike: x > 0 exactly where relu(x) > 0.
+binary_fn!(ReluGradOp, g, x, Activation::Relu.grad_from_output(g, x));
 
 pub(crate) fn binary_kernel<F: BinaryFn>(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.dtype() != b.dtype() {

@@ -80,19 +80,6 @@ impl Wide {
         }
         dst[len..].fill(T::zero());
     }
-
-    /// Copies rows `channels` of sample `dy` (`[O, OH, OW]`), group `grp`, into `dst` in
-    /// wide layout: row `o` at `o ld + at`, zero at the spare columns and everywhere else.
-    fn widen<T: Element>(&self, g: &Geom, dy: &[T], grp: usize, dst: &mut [T], ld: usize, at: usize) {
-        dst.fill(T::zero());
-        let l = g.l();
-        for o in 0..g.og {
-            let src = &dy[(grp * g.og + o) * l..][..l];
-            for oy in 0..g.oh {
-                copy_short(&mut dst[o * ld + at + oy * self.wp..][..g.ow], &src[oy * g.ow..][..g.ow]);
-            }
-        }
-    }
 }
 
 /// `w` (`[O, C/groups, kh, kw]`) rearranged for [`tiles::combine`]: per group and per block
@@ -160,59 +147,6 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     y
 }
 
-/// The input gradient: `dx[c, q] = Σ_(o, i, j) w[o, c, i, j] dy[o, q - off(i, j)]` over the
-/// padded planes, with the output gradient laid out wide after a zero margin of the
-/// largest shift, so every tap is again a contiguous run.
-pub(super) fn input_grad<T: Element>(g: &Geom, wide: &Wide, dy: &[T], w: &[T]) -> Vec<T> {
-    let (Pair(ph, pw), Pair(dh, dw)) = (g.a.padding, g.a.dilation);
-    let chw = g.c * g.h * g.w;
-    let margin = (g.kh - 1) * dh * wide.wp + (g.kw - 1) * dw;
-    let plane = margin + wide.plane();
-    let taps = g.og * g.kh * g.kw;
-    let mut offs = Vec::with_capacity(taps);
-    for o in 0..g.og {
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                offs.push(o * plane + margin - (i * dh * wide.wp + j * dw));
-            }
-        }
-    }
-    let cb = tiles::combine_rows(g.cg);
-    let blocks = g.cg.div_ceil(cb);
-    let kk = g.kh * g.kw;
-    let packed = pack(w, g.a.groups, g.cg, taps, cb, |grp, c, t| ((grp * g.og + t / kk) * g.cg + c) * kk + t % kk);
-    // The rows of the padded planes that hold the input, whole.
-    let (q0, positions) = (ph * wide.wp, g.h * wide.wp);
-    let ld = round_up::<T>(positions);
-    let mut dx = autograd::buffers::for_overwrite::<T>(g.n * chw);
-    let out = SharedOut(dx.as_mut_ptr(), dx.len());
-    install(|| {
-        (0..g.n).into_par_iter().for_each_init(Scratch::default, |sc, n| {
-            ensure_len(&mut sc.mat, cb * ld);
-            ensure_len(&mut sc.pad, g.og * plane + tiles::slack::<T>());
-            // SAFETY: each sample's input gradient belongs to exactly one task.
-            let dxn = unsafe { out.slice(n * chw, chw) };
-            for grp in 0..g.a.groups {
-                wide.widen(g, &dy[n * g.o * g.l()..], grp, &mut sc.pad, plane, margin);
-                for blk in 0..blocks {
-                    let wb = &packed[(grp * blocks + blk) * taps * cb..][..taps * cb];
-                    // SAFETY: every tap reads at most `margin + q0 + ld` into its row of
-                    // `plane + slack`; `mat` holds `cb` rows of `ld`.
-                    unsafe { tiles::combine(cb, &offs, positions, sc.pad.as_ptr().add(q0), wb.as_ptr(), sc.mat.as_mut_ptr(), ld) };
-                    for r in 0..cb.min(g.cg - blk * cb) {
-                        let c = grp * g.cg + blk * cb + r;
-                        for y in 0..g.h {
-                            copy_short(&mut dxn[(c * g.h + y) * g.w..][..g.w], &sc.mat[r * ld + y * wide.wp + pw..][..g.w]);
-                        }
-                    }
-                }
-            }
-        });
-    });
-    autograd::buffers::recycle(packed);
-    dx
-}
-
 /// The sum of a vector's lanes as a pairwise tree: independent adds, in a fixed order.
 fn lane_sum<T: Element>(v: &[T]) -> T {
     let mut buf = [T::zero(); 16];
@@ -227,51 +161,193 @@ fn lane_sum<T: Element>(v: &[T]) -> T {
     buf[0]
 }
 
-/// Samples per weight-gradient block: about 512 KB of padded inputs and wide output
-/// gradients, which stay in cache while every tile passes over them. A function of the
-/// geometry alone, so the block sums (added in block order) are the same at any thread count.
-fn weight_grad_block<T: Element>(g: &Geom, wide: &Wide) -> usize {
-    let per_sample = (wide.padded_len::<T>(g) + g.og.next_multiple_of(6) * round_up::<T>(wide.positions)) * size_of::<T>();
+/// The sum of `v` in 16 interleaved partial sums: a fixed order, without one long chain.
+fn row_sum<T: Element>(v: &[T]) -> T {
+    let mut acc = [T::zero(); 16];
+    let mut chunks = v.chunks_exact(16);
+    for c in &mut chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
+    }
+    acc.iter_mut().zip(chunks.remainder()).for_each(|(a, &x)| *a += x);
+    lane_sum(&acc)
+}
+
+/// What one backward pass computes, and from what.
+pub(super) struct Backward<'a, T> {
+    /// The gradient of the op's output.
+    pub dy: &'a [T],
+    /// The op's output and the activation it applied, when it applied one: the gradient
+    /// goes back through it first, as each sample is laid out.
+    pub act: Option<(&'a [T], Activation)>,
+    /// The input, to compute the weight gradient.
+    pub x: Option<&'a [T]>,
+    /// The weight, to compute the input gradient.
+    pub w: Option<&'a [T]>,
+    /// Whether to compute the bias gradient.
+    pub bias: bool,
+}
+
+/// The gradients a [`Backward`] asked for.
+pub(super) struct Grads<T> {
+    pub dx: Option<Vec<T>>,
+    pub dw: Option<Vec<T>>,
+    pub db: Option<Vec<T>>,
+}
+
+/// The layout of the output gradient in the backward pass: per sample, `og` rows (padded
+/// to the weight tiles) of `row` values, each output row `o` at `margin + oy wp + ox`
+/// and zero everywhere else. The zero margin lets the input gradient read every tap
+/// shifted back by up to its largest offset; the weight gradient reads from `margin` on.
+struct GradLayout {
+    margin: usize,
+    row: usize,
+    rows: usize,
+}
+
+impl GradLayout {
+    /// The layout for `og_pad` rows; without the input gradient, rows need no margin and
+    /// end after the last output.
+    fn new<T: Element>(g: &Geom, wide: &Wide, og_pad: usize, input_grad: bool) -> GradLayout {
+        if !input_grad {
+            return GradLayout { margin: 0, row: round_up::<T>(wide.positions), rows: og_pad };
+        }
+        let Pair(dh, dw) = g.a.dilation;
+        let margin = (g.kh - 1) * dh * wide.wp + (g.kw - 1) * dw;
+        GradLayout { margin, row: margin + round_up::<T>(wide.plane()), rows: og_pad }
+    }
+    fn per_sample(&self) -> usize {
+        self.rows * self.row
+    }
+}
+
+/// Samples per backward block: about 512 KB of wide output gradients and padded inputs,
+/// which stay in cache while every weight tile passes over them. A function of the
+/// geometry alone, so the block sums (added in block order) are the same at any thread
+/// count.
+fn backward_block<T: Element>(g: &Geom, wide: &Wide, lay: &GradLayout) -> usize {
+    let per_sample = (lay.per_sample() + wide.padded_len::<T>(g)) * size_of::<T>();
     ((512 << 10) / per_sample.max(1)).clamp(1, 32)
 }
 
-/// The weight gradient: per block of samples, every tile of (output channels x taps) runs
-/// over the block's samples with its sums in registers; lanes are added at the end.
-pub(super) fn weight_grad<T: Element>(g: &Geom, wide: &Wide, x: &[T], dy: &[T]) -> Vec<T> {
-    let rows = g.rows();
+/// The backward pass, every gradient from one pass over the samples in blocks. Per block
+/// and group, each sample's output gradient is laid out wide once (through the activation,
+/// with the bias gradient summed on the way), then
+///
+/// - input gradient: `dx[c, q] = Σ_(o, i, j) w[o, c, i, j] dy[o, q - off(i, j)]` over the
+///   padded planes, a weighted sum of shifted runs again, per sample;
+/// - weight gradient: `dw[o, tap] = Σ_n Σ_p dy[o, p] x[off(tap) + p]`, every tile of
+///   (output channels x taps) over the block's samples with its sums in registers.
+pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) -> Grads<T> {
+    let (Pair(ph, pw), Pair(dh, dwl)) = (g.a.padding, g.a.dilation);
+    let (rows, chw, l) = (g.rows(), g.c * g.h * g.w, g.l());
+    let lanes = tiles::lanes::<T>();
     let (ob, tb) = tiles::correlate_shape(g.og, rows);
     let (og_pad, taps_pad) = (g.og.next_multiple_of(ob), rows.next_multiple_of(tb));
-    let lanes = tiles::lanes::<T>();
-    // Spare taps read offset 0; their sums are dropped.
+    let lay = GradLayout::new::<T>(g, wide, og_pad, b.w.is_some());
+    let per_sample = lay.per_sample();
+    // Weight gradient: spare taps read offset 0; their sums are dropped.
     let mut offs = wide.offs.clone();
     offs.resize(taps_pad, 0);
     let ldd = round_up::<T>(wide.positions);
     let xlen = wide.padded_len::<T>(g);
-    let nb = weight_grad_block::<T>(g, wide);
+    // Input gradient: taps (o, i, j), shifted back from the margin.
+    let taps_dx = g.og * g.kh * g.kw;
+    let mut offs_dx = Vec::with_capacity(taps_dx);
+    for o in 0..g.og {
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                offs_dx.push(o * lay.row + lay.margin - (i * dh * wide.wp + j * dwl));
+            }
+        }
+    }
+    let cb = tiles::combine_rows(g.cg);
+    let cblocks = g.cg.div_ceil(cb);
+    let kk = g.kh * g.kw;
+    let packed = b.w.map(|w| pack(w, g.a.groups, g.cg, taps_dx, cb, |grp, c, t| ((grp * g.og + t / kk) * g.cg + c) * kk + t % kk));
+    // The rows of the padded planes that hold the input, whole.
+    let (q0, dx_positions) = (ph * wide.wp, g.h * wide.wp);
+    let ldx = round_up::<T>(dx_positions);
+
+    let nb = backward_block::<T>(g, wide, &lay);
     let blocks = g.n.div_ceil(nb);
-    let size = g.o * rows;
-    let mut partials = autograd::buffers::for_overwrite::<T>(blocks * size);
-    let out = SharedOut(partials.as_mut_ptr(), partials.len());
+    let (dw_size, db_size) = (if b.x.is_some() { g.o * rows } else { 0 }, if b.bias { g.o } else { 0 });
+    let part = dw_size + db_size;
+    let mut partials = autograd::buffers::zeroed::<T>(blocks * part);
+    let mut dx = b.w.map(|_| autograd::buffers::for_overwrite::<T>(g.n * chw));
+    let parts_out = SharedOut(partials.as_mut_ptr(), partials.len());
+    let dx_out = dx.as_mut().map(|d| SharedOut(d.as_mut_ptr(), d.len()));
     install(|| {
-        (0..blocks).into_par_iter().for_each_init(Scratch::default, |sc, b| {
-            let samples = b * nb..((b + 1) * nb).min(g.n);
-            ensure_len(&mut sc.pad, samples.len() * xlen);
-            ensure_len(&mut sc.mat, samples.len() * og_pad * ldd);
-            ensure_len(&mut sc.cols, og_pad * taps_pad * lanes);
-            // SAFETY: block `b` owns partial sum `b`.
-            let acc = unsafe { out.slice(b * size, size) };
+        (0..blocks).into_par_iter().for_each_init(Scratch::default, |sc, blk| {
+            let samples = blk * nb..((blk + 1) * nb).min(g.n);
+            let ns = samples.len();
+            ensure_len(&mut sc.mat, ns * per_sample + tiles::slack::<T>());
+            // SAFETY: block `blk` owns partial sum `blk`.
+            let part = unsafe { parts_out.slice(blk * part, part) };
+            let (dw_part, db_part) = part.split_at_mut(dw_size);
             for grp in 0..g.a.groups {
+                sc.mat.fill(T::zero());
                 for (s, n) in samples.clone().enumerate() {
-                    wide.pad(g, &x[n * g.c * g.h * g.w..], grp, &mut sc.pad[s * xlen..][..xlen]);
-                    wide.widen(g, &dy[n * g.o * g.l()..], grp, &mut sc.mat[s * og_pad * ldd..][..og_pad * ldd], ldd, 0);
+                    let dz = &mut sc.mat[s * per_sample..][..per_sample];
+                    for o in 0..g.og {
+                        let c = (n * g.o + grp * g.og + o) * l;
+                        let row = &mut dz[o * lay.row..][..lay.row];
+                        for oy in 0..g.oh {
+                            let dst = &mut row[lay.margin + oy * wide.wp..][..g.ow];
+                            let src = &b.dy[c + oy * g.ow..][..g.ow];
+                            match b.act {
+                                None => copy_short(dst, src),
+                                Some((y, act)) => {
+                                    let y = &y[c + oy * g.ow..][..g.ow];
+                                    dst.iter_mut().zip(src).zip(y).for_each(|((d, &g), &y)| *d = act.grad_from_output(g, y));
+                                }
+                            }
+                        }
+                        if b.bias {
+                            db_part[grp * g.og + o] += row_sum(row);
+                        }
+                    }
+                    if let (Some(packed), Some(out)) = (&packed, &dx_out) {
+                        ensure_len(&mut sc.cols, cb * ldx);
+                        // SAFETY: each sample's input gradient belongs to exactly one block.
+                        let dxn = unsafe { out.slice(n * chw, chw) };
+                        for cbk in 0..cblocks {
+                            let wb = &packed[(grp * cblocks + cbk) * taps_dx * cb..][..taps_dx * cb];
+                            // SAFETY: every tap reads at most `margin + q0 + ldx` into its row,
+                            // and the block buffer has slack past the last sample; `cols` holds
+                            // `cb` rows of `ldx`.
+                            unsafe {
+                                tiles::combine(
+                                    cb,
+                                    &offs_dx,
+                                    dx_positions,
+                                    sc.mat.as_ptr().add(s * per_sample + q0),
+                                    wb.as_ptr(),
+                                    sc.cols.as_mut_ptr(),
+                                    ldx,
+                                )
+                            };
+                            for r in 0..cb.min(g.cg - cbk * cb) {
+                                let c = grp * g.cg + cbk * cb + r;
+                                for y in 0..g.h {
+                                    copy_short(&mut dxn[(c * g.h + y) * g.w..][..g.w], &sc.cols[r * ldx + y * wide.wp + pw..][..g.w]);
+                                }
+                            }
+                        }
+                    }
+                }
+                let Some(x) = b.x else { continue };
+                ensure_len(&mut sc.pad, ns * xlen);
+                ensure_len(&mut sc.cols, og_pad * taps_pad * lanes);
+                for (s, n) in samples.clone().enumerate() {
+                    wide.pad(g, &x[n * chw..], grp, &mut sc.pad[s * xlen..][..xlen]);
                 }
                 sc.cols.fill(T::zero());
                 let runs = tiles::Runs {
-                    samples: samples.len(),
+                    samples: ns,
                     vecs: ldd / lanes,
-                    dy: sc.mat.as_ptr(),
-                    dy_stride: og_pad * ldd,
-                    ldd,
+                    dy: sc.mat[lay.margin..].as_ptr(),
+                    dy_stride: per_sample,
+                    ldd: lay.row,
                     x: sc.pad.as_ptr(),
                     x_stride: xlen,
                 };
@@ -280,9 +356,9 @@ pub(super) fn weight_grad<T: Element>(g: &Geom, wide: &Wide, x: &[T], dy: &[T]) 
                 for o0 in (0..og_pad).step_by(ob) {
                     for t0 in (0..taps_pad).step_by(tb) {
                         let sums = tile.next().expect("one tile per block").as_mut_ptr();
-                        let runs = tiles::Runs { dy: runs.dy.wrapping_add(o0 * ldd), ..runs };
-                        // SAFETY: `mat` holds `og_pad` rows of `ldd` per sample, `pad` the
-                        // planes plus the slack a vector runs over, `sums` one tile.
+                        let runs = tiles::Runs { dy: runs.dy.wrapping_add(o0 * lay.row), ..runs };
+                        // SAFETY: each sample's rows hold `margin + ldd` values past `dy`,
+                        // `pad` the planes plus the slack a vector runs over, `sums` one tile.
                         unsafe { tiles::correlate((ob, tb), runs, offs.as_ptr().add(t0), sums) };
                     }
                 }
@@ -291,17 +367,27 @@ pub(super) fn weight_grad<T: Element>(g: &Geom, wide: &Wide, x: &[T], dy: &[T]) 
                     for (k, v) in sums.chunks_exact(lanes).enumerate() {
                         let (o, t) = (o0 + k / tb, t0 + k % tb);
                         if o < g.og && t < rows {
-                            acc[(grp * g.og + o) * rows + t] = lane_sum(v);
+                            dw_part[(grp * g.og + o) * rows + t] = lane_sum(v);
                         }
                     }
                 }
             }
         });
     });
-    let mut dw = autograd::buffers::zeroed::<T>(size);
-    for p in partials.chunks(size.max(1)) {
-        dw.iter_mut().zip(p).for_each(|(d, &v)| *d += v);
+    if let Some(p) = packed {
+        autograd::buffers::recycle(p);
+    }
+    // Block partial sums, added in block order.
+    let mut dw = b.x.map(|_| autograd::buffers::zeroed::<T>(dw_size));
+    let mut db = b.bias.then(|| autograd::buffers::zeroed::<T>(db_size));
+    for p in partials.chunks(part.max(1)) {
+        let (pw, pb) = p.split_at(dw_size);
+        for (sum, p) in [(&mut dw, pw), (&mut db, pb)] {
+            if let Some(sum) = sum {
+                sum.iter_mut().zip(p).for_each(|(d, &v)| *d += v);
+            }
+        }
     }
     autograd::buffers::recycle(partials);
-    dw
+    Grads { dx, dw, db }
 }

@@ -490,7 +490,8 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, ac
 
 fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     if let Some(wide) = direct::Wide::new(g) {
-        return direct::input_grad(g, &wide, dy, w);
+        let b = direct::Backward { dy, act: None, x: None, w: Some(w), bias: false };
+        return direct::backward(g, &wide, b).dx.expect("asked for");
     }
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
@@ -523,7 +524,8 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 /// second unfolding costs in arithmetic.
 fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     if let Some(wide) = direct::Wide::new(g) {
-        return direct::weight_grad(g, &wide, x, dy);
+        let b = direct::Backward { dy, act: None, x: Some(x), w: None, bias: false };
+        return direct::backward(g, &wide, b).dw.expect("asked for");
     }
     let (l, rows) = (g.l(), g.rows());
     let size = g.o * rows;
@@ -598,6 +600,11 @@ fn conv2d_then(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Con
     Ok(record(op, out, &inputs, move |ctx| {
         let (x, w) = (ctx.input(0), ctx.input(1));
         let bias = ctx.inputs().get(2);
+        if !ctx.create_graph() {
+            if let Some(wide) = direct::Wide::new(&g) {
+                return backward_direct(&g, &wide, ctx, act);
+            }
+        }
         // The gradient before the activation.
         let dy = match act {
             None => ctx.grad_output().clone(),
@@ -612,6 +619,33 @@ fn conv2d_then(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Con
         }
         Ok(grads)
     }))
+}
+
+/// The first-order backward of [`conv2d_then`] on the direct path: the activation's
+/// derivative, the bias, input and weight gradients in one pass over the samples.
+fn backward_direct(g: &Geom, wide: &direct::Wide, ctx: &autograd::BackwardCtx, act: Option<Activation>) -> Result<Vec<Option<Tensor>>> {
+    let (x, w, dy) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+    let bias = ctx.inputs().len() == 3 && ctx.needs_grad(2);
+    autograd::dispatch!(dy.storage(), |_s: T| {
+        let (xd, wd, dyd, y) =
+            (x.contiguous_data::<T>()?, w.contiguous_data::<T>()?, dy.contiguous_data::<T>()?, ctx.output().contiguous_data::<T>()?);
+        let b = direct::Backward {
+            dy: &dyd,
+            act: act.map(|a| (&y[..], a)),
+            x: ctx.needs_grad(1).then_some(&xd[..]),
+            w: ctx.needs_grad(0).then_some(&wd[..]),
+            bias,
+        };
+        let grads = direct::backward(g, wide, b);
+        let mut out = vec![
+            grads.dx.map(|v| Tensor::from_vec(v, &g.x_shape())).transpose()?,
+            grads.dw.map(|v| Tensor::from_vec(v, &g.w_shape())).transpose()?,
+        ];
+        if ctx.inputs().len() == 3 {
+            out.push(grads.db.map(|v| Tensor::from_vec(v, &[g.o])).transpose()?);
+        }
+        Ok(out)
+    })
 }
 
 /// Gradient of `conv2d` with respect to its input, given the output gradient `dy`: a
