@@ -3,6 +3,7 @@
 use crate::error::Result;
 use crate::module::Module;
 use autograd::{Activation, Tensor};
+use ops::Epilogue;
 
 macro_rules! activation {
     ($(#[$doc:meta])* $name:ident, $method:ident, $act:ident) => {
@@ -16,8 +17,8 @@ macro_rules! activation {
             fn describe(&self) -> String {
                 format!("{}()", stringify!($name))
             }
-            fn as_activation(&self) -> Option<Activation> {
-                Some(Activation::$act)
+            fn as_epilogue(&self) -> Option<Epilogue> {
+                Some(Epilogue::act(Activation::$act))
             }
         }
     };

@@ -3,8 +3,8 @@
 use crate::error::{Error, Result};
 use crate::init;
 use crate::module::Module;
-use autograd::{Activation, Parameter, Rng, Tensor};
-use ops::{Conv2dArgs, Pair};
+use autograd::{Parameter, Rng, Tensor};
+use ops::{Conv2dArgs, Epilogue, Pair};
 
 /// Shape and options of a [`Conv2d`], PyTorch's defaults otherwise.
 #[derive(Clone, Copy, Debug)]
@@ -83,9 +83,9 @@ impl Module for Conv2d {
         let b = self.bias.as_ref().map(|b| b.tensor());
         Ok(ops::conv2d(x, &self.weight.tensor(), b.as_ref(), self.config.args)?)
     }
-    fn forward_then(&self, x: &Tensor, act: Activation) -> Option<Result<Tensor>> {
+    fn forward_then(&self, x: &Tensor, epilogue: Epilogue) -> Option<Result<Tensor>> {
         let b = self.bias.as_ref().map(|b| b.tensor());
-        Some(ops::conv2d_fused(x, &self.weight.tensor(), b.as_ref(), self.config.args, act).map_err(Into::into))
+        Some(ops::conv2d_fused(x, &self.weight.tensor(), b.as_ref(), self.config.args, epilogue).map_err(Into::into))
     }
     fn named_parameters(&self) -> Vec<(String, Parameter)> {
         let mut v = vec![("weight".to_string(), self.weight.clone())];

@@ -3,7 +3,8 @@
 //! of those two, so a new layer is a few lines.
 
 use crate::error::{Error, Result};
-use autograd::{Activation, Parameter, Tensor};
+use autograd::{Parameter, Tensor};
+use ops::Epilogue;
 
 /// A layer or a network.
 pub trait Module: Send + Sync {
@@ -22,16 +23,17 @@ pub trait Module: Send + Sync {
     /// Switches between training and evaluation behaviour (for layers that differ).
     fn set_training(&mut self, _training: bool) {}
 
-    /// The activation this layer is, if it is a plain element-wise one: `Sequential` then
-    /// offers it to the layer before (see [`Module::forward_then`]).
-    fn as_activation(&self) -> Option<Activation> {
+    /// What this layer computes, if a layer before it can apply it to its output as it
+    /// writes it (an activation; 2x2 average pooling): `Sequential` then offers it to that
+    /// layer through [`Module::forward_then`].
+    fn as_epilogue(&self) -> Option<Epilogue> {
         None
     }
 
-    /// `act(self.forward(x))` computed as one op, for layers that can apply the activation
-    /// while writing their output (a convolution); `None` when this layer cannot. Must give
-    /// bitwise the values and gradients of the two steps in turn.
-    fn forward_then(&self, _x: &Tensor, _act: Activation) -> Option<Result<Tensor>> {
+    /// This layer followed by `epilogue`, computed as one op by layers that can (a
+    /// convolution); `None` when this layer cannot. Must give bitwise the values and
+    /// gradients of the layers in turn.
+    fn forward_then(&self, _x: &Tensor, _epilogue: Epilogue) -> Option<Result<Tensor>> {
         None
     }
 
@@ -115,6 +117,19 @@ impl Sequential {
         &self.layers
     }
 
+    /// The epilogue the layers after layer `i` form (an activation, then optionally 2x2
+    /// average pooling) and how many layers it covers.
+    fn epilogue_after(&self, i: usize) -> (Epilogue, usize) {
+        let step = |k: usize| self.layers.get(k).and_then(|l| l.as_epilogue());
+        match step(i + 1) {
+            Some(Epilogue { act: Some(act), avg_pool_2x2: false }) => match step(i + 2) {
+                Some(Epilogue { act: None, avg_pool_2x2: true }) => (Epilogue::act(act).then_avg_pool_2x2(), 2),
+                _ => (Epilogue::act(act), 1),
+            },
+            _ => (Epilogue::default(), 0),
+        }
+    }
+
     /// Runs `x` through the layers, returning each layer's description and output shape
     /// (the book's layer table).
     pub fn summary(&self, x: &Tensor) -> Result<Vec<(String, Vec<usize>)>> {
@@ -129,17 +144,18 @@ impl Sequential {
 }
 
 impl Module for Sequential {
-    /// Each layer in turn, except that a layer followed by an activation it can fuse runs
-    /// both as one op (one pass over the activations less; same results).
+    /// Each layer in turn, except that a layer followed by an activation (and then 2x2
+    /// average pooling) it can fuse runs them as one op: passes over the activations are
+    /// saved, the results are the same.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         let mut i = 0;
         while i < self.layers.len() {
-            let fused = self.layers.get(i + 1).and_then(|next| next.as_activation()).and_then(|act| self.layers[i].forward_then(&h, act));
-            match fused {
+            let (epilogue, n) = self.epilogue_after(i);
+            match (n > 0).then(|| self.layers[i].forward_then(&h, epilogue)).flatten() {
                 Some(y) => {
                     h = y?;
-                    i += 2;
+                    i += 1 + n;
                 }
                 None => {
                     h = self.layers[i].forward(&h)?;

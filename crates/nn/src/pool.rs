@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::module::Module;
 use autograd::Tensor;
-use ops::{Pair, Pool2dArgs};
+use ops::{Epilogue, Pair, Pool2dArgs};
 
 fn describe(name: &str, a: &Pool2dArgs) -> String {
     let Pair(sh, sw) = a.stride.unwrap_or(a.kernel);
@@ -41,6 +41,11 @@ impl AvgPool2d {
 impl Module for AvgPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ops::avg_pool2d(x, self.0)?)
+    }
+    fn as_epilogue(&self) -> Option<Epilogue> {
+        let a = self.0;
+        let two = Pair(2, 2);
+        (a.kernel == two && a.stride.unwrap_or(a.kernel) == two && a.padding == Pair(0, 0)).then(|| Epilogue::default().then_avg_pool_2x2())
     }
     fn describe(&self) -> String {
         describe("AvgPool2d", &self.0)

@@ -276,7 +276,7 @@ fn max_pool2d_gather(x: &Tensor, v: &Tensor, g: Geom) -> Result<Tensor> {
 /// r1[2j + 1])`, eight outputs at a time as fixed-size arrays: the compiler turns the
 /// stride-2 reads into shuffles, where the plain loop stayed scalar.
 #[inline(always)]
-fn avg2x2_row<T: Element>(y: &mut [T], r0: &[T], r1: &[T], scale: T) {
+pub(crate) fn avg2x2_row<T: Element>(y: &mut [T], r0: &[T], r1: &[T], scale: T) {
     let cell = |a: &[T], b: &[T], k: usize| (a[2 * k] + a[2 * k + 1] + b[2 * k] + b[2 * k + 1]) * scale;
     let mut j = 0;
     while j + 8 <= y.len() {

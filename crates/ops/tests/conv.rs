@@ -4,7 +4,7 @@
 use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
 use autograd::Activation;
 use autograd::{rng, DType, Tensor};
-use ops::{conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs};
+use ops::{avg_pool2d, conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Epilogue, Pool2dArgs};
 use proptest::prelude::*;
 
 /// The output shape `[N, O, OH, OW]`.
@@ -246,32 +246,45 @@ proptest! {
     }
 
     #[test]
-    fn fused_activation_is_bitwise_the_two_ops(c in wide_case(), seed in any::<u64>(), act in 0usize..3, f32 in any::<bool>()) {
-        let act = [Activation::Sigmoid, Activation::Relu, Activation::Tanh][act];
+    fn fused_epilogue_is_bitwise_the_ops_in_turn(c in wide_case(), seed in any::<u64>(), act in 0usize..4, pool in any::<bool>(), f32 in any::<bool>()) {
+        let act = [Some(Activation::Sigmoid), Some(Activation::Relu), Some(Activation::Tanh), None][act];
+        let epilogue = Epilogue { act, avg_pool_2x2: pool };
         let dtype = if f32 { DType::F32 } else { DType::F64 };
         let (x, w, b) = tensors(&c, seed);
         let (x, w, b) = (x.to_dtype(dtype).requires_grad_(), w.to_dtype(dtype).requires_grad_(), b.to_dtype(dtype).requires_grad_());
-        let run = |fused: bool| {
+        let run = |fused: bool| -> Option<_> {
             let bias = c.bias.then_some(&b);
-            let y = if fused { conv2d_fused(&x, &w, bias, c.args, act) } else { conv2d(&x, &w, bias, c.args).map(|z| act.apply(&z)) }.unwrap();
+            let y = if fused {
+                conv2d_fused(&x, &w, bias, c.args, epilogue).ok()?
+            } else {
+                let z = conv2d(&x, &w, bias, c.args).unwrap();
+                let y = act.map_or(z.clone(), |a| a.apply(&z));
+                if pool { avg_pool2d(&y, Pool2dArgs::new(2)).ok()? } else { y }
+            };
             let seed = Tensor::uniform_dtype(y.shape(), -1.0, 1.0, dtype, &mut rng(seed ^ 2));
             [&x, &w, &b].iter().for_each(|t| t.zero_grad());
             y.backward_with(Some(&seed), Default::default()).unwrap();
             let grads = [&x, &w, &b].map(|t| t.grad().map(|g| g.to_vec::<f64>()));
-            (y.to_vec::<f64>(), grads)
+            Some((y.to_vec::<f64>(), grads))
         };
         let (fused, plain) = (run(true), run(false));
-        prop_assert!(fused.0.iter().zip(&plain.0).all(|(a, b)| a.to_bits() == b.to_bits()));
-        prop_assert_eq!(fused.1, plain.1);
+        // Too small to pool: both refuse.
+        prop_assert_eq!(fused.is_none(), plain.is_none());
+        if let (Some(fused), Some(plain)) = (fused, plain) {
+            prop_assert!(fused.0.iter().zip(&plain.0).all(|(a, b)| a.to_bits() == b.to_bits()));
+            prop_assert_eq!(fused.1, plain.1);
+        }
     }
 
     #[test]
-    fn gradcheck_conv2d_fused(c in case(), seed in any::<u64>(), tanh in any::<bool>()) {
+    fn gradcheck_conv2d_fused(c in case(), seed in any::<u64>(), tanh in any::<bool>(), pool in any::<bool>()) {
         let act = if tanh { Activation::Tanh } else { Activation::Sigmoid };
+        let epilogue = Epilogue { act: Some(act), avg_pool_2x2: pool };
         let (x, w, b) = tensors(&c, seed);
         let a = c.args;
-        assert_gradcheck(|v| conv2d_fused(&v[0], &v[1], Some(&v[2]), a, act), &[x.clone().requires_grad_(), w.clone().requires_grad_(), b.requires_grad_()]);
-        assert_gradgradcheck(|v| conv2d_fused(&v[0], &v[1], None, a, act), &[x.requires_grad_(), w.requires_grad_()]);
+        prop_assume!(conv2d_fused(&x, &w, None, a, epilogue).is_ok());
+        assert_gradcheck(|v| conv2d_fused(&v[0], &v[1], Some(&v[2]), a, epilogue), &[x.clone().requires_grad_(), w.clone().requires_grad_(), b.requires_grad_()]);
+        assert_gradgradcheck(|v| conv2d_fused(&v[0], &v[1], None, a, epilogue), &[x.requires_grad_(), w.requires_grad_()]);
     }
 
     #[test]

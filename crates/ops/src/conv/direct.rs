@@ -18,7 +18,8 @@
 //! gradient entries into NaN than the unfolding path would: those entries are then
 //! `0 x inf`, where the unfolding path leaves them finite.
 
-use super::{copy_short, ensure_len, tiles, Geom, Pair, Scratch, SharedOut};
+use super::{copy_short, ensure_len, tiles, Epilogue, Geom, Pair, Scratch, SharedOut};
+use crate::pool::avg2x2_row;
 use autograd::parallel::install;
 use autograd::{Activation, Element};
 use rayon::prelude::*;
@@ -36,7 +37,9 @@ pub(super) struct Wide {
 impl Wide {
     /// The wide layout, when the direct kernels apply: stride 1, on a CPU that runs them.
     pub(super) fn new(g: &Geom) -> Option<Wide> {
-        if g.a.stride != Pair(1, 1) || !tiles::available() || g.l() == 0 || g.rows() == 0 {
+        // Empty problems (no samples, channels or outputs) take the unfolding path, which
+        // handles them without any tile.
+        if g.a.stride != Pair(1, 1) || !tiles::available() || g.n * g.o * g.l() * g.rows() == 0 {
             return None;
         }
         let (Pair(ph, pw), Pair(dh, dw)) = (g.a.padding, g.a.dilation);
@@ -106,7 +109,7 @@ fn round_up<T: 'static>(n: usize) -> usize {
 
 /// The forward pass: every block of output channels of a sample group in wide rows, then
 /// copied out with its bias and activation (while the block is in cache).
-pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
+pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias: Option<&[T]>, ep: Epilogue) -> (Vec<T>, Option<Vec<T>>) {
     let (l, rows) = (g.l(), g.rows());
     let ob = tiles::combine_rows(g.og);
     let blocks = g.og.div_ceil(ob);
@@ -114,6 +117,9 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     let ld = round_up::<T>(wide.positions);
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
     let out = SharedOut(y.as_mut_ptr(), y.len());
+    let (pl, pw) = (g.oh / 2 * (g.ow / 2), g.ow / 2);
+    let mut pooled = ep.avg_pool_2x2.then(|| autograd::buffers::for_overwrite::<T>(g.n * g.o * pl));
+    let pooled_out = pooled.as_mut().map(|p| SharedOut(p.as_mut_ptr(), p.len()));
     install(|| {
         (0..g.n).into_par_iter().for_each_init(Scratch::default, |sc, n| {
             ensure_len(&mut sc.mat, ob * ld);
@@ -137,14 +143,25 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
                     }
                 }
             }
-            if let Some(a) = act {
-                // SAFETY: as above; every channel of the sample is written.
-                tiles::activate(a, unsafe { out.slice(n * g.o * l, g.o * l) });
+            // SAFETY: as above; every channel of the sample is written.
+            let yn = unsafe { out.slice(n * g.o * l, g.o * l) };
+            if let Some(a) = ep.act {
+                tiles::activate(a, yn);
+            }
+            if let Some(p) = &pooled_out {
+                // SAFETY: each sample's pooled output belongs to exactly one task.
+                let pn = unsafe { p.slice(n * g.o * pl, g.o * pl) };
+                let scale = T::one() / T::from_f64(4.0);
+                for (plane, yp) in pn.chunks_exact_mut(pl.max(1)).zip(yn.chunks_exact(l)) {
+                    for (py, row) in plane.chunks_exact_mut(pw.max(1)).enumerate() {
+                        avg2x2_row(row, &yp[2 * py * g.ow..][..2 * pw], &yp[(2 * py + 1) * g.ow..][..2 * pw], scale);
+                    }
+                }
             }
         });
     });
     autograd::buffers::recycle(packed);
-    y
+    (y, pooled)
 }
 
 /// The sum of a vector's lanes as a pairwise tree: independent adds, in a fixed order.
@@ -179,6 +196,9 @@ pub(super) struct Backward<'a, T> {
     /// The op's output and the activation it applied, when it applied one: the gradient
     /// goes back through it first, as each sample is laid out.
     pub act: Option<(&'a [T], Activation)>,
+    /// Whether `dy` is the gradient of the output's 2x2 average pooling (spread back over
+    /// each window as each sample is laid out).
+    pub pooled: bool,
     /// The input, to compute the weight gradient.
     pub x: Option<&'a [T]>,
     /// The weight, to compute the input gradient.
@@ -286,6 +306,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
             let (dw_part, db_part) = part.split_at_mut(dw_size);
             for grp in 0..g.a.groups {
                 sc.mat.fill(T::zero());
+                ensure_len(&mut sc.row, g.ow);
                 for (s, n) in samples.clone().enumerate() {
                     let dz = &mut sc.mat[s * per_sample..][..per_sample];
                     for o in 0..g.og {
@@ -293,7 +314,24 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                         let row = &mut dz[o * lay.row..][..lay.row];
                         for oy in 0..g.oh {
                             let dst = &mut row[lay.margin + oy * wide.wp..][..g.ow];
-                            let src = &b.dy[c + oy * g.ow..][..g.ow];
+                            let src = if b.pooled {
+                                // The pooling's backward: each window's gradient, scaled,
+                                // on its four cells; cells outside every window get 0.
+                                let (pw, cp) = (g.ow / 2, (n * g.o + grp * g.og + o) * (g.oh / 2) * (g.ow / 2));
+                                let spread = &mut sc.row[..];
+                                spread.fill(T::zero());
+                                if oy < g.oh / 2 * 2 {
+                                    let scale = T::one() / T::from_f64(4.0);
+                                    for (k, &v) in b.dy[cp + oy / 2 * pw..][..pw].iter().enumerate() {
+                                        let v = v * scale;
+                                        spread[2 * k] = v;
+                                        spread[2 * k + 1] = v;
+                                    }
+                                }
+                                &sc.row[..]
+                            } else {
+                                &b.dy[c + oy * g.ow..][..g.ow]
+                            };
                             match b.act {
                                 None => copy_short(dst, src),
                                 Some((y, act)) => {

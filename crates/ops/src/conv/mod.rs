@@ -17,8 +17,9 @@ mod direct;
 mod tiles;
 
 use crate::gemm::{gemm_serial, MatRef};
+use crate::pool::{avg_pool2d, avg_pool2d_backward, Pool2dArgs};
 use autograd::parallel::install;
-use autograd::{record, Activation, Element, Error, Result, Tensor};
+use autograd::{no_grad, record, Activation, Element, Error, Result, Tensor};
 use rayon::prelude::*;
 
 /// A size given per spatial dimension (height, width); `2.into()` means `(2, 2)`.
@@ -381,11 +382,13 @@ struct Scratch<T: Element> {
     mat: Vec<T>,
     /// Zero-padded planes of one sample.
     pad: Vec<T>,
+    /// One row of gradients.
+    row: Vec<T>,
 }
 
 impl<T: Element> Drop for Scratch<T> {
     fn drop(&mut self) {
-        for v in [&mut self.cols, &mut self.mat, &mut self.pad] {
+        for v in [&mut self.cols, &mut self.mat, &mut self.pad, &mut self.row] {
             autograd::buffers::recycle(std::mem::take(v));
         }
     }
@@ -444,10 +447,16 @@ fn unfold_block<T: Element>(g: &Geom, x: &[T], samples: &std::ops::Range<usize>,
 }
 
 /// The forward pass.
-fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
+fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, ep: Epilogue) -> (Vec<T>, Option<Vec<T>>) {
     if let Some(wide) = direct::Wide::new(g) {
-        return direct::forward(g, &wide, x, w, bias, act);
+        return direct::forward(g, &wide, x, w, bias, ep);
     }
+    (forward_unfolded(g, x, w, bias, ep.act), None)
+}
+
+/// The forward pass by unfolding (im2col and GEMM), for strided convolutions and CPUs
+/// without the direct kernels.
+fn forward_unfolded<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
     if rows == 0 {
@@ -490,7 +499,7 @@ fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, ac
 
 fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     if let Some(wide) = direct::Wide::new(g) {
-        let b = direct::Backward { dy, act: None, x: None, w: Some(w), bias: false };
+        let b = direct::Backward { dy, act: None, pooled: false, x: None, w: Some(w), bias: false };
         return direct::backward(g, &wide, b).dx.expect("asked for");
     }
     let (l, rows) = (g.l(), g.rows());
@@ -524,7 +533,7 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 /// second unfolding costs in arithmetic.
 fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     if let Some(wide) = direct::Wide::new(g) {
-        let b = direct::Backward { dy, act: None, x: Some(x), w: None, bias: false };
+        let b = direct::Backward { dy, act: None, pooled: false, x: Some(x), w: None, bias: false };
         return direct::backward(g, &wide, b).dw.expect("asked for");
     }
     let (l, rows) = (g.l(), g.rows());
@@ -567,18 +576,32 @@ fn same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// 2-d convolution of `input [N, C, H, W]` with `weight [O, C/groups, kh, kw]` plus an
 /// optional `bias [O]`, as `torch.nn.functional.conv2d`.
 pub fn conv2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Result<Tensor> {
-    conv2d_then(input, weight, bias, args, None)
+    conv2d_fused(input, weight, bias, args, Epilogue::default())
 }
 
-/// `act(conv2d(input, weight, bias, args))` as one op: the activation is applied as the
-/// convolution writes its output, and the backward pass takes the activation's derivative
-/// from that output. Values and gradients are bitwise those of the two ops in turn.
-pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, act: Activation) -> Result<Tensor> {
-    conv2d_then(input, weight, bias, args, Some(act))
+/// What [`conv2d_fused`] applies to the convolution's output as it writes it, in this
+/// order: an activation, then 2x2 average pooling with stride 2.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Epilogue {
+    pub act: Option<Activation>,
+    /// `avg_pool2d(y, Pool2dArgs::new(2))`.
+    pub avg_pool_2x2: bool,
 }
 
-fn conv2d_then(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, act: Option<Activation>) -> Result<Tensor> {
-    let op = if act.is_some() { "conv2d_fused" } else { "conv2d" };
+impl Epilogue {
+    pub fn act(act: Activation) -> Self {
+        Epilogue { act: Some(act), avg_pool_2x2: false }
+    }
+    pub fn then_avg_pool_2x2(self) -> Self {
+        Epilogue { avg_pool_2x2: true, ..self }
+    }
+}
+
+/// `conv2d` followed by `epilogue` as one op: the activation and the pooling are applied
+/// while each sample's output is in cache, and the backward pass takes both back from the
+/// saved activation in one pass. Values and gradients are bitwise those of the ops in turn.
+pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, epilogue: Epilogue) -> Result<Tensor> {
+    let op = if epilogue == Epilogue::default() { "conv2d" } else { "conv2d_fused" };
     let g = Geom::new(op, input.shape(), weight.shape(), args)?;
     same_dtype(op, input, weight)?;
     if let Some(b) = bias {
@@ -590,27 +613,47 @@ fn conv2d_then(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Con
             ));
         }
     }
-    let out = autograd::dispatch!(input.storage(), |_s: T| {
+    let pool = Pool2dArgs::new(2);
+    if epilogue.avg_pool_2x2 && (g.oh < 2 || g.ow < 2) {
+        return Err(Error::invalid(op, format!("2x2 pooling needs a convolution output of at least 2x2, got {}x{}", g.oh, g.ow)));
+    }
+    let (full, pooled) = autograd::dispatch!(input.storage(), |_s: T| {
         let (x, w) = (input.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
         let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;
-        Tensor::from_vec(forward_kernel(&g, &x, &w, b.as_deref(), act), &g.y_shape())?
+        let (y, pooled) = forward_kernel(&g, &x, &w, b.as_deref(), epilogue);
+        let y = Tensor::from_vec(y, &g.y_shape())?;
+        let pooled = match pooled {
+            Some(p) => Some(Tensor::from_vec(p, &[g.n, g.o, g.oh / 2, g.ow / 2])?),
+            None if epilogue.avg_pool_2x2 => Some(no_grad(|| avg_pool2d(&y, pool))?),
+            None => None,
+        };
+        (y, pooled)
     });
+    // With pooling, the op's output is the pooled tensor; the backward pass needs the
+    // activation before it, which the rule keeps.
+    let saved = pooled.is_some().then(|| full.clone());
+    let out = pooled.unwrap_or(full);
     let mut inputs = vec![input, weight];
     inputs.extend(bias);
     Ok(record(op, out, &inputs, move |ctx| {
         let (x, w) = (ctx.input(0), ctx.input(1));
         let bias = ctx.inputs().get(2);
+        let y = saved.as_ref().unwrap_or(ctx.output());
         if !ctx.create_graph() {
             if let Some(wide) = direct::Wide::new(&g) {
-                return backward_direct(&g, &wide, ctx, act);
+                return backward_direct(&g, &wide, ctx, y, epilogue);
             }
         }
-        // The gradient before the activation.
-        let dy = match act {
-            None => ctx.grad_output().clone(),
+        // The gradient before the pooling, then before the activation.
+        let mut dy = ctx.grad_output().clone();
+        if epilogue.avg_pool_2x2 {
+            dy = avg_pool2d_backward(&dy, &g.y_shape(), pool)?;
+        }
+        let dy = match epilogue.act {
+            None => dy,
             // A differentiated backward needs it as a function of the inputs.
-            Some(a) if ctx.create_graph() => a.backward_from_input(ctx.grad_output(), &conv2d(x, w, bias, args)?)?,
-            Some(a) => a.backward_from_output(ctx.grad_output(), ctx.output())?,
+            Some(a) if ctx.create_graph() => a.backward_from_input(&dy, &conv2d(x, w, bias, args)?)?,
+            Some(a) => a.backward_from_output(&dy, y)?,
         };
         let dw = if ctx.needs_grad(1) { Some(conv2d_weight_grad(x, &dy, w.shape(), args)?) } else { None };
         let mut grads = vec![if ctx.needs_grad(0) { Some(conv2d_input_grad(&dy, w, x.shape(), args)?) } else { None }, dw];
@@ -621,17 +664,19 @@ fn conv2d_then(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Con
     }))
 }
 
-/// The first-order backward of [`conv2d_then`] on the direct path: the activation's
-/// derivative, the bias, input and weight gradients in one pass over the samples.
-fn backward_direct(g: &Geom, wide: &direct::Wide, ctx: &autograd::BackwardCtx, act: Option<Activation>) -> Result<Vec<Option<Tensor>>> {
+/// The first-order backward of [`conv2d_fused`] on the direct path: pooling, activation,
+/// bias, input and weight gradients in one pass over the samples. `y` is the convolution's
+/// output after the activation.
+fn backward_direct(g: &Geom, wide: &direct::Wide, ctx: &autograd::BackwardCtx, y: &Tensor, ep: Epilogue) -> Result<Vec<Option<Tensor>>> {
     let (x, w, dy) = (ctx.input(0), ctx.input(1), ctx.grad_output());
     let bias = ctx.inputs().len() == 3 && ctx.needs_grad(2);
     autograd::dispatch!(dy.storage(), |_s: T| {
         let (xd, wd, dyd, y) =
-            (x.contiguous_data::<T>()?, w.contiguous_data::<T>()?, dy.contiguous_data::<T>()?, ctx.output().contiguous_data::<T>()?);
+            (x.contiguous_data::<T>()?, w.contiguous_data::<T>()?, dy.contiguous_data::<T>()?, y.contiguous_data::<T>()?);
         let b = direct::Backward {
             dy: &dyd,
-            act: act.map(|a| (&y[..], a)),
+            act: ep.act.map(|a| (&y[..], a)),
+            pooled: ep.avg_pool_2x2,
             x: ctx.needs_grad(1).then_some(&xd[..]),
             w: ctx.needs_grad(0).then_some(&wd[..]),
             bias,
