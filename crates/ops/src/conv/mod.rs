@@ -1,17 +1,20 @@
 //! 2-d convolution (cross-correlation, as in PyTorch) with stride, padding, dilation and
-//! groups, and the book's `corr2d`.
+//! groups, the fused `conv2d_fused` (activation and 2x2 average pooling applied as the
+//! output is written), and the book's `corr2d`.
 //!
-//! Kernels: each sample is unfolded (im2col) into a `[C/groups * kh * kw, OH * OW]` matrix
-//! in a per-task buffer and multiplied by the weight with the GEMM micro-kernel; samples run
-//! in parallel. The three maps below are closed under differentiation, so every gradient
-//! rule is itself differentiable (double backward works):
+//! Two kernels compute the same maps. Stride-1 convolutions on a CPU with AVX-512 use the
+//! direct kernels (`direct.rs`, `tiles.rs`), which need no unfolded copy. The rest unfold
+//! (im2col) a block of samples into a `[C/groups * kh * kw, block * OH * OW]` matrix in a
+//! per-task buffer and multiply it by the weight with the GEMM micro-kernel (this file).
+//! Samples run in parallel. The three maps below are closed under differentiation, so
+//! every gradient rule is itself differentiable (double backward works):
 //!
 //! - `y = conv2d(x, w)`
 //! - `dx = conv2d_input_grad(dy, w)`   (the adjoint in `x`; a transposed convolution)
 //! - `dw = conv2d_weight_grad(x, dy)`  (the adjoint in `w`)
 //!
-//! The weight gradient sums over the batch in fixed groups of samples, added in group
-//! order, so it is bitwise identical at any thread count. See docs/gradients.md.
+//! The weight and bias gradients sum over the batch in fixed blocks of samples, added in
+//! block order, so they are bitwise identical at any thread count. See docs/gradients.md.
 
 mod direct;
 mod tiles;
