@@ -290,22 +290,26 @@ pub(crate) fn avg2x2_row<T: Element>(y: &mut [T], r0: &[T], r1: &[T], scale: T) 
     }
 }
 
-/// The adjoint of [`avg2x2_row`]: each `dy[j] * scale` into the four cells of its window,
-/// eight windows at a time.
+/// The adjoint of [`avg2x2_row`]: each `dy[j] * scale` into the four cells of its window.
 #[inline(always)]
 fn spread2x2_row<T: Element>(top: &mut [T], bottom: &mut [T], dy: &[T], scale: T) {
+    spread_pairs(top, dy, scale);
+    bottom.copy_from_slice(top);
+}
+
+/// `dst[2j] = dst[2j + 1] = dy[j] * scale`, eight values of `dy` at a time (as fixed-size
+/// arrays, which the compiler turns into shuffles).
+#[inline(always)]
+pub(crate) fn spread_pairs<T: Element>(dst: &mut [T], dy: &[T], scale: T) {
     let mut j = 0;
     while j + 8 <= dy.len() {
         let v: [T; 8] = std::array::from_fn(|k| dy[j + k] * scale);
         let pairs: [T; 16] = std::array::from_fn(|k| v[k / 2]);
-        top[2 * j..][..16].copy_from_slice(&pairs);
-        bottom[2 * j..][..16].copy_from_slice(&pairs);
+        dst[2 * j..][..16].copy_from_slice(&pairs);
         j += 8;
     }
     for k in j..dy.len() {
-        let v = dy[k] * scale;
-        top[2 * k..2 * k + 2].fill(v);
-        bottom[2 * k..2 * k + 2].fill(v);
+        dst[2 * k..2 * k + 2].fill(dy[k] * scale);
     }
 }
 

@@ -19,7 +19,7 @@
 //! `0 x inf`, where the unfolding path leaves them finite.
 
 use super::{copy_short, ensure_len, tiles, Epilogue, Geom, Pair, Scratch, SharedOut};
-use crate::pool::avg2x2_row;
+use crate::pool::{avg2x2_row, spread_pairs};
 use autograd::parallel::install;
 use autograd::{Activation, Element};
 use rayon::prelude::*;
@@ -321,12 +321,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                                 let spread = &mut sc.row[..];
                                 spread.fill(T::zero());
                                 if oy < g.oh / 2 * 2 {
-                                    let scale = T::one() / T::from_f64(4.0);
-                                    for (k, &v) in b.dy[cp + oy / 2 * pw..][..pw].iter().enumerate() {
-                                        let v = v * scale;
-                                        spread[2 * k] = v;
-                                        spread[2 * k + 1] = v;
-                                    }
+                                    spread_pairs(spread, &b.dy[cp + oy / 2 * pw..][..pw], T::one() / T::from_f64(4.0));
                                 }
                                 &sc.row[..]
                             } else {
