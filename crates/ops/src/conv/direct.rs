@@ -130,7 +130,7 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
                     let wb = &packed[(grp * blocks + blk) * rows * ob..][..rows * ob];
                     // SAFETY: `pad` holds the planes and the slack a tile runs over; `mat`
                     // holds `ob` rows of the rounded positions.
-                    unsafe { tiles::combine(ob, &wide.offs, wide.positions, sc.pad.as_ptr(), wb.as_ptr(), sc.mat.as_mut_ptr(), ld) };
+                    unsafe { tiles::combine(ob, &wide.offs, wide.positions, sc.pad.as_ptr(), wb.as_ptr(), sc.mat.as_mut_ptr(), ld, false) };
                     for r in 0..ob.min(g.og - blk * ob) {
                         let c = grp * g.og + blk * ob + r;
                         // SAFETY: each sample's output belongs to exactly one task.
@@ -218,25 +218,16 @@ pub(super) struct Grads<T> {
 }
 
 /// The layout of the output gradient in the backward pass: per sample, `og` rows (padded
-/// to the weight tiles) of `row` values, each output row `o` at `margin + oy wp + ox`
-/// and zero everywhere else. The zero margin lets the input gradient read every tap
-/// shifted back by up to its largest offset; the weight gradient reads from `margin` on.
+/// to the weight tiles) of `row` values, output `(oy, ox)` of channel `o` at
+/// `o row + oy wp + ox`, zero at the spare columns and past the last output.
 struct GradLayout {
-    margin: usize,
     row: usize,
     rows: usize,
 }
 
 impl GradLayout {
-    /// The layout for `og_pad` rows; without the input gradient, rows need no margin and
-    /// end after the last output.
-    fn new<T: Element>(g: &Geom, wide: &Wide, og_pad: usize, input_grad: bool) -> GradLayout {
-        if !input_grad {
-            return GradLayout { margin: 0, row: round_up::<T>(wide.positions), rows: og_pad };
-        }
-        let Pair(dh, dw) = g.a.dilation;
-        let margin = (g.kh - 1) * dh * wide.wp + (g.kw - 1) * dw;
-        GradLayout { margin, row: margin + round_up::<T>(wide.plane()), rows: og_pad }
+    fn new<T: Element>(wide: &Wide, og_pad: usize) -> GradLayout {
+        GradLayout { row: round_up::<T>(wide.positions), rows: og_pad }
     }
     fn per_sample(&self) -> usize {
         self.rows * self.row
@@ -253,12 +244,13 @@ fn backward_block<T: Element>(g: &Geom, wide: &Wide, lay: &GradLayout) -> usize 
 }
 
 /// The backward pass, every gradient from one pass over the samples in blocks. Per block
-/// and group, each sample's output gradient is laid out wide once (through the activation,
-/// with the bias gradient summed on the way), then
+/// and group, each sample's output gradient `ĝ` is laid out wide once (through the
+/// activation and pooling, with the bias gradient summed on the way), then
 ///
-/// - input gradient: `dx[c, q] = Σ_(o, i, j) w[o, c, i, j] dy[o, q - off(i, j)]` over the
-///   padded planes, a weighted sum of shifted runs again, per sample;
-/// - weight gradient: `dw[o, tap] = Σ_n Σ_p dy[o, p] x[off(tap) + p]`, every tile of
+/// - input gradient, per sample and kernel offset `(i, j)`: the rows
+///   `Σ_o w[o, c, i, j] ĝ[o, p]` (a weighted sum of runs again) are added into the padded
+///   input gradient at `p + off(i, j)`, straight from the registers;
+/// - weight gradient: `dw[o, tap] = Σ_n Σ_p ĝ[o, p] x[off(tap) + p]`, every tile of
 ///   (output channels x taps) over the block's samples with its sums in registers.
 pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) -> Grads<T> {
     let (Pair(ph, pw), Pair(dh, dwl)) = (g.a.padding, g.a.dilation);
@@ -266,30 +258,24 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
     let lanes = tiles::lanes::<T>();
     let (ob, tb) = tiles::correlate_shape(g.og, rows);
     let (og_pad, taps_pad) = (g.og.next_multiple_of(ob), rows.next_multiple_of(tb));
-    let lay = GradLayout::new::<T>(g, wide, og_pad, b.w.is_some());
+    let lay = GradLayout::new::<T>(wide, og_pad);
     let per_sample = lay.per_sample();
     // Weight gradient: spare taps read offset 0; their sums are dropped.
     let mut offs = wide.offs.clone();
     offs.resize(taps_pad, 0);
-    let ldd = round_up::<T>(wide.positions);
+    let ldd = lay.row;
     let xlen = wide.padded_len::<T>(g);
-    // Input gradient: taps (o, i, j), shifted back from the margin.
-    let taps_dx = g.og * g.kh * g.kw;
-    let mut offs_dx = Vec::with_capacity(taps_dx);
-    for o in 0..g.og {
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                offs_dx.push(o * lay.row + lay.margin - (i * dh * wide.wp + j * dwl));
-            }
-        }
-    }
+    // Input gradient: for each kernel offset, the output channels are the taps; the
+    // weight is packed per (channel block, offset) as [o][channel].
+    let offs_o: Vec<usize> = (0..g.og).map(|o| o * lay.row).collect();
     let cb = tiles::combine_rows(g.cg);
     let cblocks = g.cg.div_ceil(cb);
     let kk = g.kh * g.kw;
-    let packed = b.w.map(|w| pack(w, g.a.groups, g.cg, taps_dx, cb, |grp, c, t| ((grp * g.og + t / kk) * g.cg + c) * kk + t % kk));
-    // The rows of the padded planes that hold the input, whole.
-    let (q0, dx_positions) = (ph * wide.wp, g.h * wide.wp);
-    let ldx = round_up::<T>(dx_positions);
+    let taps_dx = kk * g.og;
+    let packed = b.w.map(|w| pack(w, g.a.groups, g.cg, taps_dx, cb, |grp, c, t| ((grp * g.og + t % g.og) * g.cg + c) * kk + t / g.og));
+    let shift = |ij: usize| ij / g.kw * dh * wide.wp + ij % g.kw * dwl;
+    // Whole channel blocks: the spare rows of the last one add zeros past `cg`.
+    let dxp_len = cblocks * cb * wide.plane() + tiles::slack::<T>();
 
     let nb = backward_block::<T>(g, wide, &lay);
     let blocks = g.n.div_ceil(nb);
@@ -316,7 +302,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                         let c = (n * g.o + grp * g.og + o) * l;
                         let row = &mut dz[o * lay.row..][..lay.row];
                         for oy in 0..g.oh {
-                            let dst = &mut row[lay.margin + oy * wide.wp..][..g.ow];
+                            let dst = &mut row[oy * wide.wp..][..g.ow];
                             let src = if b.pooled {
                                 // The pooling's backward: each window's gradient, scaled,
                                 // on its four cells; cells outside every window get 0.
@@ -343,30 +329,36 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                         }
                     }
                     if let (Some(packed), Some(out)) = (&packed, &dx_out) {
-                        ensure_len(&mut sc.cols, cb * ldx);
+                        ensure_len(&mut sc.cols, dxp_len);
+                        sc.cols.fill(T::zero());
+                        let plane = wide.plane();
+                        for cbk in 0..cblocks {
+                            for ij in 0..kk {
+                                let wb = &packed[((grp * cblocks + cbk) * kk + ij) * g.og * cb..][..g.og * cb];
+                                // SAFETY: the taps read `og` rows of `ldd` from this sample's
+                                // gradient; the rows written start at `shift(ij) + c plane`
+                                // and run `ldd` past it, inside the planes plus their slack
+                                // (`shift + positions <= plane`).
+                                unsafe {
+                                    tiles::combine(
+                                        cb,
+                                        &offs_o,
+                                        wide.positions,
+                                        sc.mat.as_ptr().add(s * per_sample),
+                                        wb.as_ptr(),
+                                        sc.cols.as_mut_ptr().add(cbk * cb * plane + shift(ij)),
+                                        plane,
+                                        true,
+                                    )
+                                };
+                            }
+                        }
                         // SAFETY: each sample's input gradient belongs to exactly one block.
                         let dxn = unsafe { out.slice(n * chw, chw) };
-                        for cbk in 0..cblocks {
-                            let wb = &packed[(grp * cblocks + cbk) * taps_dx * cb..][..taps_dx * cb];
-                            // SAFETY: every tap reads at most `margin + q0 + ldx` into its row,
-                            // and the block buffer has slack past the last sample; `cols` holds
-                            // `cb` rows of `ldx`.
-                            unsafe {
-                                tiles::combine(
-                                    cb,
-                                    &offs_dx,
-                                    dx_positions,
-                                    sc.mat.as_ptr().add(s * per_sample + q0),
-                                    wb.as_ptr(),
-                                    sc.cols.as_mut_ptr(),
-                                    ldx,
-                                )
-                            };
-                            for r in 0..cb.min(g.cg - cbk * cb) {
-                                let c = grp * g.cg + cbk * cb + r;
-                                for y in 0..g.h {
-                                    copy_short(&mut dxn[(c * g.h + y) * g.w..][..g.w], &sc.cols[r * ldx + y * wide.wp + pw..][..g.w]);
-                                }
+                        for c in 0..g.cg {
+                            for y in 0..g.h {
+                                let src = &sc.cols[c * plane + (ph + y) * wide.wp + pw..][..g.w];
+                                copy_short(&mut dxn[((grp * g.cg + c) * g.h + y) * g.w..][..g.w], src);
                             }
                         }
                     }
@@ -381,7 +373,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                 let runs = tiles::Runs {
                     samples: ns,
                     vecs: ldd / lanes,
-                    dy: sc.mat[lay.margin..].as_ptr(),
+                    dy: sc.mat.as_ptr(),
                     dy_stride: per_sample,
                     ldd: lay.row,
                     x: sc.pad.as_ptr(),
@@ -393,7 +385,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                     for t0 in (0..taps_pad).step_by(tb) {
                         let sums = tile.next().expect("one tile per block").as_mut_ptr();
                         let runs = tiles::Runs { dy: runs.dy.wrapping_add(o0 * lay.row), ..runs };
-                        // SAFETY: each sample's rows hold `margin + ldd` values past `dy`,
+                        // SAFETY: each sample's rows hold `ldd` values past `dy`,
                         // `pad` the planes plus the slack a vector runs over, `sums` one tile.
                         unsafe { tiles::correlate((ob, tb), runs, offs.as_ptr().add(t0), sums) };
                     }

@@ -105,7 +105,7 @@ const fn vectors(ob: usize) -> usize {
     }
 }
 
-/// One tile: `y[r][p0 + q] = Σ_t w[t OB + r] x[offs[t] + p0 + q]` for `q < V L`.
+/// One tile: `y[r][p0 + q] (+)= Σ_t w[t OB + r] x[offs[t] + p0 + q]` for `q < V L`.
 ///
 /// # Safety
 /// As for [`combine`].
@@ -114,8 +114,7 @@ unsafe fn combine_tile<T: Element, const L: usize, const OB: usize, const V: usi
     offs: &[usize],
     x: *const T,
     w: *const T,
-    y: *mut T,
-    ldy: usize,
+    (y, ldy, accumulate): (*mut T, usize, bool),
     p0: usize,
 ) {
     let mut acc = [[[T::zero(); L]; V]; OB];
@@ -134,7 +133,16 @@ unsafe fn combine_tile<T: Element, const L: usize, const OB: usize, const V: usi
     }
     for (r, acc) in acc.iter().enumerate() {
         for (v, acc) in acc.iter().enumerate() {
-            store(y.add(r * ldy + p0 + v * L), *acc);
+            let dst = y.add(r * ldy + p0 + v * L);
+            if accumulate {
+                let mut sum: Vector<T, L> = load(dst);
+                for l in 0..L {
+                    sum[l] += acc[l];
+                }
+                store(dst, sum);
+            } else {
+                store(dst, *acc);
+            }
         }
     }
 }
@@ -147,34 +155,44 @@ unsafe fn combine_rows_avx512<T: Element, const L: usize, const OB: usize, const
     positions: usize,
     x: *const T,
     w: *const T,
-    y: *mut T,
-    ldy: usize,
+    out: (*mut T, usize, bool),
 ) {
     let vecs = positions.div_ceil(L);
     let full = vecs / V * V * L;
     for p0 in (0..full).step_by(V * L) {
-        combine_tile::<T, L, OB, V>(offs, x, w, y, ldy, p0);
+        combine_tile::<T, L, OB, V>(offs, x, w, out, p0);
     }
     match vecs % V {
         0 => {}
-        1 => combine_tile::<T, L, OB, 1>(offs, x, w, y, ldy, full),
-        2 => combine_tile::<T, L, OB, 2>(offs, x, w, y, ldy, full),
-        3 => combine_tile::<T, L, OB, 3>(offs, x, w, y, ldy, full),
-        4 => combine_tile::<T, L, OB, 4>(offs, x, w, y, ldy, full),
-        5 => combine_tile::<T, L, OB, 5>(offs, x, w, y, ldy, full),
+        1 => combine_tile::<T, L, OB, 1>(offs, x, w, out, full),
+        2 => combine_tile::<T, L, OB, 2>(offs, x, w, out, full),
+        3 => combine_tile::<T, L, OB, 3>(offs, x, w, out, full),
+        4 => combine_tile::<T, L, OB, 4>(offs, x, w, out, full),
+        5 => combine_tile::<T, L, OB, 5>(offs, x, w, out, full),
         _ => unreachable!("a tile is at most 6 vectors wide"),
     }
 }
 
 /// `y[r][p] = Σ_t w[t ob + r] x[offs[t] + p]` for `r < ob` (from [`combine_rows`]) and
 /// every `p < positions` rounded up to whole vectors: `ob` rows of a weighted sum of
-/// shifted runs of `x`. The convolution's forward pass and its input gradient are both this.
+/// shifted runs of `x`, written to `y` or, with `accumulate`, added to it. The
+/// convolution's forward pass and its input gradient are both this.
 ///
 /// # Safety
 /// [`available`] must be true. `x` must be valid for reads at `offs[t] + p` for every tap
 /// and every `p < positions + L`; `w` for `offs.len() ob` reads; `y` for `ob` rows `ldy`
 /// apart of `positions` rounded up to whole vectors.
-pub(super) unsafe fn combine<T: Element>(ob: usize, offs: &[usize], positions: usize, x: *const T, w: *const T, y: *mut T, ldy: usize) {
+#[allow(clippy::too_many_arguments)] // the two matrices, their strides, the write mode
+pub(super) unsafe fn combine<T: Element>(
+    ob: usize,
+    offs: &[usize],
+    positions: usize,
+    x: *const T,
+    w: *const T,
+    y: *mut T,
+    ldy: usize,
+    accumulate: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         macro_rules! pick {
@@ -186,8 +204,8 @@ pub(super) unsafe fn combine<T: Element>(ob: usize, offs: &[usize], positions: u
                 }
             };
         }
-        let f: unsafe fn(&[usize], usize, *const T, *const T, *mut T, usize) = pick!(1 2 3 4 6);
-        f(offs, positions, x, w, y, ldy)
+        let f: unsafe fn(&[usize], usize, *const T, *const T, (*mut T, usize, bool)) = pick!(1 2 3 4 6);
+        f(offs, positions, x, w, (y, ldy, accumulate))
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("the direct kernels need AVX-512")
