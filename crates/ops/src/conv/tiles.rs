@@ -105,6 +105,14 @@ const fn vectors(ob: usize) -> usize {
     }
 }
 
+/// Where a tile's rows go: row `r` at `y + r ld`, written, or added to what is there.
+#[derive(Clone, Copy)]
+struct Rows<T> {
+    y: *mut T,
+    ld: usize,
+    accumulate: bool,
+}
+
 /// One tile: `y[r][p0 + q] (+)= Σ_t w[t OB + r] x[offs[t] + p0 + q]` for `q < V L`.
 ///
 /// # Safety
@@ -114,7 +122,7 @@ unsafe fn combine_tile<T: Element, const L: usize, const OB: usize, const V: usi
     offs: &[usize],
     x: *const T,
     w: *const T,
-    (y, ldy, accumulate): (*mut T, usize, bool),
+    out: Rows<T>,
     p0: usize,
 ) {
     let mut acc = [[[T::zero(); L]; V]; OB];
@@ -133,8 +141,8 @@ unsafe fn combine_tile<T: Element, const L: usize, const OB: usize, const V: usi
     }
     for (r, acc) in acc.iter().enumerate() {
         for (v, acc) in acc.iter().enumerate() {
-            let dst = y.add(r * ldy + p0 + v * L);
-            if accumulate {
+            let dst = out.y.add(r * out.ld + p0 + v * L);
+            if out.accumulate {
                 let mut sum: Vector<T, L> = load(dst);
                 for l in 0..L {
                     sum[l] += acc[l];
@@ -155,7 +163,7 @@ unsafe fn combine_rows_avx512<T: Element, const L: usize, const OB: usize, const
     positions: usize,
     x: *const T,
     w: *const T,
-    out: (*mut T, usize, bool),
+    out: Rows<T>,
 ) {
     let vecs = positions.div_ceil(L);
     let full = vecs / V * V * L;
@@ -204,8 +212,8 @@ pub(super) unsafe fn combine<T: Element>(
                 }
             };
         }
-        let f: unsafe fn(&[usize], usize, *const T, *const T, (*mut T, usize, bool)) = pick!(1 2 3 4 6);
-        f(offs, positions, x, w, (y, ldy, accumulate))
+        let f: unsafe fn(&[usize], usize, *const T, *const T, Rows<T>) = pick!(1 2 3 4 6);
+        f(offs, positions, x, w, Rows { y, ld: ldy, accumulate })
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("the direct kernels need AVX-512")
