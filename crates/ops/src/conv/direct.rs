@@ -7,16 +7,16 @@
 //! loads (the micro-kernels are in `tiles.rs`):
 //!
 //! - forward: output channel `o` is `Σ_taps w[o, tap] x[off(tap) + p]`;
-//! - input gradient: the same sum with the roles swapped, over the output gradient laid out
-//!   wide, zero outside the outputs, and taps `(o, i, j)` shifted back by `off(i, j)`;
+//! - input gradient: for each kernel offset `(i, j)`, the rows `Σ_o w[o, c, i, j] dy[o, p]`
+//!   (the output gradient laid out wide) added into the padded planes at `p + off(i, j)`;
 //! - weight gradient: `dw[o, tap] = Σ_n Σ_p dy[o, p] x[off(tap) + p]`.
 //!
 //! The price is the `wp - OW` columns past each output row, computed and thrown away (29%
-//! of LeNet's conv2, 12.5% of conv1), and for the input gradient the zero border of the
-//! output gradient; either costs less than writing and re-reading an unfolded matrix.
-//! A non-finite input value is read by those spare columns too, so it can turn more weight
-//! gradient entries into NaN than the unfolding path would: those entries are then
-//! `0 x inf`, where the unfolding path leaves them finite.
+//! of LeNet's conv2, 12.5% of conv1): less than writing and re-reading an unfolded matrix.
+//! Those spare columns also read real input values (and the input gradient multiplies the
+//! weights by their zero gradients), so a non-finite input or weight can turn more
+//! gradient entries into NaN than the unfolding path would (`0 x inf`), where that path
+//! leaves them finite.
 
 use super::{copy_short, ensure_len, tiles, Epilogue, Geom, Pair, Scratch, SharedOut};
 use crate::pool::{avg2x2_row, spread_pairs};
@@ -306,11 +306,12 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                             let src = if b.pooled {
                                 // The pooling's backward: each window's gradient, scaled,
                                 // on its four cells; cells outside every window get 0.
-                                let (pw, cp) = (g.ow / 2, (n * g.o + grp * g.og + o) * (g.oh / 2) * (g.ow / 2));
+                                let (pooled_w, cp) = (g.ow / 2, (n * g.o + grp * g.og + o) * (g.oh / 2) * (g.ow / 2));
                                 let spread = &mut sc.row[..];
                                 spread.fill(T::zero());
                                 if oy < g.oh / 2 * 2 {
-                                    spread_pairs(spread, &b.dy[cp + oy / 2 * pw..][..pw], T::one() / T::from_f64(4.0));
+                                    let window = &b.dy[cp + oy / 2 * pooled_w..][..pooled_w];
+                                    spread_pairs(spread, window, T::one() / T::from_f64(4.0));
                                 }
                                 &sc.row[..]
                             } else {
@@ -329,8 +330,8 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                         }
                     }
                     if let (Some(packed), Some(out)) = (&packed, &dx_out) {
-                        ensure_len(&mut sc.cols, dxp_len);
-                        sc.cols.fill(T::zero());
+                        ensure_len(&mut sc.planes, dxp_len);
+                        sc.planes.fill(T::zero());
                         let plane = wide.plane();
                         for cbk in 0..cblocks {
                             for ij in 0..kk {
@@ -346,7 +347,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                                         wide.positions,
                                         sc.mat.as_ptr().add(s * per_sample),
                                         wb.as_ptr(),
-                                        sc.cols.as_mut_ptr().add(cbk * cb * plane + shift(ij)),
+                                        sc.planes.as_mut_ptr().add(cbk * cb * plane + shift(ij)),
                                         plane,
                                         true,
                                     )
@@ -357,7 +358,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                         let dxn = unsafe { out.slice(n * chw, chw) };
                         for c in 0..g.cg {
                             for y in 0..g.h {
-                                let src = &sc.cols[c * plane + (ph + y) * wide.wp + pw..][..g.w];
+                                let src = &sc.planes[c * plane + (ph + y) * wide.wp + pw..][..g.w];
                                 copy_short(&mut dxn[((grp * g.cg + c) * g.h + y) * g.w..][..g.w], src);
                             }
                         }

@@ -387,11 +387,13 @@ struct Scratch<T: Element> {
     pad: Vec<T>,
     /// One row of gradients.
     row: Vec<T>,
+    /// Padded input-gradient planes of one sample.
+    planes: Vec<T>,
 }
 
 impl<T: Element> Drop for Scratch<T> {
     fn drop(&mut self) {
-        for v in [&mut self.cols, &mut self.mat, &mut self.pad, &mut self.row] {
+        for v in [&mut self.cols, &mut self.mat, &mut self.pad, &mut self.row, &mut self.planes] {
             autograd::buffers::recycle(std::mem::take(v));
         }
     }
