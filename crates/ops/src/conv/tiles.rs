@@ -80,8 +80,9 @@ pub(super) fn lanes<T: 'static>() -> usize {
     }
 }
 
-/// Values past the end of a buffer that a kernel may read: a tile runs over the last
-/// position by less than one tile.
+/// Values past the end of a buffer that a kernel may read or (accumulating) write: a
+/// tile's last vector runs past the last position by less than one vector. Six vectors'
+/// worth is the margin kept.
 pub(super) fn slack<T: 'static>() -> usize {
     6 * lanes::<T>()
 }
