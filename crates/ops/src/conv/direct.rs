@@ -107,11 +107,16 @@ fn round_up<T: 'static>(n: usize) -> usize {
     n.next_multiple_of(tiles::lanes::<T>())
 }
 
-/// The forward pass: every block of output channels of a sample group in wide rows, then
-/// copied out with its bias and activation (while the block is in cache).
+/// The forward pass: per sample group, output channels in vectors of `L` over each output
+/// row when they come in whole vectors, else every block of channels in wide rows; copied
+/// out with the bias, then the activation and pooling (while the sample is in cache).
 pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias: Option<&[T]>, ep: Epilogue) -> (Vec<T>, Option<Vec<T>>) {
     let (l, rows) = (g.l(), g.rows());
-    let ob = tiles::combine_rows(g.og);
+    let lanes = tiles::lanes::<T>();
+    // Whole vectors of output channels: vectorise over the channels (no spare columns),
+    // else over the wide positions in blocks of `ob` channels.
+    let by_channel = g.og.is_multiple_of(lanes);
+    let ob = if by_channel { lanes } else { tiles::combine_rows(g.og) };
     let blocks = g.og.div_ceil(ob);
     let packed = pack(w, g.a.groups, g.og, rows, ob, |grp, o, t| (grp * g.og + o) * rows + t);
     let ld = round_up::<T>(wide.positions);
@@ -122,10 +127,31 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     let pooled_out = pooled.as_mut().map(|p| SharedOut(p.as_mut_ptr(), p.len()));
     install(|| {
         (0..g.n).into_par_iter().for_each_init(Scratch::default, |sc, n| {
-            ensure_len(&mut sc.mat, ob * ld);
             ensure_len(&mut sc.pad, wide.padded_len::<T>(g));
             for grp in 0..g.a.groups {
                 wide.pad(g, &x[n * g.c * g.h * g.w..], grp, &mut sc.pad);
+                if by_channel {
+                    ensure_len(&mut sc.row, g.ow * lanes);
+                    for blk in 0..blocks {
+                        let wb = &packed[(grp * blocks + blk) * rows * lanes..][..rows * lanes];
+                        for oy in 0..g.oh {
+                            // SAFETY: the taps of row `oy` read `ow` values inside the padded
+                            // planes; `row` holds `ow` vectors.
+                            unsafe {
+                                tiles::channels(&wide.offs, g.ow, sc.pad.as_ptr().add(oy * wide.wp), wb.as_ptr(), sc.row.as_mut_ptr())
+                            };
+                            for k in 0..lanes {
+                                let c = grp * g.og + blk * lanes + k;
+                                let bc = bias.map_or(T::zero(), |b| b[c]);
+                                // SAFETY: each sample's output belongs to exactly one task.
+                                let dst = unsafe { out.slice((n * g.o + c) * l + oy * g.ow, g.ow) };
+                                dst.iter_mut().zip(sc.row[k..].iter().step_by(lanes)).for_each(|(d, &v)| *d = v + bc);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                ensure_len(&mut sc.mat, ob * ld);
                 for blk in 0..blocks {
                     let wb = &packed[(grp * blocks + blk) * rows * ob..][..rows * ob];
                     // SAFETY: `pad` holds the planes and the slack a tile runs over; `mat`

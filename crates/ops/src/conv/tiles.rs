@@ -220,6 +220,68 @@ pub(super) unsafe fn combine<T: Element>(
     unreachable!("the direct kernels need AVX-512")
 }
 
+/// One tile of [`channels`]: `out[r][l] = Σ_t w[t][l] x[offs[t] + r]` for `R` consecutive
+/// positions, each accumulator holding `L` output channels.
+#[inline(always)]
+unsafe fn channels_tile<T: Element, const L: usize, const R: usize>(offs: &[usize], x: *const T, w: *const T, out: *mut T) {
+    let mut acc = [[T::zero(); L]; R];
+    for (t, &off) in offs.iter().enumerate() {
+        let wv: Vector<T, L> = load(w.add(t * L));
+        let src = x.add(off);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            fma(acc, *src.add(r), &wv);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        store(out.add(r * L), *acc);
+    }
+}
+
+/// Every tile of a row of `n` positions: tiles of 12, then one narrower tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn channels_avx512<T: Element, const L: usize>(offs: &[usize], n: usize, x: *const T, w: *const T, out: *mut T) {
+    let full = n / 12 * 12;
+    for p in (0..full).step_by(12) {
+        channels_tile::<T, L, 12>(offs, x.add(p), w, out.add(p * L));
+    }
+    let (x, out) = (x.add(full), out.add(full * L));
+    match n - full {
+        0 => {}
+        1 => channels_tile::<T, L, 1>(offs, x, w, out),
+        2 => channels_tile::<T, L, 2>(offs, x, w, out),
+        3 => channels_tile::<T, L, 3>(offs, x, w, out),
+        4 => channels_tile::<T, L, 4>(offs, x, w, out),
+        5 => channels_tile::<T, L, 5>(offs, x, w, out),
+        6 => channels_tile::<T, L, 6>(offs, x, w, out),
+        7 => channels_tile::<T, L, 7>(offs, x, w, out),
+        8 => channels_tile::<T, L, 8>(offs, x, w, out),
+        9 => channels_tile::<T, L, 9>(offs, x, w, out),
+        10 => channels_tile::<T, L, 10>(offs, x, w, out),
+        11 => channels_tile::<T, L, 11>(offs, x, w, out),
+        _ => unreachable!("fewer than 12 positions remain"),
+    }
+}
+
+/// `out[r][l] = Σ_t w[t L + l] x[offs[t] + r]` for `r < n` and `l` below the lanes of a
+/// vector: one vector of output channels per position, each tap a broadcast input value
+/// times a vector of weights. A forward pass with a multiple of `L` output channels does
+/// no work on spare columns this way, where [`combine`] computes whole wide rows.
+///
+/// # Safety
+/// [`available`] must be true. `x` must be valid for reads at `offs[t] + r`, `w` for
+/// `offs.len() L` reads, `out` for `n L` writes.
+pub(super) unsafe fn channels<T: Element>(offs: &[usize], n: usize, x: *const T, w: *const T, out: *mut T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f: unsafe fn(&[usize], usize, *const T, *const T, *mut T) =
+            if lanes::<T>() == 16 { channels_avx512::<T, 16> } else { channels_avx512::<T, 8> };
+        f(offs, n, x, w, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the direct kernels need AVX-512")
+}
+
 /// Output rows and taps per [`correlate`] tile for `rows` rows and `taps` taps: 4 x 6 or
 /// 6 x 4, whichever pads less.
 pub(super) fn correlate_shape(rows: usize, taps: usize) -> (usize, usize) {
