@@ -1,7 +1,8 @@
 //! Element-wise activations as values, so an op that produces a tensor (a convolution)
 //! can apply one while it writes its output: one pass over memory instead of two, and the
-//! derivative comes from the output alone. `nn::Sequential` fuses a layer with the
-//! activation after it this way; the results are bitwise those of the two ops in turn.
+//! derivative comes from the output alone. `nn::Sequential` fuses a convolution with the
+//! activation (and 2x2 average pooling) after it this way; the results are bitwise those
+//! of the ops in turn.
 
 use crate::elementwise::{binary_kernel, ReluGradOp, SigmoidGradOp, TanhGradOp};
 use crate::{Element, Result, Tensor};

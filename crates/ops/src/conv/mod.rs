@@ -187,6 +187,13 @@ impl Geom {
     fn y_shape(&self) -> [usize; 4] {
         [self.n, self.o, self.oh, self.ow]
     }
+    /// Fails unless `dy` is shaped like the convolution's output.
+    fn check_output_grad(&self, op: &'static str, dy: &Tensor) -> Result<()> {
+        if dy.shape() != self.y_shape() {
+            return Err(Error::mismatch(op, "output gradient does not match the convolution's output", dy.shape(), &self.y_shape()));
+        }
+        Ok(())
+    }
 }
 
 fn fmt(s: &[usize]) -> String {
@@ -704,14 +711,7 @@ fn backward_direct(g: &Geom, wide: &direct::Wide, ctx: &autograd::BackwardCtx, y
 pub fn conv2d_input_grad(dy: &Tensor, weight: &Tensor, input_shape: &[usize], args: Conv2dArgs) -> Result<Tensor> {
     let g = Geom::new("conv2d_input_grad", input_shape, weight.shape(), args)?;
     same_dtype("conv2d_input_grad", dy, weight)?;
-    if dy.shape() != g.y_shape() {
-        return Err(Error::mismatch(
-            "conv2d_input_grad",
-            "output gradient does not match the convolution's output",
-            dy.shape(),
-            &g.y_shape(),
-        ));
-    }
+    g.check_output_grad("conv2d_input_grad", dy)?;
     let out = autograd::dispatch!(dy.storage(), |_s: T| {
         let (d, w) = (dy.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
         Tensor::from_vec(input_grad_kernel(&g, &d, &w), &g.x_shape())?
@@ -730,14 +730,7 @@ pub fn conv2d_input_grad(dy: &Tensor, weight: &Tensor, input_shape: &[usize], ar
 pub fn conv2d_weight_grad(input: &Tensor, dy: &Tensor, weight_shape: &[usize], args: Conv2dArgs) -> Result<Tensor> {
     let g = Geom::new("conv2d_weight_grad", input.shape(), weight_shape, args)?;
     same_dtype("conv2d_weight_grad", input, dy)?;
-    if dy.shape() != g.y_shape() {
-        return Err(Error::mismatch(
-            "conv2d_weight_grad",
-            "output gradient does not match the convolution's output",
-            dy.shape(),
-            &g.y_shape(),
-        ));
-    }
+    g.check_output_grad("conv2d_weight_grad", dy)?;
     let out = autograd::dispatch!(dy.storage(), |_s: T| {
         let (x, d) = (input.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
         Tensor::from_vec(weight_grad_kernel(&g, &x, &d), &g.w_shape())?
