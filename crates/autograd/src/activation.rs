@@ -54,6 +54,21 @@ impl Activation {
         }
     }
 
+    /// `g[i] = grad_from_output(g[i], y[i])` for every `i`, with the activation picked once
+    /// outside the loop, so the loop vectorises.
+    #[inline(always)]
+    pub fn grad_from_output_slice<T: Element>(self, g: &mut [T], y: &[T]) {
+        #[inline(always)]
+        fn each<T: Element>(g: &mut [T], y: &[T], act: Activation) {
+            g.iter_mut().zip(y).for_each(|(g, &y)| *g = act.grad_from_output(*g, y));
+        }
+        match self {
+            Activation::Sigmoid => each(g, y, Activation::Sigmoid),
+            Activation::Relu => each(g, y, Activation::Relu),
+            Activation::Tanh => each(g, y, Activation::Tanh),
+        }
+    }
+
     /// `dy * act'(x)` from the output `y = act(x)`, in one pass and not recorded: the
     /// first-order backward of a fused op (the same arithmetic as the activation's own
     /// backward).

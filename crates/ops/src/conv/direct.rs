@@ -208,6 +208,7 @@ fn lane_sum<T: Element>(v: &[T]) -> T {
 }
 
 /// The sum of `v` in 16 interleaved partial sums: a fixed order, without one long chain.
+#[inline(always)]
 fn row_sum<T: Element>(v: &[T]) -> T {
     let mut acc = [T::zero(); 16];
     let mut chunks = v.chunks_exact(16);
@@ -216,6 +217,50 @@ fn row_sum<T: Element>(v: &[T]) -> T {
     }
     acc.iter_mut().zip(chunks.remainder()).for_each(|(a, &x)| *a += x);
     lane_sum(&acc)
+}
+
+/// Lays one channel's output gradient `dy` out wide in `row` (output row `oy` at `oy wp`;
+/// the spare columns are left alone): through the 2x2 average pooling's backward when
+/// `pooled` (`dy` is then the pooled gradient), then the activation's derivative from its
+/// output `y`. Each step runs over the whole `oh x ow` plane in `tmp`, so it vectorises,
+/// where the plane's short rows (LeNet's 28 and 10) would leave scalar tails.
+#[inline(always)]
+fn widen_plane<T: Element>(
+    row: &mut [T],
+    dy: &[T],
+    act: Option<(&[T], Activation)>,
+    pooled: bool,
+    (oh, ow, wp): (usize, usize, usize),
+    tmp: &mut [T],
+) {
+    let tmp = &mut tmp[..oh * ow];
+    if pooled {
+        // Each window's gradient, scaled, on its four cells; cells outside every window
+        // (an odd last row or column) get 0.
+        let (ph, pw) = (oh / 2, ow / 2);
+        let scale = T::one() / T::from_f64(4.0);
+        for py in 0..ph {
+            let (top, bottom) = tmp[2 * py * ow..][..2 * ow].split_at_mut(ow);
+            spread_pairs(&mut top[..2 * pw], &dy[py * pw..][..pw], scale);
+            top[2 * pw..].fill(T::zero());
+            bottom.copy_from_slice(top);
+        }
+        tmp[2 * ph * ow..].fill(T::zero());
+    }
+    let src: &[T] = match act {
+        Some((y, a)) => {
+            if !pooled {
+                tmp.copy_from_slice(dy);
+            }
+            a.grad_from_output_slice(tmp, y);
+            tmp
+        }
+        None if pooled => tmp,
+        None => dy,
+    };
+    for (oy, s) in src.chunks_exact(ow).enumerate() {
+        copy_short(&mut row[oy * wp..][..ow], s);
+    }
 }
 
 /// What one backward pass computes, and from what.
@@ -321,40 +366,22 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
             let (dw_part, db_part) = part.split_at_mut(dw_size);
             for grp in 0..g.a.groups {
                 sc.mat.fill(T::zero());
-                ensure_len(&mut sc.row, g.ow);
+                ensure_len(&mut sc.row, l);
                 for (s, n) in samples.clone().enumerate() {
                     let dz = &mut sc.mat[s * per_sample..][..per_sample];
-                    for o in 0..g.og {
-                        let c = (n * g.o + grp * g.og + o) * l;
-                        let row = &mut dz[o * lay.row..][..lay.row];
-                        for oy in 0..g.oh {
-                            let dst = &mut row[oy * wide.wp..][..g.ow];
-                            let src = if b.pooled {
-                                // The pooling's backward: each window's gradient, scaled,
-                                // on its four cells; cells outside every window get 0.
-                                let (pooled_w, cp) = (g.ow / 2, (n * g.o + grp * g.og + o) * (g.oh / 2) * (g.ow / 2));
-                                let spread = &mut sc.row[..];
-                                spread.fill(T::zero());
-                                if oy < g.oh / 2 * 2 {
-                                    let window = &b.dy[cp + oy / 2 * pooled_w..][..pooled_w];
-                                    spread_pairs(spread, window, T::one() / T::from_f64(4.0));
-                                }
-                                &sc.row[..]
-                            } else {
-                                &b.dy[c + oy * g.ow..][..g.ow]
-                            };
-                            match b.act {
-                                None => copy_short(dst, src),
-                                Some((y, act)) => {
-                                    let y = &y[c + oy * g.ow..][..g.ow];
-                                    dst.iter_mut().zip(src).zip(y).for_each(|((d, &g), &y)| *d = act.grad_from_output(g, y));
-                                }
+                    let pl = g.oh / 2 * (g.ow / 2);
+                    tiles::wide_simd(|| {
+                        for o in 0..g.og {
+                            let c = n * g.o + grp * g.og + o;
+                            let row = &mut dz[o * lay.row..][..lay.row];
+                            let dy = if b.pooled { &b.dy[c * pl..][..pl] } else { &b.dy[c * l..][..l] };
+                            let act = b.act.map(|(y, a)| (&y[c * l..][..l], a));
+                            widen_plane(row, dy, act, b.pooled, (g.oh, g.ow, wide.wp), &mut sc.row);
+                            if b.bias {
+                                db_part[grp * g.og + o] += row_sum(row);
                             }
                         }
-                        if b.bias {
-                            db_part[grp * g.og + o] += row_sum(row);
-                        }
-                    }
+                    });
                     if let (Some(packed), Some(out)) = (&packed, &dx_out) {
                         ensure_len(&mut sc.planes, dxp_len);
                         sc.planes.fill(T::zero());
