@@ -57,6 +57,19 @@ pub fn for_each_chunk_mut<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + 
     }
 }
 
+/// Fills `out` one row of `row` values at a time, `f(i, row i)`, in parallel when large
+/// enough (each row on its own, so the result is the same at any thread count).
+pub fn for_each_row_mut<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mut [T]) + Send + Sync) {
+    if row == 0 {
+        return;
+    }
+    if out.len() < PAR_MIN_ELEMS {
+        out.chunks_mut(row).enumerate().for_each(|(i, r)| f(i, r));
+    } else {
+        install(|| out.par_chunks_mut(row).enumerate().for_each(|(i, r)| f(i, r)));
+    }
+}
+
 /// Sum of a slice, with the same grouping at any thread count: fixed chunks summed in
 /// order, then the partial sums added in chunk order.
 pub fn deterministic_sum<T: crate::Element>(x: &[T]) -> T {

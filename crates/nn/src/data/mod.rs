@@ -63,11 +63,13 @@ impl Pixels {
             }
         }
     }
-    /// Appends `range` as f32.
-    fn extend_into(&self, range: std::ops::Range<usize>, out: &mut Vec<f32>) {
+
+    /// Writes the values at `start..start + out.len()` into `out` as f32.
+    fn write_into(&self, start: usize, out: &mut [f32]) {
+        let range = start..start + out.len();
         match self {
-            Pixels::F32(v) => out.extend_from_slice(&v[range]),
-            Pixels::U8(v) => out.extend(v[range].iter().map(|&b| f32::from(b) / 255.0)),
+            Pixels::F32(v) => out.copy_from_slice(&v[range]),
+            Pixels::U8(v) => out.iter_mut().zip(&v[range]).for_each(|(o, &b)| *o = f32::from(b) / 255.0),
         }
     }
 }
@@ -126,8 +128,8 @@ impl ImageDataset {
         match &self.pixels {
             Pixels::F32(v) => std::borrow::Cow::Borrowed(v),
             Pixels::U8(_) => {
-                let mut out = Vec::with_capacity(self.pixels.len());
-                self.pixels.extend_into(0..self.pixels.len(), &mut out);
+                let mut out = vec![0.0; self.pixels.len()];
+                self.pixels.write_into(0, &mut out);
                 std::borrow::Cow::Owned(out)
             }
         }
@@ -158,21 +160,22 @@ impl Dataset for ImageDataset {
     fn get(&self, i: usize) -> Result<(Tensor, usize)> {
         self.check_index("ImageDataset::get", i)?;
         let per = self.sample_numel();
-        let mut image = Vec::with_capacity(per);
-        self.pixels.extend_into(i * per..(i + 1) * per, &mut image);
+        let mut image = vec![0.0; per];
+        self.pixels.write_into(i * per, &mut image);
         Ok((Tensor::from_vec(image, &self.sample_shape)?, self.labels[i]))
     }
 
-    /// One copy per row into one buffer: no per-sample tensors, no stack.
+    /// One buffer written in place: no per-sample tensors, no stack.
     fn batch(&self, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
         let per = self.sample_numel();
-        let mut data = Vec::with_capacity(indices.len() * per);
-        let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             self.check_index("ImageDataset::batch", i)?;
-            self.pixels.extend_into(i * per..(i + 1) * per, &mut data);
-            labels.push(self.labels[i]);
         }
+        // A recycled buffer, filled a sample per task: gathering and scaling a batch is
+        // the one step of the training loop outside the kernels.
+        let mut data = autograd::buffers::for_overwrite::<f32>(indices.len() * per);
+        autograd::parallel::for_each_row_mut(&mut data, per, |k, image| self.pixels.write_into(indices[k] * per, image));
+        let labels = indices.iter().map(|&i| self.labels[i]).collect();
         let [c, h, w] = self.sample_shape;
         Ok((Tensor::from_vec(data, &[indices.len(), c, h, w])?, labels))
     }
