@@ -424,24 +424,30 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                     wide.pad(g, &x[n * chw..], grp, &mut sc.pad[s * xlen..][..xlen]);
                 }
                 sc.cols.fill(T::zero());
-                let runs = tiles::Runs {
-                    samples: ns,
-                    vecs: ldd / lanes,
-                    dy: sc.mat.as_ptr(),
-                    dy_stride: per_sample,
-                    ldd: lay.row,
-                    x: sc.pad.as_ptr(),
-                    x_stride: xlen,
-                };
-                // Tiles are stored one after the other, `ob x tb` vectors each.
-                let mut tile = sc.cols.chunks_exact_mut(ob * tb * lanes);
-                for o0 in (0..og_pad).step_by(ob) {
-                    for t0 in (0..taps_pad).step_by(tb) {
-                        let sums = tile.next().expect("one tile per block").as_mut_ptr();
-                        let runs = tiles::Runs { dy: runs.dy.wrapping_add(o0 * lay.row), ..runs };
-                        // SAFETY: each sample's rows hold `ldd` values past `dy`,
-                        // `pad` the planes plus the slack a vector runs over, `sums` one tile.
-                        unsafe { tiles::correlate((ob, tb), runs, offs.as_ptr().add(t0), sums) };
+                // Every tile passes over the samples of a sub-block while its gradient rows
+                // and input planes are in L1 (the block is in L2); each tile's sums run
+                // over the samples in order either way.
+                let sub = ((40 << 10) / ((per_sample + xlen) * size_of::<T>())).max(1);
+                for s0 in (0..ns).step_by(sub) {
+                    let runs = tiles::Runs {
+                        samples: sub.min(ns - s0),
+                        vecs: ldd / lanes,
+                        dy: sc.mat[s0 * per_sample..].as_ptr(),
+                        dy_stride: per_sample,
+                        ldd: lay.row,
+                        x: sc.pad[s0 * xlen..].as_ptr(),
+                        x_stride: xlen,
+                    };
+                    // Tiles are stored one after the other, `ob x tb` vectors each.
+                    let mut tile = sc.cols.chunks_exact_mut(ob * tb * lanes);
+                    for o0 in (0..og_pad).step_by(ob) {
+                        for t0 in (0..taps_pad).step_by(tb) {
+                            let sums = tile.next().expect("one tile per block").as_mut_ptr();
+                            let runs = tiles::Runs { dy: runs.dy.wrapping_add(o0 * lay.row), ..runs };
+                            // SAFETY: each sample's rows hold `ldd` values past `dy`,
+                            // `pad` the planes plus the slack a vector runs over, `sums` one tile.
+                            unsafe { tiles::correlate((ob, tb), runs, offs.as_ptr().add(t0), sums) };
+                        }
                     }
                 }
                 for (i, sums) in sc.cols.chunks_exact(ob * tb * lanes).enumerate() {
