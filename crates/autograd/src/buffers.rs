@@ -74,7 +74,22 @@ pub fn zeroed<T: Element>(len: usize) -> Vec<T> {
 /// reads it: a reused buffer keeps its old (finite, meaningless) values, which saves
 /// zeroing it.
 pub fn for_overwrite<T: Element>(len: usize) -> Vec<T> {
+    if POISON.load(std::sync::atomic::Ordering::Relaxed) {
+        return vec![T::from_f64(f64::NAN); len];
+    }
     reuse(len).unwrap_or_else(|| vec![T::zero(); len])
+}
+
+/// Whether [`for_overwrite`] hands out NaN-filled buffers ([`poison_for_overwrite`]).
+static POISON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on (for the whole process), [`for_overwrite`] returns buffers full of NaN
+/// instead of reused or zeroed ones: a kernel that reads a value it did not write first
+/// then shows it in its result. For tests; reused buffers would usually hide such a bug,
+/// since they tend to hold zeros or an earlier call's identical values.
+#[cfg(feature = "testing")]
+pub fn poison_for_overwrite() {
+    POISON.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Gives a buffer back for reuse (called when tensor storage is dropped).

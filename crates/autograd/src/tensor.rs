@@ -266,12 +266,14 @@ impl Tensor {
         self.shape() == other.shape() && self.dtype() == other.dtype() && self.to_vec::<f64>() == other.to_vec::<f64>()
     }
 
-    /// Largest absolute element-wise difference to another tensor of the same shape.
+    /// Largest absolute element-wise difference to another tensor of the same shape; NaN
+    /// when any difference is NaN (`f64::max` would skip it, and a check `diff < tol`
+    /// would pass on a result full of NaN).
     pub fn max_abs_diff(&self, other: &Tensor) -> Result<f64> {
         if self.shape() != other.shape() {
             return Err(Error::shape("max_abs_diff", "shapes differ", self.shape(), other.shape()));
         }
-        Ok(self.to_vec::<f64>().iter().zip(other.to_vec::<f64>()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max))
+        Ok(self.to_vec::<f64>().iter().zip(other.to_vec::<f64>()).map(|(a, b)| (a - b).abs()).fold(0.0, nan_max))
     }
 }
 
@@ -285,5 +287,14 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// `max` that keeps a NaN: the fold of differences a comparison must not pass.
+pub fn nan_max(m: f64, e: f64) -> f64 {
+    if m.is_nan() || e.is_nan() {
+        f64::NAN
+    } else {
+        m.max(e)
     }
 }

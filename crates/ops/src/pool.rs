@@ -274,19 +274,35 @@ fn max_pool2d_gather(x: &Tensor, v: &Tensor, g: Geom) -> Result<Tensor> {
 
 /// One output row of 2x2 average pooling, `y[j] = scale (r0[2j] + r0[2j + 1] + r1[2j] +
 /// r1[2j + 1])`, eight outputs at a time as fixed-size arrays: the compiler turns the
-/// stride-2 reads into shuffles, where the plain loop stayed scalar.
+/// stride-2 reads into shuffles, where the plain loop stayed scalar. A row of eight or
+/// more ends with eight outputs ending at its end (recomputing a few, to the same values)
+/// instead of a scalar tail.
 #[inline(always)]
 pub(crate) fn avg2x2_row<T: Element>(y: &mut [T], r0: &[T], r1: &[T], scale: T) {
-    let cell = |a: &[T], b: &[T], k: usize| (a[2 * k] + a[2 * k + 1] + b[2 * k] + b[2 * k + 1]) * scale;
+    // Named functions, not closures: they must inline into an AVX-512 caller.
+    #[inline(always)]
+    fn cell<T: Element>(a: &[T], b: &[T], k: usize, scale: T) -> T {
+        (a[2 * k] + a[2 * k + 1] + b[2 * k] + b[2 * k + 1]) * scale
+    }
+    #[inline(always)]
+    fn eight<T: Element>(y: &mut [T], r0: &[T], r1: &[T], j: usize, scale: T) {
+        let (a, b): (&[T; 16], &[T; 16]) = (r0[2 * j..][..16].try_into().unwrap(), r1[2 * j..][..16].try_into().unwrap());
+        let out: [T; 8] = std::array::from_fn(|k| cell(a, b, k, scale));
+        y[j..j + 8].copy_from_slice(&out);
+    }
+    if y.len() < 8 {
+        for (k, y) in y.iter_mut().enumerate() {
+            *y = cell(r0, r1, k, scale);
+        }
+        return;
+    }
     let mut j = 0;
     while j + 8 <= y.len() {
-        let (a, b): (&[T; 16], &[T; 16]) = (r0[2 * j..][..16].try_into().unwrap(), r1[2 * j..][..16].try_into().unwrap());
-        let out: [T; 8] = std::array::from_fn(|k| cell(a, b, k));
-        y[j..j + 8].copy_from_slice(&out);
+        eight(y, r0, r1, j, scale);
         j += 8;
     }
-    for (k, y) in y.iter_mut().enumerate().skip(j) {
-        *y = cell(r0, r1, k);
+    if j < y.len() {
+        eight(y, r0, r1, y.len() - 8, scale);
     }
 }
 

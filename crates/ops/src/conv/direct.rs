@@ -122,7 +122,7 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     let ld = round_up::<T>(wide.positions);
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
     let out = SharedOut(y.as_mut_ptr(), y.len());
-    let (pl, pw) = (g.oh / 2 * (g.ow / 2), g.ow / 2);
+    let pl = g.oh / 2 * (g.ow / 2);
     let mut pooled = ep.avg_pool_2x2.then(|| autograd::buffers::for_overwrite::<T>(g.n * g.o * pl));
     let pooled_out = pooled.as_mut().map(|p| SharedOut(p.as_mut_ptr(), p.len()));
     install(|| {
@@ -171,23 +171,35 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
             }
             // SAFETY: as above; every channel of the sample is written.
             let yn = unsafe { out.slice(n * g.o * l, g.o * l) };
-            if let Some(a) = ep.act {
-                tiles::activate(a, yn);
-            }
-            if let Some(p) = &pooled_out {
-                // SAFETY: each sample's pooled output belongs to exactly one task.
-                let pn = unsafe { p.slice(n * g.o * pl, g.o * pl) };
-                let scale = T::one() / T::from_f64(4.0);
-                for (plane, yp) in pn.chunks_exact_mut(pl.max(1)).zip(yn.chunks_exact(l)) {
-                    for (py, row) in plane.chunks_exact_mut(pw.max(1)).enumerate() {
-                        avg2x2_row(row, &yp[2 * py * g.ow..][..2 * pw], &yp[(2 * py + 1) * g.ow..][..2 * pw], scale);
-                    }
-                }
-            }
+            // SAFETY: each sample's pooled output belongs to exactly one task.
+            let pn = pooled_out.as_ref().map(|p| unsafe { p.slice(n * g.o * pl, g.o * pl) });
+            epilogue_simd(ep.act, yn, pn, (g.oh, g.ow));
         });
     });
     autograd::buffers::recycle(packed);
     (y, pooled)
+}
+
+tiles::avx512_copy! {
+    /// [`epilogue`], compiled for AVX-512 when the CPU has it.
+    fn epilogue_simd<T: Element>(act: Option<Activation>, y: &mut [T], pooled: Option<&mut [T]>, dims: (usize, usize)) = epilogue
+}
+
+/// One sample's epilogue: the activation over its output `y` (`[C, oh, ow]`) in place,
+/// then the 2x2 average pooling of that into `pooled`.
+#[inline(always)]
+fn epilogue<T: Element>(act: Option<Activation>, y: &mut [T], pooled: Option<&mut [T]>, (oh, ow): (usize, usize)) {
+    if let Some(a) = act {
+        a.apply_slice(y);
+    }
+    let Some(pooled) = pooled else { return };
+    let (pl, pw) = (oh / 2 * (ow / 2), ow / 2);
+    let scale = T::one() / T::from_f64(4.0);
+    for (plane, yp) in pooled.chunks_exact_mut(pl.max(1)).zip(y.chunks_exact(oh * ow)) {
+        for (py, row) in plane.chunks_exact_mut(pw.max(1)).enumerate() {
+            avg2x2_row(row, &yp[2 * py * ow..][..2 * pw], &yp[(2 * py + 1) * ow..][..2 * pw], scale);
+        }
+    }
 }
 
 /// The sum of a vector's lanes (8 or 16) as a pairwise tree of fixed-size halves, which
@@ -219,8 +231,42 @@ fn row_sum<T: Element>(v: &[T]) -> T {
     lane_sum(&acc)
 }
 
-/// Lays one channel's output gradient `dy` out wide in `row` (output row `oy` at `oy wp`;
-/// the spare columns are left alone): through the 2x2 average pooling's backward when
+tiles::avx512_copy! {
+    /// [`widen_sample`], compiled for AVX-512 when the CPU has it.
+    fn widen_sample_simd<T: Element>(b: &Backward<'_, T>, c0: usize, og: usize, dims: (usize, usize, usize), row_len: usize, dz: &mut [T], tmp: &mut [T], db: Option<&mut [T]>) = widen_sample
+}
+
+/// The output gradient of channels `c0..c0 + og` of one sample laid out wide, a
+/// [`widen_plane`] per `row_len` of `dz`; each row's sum is added to `db` when given (the
+/// bias gradient).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn widen_sample<T: Element>(
+    b: &Backward<'_, T>,
+    c0: usize,
+    og: usize,
+    dims: (usize, usize, usize),
+    row_len: usize,
+    dz: &mut [T],
+    tmp: &mut [T],
+    mut db: Option<&mut [T]>,
+) {
+    let (oh, ow, _) = dims;
+    let (l, pl) = (oh * ow, oh / 2 * (ow / 2));
+    for o in 0..og {
+        let c = c0 + o;
+        let row = &mut dz[o * row_len..][..row_len];
+        let dy = if b.pooled { &b.dy[c * pl..][..pl] } else { &b.dy[c * l..][..l] };
+        let act = b.act.map(|(y, a)| (&y[c * l..][..l], a));
+        widen_plane(row, dy, act, b.pooled, dims, tmp);
+        if let Some(db) = db.as_deref_mut() {
+            db[o] += row_sum(row);
+        }
+    }
+}
+
+/// Lays one channel's output gradient `dy` out wide in `row` (output row `oy` at `oy wp`,
+/// zeros in the spare columns and after the last output): through the 2x2 average pooling's backward when
 /// `pooled` (`dy` is then the pooled gradient), then the activation's derivative from its
 /// output `y`. Each step runs over the whole `oh x ow` plane in `tmp`, so it vectorises,
 /// where the plane's short rows (LeNet's 28 and 10) would leave scalar tails.
@@ -259,7 +305,11 @@ fn widen_plane<T: Element>(
         None => dy,
     };
     for (oy, s) in src.chunks_exact(ow).enumerate() {
-        copy_short(&mut row[oy * wp..][..ow], s);
+        let (out, spare) = row[oy * wp..].split_at_mut(ow);
+        copy_short(out, s);
+        // The spare columns, and past the last output row to the end of `row`.
+        let spare = if oy + 1 < oh { &mut spare[..wp - ow] } else { spare };
+        spare.fill(T::zero());
     }
 }
 
@@ -365,23 +415,15 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
             let part = unsafe { parts_out.slice(blk * part, part) };
             let (dw_part, db_part) = part.split_at_mut(dw_size);
             for grp in 0..g.a.groups {
-                sc.mat.fill(T::zero());
+                // Every value the tiles read is written below: each sample's `og` rows by
+                // `widen_plane`, and the rows padding them to whole tiles and the slack here.
+                sc.mat[ns * per_sample..].fill(T::zero());
                 ensure_len(&mut sc.row, l);
                 for (s, n) in samples.clone().enumerate() {
                     let dz = &mut sc.mat[s * per_sample..][..per_sample];
-                    let pl = g.oh / 2 * (g.ow / 2);
-                    tiles::wide_simd(|| {
-                        for o in 0..g.og {
-                            let c = n * g.o + grp * g.og + o;
-                            let row = &mut dz[o * lay.row..][..lay.row];
-                            let dy = if b.pooled { &b.dy[c * pl..][..pl] } else { &b.dy[c * l..][..l] };
-                            let act = b.act.map(|(y, a)| (&y[c * l..][..l], a));
-                            widen_plane(row, dy, act, b.pooled, (g.oh, g.ow, wide.wp), &mut sc.row);
-                            if b.bias {
-                                db_part[grp * g.og + o] += row_sum(row);
-                            }
-                        }
-                    });
+                    dz[g.og * lay.row..].fill(T::zero());
+                    let db = b.bias.then(|| &mut db_part[grp * g.og..][..g.og]);
+                    widen_sample_simd(&b, n * g.o + grp * g.og, g.og, (g.oh, g.ow, wide.wp), lay.row, dz, &mut sc.row, db);
                     if let (Some(packed), Some(out)) = (&packed, &dx_out) {
                         ensure_len(&mut sc.planes, dxp_len);
                         sc.planes.fill(T::zero());

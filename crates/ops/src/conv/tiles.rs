@@ -7,7 +7,7 @@
 //! (Shapes were chosen by reading the assembly: the compiler keeps 4 x 6 and 6 x 4 tiles
 //! of accumulators in registers, but turns an 8 x 3 tile into gathers.)
 
-use autograd::{Activation, Element};
+use autograd::Element;
 use std::any::TypeId;
 
 /// `L` values, one vector register.
@@ -53,43 +53,35 @@ pub(super) fn available() -> bool {
     false
 }
 
-/// Applies `act` to `v` in place, compiled for AVX-512 when the CPU has it (the sigmoid's
-/// polynomial then runs 16 lanes wide). Same arithmetic, so the same values, either way.
-pub(super) fn activate<T: Element>(act: Activation, v: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the CPU has AVX-512.
-        unsafe { activate_avx512(act, v) };
-        return;
-    }
-    act.apply_slice(v)
+/// `fn name<T: Element>(args) = inner` defines `name`, which runs `inner(args)` compiled
+/// with AVX-512 enabled when the CPU has it, else as built. `inner` must be
+/// `#[inline(always)]`: it is then compiled into the feature-enabled copy, and the element
+/// loops of a driver (an epilogue, laying out a gradient) run 16 lanes wide instead of the
+/// build's baseline 8. Same arithmetic, so the same values, either way. (A closure handed
+/// to one generic feature-enabled function was not inlined into it: a named copy per use
+/// is what makes this reliable.)
+macro_rules! avx512_copy {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<T: Element>($($arg:ident: $ty:ty),* $(,)?) = $inner:ident) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<T: Element>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512<T: Element>($($arg: $ty),*) {
+                    $inner($($arg),*)
+                }
+                if $crate::conv::tiles::available() {
+                    // SAFETY: the CPU has AVX-512.
+                    return unsafe { avx512($($arg),*) };
+                }
+            }
+            $inner($($arg),*)
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn activate_avx512<T: Element>(act: Activation, v: &mut [T]) {
-    act.apply_slice(v)
-}
-
-/// Runs `f` compiled for AVX-512 when the CPU has it: the closure is inlined into a
-/// function with the feature enabled, so the element loops of a driver (laying out a
-/// gradient, an epilogue) run 16 lanes wide instead of the build's baseline 8. Same
-/// arithmetic, so the same values, either way.
-#[inline(always)]
-pub(super) fn wide_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the CPU has AVX-512.
-        return unsafe { wide_simd_avx512(f) };
-    }
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn wide_simd_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+pub(super) use avx512_copy;
 
 /// Values per vector register for `T`.
 pub(super) fn lanes<T: 'static>() -> usize {
