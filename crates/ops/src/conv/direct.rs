@@ -233,32 +233,39 @@ fn row_sum<T: Element>(v: &[T]) -> T {
 
 tiles::avx512_copy! {
     /// [`widen_sample`], compiled for AVX-512 when the CPU has it.
-    fn widen_sample_simd<T: Element>(b: &Backward<'_, T>, c0: usize, og: usize, dims: (usize, usize, usize), row_len: usize, dz: &mut [T], tmp: &mut [T], db: Option<&mut [T]>) = widen_sample
+    fn widen_sample_simd<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize, usize), out: Widened<'_, T>) = widen_sample
+}
+
+/// Where [`widen_sample`] writes one sample group's output gradient.
+struct Widened<'a, T> {
+    /// The wide rows, `row_len` apart.
+    dz: &'a mut [T],
+    row_len: usize,
+    /// A plane of scratch.
+    tmp: &'a mut [T],
+    /// The sums of the rows, added in (the bias gradient), when asked for.
+    db: Option<&'a mut [T]>,
+    /// The gradient with the channels minor (`[oh ow][og]`), when asked for.
+    dyt: Option<&'a mut [T]>,
 }
 
 /// The output gradient of channels `c0..c0 + og` of one sample laid out wide, a
-/// [`widen_plane`] per `row_len` of `dz`; each row's sum is added to `db` when given (the
-/// bias gradient).
+/// [`widen_plane`] per row of `out.dz` (`og` is `db`'s length).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn widen_sample<T: Element>(
-    b: &Backward<'_, T>,
-    c0: usize,
-    og: usize,
-    dims: (usize, usize, usize),
-    row_len: usize,
-    dz: &mut [T],
-    tmp: &mut [T],
-    mut db: Option<&mut [T]>,
-) {
+fn widen_sample<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize, usize), out: Widened<'_, T>) {
+    let Widened { dz, row_len, tmp, mut db, mut dyt } = out;
     let (oh, ow, _) = dims;
     let (l, pl) = (oh * ow, oh / 2 * (ow / 2));
+    let og = dz.len() / row_len;
     for o in 0..og {
         let c = c0 + o;
         let row = &mut dz[o * row_len..][..row_len];
         let dy = if b.pooled { &b.dy[c * pl..][..pl] } else { &b.dy[c * l..][..l] };
         let act = b.act.map(|(y, a)| (&y[c * l..][..l], a));
-        widen_plane(row, dy, act, b.pooled, dims, tmp);
+        let plane = widen_plane(row, dy, act, b.pooled, dims, tmp);
+        if let Some(dyt) = dyt.as_deref_mut() {
+            dyt[o..].iter_mut().step_by(og).zip(plane).for_each(|(d, &v)| *d = v);
+        }
         if let Some(db) = db.as_deref_mut() {
             db[o] += row_sum(row);
         }
@@ -266,19 +273,20 @@ fn widen_sample<T: Element>(
 }
 
 /// Lays one channel's output gradient `dy` out wide in `row` (output row `oy` at `oy wp`,
-/// zeros in the spare columns and after the last output): through the 2x2 average pooling's backward when
-/// `pooled` (`dy` is then the pooled gradient), then the activation's derivative from its
-/// output `y`. Each step runs over the whole `oh x ow` plane in `tmp`, so it vectorises,
-/// where the plane's short rows (LeNet's 28 and 10) would leave scalar tails.
+/// zeros in the spare columns and after the last output), and returns it as a compact
+/// `oh x ow` plane: through the 2x2 average pooling's backward when `pooled` (`dy` is then
+/// the pooled gradient), then the activation's derivative from its output `y`. Each step
+/// runs over the whole plane in `tmp`, so it vectorises, where the plane's short rows
+/// (LeNet's 28 and 10) would leave scalar tails.
 #[inline(always)]
-fn widen_plane<T: Element>(
+fn widen_plane<'a, T: Element>(
     row: &mut [T],
-    dy: &[T],
+    dy: &'a [T],
     act: Option<(&[T], Activation)>,
     pooled: bool,
     (oh, ow, wp): (usize, usize, usize),
-    tmp: &mut [T],
-) {
+    tmp: &'a mut [T],
+) -> &'a [T] {
     let tmp = &mut tmp[..oh * ow];
     if pooled {
         // Each window's gradient, scaled, on its four cells; cells outside every window
@@ -311,6 +319,7 @@ fn widen_plane<T: Element>(
         let spare = if oy + 1 < oh { &mut spare[..wp - ow] } else { spare };
         spare.fill(T::zero());
     }
+    src
 }
 
 /// What one backward pass computes, and from what.
@@ -381,9 +390,13 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
     let (og_pad, taps_pad) = (g.og.next_multiple_of(ob), rows.next_multiple_of(tb));
     let lay = GradLayout::new::<T>(wide, og_pad);
     let per_sample = lay.per_sample();
-    // Weight gradient: spare taps read offset 0; their sums are dropped.
+    // Weight gradient: vectorised over the output channels when they come in whole
+    // vectors (every output position computed once), else in tiles over the wide
+    // positions. Spare taps read offset 0; their sums are dropped.
+    let dw_by_channel = b.x.is_some() && g.og.is_multiple_of(lanes);
+    let rt = tiles::outer_taps(rows);
     let mut offs = wide.offs.clone();
-    offs.resize(taps_pad, 0);
+    offs.resize(taps_pad.max(rows.next_multiple_of(rt)), 0);
     let ldd = lay.row;
     let xlen = wide.padded_len::<T>(g);
     // Input gradient: for each kernel offset, the output channels are the taps; the
@@ -419,11 +432,20 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                 // `widen_plane`, and the rows padding them to whole tiles and the slack here.
                 sc.mat[ns * per_sample..].fill(T::zero());
                 ensure_len(&mut sc.row, l);
+                if dw_by_channel {
+                    ensure_len(&mut sc.trans, ns * l * g.og);
+                }
                 for (s, n) in samples.clone().enumerate() {
-                    let dz = &mut sc.mat[s * per_sample..][..per_sample];
-                    dz[g.og * lay.row..].fill(T::zero());
-                    let db = b.bias.then(|| &mut db_part[grp * g.og..][..g.og]);
-                    widen_sample_simd(&b, n * g.o + grp * g.og, g.og, (g.oh, g.ow, wide.wp), lay.row, dz, &mut sc.row, db);
+                    let (dz, pad_rows) = sc.mat[s * per_sample..][..per_sample].split_at_mut(g.og * lay.row);
+                    pad_rows.fill(T::zero());
+                    let out = Widened {
+                        dz,
+                        row_len: lay.row,
+                        tmp: &mut sc.row,
+                        db: b.bias.then(|| &mut db_part[grp * g.og..][..g.og]),
+                        dyt: dw_by_channel.then(|| &mut sc.trans[s * l * g.og..][..l * g.og]),
+                    };
+                    widen_sample_simd(&b, n * g.o + grp * g.og, (g.oh, g.ow, wide.wp), out);
                     if let (Some(packed), Some(out)) = (&packed, &dx_out) {
                         ensure_len(&mut sc.planes, dxp_len);
                         sc.planes.fill(T::zero());
@@ -464,6 +486,35 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                 ensure_len(&mut sc.cols, og_pad * taps_pad * lanes);
                 for (s, n) in samples.clone().enumerate() {
                     wide.pad(g, &x[n * chw..], grp, &mut sc.pad[s * xlen..][..xlen]);
+                }
+                if dw_by_channel {
+                    // Every call sums `rt` taps of `L` output channels over the block.
+                    ensure_len(&mut sc.cols, rt * lanes);
+                    for ov in 0..g.og / lanes {
+                        let runs = tiles::ChannelRuns {
+                            samples: ns,
+                            dyt: sc.trans[ov * lanes..].as_ptr(),
+                            dyt_stride: l * g.og,
+                            ld: g.og,
+                            x: sc.pad.as_ptr(),
+                            x_stride: xlen,
+                            oh: g.oh,
+                            ow: g.ow,
+                            wp: wide.wp,
+                        };
+                        for t0 in (0..rows).step_by(rt) {
+                            // SAFETY: `trans` holds `ns` samples of `l` positions of `og`
+                            // channels; `pad` the planes plus the slack; `offs` `rt` taps
+                            // past `t0` (spare ones read offset 0); `cols` `rt` vectors.
+                            unsafe { tiles::outer(rt, runs, offs.as_ptr().add(t0), sc.cols.as_mut_ptr()) };
+                            for (t, v) in sc.cols.chunks_exact(lanes).enumerate().take(rows - t0) {
+                                for (k, &v) in v.iter().enumerate() {
+                                    dw_part[(grp * g.og + ov * lanes + k) * rows + t0 + t] = v;
+                                }
+                            }
+                        }
+                    }
+                    continue;
                 }
                 sc.cols.fill(T::zero());
                 // Every tile passes over the samples of a sub-block while its gradient rows

@@ -396,11 +396,13 @@ struct Scratch<T: Element> {
     row: Vec<T>,
     /// Padded input-gradient planes of one sample.
     planes: Vec<T>,
+    /// One sample block's output gradient with the channels minor.
+    trans: Vec<T>,
 }
 
 impl<T: Element> Drop for Scratch<T> {
     fn drop(&mut self) {
-        for v in [&mut self.cols, &mut self.mat, &mut self.pad, &mut self.row, &mut self.planes] {
+        for v in [&mut self.cols, &mut self.mat, &mut self.pad, &mut self.row, &mut self.planes, &mut self.trans] {
             autograd::buffers::recycle(std::mem::take(v));
         }
     }

@@ -294,6 +294,80 @@ pub(super) unsafe fn channels<T: Element>(offs: &[usize], n: usize, x: *const T,
     unreachable!("the direct kernels need AVX-512")
 }
 
+/// Taps per [`outer`] call for `taps` taps: 8, 10 or 12, whichever pads least (the larger
+/// on a tie, for more independent sums in flight).
+pub(super) fn outer_taps(taps: usize) -> usize {
+    [12, 10, 8].into_iter().min_by_key(|&r| taps.next_multiple_of(r)).expect("three candidates")
+}
+
+/// One call of [`outer`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn outer_avx512<T: Element, const L: usize, const R: usize>(runs: ChannelRuns<T>, offs: *const usize, acc: *mut T) {
+    let offs: [usize; R] = std::array::from_fn(|t| *offs.add(t));
+    let mut a = [[T::zero(); L]; R];
+    for s in 0..runs.samples {
+        for oy in 0..runs.oh {
+            let x = runs.x.add(s * runs.x_stride + oy * runs.wp);
+            let dy = runs.dyt.add(s * runs.dyt_stride + oy * runs.ow * runs.ld);
+            for ox in 0..runs.ow {
+                let d: Vector<T, L> = load(dy.add(ox * runs.ld));
+                for (t, a) in a.iter_mut().enumerate() {
+                    fma(a, *x.add(offs[t] + ox), &d);
+                }
+            }
+        }
+    }
+    for (t, a) in a.iter().enumerate() {
+        store(acc.add(t * L), *a);
+    }
+}
+
+/// The runs [`outer`] sums over: for each of `samples` samples, the output gradient with
+/// the channels minor (from `dyt + s dyt_stride`: output `(oy, ox)` at `(oy ow + ox) ld`)
+/// and the padded input planes (from `x + s x_stride`, rows `wp` apart).
+#[derive(Clone, Copy)]
+pub(super) struct ChannelRuns<T> {
+    pub samples: usize,
+    pub dyt: *const T,
+    pub dyt_stride: usize,
+    pub ld: usize,
+    pub x: *const T,
+    pub x_stride: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub wp: usize,
+}
+
+/// `acc[t] = Σ_s Σ_(oy, ox) dyt[s][(oy ow + ox) ld ..][..L] x[s][offs[t] + oy wp + ox]`
+/// for `r` taps (from [`outer_taps`]): the weight gradients of `L` output channels at
+/// once, one vector over the channels per tap, each input value broadcast. Unlike
+/// [`correlate`], no lane runs over a spare column of the wide rows, and no lanes are
+/// summed at the end. The sums stay in registers for the whole call, and are stored (not
+/// added) to `acc`.
+///
+/// # Safety
+/// [`available`] must be true. For every sample, `dyt` must be valid for `L` reads at
+/// every output's offset, `x` for reads at `offs[t] + oy wp + ox`; `offs` for `r` reads;
+/// `acc` for `r L` writes.
+pub(super) unsafe fn outer<T: Element>(r: usize, runs: ChannelRuns<T>, offs: *const usize, acc: *mut T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f: unsafe fn(ChannelRuns<T>, *const usize, *mut T) = match (lanes::<T>(), r) {
+            (16, 12) => outer_avx512::<T, 16, 12>,
+            (16, 10) => outer_avx512::<T, 16, 10>,
+            (16, 8) => outer_avx512::<T, 16, 8>,
+            (8, 12) => outer_avx512::<T, 8, 12>,
+            (8, 10) => outer_avx512::<T, 8, 10>,
+            (8, 8) => outer_avx512::<T, 8, 8>,
+            _ => unreachable!("outer_taps gives 8, 10 or 12"),
+        };
+        f(runs, offs, acc)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("the direct kernels need AVX-512")
+}
+
 /// Output rows and taps per [`correlate`] tile for `rows` rows and `taps` taps: 4 x 6 or
 /// 6 x 4, whichever pads less.
 pub(super) fn correlate_shape(rows: usize, taps: usize) -> (usize, usize) {
