@@ -131,23 +131,21 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
             for grp in 0..g.a.groups {
                 wide.pad(g, &x[n * g.c * g.h * g.w..], grp, &mut sc.pad);
                 if by_channel {
-                    ensure_len(&mut sc.row, g.ow * lanes);
+                    ensure_len(&mut sc.row, l * lanes);
                     for blk in 0..blocks {
                         let wb = &packed[(grp * blocks + blk) * rows * lanes..][..rows * lanes];
                         for oy in 0..g.oh {
                             // SAFETY: the taps of row `oy` read `ow` values inside the padded
-                            // planes; `row` holds `ow` vectors.
+                            // planes; `row` holds `oh ow` vectors.
                             unsafe {
-                                tiles::channels(&wide.offs, g.ow, sc.pad.as_ptr().add(oy * wide.wp), wb.as_ptr(), sc.row.as_mut_ptr())
+                                let out = sc.row.as_mut_ptr().add(oy * g.ow * lanes);
+                                tiles::channels(&wide.offs, g.ow, sc.pad.as_ptr().add(oy * wide.wp), wb.as_ptr(), out)
                             };
-                            for k in 0..lanes {
-                                let c = grp * g.og + blk * lanes + k;
-                                let bc = bias.map_or(T::zero(), |b| b[c]);
-                                // SAFETY: each sample's output belongs to exactly one task.
-                                let dst = unsafe { out.slice((n * g.o + c) * l + oy * g.ow, g.ow) };
-                                dst.iter_mut().zip(sc.row[k..].iter().step_by(lanes)).for_each(|(d, &v)| *d = v + bc);
-                            }
                         }
+                        let c0 = grp * g.og + blk * lanes;
+                        // SAFETY: each sample's output belongs to exactly one task.
+                        let dst = unsafe { out.slice((n * g.o + c0) * l, lanes * l) };
+                        unpack_channels_simd(&sc.row, bias.map(|b| &b[c0..][..lanes]), dst);
                     }
                     continue;
                 }
@@ -178,6 +176,32 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     });
     autograd::buffers::recycle(packed);
     (y, pooled)
+}
+
+tiles::avx512_copy! {
+    /// [`unpack_channels`], compiled for AVX-512 when the CPU has it (gathers).
+    fn unpack_channels_simd<T: Element>(src: &[T], bias: Option<&[T]>, dst: &mut [T]) = unpack_channels
+}
+
+/// `dst[k][p] = src[p][k] + bias[k]`: `L` channels' planes from outputs laid out with the
+/// channels minor, as the channel-vectorised forward computes them.
+#[inline(always)]
+fn unpack_channels<T: Element>(src: &[T], bias: Option<&[T]>, dst: &mut [T]) {
+    #[inline(always)]
+    fn each<T: Element, const L: usize>(src: &[T], bias: Option<&[T]>, dst: &mut [T]) {
+        let l = src.len() / L;
+        for k in 0..L {
+            let bc = bias.map_or(T::zero(), |b| b[k]);
+            for (p, d) in dst[k * l..][..l].iter_mut().enumerate() {
+                *d = src[p * L + k] + bc;
+            }
+        }
+    }
+    if tiles::lanes::<T>() == 16 {
+        each::<T, 16>(src, bias, dst)
+    } else {
+        each::<T, 8>(src, bias, dst)
+    }
 }
 
 tiles::avx512_copy! {
@@ -483,7 +507,6 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                 }
                 let Some(x) = b.x else { continue };
                 ensure_len(&mut sc.pad, ns * xlen);
-                ensure_len(&mut sc.cols, og_pad * taps_pad * lanes);
                 for (s, n) in samples.clone().enumerate() {
                     wide.pad(g, &x[n * chw..], grp, &mut sc.pad[s * xlen..][..xlen]);
                 }
@@ -516,6 +539,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                     }
                     continue;
                 }
+                ensure_len(&mut sc.cols, og_pad * taps_pad * lanes);
                 sc.cols.fill(T::zero());
                 // Every tile passes over the samples of a sub-block while its gradient rows
                 // and input planes are in L1 (the block is in L2); each tile's sums run
