@@ -1,9 +1,11 @@
 //! Register-tile micro-kernels of the direct convolution (see `direct.rs` for the layout).
 //!
-//! Both kernels multiply shifted, contiguous runs of one buffer (the taps) by scalars and
-//! vectorise along the run. They are written over arrays of `L` values, one AVX-512
-//! register, and compiled with AVX-512 enabled: the same code serves f32 (`L` = 16) and
-//! f64 (`L` = 8), so the f64 gradchecks test exactly the kernels f32 training runs.
+//! `combine` and `correlate` multiply shifted, contiguous runs of one buffer (the taps) by
+//! scalars and vectorise along the run; `channels` and `outer` vectorise over the output
+//! channels instead, broadcasting one input value at a time. They are written over arrays
+//! of `L` values, one AVX-512 register, and compiled with AVX-512 enabled: the same code
+//! serves f32 (`L` = 16) and f64 (`L` = 8), so the f64 gradchecks test exactly the kernels
+//! f32 training runs.
 //! (Shapes were chosen by reading the assembly: the compiler keeps 4 x 6 and 6 x 4 tiles
 //! of accumulators in registers, but turns an 8 x 3 tile into gathers.)
 
