@@ -1,7 +1,7 @@
 //! Element-wise activations as values, so an op that produces a tensor (a convolution)
 //! can apply one while it writes its output: one pass over memory instead of two, and the
 //! derivative comes from the output alone. `nn::Sequential` fuses a convolution with the
-//! activation (and 2x2 average pooling) after it this way; the results are bitwise those
+//! activation (and 2x2 pooling) after it this way; the results are bitwise those
 //! of the ops in turn.
 
 use crate::elementwise::{binary_kernel, ReluGradOp, SigmoidGradOp, TanhGradOp};

@@ -24,7 +24,7 @@ pub trait Module: Send + Sync {
     fn set_training(&mut self, _training: bool) {}
 
     /// What this layer computes, if a layer before it can apply it to its output as it
-    /// writes it (an activation; 2x2 average pooling): `Sequential` then offers it to that
+    /// writes it (an activation; 2x2 average or max pooling): `Sequential` then offers it to that
     /// layer through [`Module::forward_then`].
     fn as_epilogue(&self) -> Option<Epilogue> {
         None
@@ -118,12 +118,12 @@ impl Sequential {
     }
 
     /// The epilogue the layers after layer `i` form (an activation, then optionally 2x2
-    /// average pooling) and how many layers it covers.
+    /// pooling) and how many layers it covers.
     fn epilogue_after(&self, i: usize) -> (Epilogue, usize) {
         let step = |k: usize| self.layers.get(k).and_then(|l| l.as_epilogue());
         match step(i + 1) {
-            Some(Epilogue { act: Some(act), avg_pool_2x2: false }) => match step(i + 2) {
-                Some(Epilogue { act: None, avg_pool_2x2: true }) => (Epilogue::act(act).then_avg_pool_2x2(), 2),
+            Some(Epilogue { act: Some(act), pool: None }) => match step(i + 2) {
+                Some(Epilogue { act: None, pool: Some(pool) }) => (Epilogue::act(act).then_pool(pool), 2),
                 _ => (Epilogue::act(act), 1),
             },
             _ => (Epilogue::default(), 0),
@@ -145,7 +145,7 @@ impl Sequential {
 
 impl Module for Sequential {
     /// Each layer in turn, except that a layer followed by an activation (and then 2x2
-    /// average pooling) it can fuse runs them as one op: passes over the activations are
+    /// pooling) it can fuse runs them as one op: passes over the activations are
     /// saved, the results are the same.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();

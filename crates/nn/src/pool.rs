@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::module::Module;
 use autograd::Tensor;
-use ops::{Epilogue, Pair, Pool2dArgs};
+use ops::{Epilogue, Pair, Pool2dArgs, Pool2x2};
 
 fn describe(name: &str, a: &Pool2dArgs) -> String {
     let Pair(sh, sw) = a.stride.unwrap_or(a.kernel);
@@ -24,6 +24,9 @@ impl Module for MaxPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ops::max_pool2d(x, self.0)?)
     }
+    fn as_epilogue(&self) -> Option<Epilogue> {
+        is_2x2(self.0).then(|| Epilogue::default().then_pool(Pool2x2::Max))
+    }
     fn describe(&self) -> String {
         describe("MaxPool2d", &self.0)
     }
@@ -43,11 +46,15 @@ impl Module for AvgPool2d {
         Ok(ops::avg_pool2d(x, self.0)?)
     }
     fn as_epilogue(&self) -> Option<Epilogue> {
-        let a = self.0;
-        let two = Pair(2, 2);
-        (a.kernel == two && a.stride.unwrap_or(a.kernel) == two && a.padding == Pair(0, 0)).then(|| Epilogue::default().then_avg_pool_2x2())
+        is_2x2(self.0).then(|| Epilogue::default().then_pool(Pool2x2::Avg))
     }
     fn describe(&self) -> String {
         describe("AvgPool2d", &self.0)
     }
+}
+
+/// Whether `a` is the 2x2/stride-2 unpadded pooling a convolution can fuse.
+fn is_2x2(a: Pool2dArgs) -> bool {
+    let two = Pair(2, 2);
+    a.kernel == two && a.stride.unwrap_or(a.kernel) == two && a.padding == Pair(0, 0)
 }

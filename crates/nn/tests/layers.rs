@@ -167,6 +167,13 @@ fn sequential_fuses_conv_and_activation_with_the_same_results() {
     let net = net.append(nn::AvgPool2d::new(ops::Pool2dArgs::new(2)));
     let y = net.forward(&Tensor::rand(&[1, 1, 6, 6], &mut rng(1)).requires_grad_()).unwrap();
     assert_eq!((y.grad_fn_name(), y.shape()), (Some("conv2d_fused"), &[1, 2, 2, 2][..]));
+    // ... and a following 2x2 max pooling.
+    let net = Sequential::new()
+        .append(Conv2d::new(Conv2dConfig::new(1, 2, 3), &mut rng(0)).unwrap())
+        .append(nn::ReLU)
+        .append(nn::MaxPool2d::new(ops::Pool2dArgs::new(2)));
+    let y = net.forward(&Tensor::rand(&[1, 1, 6, 6], &mut rng(1)).requires_grad_()).unwrap();
+    assert_eq!((y.grad_fn_name(), y.shape()), (Some("conv2d_fused"), &[1, 2, 2, 2][..]));
     // A pooling the epilogue does not cover (3x3) stays its own op.
     let net = Sequential::new()
         .append(Conv2d::new(Conv2dConfig::new(1, 2, 3), &mut rng(0)).unwrap())

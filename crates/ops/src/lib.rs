@@ -12,7 +12,7 @@ pub mod loss;
 pub mod matmul;
 pub mod pool;
 
-pub use conv::{conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Epilogue, Pair};
+pub use conv::{conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Epilogue, Pair, Pool2x2};
 pub use linear::linear;
 pub use loss::{cross_entropy, mse};
 pub use matmul::matmul;

@@ -183,6 +183,49 @@ fn winner4<T: Element>(v: [T; 4]) -> usize {
     }
 }
 
+/// One output row of 2x2 max pooling from input rows `r0` and `r1` (`2 y.len()` long):
+/// the larger of the two rows first (a vectorised pass), then of each pair.
+#[inline(always)]
+pub(crate) fn max2x2_row<T: Element>(y: &mut [T], r0: &[T], r1: &[T]) {
+    const SPAN: usize = 64;
+    let mut rows = [T::zero(); 2 * SPAN];
+    for (part, yseg) in y.chunks_mut(SPAN).enumerate() {
+        let span = 2 * yseg.len();
+        let (a, b) = (&r0[2 * SPAN * part..][..span], &r1[2 * SPAN * part..][..span]);
+        for ((m, &p), &q) in rows[..span].iter_mut().zip(a).zip(b) {
+            *m = max_nan(p, q);
+        }
+        for (y, pair) in yseg.iter_mut().zip(rows[..span].chunks_exact(2)) {
+            *y = max_nan(pair[0], pair[1]);
+        }
+    }
+}
+
+/// The backward of one output row of 2x2 max pooling: `d` and `x` are the two input rows
+/// under it (`w` apart, `2 w` long); every cell of `d` is written, `dy[j]` at window
+/// `j`'s winner in `x` and 0 elsewhere (including a last odd column).
+#[inline(always)]
+pub(crate) fn max2x2_scatter_rows<T: Element>(d: &mut [T], x: &[T], w: usize, dy: &[T]) {
+    d[..2 * w].fill(T::zero());
+    for (j, &v) in dy.iter().enumerate() {
+        let c = 2 * j;
+        let k = winner4([x[c], x[c + 1], x[c + w], x[c + w + 1]]);
+        d[c + (k >> 1) * w + (k & 1)] = v;
+    }
+}
+
+/// The gradient of 2x2/stride-2 max pooling of `x` (`[.., H, W]`) given the output
+/// gradient `dy`, for a fused op's backward; recorded and differentiable in `dy`, as the
+/// pooling's own backward is.
+pub(crate) fn max_pool2x2_grad(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let g = Geom::new("max_pool2d_backward", x.shape(), Pool2dArgs::new(2))?;
+    let want = g.out_shape(x.shape());
+    if dy.shape() != want.as_slice() {
+        return Err(Error::mismatch("max_pool2d_backward", "output gradient does not match the pooling output", dy.shape(), &want));
+    }
+    max_pool2d_scatter(x, dy, g)
+}
+
 /// Max pooling with the gradient routed to the winning position.
 pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let g = Geom::new("max_pool2d", input.shape(), args)?;
@@ -190,21 +233,8 @@ pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         let x = input.contiguous_data::<T>()?;
         let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| {
             if g.is_2x2() {
-                // The larger of the two rows first (a vectorised pass), then of each pair.
-                const SPAN: usize = 64;
-                let mut rows = [T::zero(); 2 * SPAN];
                 for (oy, yrow) in yp.chunks_exact_mut(g.ow).enumerate() {
-                    let (r0, r1) = (&xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow]);
-                    for (part, yseg) in yrow.chunks_mut(SPAN).enumerate() {
-                        let span = 2 * yseg.len();
-                        let (a, b) = (&r0[2 * SPAN * part..][..span], &r1[2 * SPAN * part..][..span]);
-                        for ((m, &p), &q) in rows[..span].iter_mut().zip(a).zip(b) {
-                            *m = max_nan(p, q);
-                        }
-                        for (y, pair) in yseg.iter_mut().zip(rows[..span].chunks_exact(2)) {
-                            *y = max_nan(pair[0], pair[1]);
-                        }
-                    }
+                    max2x2_row(yrow, &xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow]);
                 }
             } else {
                 for_each_winner(&g, xp, |o, i| yp[o] = xp[i]);
@@ -237,12 +267,7 @@ fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
                         // Zero both rows of each window row, then one store per window.
                         for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
                             let r0 = 2 * oy * g.w;
-                            dxp[r0..r0 + 2 * g.w].fill(T::zero());
-                            for (ox, &v) in drow.iter().enumerate() {
-                                let c = r0 + 2 * ox;
-                                let k = winner4([xp[c], xp[c + 1], xp[c + g.w], xp[c + g.w + 1]]);
-                                dxp[c + (k >> 1) * g.w + (k & 1)] = v;
-                            }
+                            max2x2_scatter_rows(&mut dxp[r0..], &xp[r0..], g.w, drow);
                         }
                     } else {
                         for_each_winner(&g, xp, |o, i| dxp[i] += dp[o]);

@@ -4,7 +4,9 @@
 use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
 use autograd::Activation;
 use autograd::{rng, DType, Tensor};
-use ops::{avg_pool2d, conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Epilogue, Pool2dArgs};
+use ops::{
+    avg_pool2d, conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, max_pool2d, Conv2dArgs, Epilogue, Pool2dArgs, Pool2x2,
+};
 use proptest::prelude::*;
 
 /// The output shape `[N, O, OH, OW]`.
@@ -251,9 +253,10 @@ proptest! {
     }
 
     #[test]
-    fn fused_epilogue_is_bitwise_the_ops_in_turn(c in wide_case(), seed in any::<u64>(), act in 0usize..4, pool in any::<bool>(), f32 in any::<bool>()) {
+    fn fused_epilogue_is_bitwise_the_ops_in_turn(c in wide_case(), seed in any::<u64>(), act in 0usize..4, pool in 0usize..3, f32 in any::<bool>()) {
         let act = [Some(Activation::Sigmoid), Some(Activation::Relu), Some(Activation::Tanh), None][act];
-        let epilogue = Epilogue { act, avg_pool_2x2: pool };
+        let pool = [None, Some(Pool2x2::Avg), Some(Pool2x2::Max)][pool];
+        let epilogue = Epilogue { act, pool };
         let dtype = if f32 { DType::F32 } else { DType::F64 };
         let (x, w, b) = tensors(&c, seed);
         let (x, w, b) = (x.to_dtype(dtype).requires_grad_(), w.to_dtype(dtype).requires_grad_(), b.to_dtype(dtype).requires_grad_());
@@ -264,7 +267,11 @@ proptest! {
             } else {
                 let z = conv2d(&x, &w, bias, c.args).unwrap();
                 let y = act.map_or(z.clone(), |a| a.apply(&z));
-                if pool { avg_pool2d(&y, Pool2dArgs::new(2)).ok()? } else { y }
+                match pool {
+                    Some(Pool2x2::Avg) => avg_pool2d(&y, Pool2dArgs::new(2)).ok()?,
+                    Some(Pool2x2::Max) => max_pool2d(&y, Pool2dArgs::new(2)).ok()?,
+                    None => y,
+                }
             };
             let seed = Tensor::uniform_dtype(y.shape(), -1.0, 1.0, dtype, &mut rng(seed ^ 2));
             [&x, &w, &b].iter().for_each(|t| t.zero_grad());
@@ -282,9 +289,12 @@ proptest! {
     }
 
     #[test]
-    fn gradcheck_conv2d_fused(c in case(), seed in any::<u64>(), tanh in any::<bool>(), pool in any::<bool>()) {
+    fn gradcheck_conv2d_fused(c in case(), seed in any::<u64>(), tanh in any::<bool>(), pool in 0usize..3) {
         let act = if tanh { Activation::Tanh } else { Activation::Sigmoid };
-        let epilogue = Epilogue { act: Some(act), avg_pool_2x2: pool };
+        // Random inputs: ties in a max-pooling window (where it is not differentiable) have
+        // probability zero.
+        let pool = [None, Some(Pool2x2::Avg), Some(Pool2x2::Max)][pool];
+        let epilogue = Epilogue { act: Some(act), pool };
         let (x, w, b) = tensors(&c, seed);
         let a = c.args;
         prop_assume!(conv2d_fused(&x, &w, None, a, epilogue).is_ok());

@@ -20,8 +20,8 @@
 //! gradient entries into NaN than the unfolding path would (`0 x inf`), where that path
 //! leaves them finite.
 
-use super::{copy_short, ensure_len, tiles, Epilogue, Geom, Pair, Scratch, SharedOut};
-use crate::pool::{avg2x2_row, spread_pairs};
+use super::{copy_short, ensure_len, tiles, Epilogue, Geom, Pair, Pool2x2, Scratch, SharedOut};
+use crate::pool::{avg2x2_row, max2x2_row, max2x2_scatter_rows, spread_pairs};
 use autograd::parallel::install;
 use autograd::{Activation, Element};
 use rayon::prelude::*;
@@ -125,7 +125,7 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
     let out = SharedOut(y.as_mut_ptr(), y.len());
     let pl = g.oh / 2 * (g.ow / 2);
-    let mut pooled = ep.avg_pool_2x2.then(|| autograd::buffers::for_overwrite::<T>(g.n * g.o * pl));
+    let mut pooled = ep.pool.map(|_| autograd::buffers::for_overwrite::<T>(g.n * g.o * pl));
     let pooled_out = pooled.as_mut().map(|p| SharedOut(p.as_mut_ptr(), p.len()));
     install(|| {
         (0..g.n).into_par_iter().for_each_init(Scratch::default, |sc, n| {
@@ -172,7 +172,7 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
             // SAFETY: as above; every channel of the sample is written.
             let yn = unsafe { out.slice(n * g.o * l, g.o * l) };
             // SAFETY: each sample's pooled output belongs to exactly one task.
-            let pn = pooled_out.as_ref().map(|p| unsafe { p.slice(n * g.o * pl, g.o * pl) });
+            let pn = pooled_out.as_ref().zip(ep.pool).map(|(p, kind)| (unsafe { p.slice(n * g.o * pl, g.o * pl) }, kind));
             epilogue_simd(ep.act, yn, pn, (g.oh, g.ow));
         });
     });
@@ -208,22 +208,26 @@ fn unpack_channels<T: Element>(src: &[T], bias: Option<&[T]>, dst: &mut [T]) {
 
 tiles::avx512_copy! {
     /// [`epilogue`], compiled for AVX-512 when the CPU has it.
-    fn epilogue_simd<T: Element>(act: Option<Activation>, y: &mut [T], pooled: Option<&mut [T]>, dims: (usize, usize)) = epilogue
+    fn epilogue_simd<T: Element>(act: Option<Activation>, y: &mut [T], pooled: Option<(&mut [T], Pool2x2)>, dims: (usize, usize)) = epilogue
 }
 
 /// One sample's epilogue: the activation over its output `y` (`[C, oh, ow]`) in place,
-/// then the 2x2 average pooling of that into `pooled`.
+/// then the 2x2 pooling of that into `pooled`, with the pooling ops' own row kernels.
 #[inline(always)]
-fn epilogue<T: Element>(act: Option<Activation>, y: &mut [T], pooled: Option<&mut [T]>, (oh, ow): (usize, usize)) {
+fn epilogue<T: Element>(act: Option<Activation>, y: &mut [T], pooled: Option<(&mut [T], Pool2x2)>, (oh, ow): (usize, usize)) {
     if let Some(a) = act {
         a.apply_slice(y);
     }
-    let Some(pooled) = pooled else { return };
+    let Some((pooled, kind)) = pooled else { return };
     let (pl, pw) = (oh / 2 * (ow / 2), ow / 2);
     let scale = T::one() / T::from_f64(4.0);
     for (plane, yp) in pooled.chunks_exact_mut(pl.max(1)).zip(y.chunks_exact(oh * ow)) {
         for (py, row) in plane.chunks_exact_mut(pw.max(1)).enumerate() {
-            avg2x2_row(row, &yp[2 * py * ow..][..2 * pw], &yp[(2 * py + 1) * ow..][..2 * pw], scale);
+            let (r0, r1) = (&yp[2 * py * ow..][..2 * pw], &yp[(2 * py + 1) * ow..][..2 * pw]);
+            match kind {
+                Pool2x2::Avg => avg2x2_row(row, r0, r1, scale),
+                Pool2x2::Max => max2x2_row(row, r0, r1),
+            }
         }
     }
 }
@@ -286,9 +290,9 @@ fn widen_sample<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize,
     for o in 0..og {
         let c = c0 + o;
         let row = &mut dz[o * row_len..][..row_len];
-        let dy = if b.pooled { &b.dy[c * pl..][..pl] } else { &b.dy[c * l..][..l] };
-        let act = b.act.map(|(y, a)| (&y[c * l..][..l], a));
-        let plane = widen_plane(row, dy, act, b.pooled, dims, tmp);
+        let dy = if b.pool.is_some() { &b.dy[c * pl..][..pl] } else { &b.dy[c * l..][..l] };
+        let y = b.y.map_or(&[][..], |y| &y[c * l..][..l]);
+        let plane = widen_plane(row, dy, y, (b.act, b.pool), dims, tmp);
         if let Some(dyt) = dyt.as_deref_mut() {
             dyt[o..].iter_mut().step_by(og).zip(plane).for_each(|(d, &v)| *d = v);
         }
@@ -300,42 +304,55 @@ fn widen_sample<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize,
 
 /// Lays one channel's output gradient `dy` out wide in `row` (output row `oy` at `oy wp`,
 /// zeros in the spare columns and after the last output), and returns it as a compact
-/// `oh x ow` plane: through the 2x2 average pooling's backward when `pooled` (`dy` is then
-/// the pooled gradient), then the activation's derivative from its output `y`. Each step
+/// `oh x ow` plane: through the 2x2 pooling's backward when there is one (`dy` is then the
+/// pooled gradient; max pooling's winners are found again in `y`, which it read), then the
+/// activation's derivative from its output `y`. Each step
 /// runs over the whole plane in `tmp`, so it vectorises, where the plane's short rows
 /// (LeNet's 28 and 10) would leave scalar tails.
 #[inline(always)]
 fn widen_plane<'a, T: Element>(
     row: &mut [T],
     dy: &'a [T],
-    act: Option<(&[T], Activation)>,
-    pooled: bool,
+    y: &[T],
+    (act, pool): (Option<Activation>, Option<Pool2x2>),
     (oh, ow, wp): (usize, usize, usize),
     tmp: &'a mut [T],
 ) -> &'a [T] {
     let tmp = &mut tmp[..oh * ow];
-    if pooled {
-        // Each window's gradient, scaled, on its four cells; cells outside every window
-        // (an odd last row or column) get 0.
-        let (ph, pw) = (oh / 2, ow / 2);
-        let scale = T::one() / T::from_f64(4.0);
-        for py in 0..ph {
-            let (top, bottom) = tmp[2 * py * ow..][..2 * ow].split_at_mut(ow);
-            spread_pairs(&mut top[..2 * pw], &dy[py * pw..][..pw], scale);
-            top[2 * pw..].fill(T::zero());
-            bottom.copy_from_slice(top);
+    let (ph, pw) = (oh / 2, ow / 2);
+    match pool {
+        // Each window's gradient, scaled, on its four cells.
+        Some(Pool2x2::Avg) => {
+            let scale = T::one() / T::from_f64(4.0);
+            for py in 0..ph {
+                let (top, bottom) = tmp[2 * py * ow..][..2 * ow].split_at_mut(ow);
+                spread_pairs(&mut top[..2 * pw], &dy[py * pw..][..pw], scale);
+                top[2 * pw..].fill(T::zero());
+                bottom.copy_from_slice(top);
+            }
         }
+        // Each window's gradient on its winner.
+        Some(Pool2x2::Max) => {
+            for py in 0..ph {
+                let r = 2 * py * ow;
+                max2x2_scatter_rows(&mut tmp[r..], &y[r..], ow, &dy[py * pw..][..pw]);
+            }
+        }
+        None => {}
+    }
+    // Cells outside every window (an odd last row) get 0.
+    if pool.is_some() {
         tmp[2 * ph * ow..].fill(T::zero());
     }
     let src: &[T] = match act {
-        Some((y, a)) => {
-            if !pooled {
+        Some(a) => {
+            if pool.is_none() {
                 tmp.copy_from_slice(dy);
             }
             a.grad_from_output_slice(tmp, y);
             tmp
         }
-        None if pooled => tmp,
+        None if pool.is_some() => tmp,
         None => dy,
     };
     for (oy, s) in src.chunks_exact(ow).enumerate() {
@@ -352,12 +369,15 @@ fn widen_plane<'a, T: Element>(
 pub(super) struct Backward<'a, T> {
     /// The gradient of the op's output.
     pub dy: &'a [T],
-    /// The op's output and the activation it applied, when it applied one: the gradient
-    /// goes back through it first, as each sample is laid out.
-    pub act: Option<(&'a [T], Activation)>,
-    /// Whether `dy` is the gradient of the output's 2x2 average pooling (spread back over
-    /// each window as each sample is laid out).
-    pub pooled: bool,
+    /// The convolution's output after the activation (before any pooling), which the
+    /// activation's derivative and max pooling's winners come from.
+    pub y: Option<&'a [T]>,
+    /// The activation the op applied, if any: the gradient goes back through it (from
+    /// `y`) as each sample is laid out.
+    pub act: Option<Activation>,
+    /// The pooling the op applied, if any: `dy` is then the pooled output's gradient, taken
+    /// back over each window first.
+    pub pool: Option<Pool2x2>,
     /// The input, to compute the weight gradient.
     pub x: Option<&'a [T]>,
     /// The weight, to compute the input gradient.

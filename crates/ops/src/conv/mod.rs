@@ -1,6 +1,6 @@
 //! 2-d convolution (cross-correlation, as in PyTorch) with stride, padding, dilation and
-//! groups, the fused `conv2d_fused` (activation and 2x2 average pooling applied as the
-//! output is written), and the book's `corr2d`.
+//! groups, the fused `conv2d_fused` (activation and 2x2 average or max pooling applied as
+//! the output is written), and the book's `corr2d`.
 //!
 //! Two kernels compute the same maps. Stride-1 convolutions on a CPU with AVX-512 use the
 //! direct kernels (`direct.rs`, `tiles.rs`), which need no unfolded copy. The rest unfold
@@ -20,7 +20,7 @@ mod direct;
 mod tiles;
 
 use crate::gemm::{gemm_serial, MatRef};
-use crate::pool::{avg_pool2d, avg_pool2d_backward, Pool2dArgs};
+use crate::pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2x2_grad, Pool2dArgs};
 use autograd::parallel::install;
 use autograd::{no_grad, record, Activation, Element, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -513,7 +513,7 @@ fn forward_unfolded<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, 
 
 fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     if let Some(wide) = direct::Wide::new(g) {
-        let b = direct::Backward { dy, act: None, pooled: false, x: None, w: Some(w), bias: false };
+        let b = direct::Backward { dy, y: None, act: None, pool: None, x: None, w: Some(w), bias: false };
         return direct::backward(g, &wide, b).dx.expect("asked for");
     }
     let (l, rows) = (g.l(), g.rows());
@@ -547,7 +547,7 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 /// second unfolding costs in arithmetic.
 fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     if let Some(wide) = direct::Wide::new(g) {
-        let b = direct::Backward { dy, act: None, pooled: false, x: Some(x), w: None, bias: false };
+        let b = direct::Backward { dy, y: None, act: None, pool: None, x: Some(x), w: None, bias: false };
         return direct::backward(g, &wide, b).dw.expect("asked for");
     }
     let (l, rows) = (g.l(), g.rows());
@@ -594,20 +594,29 @@ pub fn conv2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv
 }
 
 /// What [`conv2d_fused`] applies to the convolution's output as it writes it, in this
-/// order: an activation, then 2x2 average pooling with stride 2.
+/// order: an activation, then 2x2 pooling with stride 2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Epilogue {
     pub act: Option<Activation>,
+    pub pool: Option<Pool2x2>,
+}
+
+/// The pooling an [`Epilogue`] can end with: `Pool2dArgs::new(2)` (2x2 windows, stride 2,
+/// no padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool2x2 {
     /// `avg_pool2d(y, Pool2dArgs::new(2))`.
-    pub avg_pool_2x2: bool,
+    Avg,
+    /// `max_pool2d(y, Pool2dArgs::new(2))`.
+    Max,
 }
 
 impl Epilogue {
     pub fn act(act: Activation) -> Self {
-        Epilogue { act: Some(act), avg_pool_2x2: false }
+        Epilogue { act: Some(act), pool: None }
     }
-    pub fn then_avg_pool_2x2(self) -> Self {
-        Epilogue { avg_pool_2x2: true, ..self }
+    pub fn then_pool(self, pool: Pool2x2) -> Self {
+        Epilogue { pool: Some(pool), ..self }
     }
 }
 
@@ -628,7 +637,7 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
         }
     }
     let pool = Pool2dArgs::new(2);
-    if epilogue.avg_pool_2x2 && (g.oh < 2 || g.ow < 2) {
+    if epilogue.pool.is_some() && (g.oh < 2 || g.ow < 2) {
         return Err(Error::invalid(op, format!("2x2 pooling needs a convolution output of at least 2x2, got {}x{}", g.oh, g.ow)));
     }
     let (full, pooled) = autograd::dispatch!(input.storage(), |_s: T| {
@@ -638,8 +647,11 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
         let y = Tensor::from_vec(y, &g.y_shape())?;
         let pooled = match pooled {
             Some(p) => Some(Tensor::from_vec(p, &[g.n, g.o, g.oh / 2, g.ow / 2])?),
-            None if epilogue.avg_pool_2x2 => Some(no_grad(|| avg_pool2d(&y, pool))?),
-            None => None,
+            None => match epilogue.pool {
+                Some(Pool2x2::Avg) => Some(no_grad(|| avg_pool2d(&y, pool))?),
+                Some(Pool2x2::Max) => Some(no_grad(|| max_pool2d(&y, pool))?),
+                None => None,
+            },
         };
         (y, pooled)
     });
@@ -660,8 +672,11 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
         }
         // The gradient before the pooling, then before the activation.
         let mut dy = ctx.grad_output().clone();
-        if epilogue.avg_pool_2x2 {
-            dy = avg_pool2d_backward(&dy, &g.y_shape(), pool)?;
+        match epilogue.pool {
+            Some(Pool2x2::Avg) => dy = avg_pool2d_backward(&dy, &g.y_shape(), pool)?,
+            // The winners are those of the activation, which is what the pooling read.
+            Some(Pool2x2::Max) => dy = max_pool2x2_grad(y, &dy)?,
+            None => {}
         }
         let dy = match epilogue.act {
             None => dy,
@@ -689,8 +704,9 @@ fn backward_direct(g: &Geom, wide: &direct::Wide, ctx: &autograd::BackwardCtx, y
             (x.contiguous_data::<T>()?, w.contiguous_data::<T>()?, dy.contiguous_data::<T>()?, y.contiguous_data::<T>()?);
         let b = direct::Backward {
             dy: &dyd,
-            act: ep.act.map(|a| (&y[..], a)),
-            pooled: ep.avg_pool_2x2,
+            y: Some(&y),
+            act: ep.act,
+            pool: ep.pool,
             x: ctx.needs_grad(1).then_some(&xd[..]),
             w: ctx.needs_grad(0).then_some(&wd[..]),
             bias,
