@@ -306,9 +306,9 @@ fn widen_sample<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize,
 /// zeros in the spare columns and after the last output), and returns it as a compact
 /// `oh x ow` plane: through the 2x2 pooling's backward when there is one (`dy` is then the
 /// pooled gradient; max pooling's winners are found again in `y`, which it read), then the
-/// activation's derivative from its output `y`. Each step
-/// runs over the whole plane in `tmp`, so it vectorises, where the plane's short rows
-/// (LeNet's 28 and 10) would leave scalar tails.
+/// activation's derivative from its output `y`. Each step runs over the whole plane in
+/// `tmp`, so it vectorises, where the plane's short rows (LeNet's 28 and 10) would leave
+/// scalar tails.
 #[inline(always)]
 fn widen_plane<'a, T: Element>(
     row: &mut [T],
