@@ -159,26 +159,22 @@ fn sequential_fuses_conv_and_activation_with_the_same_results() {
         };
         assert!(run(true) == run(false));
     }
-    // The fused op is on the tape under its own name.
-    let net = Sequential::new().append(Conv2d::new(Conv2dConfig::new(1, 2, 3), &mut rng(0)).unwrap()).append(nn::Sigmoid);
-    let y = net.forward(&Tensor::rand(&[1, 1, 5, 5], &mut rng(1)).requires_grad_()).unwrap();
-    assert_eq!(y.grad_fn_name(), Some("conv2d_fused"));
-    // ... and so is a following 2x2 average pooling: the pooled tensor is the fused op's output.
-    let net = net.append(nn::AvgPool2d::new(ops::Pool2dArgs::new(2)));
-    let y = net.forward(&Tensor::rand(&[1, 1, 6, 6], &mut rng(1)).requires_grad_()).unwrap();
-    assert_eq!((y.grad_fn_name(), y.shape()), (Some("conv2d_fused"), &[1, 2, 2, 2][..]));
-    // ... and a following 2x2 max pooling.
-    let net = Sequential::new()
-        .append(Conv2d::new(Conv2dConfig::new(1, 2, 3), &mut rng(0)).unwrap())
-        .append(nn::ReLU)
-        .append(nn::MaxPool2d::new(ops::Pool2dArgs::new(2)));
-    let y = net.forward(&Tensor::rand(&[1, 1, 6, 6], &mut rng(1)).requires_grad_()).unwrap();
-    assert_eq!((y.grad_fn_name(), y.shape()), (Some("conv2d_fused"), &[1, 2, 2, 2][..]));
+    // The op a 3x3 convolution followed by `rest` puts last on the tape, and its shape.
+    let top_op = |rest: Vec<Box<dyn Module>>, side: usize| {
+        let mut net = Sequential::new().append(Conv2d::new(Conv2dConfig::new(1, 2, 3), &mut rng(0)).unwrap());
+        rest.into_iter().for_each(|l| net.push(l));
+        let y = net.forward(&Tensor::rand(&[1, 1, side, side], &mut rng(1)).requires_grad_()).unwrap();
+        (y.grad_fn_name(), y.shape().to_vec())
+    };
+    let pool = |k: usize| ops::Pool2dArgs::new(k);
+    // The fused op is on the tape under its own name ...
+    assert_eq!(top_op(vec![Box::new(nn::Sigmoid)], 5), (Some("conv2d_fused"), vec![1, 2, 3, 3]));
+    // ... and so is a following 2x2 average or max pooling: the pooled tensor is its output.
+    let avg: Vec<Box<dyn Module>> = vec![Box::new(nn::Sigmoid), Box::new(nn::AvgPool2d::new(pool(2)))];
+    assert_eq!(top_op(avg, 6), (Some("conv2d_fused"), vec![1, 2, 2, 2]));
+    let max: Vec<Box<dyn Module>> = vec![Box::new(nn::ReLU), Box::new(nn::MaxPool2d::new(pool(2)))];
+    assert_eq!(top_op(max, 6), (Some("conv2d_fused"), vec![1, 2, 2, 2]));
     // A pooling the epilogue does not cover (3x3) stays its own op.
-    let net = Sequential::new()
-        .append(Conv2d::new(Conv2dConfig::new(1, 2, 3), &mut rng(0)).unwrap())
-        .append(nn::Sigmoid)
-        .append(nn::AvgPool2d::new(ops::Pool2dArgs::new(3)));
-    let y = net.forward(&Tensor::rand(&[1, 1, 8, 8], &mut rng(1)).requires_grad_()).unwrap();
-    assert_eq!(y.grad_fn_name(), Some("avg_pool2d"));
+    let avg3: Vec<Box<dyn Module>> = vec![Box::new(nn::Sigmoid), Box::new(nn::AvgPool2d::new(pool(3)))];
+    assert_eq!(top_op(avg3, 8).0, Some("avg_pool2d"));
 }
