@@ -13,18 +13,66 @@ const MIN_LEN: usize = 1024;
 /// Bytes the cache may hold: enough for a warm LeNet step at batch 256 to run entirely
 /// from it (`tests/allocations.rs`), small beside the 220 MB Fashion-MNIST takes as f32.
 const MAX_BYTES: usize = 128 << 20;
-/// Buffers kept per length.
-const MAX_PER_LEN: usize = 32;
 
 /// Free buffers of one element type, by length.
+///
+/// Whether a warm training step allocates must not depend on anything but the step
+/// itself: so there is no cap on buffers of one length (a step may hold any number live
+/// at once and give them all back), and when the byte budget forces an eviction the
+/// victim is the length used least recently (a clock ticked by every take and return),
+/// never an arbitrary one (a `HashMap`'s iteration order differs per process). Lengths a
+/// run has stopped using (a last short batch, an evaluation pass) go first.
 pub struct Cache<T> {
-    free: HashMap<usize, Vec<Vec<T>>>,
+    free: HashMap<usize, Shelf<T>>,
     bytes: usize,
+    clock: u64,
+}
+
+/// The free buffers of one length and when that length was last taken or returned.
+struct Shelf<T> {
+    bufs: Vec<Vec<T>>,
+    used: u64,
 }
 
 impl<T> Cache<T> {
     pub(crate) fn new() -> Self {
-        Cache { free: HashMap::new(), bytes: 0 }
+        Cache { free: HashMap::new(), bytes: 0, clock: 0 }
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// A free buffer of `len` elements, if the cache holds one.
+    fn take(&mut self, len: usize) -> Option<Vec<T>> {
+        let now = self.tick();
+        let shelf = self.free.get_mut(&len)?;
+        shelf.used = now;
+        let v = shelf.bufs.pop()?;
+        self.bytes -= len * std::mem::size_of::<T>();
+        Some(v)
+    }
+
+    /// Keeps `v` (its length is its capacity), evicting the least recently used other
+    /// lengths while the cache would exceed its budget; drops `v` if that is not enough.
+    fn put(&mut self, v: Vec<T>) {
+        let len = v.len();
+        let size = len * std::mem::size_of::<T>();
+        while self.bytes + size > MAX_BYTES {
+            let victim =
+                self.free.iter().filter(|(&l, s)| l != len && !s.bufs.is_empty()).min_by_key(|(&l, s)| (s.used, l)).map(|(&l, _)| l);
+            let Some(victim) = victim else { return };
+            // The whole shelf goes: the length unused for longest is the least likely to be
+            // wanted again.
+            let freed: usize = self.free.remove(&victim).map_or(0, |s| s.bufs.iter().map(Vec::len).sum());
+            self.bytes -= freed * std::mem::size_of::<T>();
+        }
+        let now = self.tick();
+        let shelf = self.free.entry(len).or_insert_with(|| Shelf { bufs: Vec::new(), used: now });
+        shelf.used = now;
+        shelf.bufs.push(v);
+        self.bytes += size;
     }
 }
 
@@ -51,12 +99,7 @@ fn reuse<T: Element>(len: usize) -> Option<Vec<T>> {
     if len < MIN_LEN {
         return None;
     }
-    let mut c = T::cache().lock().unwrap();
-    let v = c.free.get_mut(&len).and_then(|l| l.pop());
-    if v.is_some() {
-        c.bytes -= len * std::mem::size_of::<T>();
-    }
-    v
+    T::cache().lock().unwrap().take(len)
 }
 
 /// A zero-filled buffer of `len` elements, reusing a freed one when there is one.
@@ -102,21 +145,7 @@ pub fn recycle<T: Element>(v: Vec<T>) {
     if size > MAX_BYTES {
         return;
     }
-    let mut c = T::cache().lock().unwrap();
-    // Make room by dropping buffers of other lengths: lengths a run has stopped using (a
-    // last short batch, an evaluation pass) must not keep the cache full for good.
-    while c.bytes + size > MAX_BYTES {
-        let Some(victim) = c.free.iter().filter(|(&l, v)| l != len && !v.is_empty()).map(|(&l, _)| l).next() else {
-            return;
-        };
-        let dropped = c.free.get_mut(&victim).and_then(|v| v.pop()).map_or(0, |v| v.len());
-        c.bytes -= dropped * std::mem::size_of::<T>();
-    }
-    let list = c.free.entry(len).or_default();
-    if list.len() < MAX_PER_LEN {
-        list.push(v);
-        c.bytes += size;
-    }
+    T::cache().lock().unwrap().put(v);
 }
 
 /// Drops every cached buffer (memory goes back to the allocator).

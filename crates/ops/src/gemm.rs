@@ -2,7 +2,7 @@
 //!
 //! The micro-kernels come from the `gemm-f32`/`gemm-f64` crates (AVX-512 / AVX2+FMA /
 //! scalar, chosen at run time); the packing and blocking around them are ours, so a product
-//! never allocates once the thread's panel buffer is warm. The parallel split is ours too:
+//! never allocates: each thread packs into a fixed panel in its thread-local storage. The parallel split is ours too:
 //! the output is cut into a grid of tiles whose sizes depend only on the problem shape,
 //! never on the thread count, and every tile runs the whole `k` reduction in one call. Each element is
 //! therefore computed by the same instructions in the same order at any thread count:
@@ -134,23 +134,27 @@ fn kernels<T: Element>() -> &'static Kernels<T> {
 /// there while every row group of `A` streams past it.
 const PANEL_BYTES: usize = 40 << 10;
 
+/// One packed micro-panel's storage, aligned to a cache line.
+#[repr(C, align(64))]
+struct PanelBuf([f64; PANEL_BYTES / size_of::<f64>()]);
+
 thread_local! {
-    /// This thread's packed micro-panel, grown once and reused by every product: packing
-    /// never allocates once warm.
-    static PANEL: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    /// This thread's packed micro-panel, reused by every product. A fixed-size array with
+    /// a constant initialiser lives in the thread's static TLS block, which the system
+    /// sets up with the thread itself: packing never calls the allocator, whichever pool
+    /// thread a tile lands on and whether that thread has run a product before.
+    static PANEL: RefCell<PanelBuf> = const { RefCell::new(PanelBuf([0.0; PANEL_BYTES / size_of::<f64>()])) };
 }
 
 /// Runs `f` on this thread's panel buffer viewed as `len` values of `T`.
 fn with_panel<T: Element, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
     PANEL.with(|cell| {
         let mut buf = cell.borrow_mut();
-        let words = (len * size_of::<T>()).div_ceil(size_of::<f64>());
-        if buf.len() < words {
-            buf.resize(words, 0.0);
-        }
+        let words = &mut buf.0;
+        assert!(len <= size_of_val(words) / size_of::<T>(), "gemm: panel of {len} values exceeds {PANEL_BYTES} bytes");
         // SAFETY: `T` is f32 or f64: any bit pattern is valid and f64's alignment covers
-        // both; the buffer holds at least `len` values of `T`.
-        let panel = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<T>(), len) };
+        // both; the buffer holds at least `len` values of `T` (asserted above).
+        let panel = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<T>(), len) };
         f(panel)
     })
 }

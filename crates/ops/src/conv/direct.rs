@@ -20,11 +20,10 @@
 //! gradient entries into NaN than the unfolding path would (`0 x inf`), where that path
 //! leaves them finite.
 
-use super::{copy_short, ensure_len, tiles, Epilogue, Geom, Pair, Pool2x2, Scratch, SharedOut};
+use super::scratch::{ensure_len, par_tasks, Lens};
+use super::{copy_short, tiles, Epilogue, Geom, Pair, Pool2x2, SharedOut};
 use crate::pool::{avg2x2_row, max2x2_row, max2x2_scatter_rows, spread_pairs};
-use autograd::parallel::install;
 use autograd::{Activation, Element};
-use rayon::prelude::*;
 
 /// The wide layout of one convolution.
 pub(super) struct Wide {
@@ -127,54 +126,58 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     let pl = g.oh / 2 * (g.ow / 2);
     let mut pooled = ep.pool.map(|_| autograd::buffers::for_overwrite::<T>(g.n * g.o * pl));
     let pooled_out = pooled.as_mut().map(|p| SharedOut(p.as_mut_ptr(), p.len()));
-    install(|| {
-        (0..g.n).into_par_iter().for_each_init(Scratch::default, |sc, n| {
-            ensure_len(&mut sc.pad, wide.padded_len::<T>(g));
-            for grp in 0..g.a.groups {
-                wide.pad(g, &x[n * g.c * g.h * g.w..], grp, &mut sc.pad);
-                if by_channel {
-                    ensure_len(&mut sc.row, l * lanes);
-                    for blk in 0..blocks {
-                        let wb = &packed[(grp * blocks + blk) * rows * lanes..][..rows * lanes];
-                        for oy in 0..g.oh {
-                            // SAFETY: the taps of row `oy` read `ow` values inside the padded
-                            // planes; `row` holds `oh ow` vectors.
-                            unsafe {
-                                let out = sc.row.as_mut_ptr().add(oy * g.ow * lanes);
-                                tiles::channels(&wide.offs, g.ow, sc.pad.as_ptr().add(oy * wide.wp), wb.as_ptr(), out)
-                            };
-                        }
-                        let c0 = grp * g.og + blk * lanes;
-                        // SAFETY: each sample's output belongs to exactly one task.
-                        let dst = unsafe { out.slice((n * g.o + c0) * l, lanes * l) };
-                        unpack_channels_simd(&sc.row, bias.map(|b| &b[c0..][..lanes]), dst);
-                    }
-                    continue;
-                }
-                ensure_len(&mut sc.mat, ob * ld);
+    let lens = Lens {
+        pad: wide.padded_len::<T>(g),
+        row: if by_channel { l * lanes } else { 0 },
+        mat: if by_channel { 0 } else { ob * ld },
+        ..Lens::default()
+    };
+    par_tasks::<T>(g.n, lens, |n, sc| {
+        ensure_len(&mut sc.pad, wide.padded_len::<T>(g));
+        for grp in 0..g.a.groups {
+            wide.pad(g, &x[n * g.c * g.h * g.w..], grp, &mut sc.pad);
+            if by_channel {
+                ensure_len(&mut sc.row, l * lanes);
                 for blk in 0..blocks {
-                    let wb = &packed[(grp * blocks + blk) * rows * ob..][..rows * ob];
-                    // SAFETY: `pad` holds the planes and the slack a tile runs over; `mat`
-                    // holds `ob` rows of the rounded positions.
-                    unsafe { tiles::combine(ob, &wide.offs, wide.positions, sc.pad.as_ptr(), wb.as_ptr(), sc.mat.as_mut_ptr(), ld, false) };
-                    for r in 0..ob.min(g.og - blk * ob) {
-                        let c = grp * g.og + blk * ob + r;
-                        // SAFETY: each sample's output belongs to exactly one task.
-                        let dst = unsafe { out.slice((n * g.o + c) * l, l) };
-                        let bc = bias.map_or(T::zero(), |b| b[c]);
-                        for oy in 0..g.oh {
-                            let src = &sc.mat[r * ld + oy * wide.wp..][..g.ow];
-                            dst[oy * g.ow..][..g.ow].iter_mut().zip(src).for_each(|(d, &v)| *d = v + bc);
-                        }
+                    let wb = &packed[(grp * blocks + blk) * rows * lanes..][..rows * lanes];
+                    for oy in 0..g.oh {
+                        // SAFETY: the taps of row `oy` read `ow` values inside the padded
+                        // planes; `row` holds `oh ow` vectors.
+                        unsafe {
+                            let out = sc.row.as_mut_ptr().add(oy * g.ow * lanes);
+                            tiles::channels(&wide.offs, g.ow, sc.pad.as_ptr().add(oy * wide.wp), wb.as_ptr(), out)
+                        };
+                    }
+                    let c0 = grp * g.og + blk * lanes;
+                    // SAFETY: each sample's output belongs to exactly one task.
+                    let dst = unsafe { out.slice((n * g.o + c0) * l, lanes * l) };
+                    unpack_channels_simd(&sc.row, bias.map(|b| &b[c0..][..lanes]), dst);
+                }
+                continue;
+            }
+            ensure_len(&mut sc.mat, ob * ld);
+            for blk in 0..blocks {
+                let wb = &packed[(grp * blocks + blk) * rows * ob..][..rows * ob];
+                // SAFETY: `pad` holds the planes and the slack a tile runs over; `mat`
+                // holds `ob` rows of the rounded positions.
+                unsafe { tiles::combine(ob, &wide.offs, wide.positions, sc.pad.as_ptr(), wb.as_ptr(), sc.mat.as_mut_ptr(), ld, false) };
+                for r in 0..ob.min(g.og - blk * ob) {
+                    let c = grp * g.og + blk * ob + r;
+                    // SAFETY: each sample's output belongs to exactly one task.
+                    let dst = unsafe { out.slice((n * g.o + c) * l, l) };
+                    let bc = bias.map_or(T::zero(), |b| b[c]);
+                    for oy in 0..g.oh {
+                        let src = &sc.mat[r * ld + oy * wide.wp..][..g.ow];
+                        dst[oy * g.ow..][..g.ow].iter_mut().zip(src).for_each(|(d, &v)| *d = v + bc);
                     }
                 }
             }
-            // SAFETY: as above; every channel of the sample is written.
-            let yn = unsafe { out.slice(n * g.o * l, g.o * l) };
-            // SAFETY: each sample's pooled output belongs to exactly one task.
-            let pn = pooled_out.as_ref().zip(ep.pool).map(|(p, kind)| (unsafe { p.slice(n * g.o * pl, g.o * pl) }, kind));
-            epilogue_simd(ep.act, yn, pn, (g.oh, g.ow));
-        });
+        }
+        // SAFETY: as above; every channel of the sample is written.
+        let yn = unsafe { out.slice(n * g.o * l, g.o * l) };
+        // SAFETY: each sample's pooled output belongs to exactly one task.
+        let pn = pooled_out.as_ref().zip(ep.pool).map(|(p, kind)| (unsafe { p.slice(n * g.o * pl, g.o * pl) }, kind));
+        epilogue_simd(ep.act, yn, pn, (g.oh, g.ow));
     });
     autograd::buffers::recycle(packed);
     (y, pooled)
@@ -465,141 +468,152 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
     let mut dx = b.w.map(|_| autograd::buffers::for_overwrite::<T>(g.n * chw));
     let parts_out = SharedOut(partials.as_mut_ptr(), partials.len());
     let dx_out = dx.as_mut().map(|d| SharedOut(d.as_mut_ptr(), d.len()));
-    install(|| {
-        (0..blocks).into_par_iter().for_each_init(Scratch::default, |sc, blk| {
-            let samples = blk * nb..((blk + 1) * nb).min(g.n);
-            let ns = samples.len();
-            ensure_len(&mut sc.mat, ns * per_sample + tiles::slack::<T>());
-            // SAFETY: block `blk` owns partial sum `blk`.
-            let part = unsafe { parts_out.slice(blk * part, part) };
-            let (dw_part, db_part) = part.split_at_mut(dw_size);
-            for grp in 0..g.a.groups {
-                // Every value the tiles read is written below: each sample's `og` rows by
-                // `widen_plane`, and the rows padding them to whole tiles and the slack here.
-                sc.mat[ns * per_sample..].fill(T::zero());
-                ensure_len(&mut sc.row, l);
-                if dw_by_channel {
-                    ensure_len(&mut sc.trans, ns * l * g.og);
-                }
-                for (s, n) in samples.clone().enumerate() {
-                    let (dz, pad_rows) = sc.mat[s * per_sample..][..per_sample].split_at_mut(g.og * lay.row);
-                    pad_rows.fill(T::zero());
-                    let out = Widened {
-                        dz,
-                        row_len: lay.row,
-                        tmp: &mut sc.row,
-                        db: b.bias.then(|| &mut db_part[grp * g.og..][..g.og]),
-                        dyt: dw_by_channel.then(|| &mut sc.trans[s * l * g.og..][..l * g.og]),
-                    };
-                    widen_sample_simd(&b, n * g.o + grp * g.og, (g.oh, g.ow, wide.wp), out);
-                    if let (Some(packed), Some(out)) = (&packed, &dx_out) {
-                        ensure_len(&mut sc.planes, dxp_len);
-                        sc.planes.fill(T::zero());
-                        let plane = wide.plane();
-                        for cbk in 0..cblocks {
-                            for ij in 0..kk {
-                                let wb = &packed[((grp * cblocks + cbk) * kk + ij) * g.og * cb..][..g.og * cb];
-                                // SAFETY: the taps read `og` rows of `ldd` from this sample's
-                                // gradient; the rows written start at `shift(ij) + c plane`
-                                // and run `ldd` past it, inside the planes plus their slack
-                                // (`shift + positions <= plane`).
-                                unsafe {
-                                    tiles::combine(
-                                        cb,
-                                        &offs_o,
-                                        wide.positions,
-                                        sc.mat.as_ptr().add(s * per_sample),
-                                        wb.as_ptr(),
-                                        sc.planes.as_mut_ptr().add(cbk * cb * plane + shift(ij)),
-                                        plane,
-                                        true,
-                                    )
-                                };
-                            }
-                        }
-                        // SAFETY: each sample's input gradient belongs to exactly one block.
-                        let dxn = unsafe { out.slice(n * chw, chw) };
-                        for c in 0..g.cg {
-                            for y in 0..g.h {
-                                let src = &sc.planes[c * plane + (ph + y) * wide.wp + pw..][..g.w];
-                                copy_short(&mut dxn[((grp * g.cg + c) * g.h + y) * g.w..][..g.w], src);
-                            }
-                        }
-                    }
-                }
-                let Some(x) = b.x else { continue };
-                ensure_len(&mut sc.pad, ns * xlen);
-                for (s, n) in samples.clone().enumerate() {
-                    wide.pad(g, &x[n * chw..], grp, &mut sc.pad[s * xlen..][..xlen]);
-                }
-                if dw_by_channel {
-                    // Every call sums `rt` taps of `L` output channels over the block.
-                    ensure_len(&mut sc.cols, rt * lanes);
-                    for ov in 0..g.og / lanes {
-                        let runs = tiles::ChannelRuns {
-                            samples: ns,
-                            dyt: sc.trans[ov * lanes..].as_ptr(),
-                            dyt_stride: l * g.og,
-                            ld: g.og,
-                            x: sc.pad.as_ptr(),
-                            x_stride: xlen,
-                            oh: g.oh,
-                            ow: g.ow,
-                            wp: wide.wp,
-                        };
-                        for t0 in (0..rows).step_by(rt) {
-                            // SAFETY: `trans` holds `ns` samples of `l` positions of `og`
-                            // channels; `pad` the planes plus the slack; `offs` `rt` taps
-                            // past `t0` (spare ones read offset 0); `cols` `rt` vectors.
-                            unsafe { tiles::outer(rt, runs, offs.as_ptr().add(t0), sc.cols.as_mut_ptr()) };
-                            for (t, v) in sc.cols.chunks_exact(lanes).enumerate().take(rows - t0) {
-                                for (k, &v) in v.iter().enumerate() {
-                                    dw_part[(grp * g.og + ov * lanes + k) * rows + t0 + t] = v;
-                                }
-                            }
+    let nbs = nb.min(g.n);
+    let lens = Lens {
+        mat: nbs * per_sample + tiles::slack::<T>(),
+        row: l,
+        trans: if dw_by_channel { nbs * l * g.og } else { 0 },
+        planes: if packed.is_some() { dxp_len } else { 0 },
+        pad: if b.x.is_some() { nbs * xlen } else { 0 },
+        cols: match (b.x.is_some(), dw_by_channel) {
+            (false, _) => 0,
+            (true, true) => rt * lanes,
+            (true, false) => og_pad * taps_pad * lanes,
+        },
+    };
+    par_tasks::<T>(blocks, lens, |blk, sc| {
+        let samples = blk * nb..((blk + 1) * nb).min(g.n);
+        let ns = samples.len();
+        ensure_len(&mut sc.mat, ns * per_sample + tiles::slack::<T>());
+        // SAFETY: block `blk` owns partial sum `blk`.
+        let part = unsafe { parts_out.slice(blk * part, part) };
+        let (dw_part, db_part) = part.split_at_mut(dw_size);
+        for grp in 0..g.a.groups {
+            // Every value the tiles read is written below: each sample's `og` rows by
+            // `widen_plane`, and the rows padding them to whole tiles and the slack here.
+            sc.mat[ns * per_sample..].fill(T::zero());
+            ensure_len(&mut sc.row, l);
+            if dw_by_channel {
+                ensure_len(&mut sc.trans, ns * l * g.og);
+            }
+            for (s, n) in samples.clone().enumerate() {
+                let (dz, pad_rows) = sc.mat[s * per_sample..][..per_sample].split_at_mut(g.og * lay.row);
+                pad_rows.fill(T::zero());
+                let out = Widened {
+                    dz,
+                    row_len: lay.row,
+                    tmp: &mut sc.row,
+                    db: b.bias.then(|| &mut db_part[grp * g.og..][..g.og]),
+                    dyt: dw_by_channel.then(|| &mut sc.trans[s * l * g.og..][..l * g.og]),
+                };
+                widen_sample_simd(&b, n * g.o + grp * g.og, (g.oh, g.ow, wide.wp), out);
+                if let (Some(packed), Some(out)) = (&packed, &dx_out) {
+                    ensure_len(&mut sc.planes, dxp_len);
+                    sc.planes.fill(T::zero());
+                    let plane = wide.plane();
+                    for cbk in 0..cblocks {
+                        for ij in 0..kk {
+                            let wb = &packed[((grp * cblocks + cbk) * kk + ij) * g.og * cb..][..g.og * cb];
+                            // SAFETY: the taps read `og` rows of `ldd` from this sample's
+                            // gradient; the rows written start at `shift(ij) + c plane`
+                            // and run `ldd` past it, inside the planes plus their slack
+                            // (`shift + positions <= plane`).
+                            unsafe {
+                                tiles::combine(
+                                    cb,
+                                    &offs_o,
+                                    wide.positions,
+                                    sc.mat.as_ptr().add(s * per_sample),
+                                    wb.as_ptr(),
+                                    sc.planes.as_mut_ptr().add(cbk * cb * plane + shift(ij)),
+                                    plane,
+                                    true,
+                                )
+                            };
                         }
                     }
-                    continue;
-                }
-                ensure_len(&mut sc.cols, og_pad * taps_pad * lanes);
-                sc.cols.fill(T::zero());
-                // Every tile passes over the samples of a sub-block while its gradient rows
-                // and input planes are in L1 (the block is in L2); each tile's sums run
-                // over the samples in order either way.
-                let sub = ((40 << 10) / ((per_sample + xlen) * size_of::<T>())).max(1);
-                for s0 in (0..ns).step_by(sub) {
-                    let runs = tiles::Runs {
-                        samples: sub.min(ns - s0),
-                        vecs: ldd / lanes,
-                        dy: sc.mat[s0 * per_sample..].as_ptr(),
-                        dy_stride: per_sample,
-                        ldd: lay.row,
-                        x: sc.pad[s0 * xlen..].as_ptr(),
-                        x_stride: xlen,
-                    };
-                    // Tiles are stored one after the other, `ob x tb` vectors each.
-                    let mut tile = sc.cols.chunks_exact_mut(ob * tb * lanes);
-                    for o0 in (0..og_pad).step_by(ob) {
-                        for t0 in (0..taps_pad).step_by(tb) {
-                            let sums = tile.next().expect("one tile per block").as_mut_ptr();
-                            let runs = tiles::Runs { dy: runs.dy.wrapping_add(o0 * lay.row), ..runs };
-                            // SAFETY: each sample's rows hold `ldd` values past `dy`,
-                            // `pad` the planes plus the slack a vector runs over, `sums` one tile.
-                            unsafe { tiles::correlate((ob, tb), runs, offs.as_ptr().add(t0), sums) };
-                        }
-                    }
-                }
-                for (i, sums) in sc.cols.chunks_exact(ob * tb * lanes).enumerate() {
-                    let (o0, t0) = (i / (taps_pad / tb) * ob, i % (taps_pad / tb) * tb);
-                    for (k, v) in sums.chunks_exact(lanes).enumerate() {
-                        let (o, t) = (o0 + k / tb, t0 + k % tb);
-                        if o < g.og && t < rows {
-                            dw_part[(grp * g.og + o) * rows + t] = lane_sum(v);
+                    // SAFETY: each sample's input gradient belongs to exactly one block.
+                    let dxn = unsafe { out.slice(n * chw, chw) };
+                    for c in 0..g.cg {
+                        for y in 0..g.h {
+                            let src = &sc.planes[c * plane + (ph + y) * wide.wp + pw..][..g.w];
+                            copy_short(&mut dxn[((grp * g.cg + c) * g.h + y) * g.w..][..g.w], src);
                         }
                     }
                 }
             }
-        });
+            let Some(x) = b.x else { continue };
+            ensure_len(&mut sc.pad, ns * xlen);
+            for (s, n) in samples.clone().enumerate() {
+                wide.pad(g, &x[n * chw..], grp, &mut sc.pad[s * xlen..][..xlen]);
+            }
+            if dw_by_channel {
+                // Every call sums `rt` taps of `L` output channels over the block.
+                ensure_len(&mut sc.cols, rt * lanes);
+                for ov in 0..g.og / lanes {
+                    let runs = tiles::ChannelRuns {
+                        samples: ns,
+                        dyt: sc.trans[ov * lanes..].as_ptr(),
+                        dyt_stride: l * g.og,
+                        ld: g.og,
+                        x: sc.pad.as_ptr(),
+                        x_stride: xlen,
+                        oh: g.oh,
+                        ow: g.ow,
+                        wp: wide.wp,
+                    };
+                    for t0 in (0..rows).step_by(rt) {
+                        // SAFETY: `trans` holds `ns` samples of `l` positions of `og`
+                        // channels; `pad` the planes plus the slack; `offs` `rt` taps
+                        // past `t0` (spare ones read offset 0); `cols` `rt` vectors.
+                        unsafe { tiles::outer(rt, runs, offs.as_ptr().add(t0), sc.cols.as_mut_ptr()) };
+                        for (t, v) in sc.cols.chunks_exact(lanes).enumerate().take(rows - t0) {
+                            for (k, &v) in v.iter().enumerate() {
+                                dw_part[(grp * g.og + ov * lanes + k) * rows + t0 + t] = v;
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            ensure_len(&mut sc.cols, og_pad * taps_pad * lanes);
+            sc.cols.fill(T::zero());
+            // Every tile passes over the samples of a sub-block while its gradient rows
+            // and input planes are in L1 (the block is in L2); each tile's sums run
+            // over the samples in order either way.
+            let sub = ((40 << 10) / ((per_sample + xlen) * size_of::<T>())).max(1);
+            for s0 in (0..ns).step_by(sub) {
+                let runs = tiles::Runs {
+                    samples: sub.min(ns - s0),
+                    vecs: ldd / lanes,
+                    dy: sc.mat[s0 * per_sample..].as_ptr(),
+                    dy_stride: per_sample,
+                    ldd: lay.row,
+                    x: sc.pad[s0 * xlen..].as_ptr(),
+                    x_stride: xlen,
+                };
+                // Tiles are stored one after the other, `ob x tb` vectors each.
+                let mut tile = sc.cols.chunks_exact_mut(ob * tb * lanes);
+                for o0 in (0..og_pad).step_by(ob) {
+                    for t0 in (0..taps_pad).step_by(tb) {
+                        let sums = tile.next().expect("one tile per block").as_mut_ptr();
+                        let runs = tiles::Runs { dy: runs.dy.wrapping_add(o0 * lay.row), ..runs };
+                        // SAFETY: each sample's rows hold `ldd` values past `dy`,
+                        // `pad` the planes plus the slack a vector runs over, `sums` one tile.
+                        unsafe { tiles::correlate((ob, tb), runs, offs.as_ptr().add(t0), sums) };
+                    }
+                }
+            }
+            for (i, sums) in sc.cols.chunks_exact(ob * tb * lanes).enumerate() {
+                let (o0, t0) = (i / (taps_pad / tb) * ob, i % (taps_pad / tb) * tb);
+                for (k, v) in sums.chunks_exact(lanes).enumerate() {
+                    let (o, t) = (o0 + k / tb, t0 + k % tb);
+                    if o < g.og && t < rows {
+                        dw_part[(grp * g.og + o) * rows + t] = lane_sum(v);
+                    }
+                }
+            }
+        }
     });
     if let Some(p) = packed {
         autograd::buffers::recycle(p);

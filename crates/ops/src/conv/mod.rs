@@ -17,13 +17,13 @@
 //! block order, so they are bitwise identical at any thread count. See docs/gradients.md.
 
 mod direct;
+mod scratch;
 mod tiles;
 
 use crate::gemm::{gemm_serial, MatRef};
 use crate::pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2x2_grad, Pool2dArgs};
-use autograd::parallel::install;
 use autograd::{no_grad, record, Activation, Element, Error, Result, Tensor};
-use rayon::prelude::*;
+use scratch::{ensure_len, par_tasks, Lens, Scratch};
 
 /// A size given per spatial dimension (height, width); `2.into()` means `(2, 2)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,45 +385,15 @@ fn block_samples<T>(g: &Geom) -> usize {
     (BUDGET / (g.rows() * g.l() * std::mem::size_of::<T>()).max(1)).clamp(1, 32)
 }
 
-/// Per-task scratch: the unfolded block and a `[O/groups, block * OH*OW]` matrix.
-#[derive(Default)]
-struct Scratch<T: Element> {
-    cols: Vec<T>,
-    mat: Vec<T>,
-    /// Zero-padded planes of one sample.
-    pad: Vec<T>,
-    /// One row of gradients.
-    row: Vec<T>,
-    /// Padded input-gradient planes of one sample.
-    planes: Vec<T>,
-    /// One sample block's output gradient with the channels minor.
-    trans: Vec<T>,
-}
-
-impl<T: Element> Drop for Scratch<T> {
-    fn drop(&mut self) {
-        for v in [&mut self.cols, &mut self.mat, &mut self.pad, &mut self.row, &mut self.planes, &mut self.trans] {
-            autograd::buffers::recycle(std::mem::take(v));
-        }
-    }
-}
-
-/// Makes `v` exactly `len` long, swapping buffers through the recycling cache (contents
-/// are meaningless afterwards: callers overwrite or fill).
-fn ensure_len<T: Element>(v: &mut Vec<T>, len: usize) {
-    if v.len() != len {
-        autograd::buffers::recycle(std::mem::take(v));
-        *v = autograd::buffers::for_overwrite(len);
-    }
-}
-
-/// Runs `f(block index, samples)` over the sample blocks in parallel.
+/// Runs `f(block index, samples, scratch)` over the sample blocks in parallel, each
+/// task's scratch reserved for the unfolding kernels' largest block.
 fn for_blocks<T: Element>(g: &Geom, f: impl Fn(usize, std::ops::Range<usize>, &mut Scratch<T>) + Sync + Send) {
     let nb = block_samples::<T>(g);
-    let blocks = g.n.div_ceil(nb);
-    install(|| {
-        (0..blocks).into_par_iter().for_each_init(Scratch::default, |sc, b| f(b, b * nb..((b + 1) * nb).min(g.n), sc));
-    });
+    let ld = nb.min(g.n) * g.l();
+    let Pair(ph, pw) = g.a.padding;
+    let pad = if ph > 0 || pw > 0 { g.cg * (g.h + 2 * ph) * (g.w + 2 * pw) } else { 0 };
+    let lens = Lens { cols: g.rows() * ld, mat: g.og * ld, pad, ..Lens::default() };
+    par_tasks::<T>(g.n.div_ceil(nb), lens, |b, sc| f(b, b * nb..((b + 1) * nb).min(g.n), sc));
 }
 
 /// Copies the output gradient of `samples`, group `grp`, into `mat` as `[og, nb * L]`.
