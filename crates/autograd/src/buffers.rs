@@ -25,6 +25,8 @@ const MAX_BYTES: usize = 128 << 20;
 pub struct Cache<T> {
     free: HashMap<usize, Shelf<T>>,
     bytes: usize,
+    /// Most bytes held at once.
+    budget: usize,
     clock: u64,
 }
 
@@ -36,7 +38,11 @@ struct Shelf<T> {
 
 impl<T> Cache<T> {
     pub(crate) fn new() -> Self {
-        Cache { free: HashMap::new(), bytes: 0, clock: 0 }
+        Cache::with_budget(MAX_BYTES)
+    }
+
+    fn with_budget(budget: usize) -> Self {
+        Cache { free: HashMap::new(), bytes: 0, budget, clock: 0 }
     }
 
     fn tick(&mut self) -> u64 {
@@ -59,7 +65,7 @@ impl<T> Cache<T> {
     fn put(&mut self, v: Vec<T>) {
         let len = v.len();
         let size = len * std::mem::size_of::<T>();
-        while self.bytes + size > MAX_BYTES {
+        while self.bytes + size > self.budget {
             let victim =
                 self.free.iter().filter(|(&l, s)| l != len && !s.bufs.is_empty()).min_by_key(|(&l, s)| (s.used, l)).map(|(&l, _)| l);
             let Some(victim) = victim else { return };
@@ -157,4 +163,43 @@ pub fn clear() {
     }
     clear_one::<f32>();
     clear_one::<f64>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cache;
+
+    fn lens(c: &Cache<f32>) -> Vec<(usize, usize)> {
+        let mut v: Vec<(usize, usize)> = c.free.iter().map(|(&l, s)| (l, s.bufs.len())).filter(|&(_, n)| n > 0).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn keeps_any_number_of_one_length() {
+        let mut c = Cache::<f32>::with_budget(1 << 20);
+        (0..100).for_each(|_| c.put(vec![0.0; 1024]));
+        assert_eq!(lens(&c), [(1024, 100)]);
+        assert!((0..100).all(|_| c.take(1024).is_some()));
+        assert!(c.take(1024).is_none());
+        assert_eq!(c.bytes, 0);
+    }
+
+    #[test]
+    fn evicts_the_least_recently_used_length() {
+        // Room for four buffers of 1024 f32.
+        let mut c = Cache::<f32>::with_budget(4 * 4096);
+        c.put(vec![0.0; 1024]);
+        c.put(vec![0.0; 1025]);
+        c.put(vec![0.0; 1026]);
+        // 1024 is used again (taken and returned): 1025 is now the stalest.
+        let v = c.take(1024).unwrap();
+        c.put(v);
+        c.put(vec![0.0; 1100]);
+        assert_eq!(lens(&c), [(1024, 1), (1026, 1), (1100, 1)]);
+        // A buffer larger than everything else fits only once all other lengths are gone.
+        c.put(vec![0.0; 4000]);
+        assert_eq!(lens(&c), [(4000, 1)]);
+        assert_eq!(c.bytes, 16000);
+    }
 }

@@ -2,11 +2,11 @@
 //!
 //! The micro-kernels come from the `gemm-f32`/`gemm-f64` crates (AVX-512 / AVX2+FMA /
 //! scalar, chosen at run time); the packing and blocking around them are ours, so a product
-//! never allocates: each thread packs into a fixed panel in its thread-local storage. The parallel split is ours too:
-//! the output is cut into a grid of tiles whose sizes depend only on the problem shape,
-//! never on the thread count, and every tile runs the whole `k` reduction in one call. Each element is
-//! therefore computed by the same instructions in the same order at any thread count:
-//! results are bitwise identical at 1, 2 or 64 threads.
+//! never allocates: each thread packs into a fixed panel in its thread-local storage. The
+//! parallel split is ours too: the output is cut into a grid of tiles whose sizes depend
+//! only on the problem shape, never on the thread count, and every tile runs the whole `k`
+//! reduction in one call. Each element is therefore computed by the same instructions in
+//! the same order at any thread count: results are bitwise identical at 1, 2 or 64 threads.
 
 use autograd::parallel::install;
 use autograd::Element;
