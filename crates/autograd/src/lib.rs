@@ -1,6 +1,6 @@
 //! # autograd
 //!
-//! The core of the library: an n-dimensional [`Tensor`] (f32 or f64), the [tape](tape)
+//! The core of the library: an n-dimensional [`Tensor`] (f32 or f64), the [`tape`]
 //! that records every differentiable op, [`Parameter`]s, and the tensor algebra that
 //! every other op is built from (element-wise maths with broadcasting, reductions, shape
 //! ops and operators).
