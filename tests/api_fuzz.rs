@@ -217,13 +217,19 @@ fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
         .collect()
 }
 
-/// `Shape(shape)` if `shape` holds exactly `n` elements. A shape with a 0 whose other dims
-/// overflow when multiplied holds 0 elements but may be refused: `Either`.
+/// The product of `dims`, if it is at most `autograd::shape::MAX_NUMEL` (the most
+/// elements a tensor may have; its bytes must fit in `isize::MAX`).
+fn fitting_product<'a>(dims: impl IntoIterator<Item = &'a usize>) -> Option<usize> {
+    dims.into_iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&p| p <= autograd::shape::MAX_NUMEL)
+}
+
+/// `Shape(shape)` if `shape` holds exactly `n` elements. A shape whose non-zero dims
+/// multiply past the size limit is refused, even when a 0 makes it empty (its strides
+/// would not fit).
 fn expect_count(shape: &[usize], n: usize) -> Expect {
-    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d));
+    let nonzero = fitting_product(shape.iter().filter(|&&d| d != 0));
     let zero = shape.contains(&0);
     match nonzero {
-        None if zero && n == 0 => Expect::Either,
         None => Expect::Fail,
         Some(p) if (if zero { 0 } else { p }) == n => Expect::Shape(shape.to_vec()),
         Some(_) => Expect::Fail,
@@ -241,8 +247,7 @@ fn reshape_expect(target: &[isize], numel: usize) -> Expect {
     if others.contains(&0) {
         return Expect::Fail; // the inferred size would be ambiguous
     }
-    match others.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
-        None if numel == 0 => Expect::Either,
+    match fitting_product(&others) {
         Some(known) if numel.is_multiple_of(known) => {
             let mut s: Vec<usize> = target.iter().map(|&s| s.max(0) as usize).collect();
             s[i] = numel / known;
@@ -553,10 +558,9 @@ proptest! {
         } else if !fits {
             Expect::Fail
         } else {
-            // An element count that does not fit in usize must be refused (unless a 0 makes it 0).
-            match target.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d)) {
+            // An element count past the size limit must be refused (even if a 0 makes it 0).
+            match fitting_product(target.iter().filter(|&&d| d != 0)) {
                 Some(_) => Expect::Shape(target.clone()),
-                None if target.contains(&0) => Expect::Either,
                 None => Expect::Fail,
             }
         };

@@ -79,7 +79,8 @@ impl Formatter {
 
 /// One tensor being printed.
 struct Printer<'a> {
-    vals: &'a [f64],
+    /// The value at a row-major element index.
+    at: &'a dyn Fn(usize) -> f64,
     shape: &'a [usize],
     f: &'a Formatter,
     summarize: bool,
@@ -87,7 +88,7 @@ struct Printer<'a> {
 
 /// Writes dims `d..` of the block starting at `base`, PyTorch style.
 fn write_block(out: &mut String, p: &Printer<'_>, d: usize, base: usize, indent: usize) {
-    let (vals, shape, f, summarize) = (p.vals, p.shape, p.f, p.summarize);
+    let (at, shape, f, summarize) = (p.at, p.shape, p.f, p.summarize);
     let rank = shape.len();
     let n = shape[d];
     let stride: usize = shape[d + 1..].iter().product();
@@ -110,7 +111,7 @@ fn write_block(out: &mut String, p: &Printer<'_>, d: usize, base: usize, indent:
                 }
             }
             match i {
-                Some(i) => out.push_str(&f.pad(vals[base + i])),
+                Some(i) => out.push_str(&f.pad(at(base + i))),
                 None => out.push_str("..."),
             }
         }
@@ -140,13 +141,26 @@ fn camel(name: &str) -> String {
 
 impl fmt::Display for Tensor {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let vals = self.to_vec::<f64>();
-        let summarize = vals.len() > THRESHOLD;
-        let shown: Vec<f64> = if summarize { summary_values(&vals, self.shape()) } else { vals.clone() };
+        // Values are read where they are shown, never copied out whole: a summarised print
+        // of a huge (say expanded) view touches only its edges.
+        let layout = self.layout();
+        let storage = self.storage();
+        let at = |flat: usize| {
+            let mut rest = flat;
+            let mut pos = layout.offset;
+            for (&n, &st) in layout.shape.iter().zip(&layout.strides).rev() {
+                pos += rest % n * st;
+                rest /= n;
+            }
+            crate::dispatch!(storage, |v: T| v[pos].to_f64())
+        };
+        let numel = self.numel();
+        let summarize = numel > THRESHOLD;
+        let shown: Vec<f64> = if summarize { summary_values(&at, self.shape()) } else { (0..numel).map(at).collect() };
         let f = Formatter::new(&shown);
         let mut s = String::from("tensor(");
         if self.rank() == 0 {
-            s.push_str(&f.fmt(vals[0]));
+            s.push_str(&f.fmt(at(0)));
         } else if self.numel() == 0 {
             s.push_str("[]");
             if self.rank() > 1 {
@@ -154,7 +168,7 @@ impl fmt::Display for Tensor {
                 s.push_str(&format!(", size=({})", dims.join(", ")));
             }
         } else {
-            write_block(&mut s, &Printer { vals: &vals, shape: self.shape(), f: &f, summarize }, 0, 0, 7);
+            write_block(&mut s, &Printer { at: &at, shape: self.shape(), f: &f, summarize }, 0, 0, 7);
         }
         if self.dtype() == DType::F64 {
             s.push_str(", dtype=torch.float64");
@@ -170,11 +184,11 @@ impl fmt::Display for Tensor {
 }
 
 /// The values a summarised print shows (the edges of every dim), for choosing the format.
-fn summary_values(vals: &[f64], shape: &[usize]) -> Vec<f64> {
+fn summary_values(at: &dyn Fn(usize) -> f64, shape: &[usize]) -> Vec<f64> {
     let mut out = Vec::new();
-    fn walk(vals: &[f64], shape: &[usize], d: usize, base: usize, out: &mut Vec<f64>) {
+    fn walk(at: &dyn Fn(usize) -> f64, shape: &[usize], d: usize, base: usize, out: &mut Vec<f64>) {
         if shape.is_empty() {
-            out.push(vals[base]);
+            out.push(at(base));
             return;
         }
         let n = shape[d];
@@ -182,12 +196,12 @@ fn summary_values(vals: &[f64], shape: &[usize]) -> Vec<f64> {
         let idx: Vec<usize> = if n > 2 * EDGE_ITEMS { (0..EDGE_ITEMS).chain(n - EDGE_ITEMS..n).collect() } else { (0..n).collect() };
         for i in idx {
             if d + 1 == shape.len() {
-                out.push(vals[base + i]);
+                out.push(at(base + i));
             } else {
-                walk(vals, shape, d + 1, base + i * stride, out);
+                walk(at, shape, d + 1, base + i * stride, out);
             }
         }
     }
-    walk(vals, shape, 0, 0, &mut out);
+    walk(at, shape, 0, 0, &mut out);
     out
 }

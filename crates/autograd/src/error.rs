@@ -27,6 +27,10 @@ pub enum Error {
     /// Any other invalid argument (empty cat, zero stride, bad value, ...).
     #[error("{op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },
+    /// A size, element count, byte size, offset or stride that does not fit in memory's
+    /// address range: the op refuses it rather than let the arithmetic wrap.
+    #[error("{op}: size overflow: {msg}")]
+    SizeOverflow { op: &'static str, msg: String },
     /// `backward` on a tensor with more than one element and no seed gradient.
     #[error("backward: grad can be implicitly created only for scalar outputs, got shape {}; pass a seed gradient", fmt_shape(.0))]
     NonScalarBackward(Vec<usize>),
@@ -57,6 +61,10 @@ impl Error {
     /// An invalid-argument error; public so downstream crates (ops, nn) report alike.
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument { op, msg: msg.into() }
+    }
+    /// A size-overflow error; public for downstream crates.
+    pub fn overflow(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::SizeOverflow { op, msg: msg.into() }
     }
     /// A shape-mismatch error between two operands; public for downstream crates.
     pub fn mismatch(op: &'static str, msg: impl Into<String>, lhs: &[usize], rhs: &[usize]) -> Self {

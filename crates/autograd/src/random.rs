@@ -21,7 +21,7 @@ impl Tensor {
     }
 
     pub fn uniform_dtype(shape: &[usize], low: f64, high: f64, dtype: DType, rng: &mut Rng) -> Tensor {
-        let n: usize = shape.iter().product();
+        let n = crate::shape::numel_or_panic("Tensor::uniform", shape);
         let v: Vec<f64> = (0..n).map(|_| low + (high - low) * rng.random::<f64>()).collect();
         Tensor::from_vec(v, shape).expect("length matches").to_dtype(dtype)
     }
@@ -37,7 +37,7 @@ impl Tensor {
     }
 
     pub fn normal_dtype(shape: &[usize], mean: f64, std: f64, dtype: DType, rng: &mut Rng) -> Tensor {
-        let n: usize = shape.iter().product();
+        let n = crate::shape::numel_or_panic("Tensor::normal", shape);
         let mut v = Vec::with_capacity(n + 1);
         while v.len() < n {
             let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: log is finite

@@ -305,7 +305,8 @@ fn check_index(op: &'static str, shape: &[usize], d: usize, index: &[usize], ind
     if index_shape.len() != shape.len() || index_shape.iter().zip(shape).enumerate().any(|(i, (a, b))| i != d && a != b) {
         return Err(Error::shape(op, format!("index must match the input shape except at dim {d}"), shape, index_shape));
     }
-    if index.len() != index_shape.iter().product::<usize>() {
+    crate::shape::checked_numel(op, shape)?;
+    if index.len() != crate::shape::checked_numel(op, index_shape)? {
         return Err(Error::invalid(op, format!("{} indices for index shape {:?}", index.len(), index_shape)));
     }
     if let Some(&bad) = index.iter().find(|&&i| i >= shape[d]) {

@@ -10,6 +10,27 @@ pub type Shape = SmallVec<[usize; 6]>;
 /// Element strides of a view; a stride of 0 repeats (broadcasts) a dimension.
 pub type Strides = SmallVec<[usize; 6]>;
 
+/// Most elements a tensor may have: its bytes (at most 8 per element) must fit in
+/// `isize::MAX`, as a `Vec`'s must. Every shape a tensor takes is checked against it, so
+/// element counts, strides and offsets computed from a tensor's shape never wrap.
+pub const MAX_NUMEL: usize = isize::MAX as usize / 8;
+
+/// The number of elements of `shape`, or a [`Error::SizeOverflow`] naming `op` when it
+/// exceeds [`MAX_NUMEL`]. The product of the non-zero dims is checked too: an empty
+/// tensor's strides are still computed from them.
+pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_NUMEL);
+    match nonzero {
+        Some(n) => Ok(if shape.contains(&0) { 0 } else { n }),
+        None => Err(Error::overflow(op, format!("shape {} has more elements than fit in memory", crate::error::fmt_shape(shape)))),
+    }
+}
+
+/// [`checked_numel`] for infallible constructors, which panic instead (as `Vec` does).
+pub(crate) fn numel_or_panic(op: &'static str, shape: &[usize]) -> usize {
+    checked_numel(op, shape).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Row-major strides of a contiguous tensor of this shape.
 pub fn contiguous_strides(shape: &[usize]) -> Strides {
     let mut strides: Strides = SmallVec::from_elem(0, shape.len());
@@ -119,5 +140,6 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Sh
             return Err(Error::shape(op, "shapes cannot be broadcast together", a, b));
         };
     }
+    checked_numel(op, &out)?;
     Ok(out)
 }

@@ -3,9 +3,9 @@
 //! gradient is the inverse shape op on the gradient.
 
 use crate::error::{Error, Result};
-use crate::shape::{contiguous_strides, normalize_dim, Layout};
+use crate::shape::{checked_numel, contiguous_strides, normalize_dim, Layout};
 use crate::tape::record;
-use crate::tensor::{checked_numel, Tensor};
+use crate::tensor::Tensor;
 
 impl Tensor {
     fn view(&self, layout: Layout) -> Tensor {
@@ -45,7 +45,7 @@ impl Tensor {
 
     /// Reshape to an explicit shape (no inference).
     pub fn reshape_to(&self, shape: &[usize]) -> Result<Tensor> {
-        if checked_numel(shape) != Some(self.numel()) {
+        if checked_numel("reshape", shape)? != self.numel() {
             return Err(Error::invalid_shape("reshape", format!("shape {shape:?} is invalid for {} elements", self.numel()), self.shape()));
         }
         if shape == self.shape() {
@@ -151,9 +151,11 @@ impl Tensor {
         }
         let outer: usize = first.shape()[..d].iter().product();
         let inner: usize = first.shape()[d + 1..].iter().product();
-        let total: usize = tensors.iter().map(|t| t.shape()[d]).sum();
+        let total = tensors.iter().try_fold(0usize, |a, t| a.checked_add(t.shape()[d]));
         let mut shape = first.shape().to_vec();
-        shape[d] = total;
+        shape[d] = total.ok_or_else(|| Error::overflow("cat", format!("dim {d} of the result overflows")))?;
+        checked_numel("cat", &shape)?;
+        let total = shape[d];
         let storage = crate::dispatch!(first.storage(), |_s: T| {
             let parts: Vec<_> = tensors.iter().map(|t| t.contiguous_data::<T>()).collect::<Result<_>>()?;
             let mut out = Vec::with_capacity(outer * total * inner);
@@ -238,9 +240,6 @@ impl Tensor {
         let b = crate::shape::broadcast_shapes("expand", self.shape(), shape)?;
         if b.as_slice() != shape {
             return Err(Error::shape("expand", "cannot expand to a smaller shape", self.shape(), shape));
-        }
-        if checked_numel(shape).is_none() {
-            return Err(Error::shape("expand", "the number of elements overflows", self.shape(), shape));
         }
         let layout = crate::elementwise::broadcast_layout(self.layout(), shape);
         let out = self.view(layout);

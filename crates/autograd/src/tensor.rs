@@ -3,7 +3,7 @@
 
 use crate::dtype::{DType, Element, Storage};
 use crate::error::{Error, Result};
-use crate::shape::Layout;
+use crate::shape::{checked_numel, numel_or_panic, Layout};
 use crate::tape::{GradSlot, Node};
 use std::sync::{Arc, Mutex};
 
@@ -37,7 +37,7 @@ impl Tensor {
 
     /// Wraps a typed buffer whose length must match the shape.
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
-        let n = checked_numel(shape).ok_or_else(|| Error::invalid_shape("from_vec", "the number of elements overflows", shape))?;
+        let n = checked_numel("from_vec", shape)?;
         if data.len() != n {
             return Err(Error::invalid_shape("from_vec", format!("{} elements cannot fill the shape", data.len()), shape));
         }
@@ -55,12 +55,18 @@ impl Tensor {
     }
 
     /// f32 tensor filled with `value`.
+    ///
+    /// # Panics
+    /// When the shape has more elements than fit in memory ([`crate::shape::MAX_NUMEL`]),
+    /// as `Vec` does: the sizes are the program's own. The same holds for `zeros`, `ones`,
+    /// their `_dtype` forms and the random constructors.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
         Self::full_dtype(shape, value as f64, DType::F32)
     }
 
+    /// A tensor of `dtype` filled with `value` (panics as [`Tensor::full`] does).
     pub fn full_dtype(shape: &[usize], value: f64, dtype: DType) -> Tensor {
-        let n = shape.iter().product();
+        let n = numel_or_panic("Tensor::full", shape);
         let storage = match dtype {
             DType::F32 => Storage::F32(vec![value as f32; n]),
             DType::F64 => Storage::F64(vec![value; n]),
@@ -94,10 +100,14 @@ impl Tensor {
     }
 
     pub fn arange_dtype(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
-        if step == 0.0 || !step.is_finite() || (end - start) / step < 0.0 {
+        let len = ((end - start) / step).ceil();
+        if step == 0.0 || !start.is_finite() || !end.is_finite() || !step.is_finite() || len.is_nan() || len < 0.0 {
             return Err(Error::invalid("arange", format!("invalid range start={start}, end={end}, step={step}")));
         }
-        let n = ((end - start) / step).ceil() as usize;
+        if len > crate::shape::MAX_NUMEL as f64 {
+            return Err(Error::overflow("arange", format!("start={start}, end={end}, step={step} gives {len:e} elements")));
+        }
+        let n = len as usize;
         let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Ok(Self::from_vec(vals, &[n])?.to_dtype_no_grad(dtype))
     }
@@ -275,13 +285,6 @@ impl Tensor {
         }
         Ok(self.to_vec::<f64>().iter().zip(other.to_vec::<f64>()).map(|(a, b)| (a - b).abs()).fold(0.0, nan_max))
     }
-}
-
-/// The number of elements of `shape`, or `None` when the product of its non-zero dims
-/// overflows (its strides would overflow too, even if a 0 dim makes it empty).
-pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
-    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d))?;
-    Some(if shape.contains(&0) { 0 } else { nonzero })
 }
 
 impl std::fmt::Debug for Tensor {

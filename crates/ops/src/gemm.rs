@@ -8,6 +8,7 @@
 //! reduction in one call. Each element is therefore computed by the same instructions in
 //! the same order at any thread count: results are bitwise identical at 1, 2 or 64 threads.
 
+use crate::shared::SharedOut;
 use autograd::parallel::install;
 use autograd::Element;
 use rayon::prelude::*;
@@ -31,14 +32,10 @@ const MAX_TILES: usize = 8;
 /// Tiles are never thinner than this (rows or columns), to keep the kernel efficient.
 const MIN_TILE: usize = 64;
 
-struct SendPtr<T>(*mut T);
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-
 /// The tile grid for an `m x n` output: `(rows per tile, cols per tile)`. A function of
 /// the shape alone, which is what makes the result independent of the thread count.
 pub fn tile_grid(m: usize, n: usize, k: usize) -> (usize, usize) {
-    if m * n * k < PAR_MIN_MACS {
+    if m.saturating_mul(n).saturating_mul(k) < PAR_MIN_MACS {
         return (m.max(1), n.max(1));
     }
     let split = |len: usize| -> usize {
@@ -165,29 +162,33 @@ fn with_panel<T: Element, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
 /// # Safety
 /// `src` must cover the block.
 unsafe fn pack<T: Element>(panel: &mut [T], src: *const T, kc: usize, w: usize, mr: usize, rs: isize, cs: isize) {
-    if cs == 1 {
-        for (p, row) in panel.chunks_exact_mut(mr).take(kc).enumerate() {
-            row[..w].copy_from_slice(std::slice::from_raw_parts(src.offset(p as isize * rs), w));
-            row[w..].fill(T::zero());
-        }
-    } else if rs != 1 {
-        for (p, row) in panel.chunks_exact_mut(mr).take(kc).enumerate() {
-            let s = src.offset(p as isize * rs);
-            for (j, v) in row[..w].iter_mut().enumerate() {
-                *v = *s.offset(j as isize * cs);
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        if cs == 1 {
+            for (p, row) in panel.chunks_exact_mut(mr).take(kc).enumerate() {
+                row[..w].copy_from_slice(std::slice::from_raw_parts(src.offset(p as isize * rs), w));
+                row[w..].fill(T::zero());
             }
-            row[w..].fill(T::zero());
-        }
-    } else {
-        // B is stored by columns: read each column contiguously.
-        for j in 0..w {
-            let s = src.offset(j as isize * cs);
-            for p in 0..kc {
-                panel[p * mr + j] = *s.add(p);
+        } else if rs != 1 {
+            for (p, row) in panel.chunks_exact_mut(mr).take(kc).enumerate() {
+                let s = src.offset(p as isize * rs);
+                for (j, v) in row[..w].iter_mut().enumerate() {
+                    *v = *s.offset(j as isize * cs);
+                }
+                row[w..].fill(T::zero());
             }
-        }
-        for row in panel.chunks_exact_mut(mr).take(kc) {
-            row[w..].fill(T::zero());
+        } else {
+            // B is stored by columns: read each column contiguously.
+            for j in 0..w {
+                let s = src.offset(j as isize * cs);
+                for p in 0..kc {
+                    panel[p * mr + j] = *s.add(p);
+                }
+            }
+            for row in panel.chunks_exact_mut(mr).take(kc) {
+                row[w..].fill(T::zero());
+            }
         }
     }
 }
@@ -217,14 +218,18 @@ struct Tile<T> {
 /// `c` must cover an `m x n` block that nobody else writes concurrently, and `a`, `b`
 /// must cover the `m x k` and `k x n` views.
 unsafe fn kernel<T: Element>(t: Tile<T>) {
-    let ks = kernels::<T>();
-    // Rows of A and columns of B both contiguous along k (C = A Bᵀ): packing B then means
-    // transposing it, which costs about as much as 32 rows of products; with fewer rows to
-    // share it, or too few columns to fill a vector, dot products win.
-    if ks.hm > 0 && t.a_cs == 1 && t.b_rs == 1 && (t.m <= 32 || t.n < ks.lanes) {
-        dots(ks, t);
-    } else {
-        panels(ks, t);
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        let ks = kernels::<T>();
+        // Rows of A and columns of B both contiguous along k (C = A Bᵀ): packing B then means
+        // transposing it, which costs about as much as 32 rows of products; with fewer rows to
+        // share it, or too few columns to fill a vector, dot products win.
+        if ks.hm > 0 && t.a_cs == 1 && t.b_rs == 1 && (t.m <= 32 || t.n < ks.lanes) {
+            dots(ks, t);
+        } else {
+            panels(ks, t);
+        }
     }
 }
 
@@ -235,54 +240,58 @@ unsafe fn kernel<T: Element>(t: Tile<T>) {
 /// # Safety
 /// As for [`kernel`].
 unsafe fn panels<T: Element>(ks: &Kernels<T>, t: Tile<T>) {
-    let Tile { m, n, k, c, ldc, a, a_rs, a_cs, b, b_rs, b_cs, accumulate } = t;
-    let (mr, nr) = (ks.mr, ks.nr);
-    let kc_max = (PANEL_BYTES / size_of::<T>() / mr).max(1);
-    // Contiguous panels pay for their copy once several row groups reuse them.
-    let repack = b_cs != 1 || m > 4 * nr;
-    with_panel::<T, _>(kc_max.min(k) * mr, |panel| {
-        for p0 in (0..k).step_by(kc_max) {
-            let kc = kc_max.min(k - p0);
-            let status = u8::from(p0 > 0 || accumulate);
-            for j0 in (0..n).step_by(mr) {
-                let w = mr.min(n - j0);
-                let src = b.offset(p0 as isize * b_rs + j0 as isize * b_cs);
-                let (lhs, lhs_cs) = if repack || w < mr {
-                    pack(panel, src, kc, w, mr, b_rs, b_cs);
-                    (panel.as_ptr(), mr as isize)
-                } else {
-                    (src, b_rs)
-                };
-                let row = (w.div_ceil(ks.lanes) - 1) * nr;
-                for i0 in (0..m).step_by(nr) {
-                    let h = nr.min(m - i0);
-                    let rhs = a.offset(i0 as isize * a_rs + p0 as isize * a_cs);
-                    // Transposed view: lanes run along our columns (dst_rs = 1), the
-                    // kernel's columns are our rows (dst_cs = ldc).
-                    (ks.table[row + h - 1])(
-                        w,
-                        h,
-                        kc,
-                        c.add(i0 * ldc + j0),
-                        lhs,
-                        rhs,
-                        ldc as isize,
-                        1,
-                        lhs_cs,
-                        a_cs,
-                        a_rs,
-                        T::one(),
-                        T::one(),
-                        status,
-                        false,
-                        false,
-                        false,
-                        lhs,
-                    );
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        let Tile { m, n, k, c, ldc, a, a_rs, a_cs, b, b_rs, b_cs, accumulate } = t;
+        let (mr, nr) = (ks.mr, ks.nr);
+        let kc_max = (PANEL_BYTES / size_of::<T>() / mr).max(1);
+        // Contiguous panels pay for their copy once several row groups reuse them.
+        let repack = b_cs != 1 || m > 4 * nr;
+        with_panel::<T, _>(kc_max.min(k) * mr, |panel| {
+            for p0 in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - p0);
+                let status = u8::from(p0 > 0 || accumulate);
+                for j0 in (0..n).step_by(mr) {
+                    let w = mr.min(n - j0);
+                    let src = b.offset(p0 as isize * b_rs + j0 as isize * b_cs);
+                    let (lhs, lhs_cs) = if repack || w < mr {
+                        pack(panel, src, kc, w, mr, b_rs, b_cs);
+                        (panel.as_ptr(), mr as isize)
+                    } else {
+                        (src, b_rs)
+                    };
+                    let row = (w.div_ceil(ks.lanes) - 1) * nr;
+                    for i0 in (0..m).step_by(nr) {
+                        let h = nr.min(m - i0);
+                        let rhs = a.offset(i0 as isize * a_rs + p0 as isize * a_cs);
+                        // Transposed view: lanes run along our columns (dst_rs = 1), the
+                        // kernel's columns are our rows (dst_cs = ldc).
+                        (ks.table[row + h - 1])(
+                            w,
+                            h,
+                            kc,
+                            c.add(i0 * ldc + j0),
+                            lhs,
+                            rhs,
+                            ldc as isize,
+                            1,
+                            lhs_cs,
+                            a_cs,
+                            a_rs,
+                            T::one(),
+                            T::one(),
+                            status,
+                            false,
+                            false,
+                            false,
+                            lhs,
+                        );
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 /// `C (+)= A Bᵀ` as blocks of dot products, for rows of `A` (`a_rs` apart) and columns of
@@ -291,29 +300,33 @@ unsafe fn panels<T: Element>(ks: &Kernels<T>, t: Tile<T>) {
 /// # Safety
 /// As for [`kernel`].
 unsafe fn dots<T: Element>(ks: &Kernels<T>, t: Tile<T>) {
-    let Tile { m, n, k, c, ldc, a, a_rs, b, b_cs, accumulate, .. } = t;
-    let status = u8::from(accumulate);
-    for i0 in (0..m).step_by(ks.hm) {
-        let h = ks.hm.min(m - i0);
-        for j0 in (0..n).step_by(ks.hn) {
-            let w = ks.hn.min(n - j0);
-            let (lhs, rhs) = (a.offset(i0 as isize * a_rs), b.offset(j0 as isize * b_cs));
-            (ks.dot_table[(h - 1) * ks.hn + w - 1])(
-                k,
-                c.add(i0 * ldc + j0),
-                lhs,
-                rhs,
-                1,
-                ldc as isize,
-                a_rs,
-                b_cs,
-                T::one(),
-                T::one(),
-                status,
-                false,
-                false,
-                false,
-            );
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        let Tile { m, n, k, c, ldc, a, a_rs, b, b_cs, accumulate, .. } = t;
+        let status = u8::from(accumulate);
+        for i0 in (0..m).step_by(ks.hm) {
+            let h = ks.hm.min(m - i0);
+            for j0 in (0..n).step_by(ks.hn) {
+                let w = ks.hn.min(n - j0);
+                let (lhs, rhs) = (a.offset(i0 as isize * a_rs), b.offset(j0 as isize * b_cs));
+                (ks.dot_table[(h - 1) * ks.hn + w - 1])(
+                    k,
+                    c.add(i0 * ldc + j0),
+                    lhs,
+                    rhs,
+                    1,
+                    ldc as isize,
+                    a_rs,
+                    b_cs,
+                    T::one(),
+                    T::one(),
+                    status,
+                    false,
+                    false,
+                    false,
+                );
+            }
         }
     }
 }
@@ -332,6 +345,10 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
     if m == 0 || n == 0 {
         return;
     }
+    for p in products {
+        let end = m.checked_mul(n).and_then(|mn| mn.checked_add(p.c_offset));
+        assert!(end.is_some_and(|e| e <= c.len()), "gemm: output block out of range");
+    }
     if k == 0 {
         if !accumulate {
             for p in products {
@@ -341,7 +358,6 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
         return;
     }
     for p in products {
-        assert!(p.c_offset + m * n <= c.len(), "gemm: output block out of range");
         p.a.check(m, k);
         p.b.check(k, n);
     }
@@ -350,7 +366,7 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
     let tiles_n = n.div_ceil(tn);
     let per = tiles_m * tiles_n;
     let total = per * products.len();
-    let cp = SendPtr(c.as_mut_ptr());
+    let cp = SharedOut::new(c);
     let run = |t: usize| {
         let p = &products[t / per];
         let (i, j) = ((t % per) / tiles_n, (t % per) % tiles_n);
@@ -364,7 +380,7 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
                 m: rm,
                 n: cn,
                 k,
-                c: cp.0.add(p.c_offset + r0 * n + c0),
+                c: cp.ptr().add(p.c_offset + r0 * n + c0),
                 ldc: n,
                 a: p.a.data.as_ptr().offset(p.a.offset as isize + r0 as isize * p.a.rs),
                 a_rs: p.a.rs,
@@ -376,7 +392,7 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
             })
         }
     };
-    if total == 1 || m * n * k * products.len() < PAR_MIN_MACS {
+    if total == 1 || m.saturating_mul(n).saturating_mul(k).saturating_mul(products.len()) < PAR_MIN_MACS {
         (0..total).for_each(run);
     } else {
         install(|| (0..total).into_par_iter().for_each(run));
@@ -399,7 +415,8 @@ pub fn gemm_serial<T: Element>(
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * ldc + n <= c.len(), "gemm: output block out of range");
+    let end = (m - 1).checked_mul(ldc).and_then(|r| r.checked_add(n));
+    assert!(end.is_some_and(|e| e <= c.len()), "gemm: output block out of range");
     if k == 0 {
         if !accumulate {
             for r in 0..m {
@@ -430,10 +447,12 @@ pub fn gemm_serial<T: Element>(
 }
 
 impl<'a, T> MatRef<'a, T> {
-    /// Panics unless the `rows x cols` view (both at least 1) lies inside `data`.
+    /// Panics unless the `rows x cols` view (both at least 1) lies inside `data`, computed
+    /// with checked arithmetic (a huge stride cannot wrap back inside).
     fn check(&self, rows: usize, cols: usize) {
-        let last = self.offset as isize + (rows as isize - 1) * self.rs + (cols as isize - 1) * self.cs;
-        assert!(self.rs >= 0 && self.cs >= 0 && (last as usize) < self.data.len(), "gemm: input view out of range");
+        let step = |n: usize, stride: isize| usize::try_from(stride).ok().and_then(|s| s.checked_mul(n - 1));
+        let last = step(rows, self.rs).zip(step(cols, self.cs)).and_then(|(r, c)| self.offset.checked_add(r)?.checked_add(c));
+        assert!(last.is_some_and(|l| l < self.data.len()), "gemm: input view out of range");
     }
     /// A row-major matrix with `cols` columns starting at `offset`.
     pub fn row_major(data: &'a [T], offset: usize, cols: usize) -> Self {

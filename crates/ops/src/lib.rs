@@ -4,13 +4,20 @@
 //! the fused linear layer, convolution and pooling, and the functional losses. Use them as functions
 //! (`ops::matmul(&a, &b)`) or through the [`TensorOps`] extension trait
 //! (`a.matmul(&b)`).
+//!
+//! The kernels use `unsafe` for raw tile pointers and feature-enabled SIMD copies; every
+//! block states the invariant that makes it sound, and the lints below keep it so.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod conv;
-pub mod gemm;
+pub(crate) mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod pool;
+mod shared;
 
 pub use conv::{conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Epilogue, Pair, Pool2x2};
 pub use linear::linear;

@@ -30,9 +30,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         }
     }
     let rows: usize = x.shape()[..x.rank() - 1].iter().product();
-    let x = x.contiguous();
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().expect("rank checked") = out_f;
+    autograd::shape::checked_numel("linear", &out_shape)?;
+    let x = x.contiguous();
     let out = autograd::dispatch!(x.storage(), |_s: T| {
         let c = forward_kernel::<T>(&x, w, b, rows, in_f, out_f);
         Tensor::from_vec(c, &out_shape)?

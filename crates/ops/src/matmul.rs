@@ -7,7 +7,7 @@
 //! again and double backward works.
 
 use crate::gemm::{gemm_batch, MatRef, Product};
-use autograd::shape::{broadcast_shapes, Layout};
+use autograd::shape::{broadcast_shapes, checked_numel, Layout};
 use autograd::{record, Element, Error, Result, Tensor};
 
 /// `a @ b`.
@@ -40,9 +40,14 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if k != k2 {
         return Err(mismatch());
     }
-    let batch = broadcast_shapes("matmul", &a.shape()[..ra - 2], &b.shape()[..rb - 2]).map_err(|_| mismatch())?;
+    let batch = broadcast_shapes("matmul", &a.shape()[..ra - 2], &b.shape()[..rb - 2]).map_err(|e| match e {
+        Error::SizeOverflow { .. } => e,
+        _ => mismatch(),
+    })?;
     let mut out_shape: Vec<usize> = batch.to_vec();
     out_shape.extend([m, n]);
+    // Checked before any size is computed from it (`m * n`, the batch's offsets).
+    checked_numel("matmul", &out_shape)?;
     let out = autograd::dispatch!(a.storage(), |_s: T| {
         let c = matmul_kernel::<T>(a, b, &batch, m, k, n);
         Tensor::from_vec(c, &out_shape)?

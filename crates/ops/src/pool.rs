@@ -62,6 +62,7 @@ impl Geom {
         if shape.len() != 3 && shape.len() != 4 {
             return Err(Error::invalid(op, format!("expects a 3-d [C, H, W] or 4-d [N, C, H, W] input ({})", desc())));
         }
+        autograd::shape::checked_numel(op, shape)?;
         if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
             return Err(Error::invalid(op, format!("kernel and stride must be positive ({})", desc())));
         }
@@ -69,12 +70,15 @@ impl Geom {
             // As PyTorch: an empty plane has no windows (with padding it would pool only padding).
             return Err(Error::invalid(op, format!("expects non-empty height and width ({})", desc())));
         }
-        if 2 * ph > kh || 2 * pw > kw {
+        if [kh, kw, sh, sw].iter().any(|&v| v > autograd::shape::MAX_NUMEL) {
+            return Err(Error::overflow(op, format!("kernel or stride too large ({})", desc())));
+        }
+        if ph > kh / 2 || pw > kw / 2 {
             return Err(Error::invalid(op, format!("padding should be at most half of the kernel size ({})", desc())));
         }
         let r = shape.len();
         let (h, w) = (shape[r - 2], shape[r - 1]);
-        let (oh, ow) = match (out_size(h, kh, sh, ph, 1), out_size(w, kw, sw, pw, 1)) {
+        let (oh, ow) = match (out_size(op, h, kh, sh, ph, 1)?, out_size(op, w, kw, sw, pw, 1)?) {
             (Some(oh), Some(ow)) => (oh, ow),
             _ => {
                 return Err(Error::invalid(

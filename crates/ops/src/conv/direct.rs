@@ -21,8 +21,9 @@
 //! leaves them finite.
 
 use super::scratch::{ensure_len, par_tasks, Lens};
-use super::{copy_short, tiles, Epilogue, Geom, Pair, Pool2x2, SharedOut};
+use super::{copy_short, tiles, Epilogue, Geom, Pair, Pool2x2};
 use crate::pool::{avg2x2_row, max2x2_row, max2x2_scatter_rows, spread_pairs};
+use crate::shared::SharedOut;
 use autograd::{Activation, Element};
 
 /// The wide layout of one convolution.
@@ -40,7 +41,7 @@ impl Wide {
     pub(super) fn new(g: &Geom) -> Option<Wide> {
         // Empty problems (no samples, channels or outputs) take the unfolding path, which
         // handles them without any tile.
-        if g.a.stride != Pair(1, 1) || !tiles::available() || g.n * g.o * g.l() * g.rows() == 0 {
+        if g.a.stride != Pair(1, 1) || !tiles::available() || [g.n, g.o, g.l(), g.rows()].contains(&0) {
             return None;
         }
         let (Pair(ph, pw), Pair(dh, dw)) = (g.a.padding, g.a.dilation);
@@ -122,10 +123,10 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     let packed = pack(w, g.a.groups, g.og, rows, ob, |grp, o, t| (grp * g.og + o) * rows + t);
     let ld = round_up::<T>(wide.positions);
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
-    let out = SharedOut(y.as_mut_ptr(), y.len());
+    let out = SharedOut::new(&mut y);
     let pl = g.oh / 2 * (g.ow / 2);
     let mut pooled = ep.pool.map(|_| autograd::buffers::for_overwrite::<T>(g.n * g.o * pl));
-    let pooled_out = pooled.as_mut().map(|p| SharedOut(p.as_mut_ptr(), p.len()));
+    let pooled_out = pooled.as_mut().map(|p| SharedOut::new(p));
     let lens = Lens {
         pad: wide.padded_len::<T>(g),
         row: if by_channel { l * lanes } else { 0 },
@@ -466,8 +467,8 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
     let part = dw_size + db_size;
     let mut partials = autograd::buffers::zeroed::<T>(blocks * part);
     let mut dx = b.w.map(|_| autograd::buffers::for_overwrite::<T>(g.n * chw));
-    let parts_out = SharedOut(partials.as_mut_ptr(), partials.len());
-    let dx_out = dx.as_mut().map(|d| SharedOut(d.as_mut_ptr(), d.len()));
+    let parts_out = SharedOut::new(&mut partials);
+    let dx_out = dx.as_mut().map(|d| SharedOut::new(d));
     let nbs = nb.min(g.n);
     let lens = Lens {
         mat: nbs * per_sample + tiles::slack::<T>(),

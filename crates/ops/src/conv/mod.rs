@@ -22,6 +22,7 @@ mod tiles;
 
 use crate::gemm::{gemm_serial, MatRef};
 use crate::pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2x2_grad, Pool2dArgs};
+use crate::shared::SharedOut;
 use autograd::{no_grad, record, Activation, Element, Error, Result, Tensor};
 use scratch::{ensure_len, par_tasks, Lens, Scratch};
 
@@ -101,11 +102,24 @@ struct Geom {
     og: usize,
 }
 
-/// Output length of one spatial dim: `floor((in + 2 pad - dilation (k - 1) - 1) / stride) + 1`.
-pub fn out_size(input: usize, k: usize, stride: usize, pad: usize, dilation: usize) -> Option<usize> {
-    let span = dilation * (k - 1) + 1;
-    let padded = input + 2 * pad;
-    (padded >= span && stride > 0).then(|| (padded - span) / stride + 1)
+/// Output length of one spatial dim: `floor((in + 2 pad - dilation (k - 1) - 1) / stride) + 1`,
+/// `Ok(None)` when the window does not fit in the padded input (or the stride is 0), and
+/// an error naming `op` when the padded input or the window span overflows.
+pub fn out_size(op: &'static str, input: usize, k: usize, stride: usize, pad: usize, dilation: usize) -> Result<Option<usize>> {
+    let overflow = || Error::overflow(op, format!("input {input}, kernel {k}, padding {pad}, dilation {dilation}"));
+    let span = dilation.checked_mul(k.saturating_sub(1)).and_then(|s| s.checked_add(1)).ok_or_else(overflow)?;
+    let padded = pad.checked_mul(2).and_then(|p| p.checked_add(input)).ok_or_else(overflow)?;
+    Ok((padded >= span && stride > 0).then(|| (padded - span) / stride + 1))
+}
+
+/// `a * b * ...` or a size-overflow error naming `op`: the sizes the kernels derive from a
+/// geometry (scratch blocks, padded planes, partial sums) must fit as tensors' do.
+fn product(op: &'static str, what: &str, factors: &[usize]) -> Result<usize> {
+    factors
+        .iter()
+        .try_fold(1usize, |a, &f| a.checked_mul(f))
+        .filter(|&n| n <= autograd::shape::MAX_NUMEL)
+        .ok_or_else(|| Error::overflow(op, format!("{what} {factors:?} does not fit in memory")))
 }
 
 impl Geom {
@@ -135,22 +149,17 @@ impl Geom {
         if kh == 0 || kw == 0 {
             return Err(Error::invalid(op, format!("kernel size must be positive ({})", shapes())));
         }
-        if c != cg * a.groups {
+        let expected = product(op, "channels per group x groups", &[cg, a.groups])?;
+        if c != expected {
             return Err(Error::invalid(
                 op,
-                format!(
-                    "input has {c} channels but weight expects {} ({} per group x {} groups; {})",
-                    cg * a.groups,
-                    cg,
-                    a.groups,
-                    shapes()
-                ),
+                format!("input has {c} channels but weight expects {} ({} per group x {} groups; {})", expected, cg, a.groups, shapes()),
             ));
         }
         if o % a.groups != 0 {
             return Err(Error::invalid(op, format!("{o} output channels are not divisible by {} groups ({})", a.groups, shapes())));
         }
-        let (oh, ow) = match (out_size(h, kh, sh, ph, dh), out_size(wd, kw, sw, pw, dw)) {
+        let (oh, ow) = match (out_size(op, h, kh, sh, ph, dh)?, out_size(op, wd, kw, sw, pw, dw)?) {
             (Some(oh), Some(ow)) => (oh, ow),
             _ => {
                 return Err(Error::invalid(
@@ -168,7 +177,33 @@ impl Geom {
                 ))
             }
         };
-        Ok(Geom { n, c, h, w: wd, o, kh, kw, oh, ow, a, cg, og: o / a.groups })
+        let g = Geom { n, c, h, w: wd, o, kh, kw, oh, ow, a, cg, og: o / a.groups };
+        g.check_sizes(op)?;
+        Ok(g)
+    }
+
+    /// Every size the kernels compute from the geometry fits: the tensors, the padded
+    /// planes, the unfolded and wide blocks (up to 32 samples, rounded to whole vectors
+    /// and tiles: the factor 64) and the per-block partial sums. Empty dims count as 1:
+    /// the kernels' strides are still products of the others.
+    fn check_sizes(&self, op: &'static str) -> Result<()> {
+        let nz = |d: usize| d.max(1);
+        let (Pair(ph, pw), Pair(dh, dw)) = (self.a.padding, self.a.dilation);
+        autograd::shape::checked_numel(op, &self.x_shape())?;
+        autograd::shape::checked_numel(op, &self.w_shape())?;
+        autograd::shape::checked_numel(op, &self.y_shape())?;
+        // Padded planes: `out_size` checked `h + 2 ph`; the direct kernels also offset by
+        // the dilated taps inside them.
+        let (hp, wp) = (self.h + 2 * ph, self.w + 2 * pw);
+        let plane = product(op, "padded plane", &[nz(hp), nz(wp)])?;
+        product(op, "padded planes", &[nz(self.cg.max(self.og)), plane, 64])?;
+        product(op, "dilated kernel rows", &[nz(self.kh), nz(dh), nz(wp)])?;
+        product(op, "dilated kernel columns", &[nz(self.kw), nz(dw)])?;
+        let rows = product(op, "unfolded rows", &[nz(self.cg), nz(self.kh), nz(self.kw)])?;
+        let l = product(op, "output plane", &[nz(self.oh), nz(self.ow)])?;
+        product(op, "unfolded block", &[rows.max(nz(self.og)), l, 64])?;
+        product(op, "partial sums", &[nz(self.n), nz(self.o), rows + 1])?;
+        Ok(())
     }
     /// Output positions per sample.
     fn l(&self) -> usize {
@@ -230,16 +265,20 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
 /// `src` and `dst` must be valid for `n` values and must not overlap.
 #[inline(always)]
 unsafe fn copy_run<T: Copy>(dst: *mut T, src: *const T, n: usize) {
-    if n >= 8 {
-        let mut k = 0;
-        while k + 8 < n {
-            std::ptr::copy_nonoverlapping(src.add(k), dst.add(k), 8);
-            k += 8;
-        }
-        std::ptr::copy_nonoverlapping(src.add(n - 8), dst.add(n - 8), 8);
-    } else {
-        for k in 0..n {
-            *dst.add(k) = *src.add(k);
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        if n >= 8 {
+            let mut k = 0;
+            while k + 8 < n {
+                std::ptr::copy_nonoverlapping(src.add(k), dst.add(k), 8);
+                k += 8;
+            }
+            std::ptr::copy_nonoverlapping(src.add(n - 8), dst.add(n - 8), 8);
+        } else {
+            for k in 0..n {
+                *dst.add(k) = *src.add(k);
+            }
         }
     }
 }
@@ -407,20 +446,6 @@ fn gather_dy<T: Element>(g: &Geom, dy: &[T], samples: &std::ops::Range<usize>, g
     }
 }
 
-/// Wraps a raw output pointer shared by tasks that write disjoint samples.
-struct SharedOut<T>(*mut T, usize);
-unsafe impl<T> Send for SharedOut<T> {}
-unsafe impl<T> Sync for SharedOut<T> {}
-impl<T> SharedOut<T> {
-    /// # Safety
-    /// Callers must write disjoint ranges.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
-        assert!(start + len <= self.1);
-        std::slice::from_raw_parts_mut(self.0.add(start), len)
-    }
-}
-
 /// Unfolds group `grp` of a block of samples into `sc.cols` (`[rows, block * OH*OW]`).
 fn unfold_block<T: Element>(g: &Geom, x: &[T], samples: &std::ops::Range<usize>, grp: usize, sc: &mut Scratch<T>) {
     let (l, chw) = (g.l(), g.c * g.h * g.w);
@@ -451,7 +476,7 @@ fn forward_unfolded<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, 
         }
         return y;
     }
-    let out = SharedOut(y.as_mut_ptr(), y.len());
+    let out = SharedOut::new(&mut y);
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
         ensure_len(&mut sc.cols, rows * ld);
@@ -492,7 +517,7 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     if rows == 0 || dx.is_empty() {
         return dx;
     }
-    let out = SharedOut(dx.as_mut_ptr(), dx.len());
+    let out = SharedOut::new(&mut dx);
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
         ensure_len(&mut sc.cols, rows * ld);
@@ -527,7 +552,7 @@ fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
         return Vec::new();
     }
     let mut partials = autograd::buffers::for_overwrite::<T>(blocks * size);
-    let out = SharedOut(partials.as_mut_ptr(), partials.len());
+    let out = SharedOut::new(&mut partials);
     for_blocks::<T>(g, |b, samples, sc| {
         let ld = samples.len() * l;
         ensure_len(&mut sc.mat, g.og * ld);

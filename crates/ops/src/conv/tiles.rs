@@ -19,14 +19,18 @@ type Vector<T, const L: usize> = [T; L];
 /// `p` must be valid for `L` reads.
 #[inline(always)]
 unsafe fn load<T: Copy, const L: usize>(p: *const T) -> Vector<T, L> {
-    p.cast::<Vector<T, L>>().read_unaligned()
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe { p.cast::<Vector<T, L>>().read_unaligned() }
 }
 
 /// # Safety
 /// `p` must be valid for `L` writes.
 #[inline(always)]
 unsafe fn store<T: Copy, const L: usize>(p: *mut T, v: Vector<T, L>) {
-    p.cast::<Vector<T, L>>().write_unaligned(v)
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe { p.cast::<Vector<T, L>>().write_unaligned(v) }
 }
 
 #[inline(always)]
@@ -140,31 +144,35 @@ unsafe fn combine_tile<T: Element, const L: usize, const OB: usize, const V: usi
     out: Rows<T>,
     p0: usize,
 ) {
-    let mut acc = [[[T::zero(); L]; V]; OB];
-    for (t, &off) in offs.iter().enumerate() {
-        let src = x.add(off + p0);
-        let mut xv = [[T::zero(); L]; V];
-        for (v, xv) in xv.iter_mut().enumerate() {
-            *xv = load(src.add(v * L));
-        }
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let a = *w.add(t * OB + r);
-            for v in 0..V {
-                fma(&mut acc[v], a, &xv[v]);
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        let mut acc = [[[T::zero(); L]; V]; OB];
+        for (t, &off) in offs.iter().enumerate() {
+            let src = x.add(off + p0);
+            let mut xv = [[T::zero(); L]; V];
+            for (v, xv) in xv.iter_mut().enumerate() {
+                *xv = load(src.add(v * L));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = *w.add(t * OB + r);
+                for v in 0..V {
+                    fma(&mut acc[v], a, &xv[v]);
+                }
             }
         }
-    }
-    for (r, acc) in acc.iter().enumerate() {
-        for (v, acc) in acc.iter().enumerate() {
-            let dst = out.y.add(r * out.ld + p0 + v * L);
-            if out.accumulate {
-                let mut sum: Vector<T, L> = load(dst);
-                for l in 0..L {
-                    sum[l] += acc[l];
+        for (r, acc) in acc.iter().enumerate() {
+            for (v, acc) in acc.iter().enumerate() {
+                let dst = out.y.add(r * out.ld + p0 + v * L);
+                if out.accumulate {
+                    let mut sum: Vector<T, L> = load(dst);
+                    for l in 0..L {
+                        sum[l] += acc[l];
+                    }
+                    store(dst, sum);
+                } else {
+                    store(dst, *acc);
                 }
-                store(dst, sum);
-            } else {
-                store(dst, *acc);
             }
         }
     }
@@ -180,19 +188,23 @@ unsafe fn combine_rows_avx512<T: Element, const L: usize, const OB: usize, const
     w: *const T,
     out: Rows<T>,
 ) {
-    let vecs = positions.div_ceil(L);
-    let full = vecs / V * V * L;
-    for p0 in (0..full).step_by(V * L) {
-        combine_tile::<T, L, OB, V>(offs, x, w, out, p0);
-    }
-    match vecs % V {
-        0 => {}
-        1 => combine_tile::<T, L, OB, 1>(offs, x, w, out, full),
-        2 => combine_tile::<T, L, OB, 2>(offs, x, w, out, full),
-        3 => combine_tile::<T, L, OB, 3>(offs, x, w, out, full),
-        4 => combine_tile::<T, L, OB, 4>(offs, x, w, out, full),
-        5 => combine_tile::<T, L, OB, 5>(offs, x, w, out, full),
-        _ => unreachable!("a tile is at most 6 vectors wide"),
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        let vecs = positions.div_ceil(L);
+        let full = vecs / V * V * L;
+        for p0 in (0..full).step_by(V * L) {
+            combine_tile::<T, L, OB, V>(offs, x, w, out, p0);
+        }
+        match vecs % V {
+            0 => {}
+            1 => combine_tile::<T, L, OB, 1>(offs, x, w, out, full),
+            2 => combine_tile::<T, L, OB, 2>(offs, x, w, out, full),
+            3 => combine_tile::<T, L, OB, 3>(offs, x, w, out, full),
+            4 => combine_tile::<T, L, OB, 4>(offs, x, w, out, full),
+            5 => combine_tile::<T, L, OB, 5>(offs, x, w, out, full),
+            _ => unreachable!("a tile is at most 6 vectors wide"),
+        }
     }
 }
 
@@ -216,9 +228,12 @@ pub(super) unsafe fn combine<T: Element>(
     ldy: usize,
     accumulate: bool,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! pick {
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        {
+            macro_rules! pick {
             ($($ob:literal)*) => {
                 match (lanes::<T>(), ob) {
                     $((16, $ob) => combine_rows_avx512::<T, 16, $ob, { vectors($ob) }>,
@@ -227,27 +242,32 @@ pub(super) unsafe fn combine<T: Element>(
                 }
             };
         }
-        let f: unsafe fn(&[usize], usize, *const T, *const T, Rows<T>) = pick!(1 2 3 4 6);
-        f(offs, positions, x, w, Rows { y, ld: ldy, accumulate })
+            let f: unsafe fn(&[usize], usize, *const T, *const T, Rows<T>) = pick!(1 2 3 4 6);
+            f(offs, positions, x, w, Rows { y, ld: ldy, accumulate })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("the direct kernels need AVX-512")
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("the direct kernels need AVX-512")
 }
 
 /// One tile of [`channels`]: `out[r][l] = Σ_t w[t][l] x[offs[t] + r]` for `R` consecutive
 /// positions, each accumulator holding `L` output channels.
 #[inline(always)]
 unsafe fn channels_tile<T: Element, const L: usize, const R: usize>(offs: &[usize], x: *const T, w: *const T, out: *mut T) {
-    let mut acc = [[T::zero(); L]; R];
-    for (t, &off) in offs.iter().enumerate() {
-        let wv: Vector<T, L> = load(w.add(t * L));
-        let src = x.add(off);
-        for (r, acc) in acc.iter_mut().enumerate() {
-            fma(acc, *src.add(r), &wv);
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        let mut acc = [[T::zero(); L]; R];
+        for (t, &off) in offs.iter().enumerate() {
+            let wv: Vector<T, L> = load(w.add(t * L));
+            let src = x.add(off);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                fma(acc, *src.add(r), &wv);
+            }
         }
-    }
-    for (r, acc) in acc.iter().enumerate() {
-        store(out.add(r * L), *acc);
+        for (r, acc) in acc.iter().enumerate() {
+            store(out.add(r * L), *acc);
+        }
     }
 }
 
@@ -255,25 +275,29 @@ unsafe fn channels_tile<T: Element, const L: usize, const R: usize>(offs: &[usiz
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn channels_avx512<T: Element, const L: usize>(offs: &[usize], n: usize, x: *const T, w: *const T, out: *mut T) {
-    let full = n / 12 * 12;
-    for p in (0..full).step_by(12) {
-        channels_tile::<T, L, 12>(offs, x.add(p), w, out.add(p * L));
-    }
-    let (x, out) = (x.add(full), out.add(full * L));
-    match n - full {
-        0 => {}
-        1 => channels_tile::<T, L, 1>(offs, x, w, out),
-        2 => channels_tile::<T, L, 2>(offs, x, w, out),
-        3 => channels_tile::<T, L, 3>(offs, x, w, out),
-        4 => channels_tile::<T, L, 4>(offs, x, w, out),
-        5 => channels_tile::<T, L, 5>(offs, x, w, out),
-        6 => channels_tile::<T, L, 6>(offs, x, w, out),
-        7 => channels_tile::<T, L, 7>(offs, x, w, out),
-        8 => channels_tile::<T, L, 8>(offs, x, w, out),
-        9 => channels_tile::<T, L, 9>(offs, x, w, out),
-        10 => channels_tile::<T, L, 10>(offs, x, w, out),
-        11 => channels_tile::<T, L, 11>(offs, x, w, out),
-        _ => unreachable!("fewer than 12 positions remain"),
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        let full = n / 12 * 12;
+        for p in (0..full).step_by(12) {
+            channels_tile::<T, L, 12>(offs, x.add(p), w, out.add(p * L));
+        }
+        let (x, out) = (x.add(full), out.add(full * L));
+        match n - full {
+            0 => {}
+            1 => channels_tile::<T, L, 1>(offs, x, w, out),
+            2 => channels_tile::<T, L, 2>(offs, x, w, out),
+            3 => channels_tile::<T, L, 3>(offs, x, w, out),
+            4 => channels_tile::<T, L, 4>(offs, x, w, out),
+            5 => channels_tile::<T, L, 5>(offs, x, w, out),
+            6 => channels_tile::<T, L, 6>(offs, x, w, out),
+            7 => channels_tile::<T, L, 7>(offs, x, w, out),
+            8 => channels_tile::<T, L, 8>(offs, x, w, out),
+            9 => channels_tile::<T, L, 9>(offs, x, w, out),
+            10 => channels_tile::<T, L, 10>(offs, x, w, out),
+            11 => channels_tile::<T, L, 11>(offs, x, w, out),
+            _ => unreachable!("fewer than 12 positions remain"),
+        }
     }
 }
 
@@ -286,14 +310,18 @@ unsafe fn channels_avx512<T: Element, const L: usize>(offs: &[usize], n: usize, 
 /// [`available`] must be true. `x` must be valid for reads at `offs[t] + r`, `w` for
 /// `offs.len() L` reads, `out` for `n L` writes.
 pub(super) unsafe fn channels<T: Element>(offs: &[usize], n: usize, x: *const T, w: *const T, out: *mut T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let f: unsafe fn(&[usize], usize, *const T, *const T, *mut T) =
-            if lanes::<T>() == 16 { channels_avx512::<T, 16> } else { channels_avx512::<T, 8> };
-        f(offs, n, x, w, out)
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f: unsafe fn(&[usize], usize, *const T, *const T, *mut T) =
+                if lanes::<T>() == 16 { channels_avx512::<T, 16> } else { channels_avx512::<T, 8> };
+            f(offs, n, x, w, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("the direct kernels need AVX-512")
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("the direct kernels need AVX-512")
 }
 
 /// Taps per [`outer`] call for `taps` taps: 8, 10 or 12, whichever pads least (the larger
@@ -306,22 +334,26 @@ pub(super) fn outer_taps(taps: usize) -> usize {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn outer_avx512<T: Element, const L: usize, const R: usize>(runs: ChannelRuns<T>, offs: *const usize, acc: *mut T) {
-    let offs: [usize; R] = std::array::from_fn(|t| *offs.add(t));
-    let mut a = [[T::zero(); L]; R];
-    for s in 0..runs.samples {
-        for oy in 0..runs.oh {
-            let x = runs.x.add(s * runs.x_stride + oy * runs.wp);
-            let dy = runs.dyt.add(s * runs.dyt_stride + oy * runs.ow * runs.ld);
-            for ox in 0..runs.ow {
-                let d: Vector<T, L> = load(dy.add(ox * runs.ld));
-                for (t, a) in a.iter_mut().enumerate() {
-                    fma(a, *x.add(offs[t] + ox), &d);
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        let offs: [usize; R] = std::array::from_fn(|t| *offs.add(t));
+        let mut a = [[T::zero(); L]; R];
+        for s in 0..runs.samples {
+            for oy in 0..runs.oh {
+                let x = runs.x.add(s * runs.x_stride + oy * runs.wp);
+                let dy = runs.dyt.add(s * runs.dyt_stride + oy * runs.ow * runs.ld);
+                for ox in 0..runs.ow {
+                    let d: Vector<T, L> = load(dy.add(ox * runs.ld));
+                    for (t, a) in a.iter_mut().enumerate() {
+                        fma(a, *x.add(offs[t] + ox), &d);
+                    }
                 }
             }
         }
-    }
-    for (t, a) in a.iter().enumerate() {
-        store(acc.add(t * L), *a);
+        for (t, a) in a.iter().enumerate() {
+            store(acc.add(t * L), *a);
+        }
     }
 }
 
@@ -353,21 +385,25 @@ pub(super) struct ChannelRuns<T> {
 /// every output's offset, `x` for reads at `offs[t] + oy wp + ox`; `offs` for `r` reads;
 /// `acc` for `r L` writes.
 pub(super) unsafe fn outer<T: Element>(r: usize, runs: ChannelRuns<T>, offs: *const usize, acc: *mut T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let f: unsafe fn(ChannelRuns<T>, *const usize, *mut T) = match (lanes::<T>(), r) {
-            (16, 12) => outer_avx512::<T, 16, 12>,
-            (16, 10) => outer_avx512::<T, 16, 10>,
-            (16, 8) => outer_avx512::<T, 16, 8>,
-            (8, 12) => outer_avx512::<T, 8, 12>,
-            (8, 10) => outer_avx512::<T, 8, 10>,
-            (8, 8) => outer_avx512::<T, 8, 8>,
-            _ => unreachable!("outer_taps gives 8, 10 or 12"),
-        };
-        f(runs, offs, acc)
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f: unsafe fn(ChannelRuns<T>, *const usize, *mut T) = match (lanes::<T>(), r) {
+                (16, 12) => outer_avx512::<T, 16, 12>,
+                (16, 10) => outer_avx512::<T, 16, 10>,
+                (16, 8) => outer_avx512::<T, 16, 8>,
+                (8, 12) => outer_avx512::<T, 8, 12>,
+                (8, 10) => outer_avx512::<T, 8, 10>,
+                (8, 8) => outer_avx512::<T, 8, 8>,
+                _ => unreachable!("outer_taps gives 8, 10 or 12"),
+            };
+            f(runs, offs, acc)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("the direct kernels need AVX-512")
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("the direct kernels need AVX-512")
 }
 
 /// Output rows and taps per [`correlate`] tile for `rows` rows and `taps` taps: 4 x 6 or
@@ -380,32 +416,36 @@ pub(super) fn correlate_shape(rows: usize, taps: usize) -> (usize, usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn correlate_avx512<T: Element, const L: usize, const OB: usize, const TB: usize>(runs: Runs<T>, offs: *const usize, acc: *mut T) {
-    let mut a = [[[T::zero(); L]; TB]; OB];
-    for (r, a) in a.iter_mut().enumerate() {
-        for (t, a) in a.iter_mut().enumerate() {
-            *a = load(acc.add((r * TB + t) * L));
-        }
-    }
-    let offs: [usize; TB] = std::array::from_fn(|t| *offs.add(t));
-    for s in 0..runs.samples {
-        let (x, dy) = (runs.x.add(s * runs.x_stride), runs.dy.add(s * runs.dy_stride));
-        for v in 0..runs.vecs {
-            let p = v * L;
-            let mut xv = [[T::zero(); L]; TB];
-            for (t, xv) in xv.iter_mut().enumerate() {
-                *xv = load(x.add(offs[t] + p));
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        let mut a = [[[T::zero(); L]; TB]; OB];
+        for (r, a) in a.iter_mut().enumerate() {
+            for (t, a) in a.iter_mut().enumerate() {
+                *a = load(acc.add((r * TB + t) * L));
             }
-            for (r, a) in a.iter_mut().enumerate() {
-                let d = load(dy.add(r * runs.ldd + p));
-                for t in 0..TB {
-                    fma_vv(&mut a[t], &d, &xv[t]);
+        }
+        let offs: [usize; TB] = std::array::from_fn(|t| *offs.add(t));
+        for s in 0..runs.samples {
+            let (x, dy) = (runs.x.add(s * runs.x_stride), runs.dy.add(s * runs.dy_stride));
+            for v in 0..runs.vecs {
+                let p = v * L;
+                let mut xv = [[T::zero(); L]; TB];
+                for (t, xv) in xv.iter_mut().enumerate() {
+                    *xv = load(x.add(offs[t] + p));
+                }
+                for (r, a) in a.iter_mut().enumerate() {
+                    let d = load(dy.add(r * runs.ldd + p));
+                    for t in 0..TB {
+                        fma_vv(&mut a[t], &d, &xv[t]);
+                    }
                 }
             }
         }
-    }
-    for (r, a) in a.iter().enumerate() {
-        for (t, a) in a.iter().enumerate() {
-            store(acc.add((r * TB + t) * L), *a);
+        for (r, a) in a.iter().enumerate() {
+            for (t, a) in a.iter().enumerate() {
+                store(acc.add((r * TB + t) * L), *a);
+            }
         }
     }
 }
@@ -434,17 +474,21 @@ pub(super) struct Runs<T> {
 /// `vecs L` values and `x` for reads at `offs[t] + p`; `offs` for `tb` reads; `acc` for
 /// `ob tb L` values.
 pub(super) unsafe fn correlate<T: Element>((ob, tb): (usize, usize), runs: Runs<T>, offs: *const usize, acc: *mut T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let f: unsafe fn(Runs<T>, *const usize, *mut T) = match (lanes::<T>(), ob, tb) {
-            (16, 4, 6) => correlate_avx512::<T, 16, 4, 6>,
-            (16, 6, 4) => correlate_avx512::<T, 16, 6, 4>,
-            (8, 4, 6) => correlate_avx512::<T, 8, 4, 6>,
-            (8, 6, 4) => correlate_avx512::<T, 8, 6, 4>,
-            _ => unreachable!("correlate_shape gives 4 x 6 or 6 x 4"),
-        };
-        f(runs, offs, acc)
+    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
+    // operations below need.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f: unsafe fn(Runs<T>, *const usize, *mut T) = match (lanes::<T>(), ob, tb) {
+                (16, 4, 6) => correlate_avx512::<T, 16, 4, 6>,
+                (16, 6, 4) => correlate_avx512::<T, 16, 6, 4>,
+                (8, 4, 6) => correlate_avx512::<T, 8, 4, 6>,
+                (8, 6, 4) => correlate_avx512::<T, 8, 6, 4>,
+                _ => unreachable!("correlate_shape gives 4 x 6 or 6 x 4"),
+            };
+            f(runs, offs, acc)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("the direct kernels need AVX-512")
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("the direct kernels need AVX-512")
 }
