@@ -32,8 +32,9 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let rows: usize = x.shape()[..x.rank() - 1].iter().product();
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().expect("rank checked") = out_f;
-    autograd::shape::checked_numel("linear", &out_shape)?;
-    let x = x.contiguous();
+    // An empty result needs no contiguous copy of the input (which may be a huge view).
+    let empty = autograd::shape::checked_numel("linear", &out_shape)? == 0;
+    let x = if empty { x.clone() } else { x.contiguous() };
     let out = autograd::dispatch!(x.storage(), |_s: T| {
         let c = forward_kernel::<T>(&x, w, b, rows, in_f, out_f);
         Tensor::from_vec(c, &out_shape)?
@@ -56,6 +57,9 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// The output rows start as the bias (or are overwritten when there is none) and the GEMM
 /// adds `x wᵀ` to them.
 fn forward_kernel<T: Element>(x: &Tensor, w: &Tensor, b: Option<&Tensor>, rows: usize, in_f: usize, out_f: usize) -> Vec<T> {
+    if rows == 0 || out_f == 0 {
+        return Vec::new();
+    }
     let mut c = autograd::buffers::for_overwrite::<T>(rows * out_f);
     if let Some(b) = b {
         let bias = b.contiguous_data::<T>().expect("dtype checked");

@@ -82,6 +82,11 @@ fn batch_offsets(layout: &Layout, batch: &[usize]) -> Vec<usize> {
 }
 
 fn matmul_kernel<T: Element>(a: &Tensor, b: &Tensor, batch: &[usize], m: usize, k: usize, n: usize) -> Vec<T> {
+    if m == 0 || n == 0 || batch.contains(&0) {
+        // An empty result: no per-product offsets (a batch of 2^32 empty products would
+        // need 32 GB of them).
+        return Vec::new();
+    }
     let (la, lb) = (a.layout(), b.layout());
     let (ra, rb) = (la.shape.len(), lb.shape.len());
     let (da, db) = (T::slice(a.storage()).expect("dtype checked"), T::slice(b.storage()).expect("dtype checked"));
