@@ -38,6 +38,19 @@ pub fn threads(n: usize) -> Result<usize, String> {
     }
 }
 
+/// The largest seed: 2^53, so a seed survives the round trip through a checkpoint, which
+/// stores settings as f64 (a larger one would resume with a different seed).
+pub const MAX_SEED: u64 = 1 << 53;
+
+/// A seed in `0..=MAX_SEED`.
+pub fn seed(n: u64) -> Result<u64, String> {
+    if n <= MAX_SEED {
+        Ok(n)
+    } else {
+        Err(format!("expects a whole number from 0 to {MAX_SEED}, got {n}"))
+    }
+}
+
 /// A whole number stored as f64 (checkpoints keep settings as f64) that fits `T`; the
 /// checks above then apply to the result.
 pub fn whole<T: TryFrom<u64>>(x: f64) -> Result<T, String> {
@@ -70,6 +83,11 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
     parse(s, count)
 }
 
+/// clap value parser for `--seed`.
+pub fn parse_seed(s: &str) -> Result<u64, String> {
+    parse(s, seed)
+}
+
 /// clap value parser for `--threads`.
 pub fn parse_threads(s: &str) -> Result<usize, String> {
     parse(s, threads)
@@ -89,6 +107,8 @@ mod tests {
         assert!(parse_count("0").is_err());
         assert_eq!(parse_threads("1024"), Ok(1024));
         assert!(parse_threads("0").is_err() && parse_threads("1025").is_err());
+        assert_eq!(parse_seed("9007199254740992"), Ok(MAX_SEED));
+        assert!(parse_seed("9007199254740993").is_err());
         assert_eq!(whole::<usize>(256.0), Ok(256));
         assert_eq!(whole::<u64>(9_007_199_254_740_992.0), Ok(1 << 53));
         for bad in [-1.0, 0.5, f64::NAN, f64::INFINITY] {

@@ -32,8 +32,8 @@ pub struct LenetArgs {
     #[arg(long, value_name = "X", default_value = "0.9", default_value_if("optimizer", "adam", "0.001"),
           hide_default_value = true, value_parser = cli::parse_learning_rate)]
     pub lr: f64,
-    /// Seed for initialisation and shuffling
-    #[arg(long, value_name = "N", default_value_t = 42)]
+    /// Seed for initialisation and shuffling, 0 to 2^53 (a checkpoint keeps it exactly)
+    #[arg(long, value_name = "N", default_value_t = 42, value_parser = cli::parse_seed)]
     pub seed: u64,
     /// Folder with the four IDX files, gzipped or not
     #[arg(long, value_name = "DIR", default_value = "data/fashion-mnist")]
@@ -439,7 +439,7 @@ impl TrainState {
         };
         Ok(TrainState {
             epoch,
-            seed: cli::whole(c[0]).map_err(saved("seed"))?,
+            seed: cli::whole(c[0]).and_then(cli::seed).map_err(saved("seed"))?,
             batch_size: cli::whole(c[1]).and_then(cli::count).map_err(saved("batch size"))?,
             train_limit: limit(c[2], "train limit")?,
             test_limit: limit(c[3], "test limit")?,

@@ -80,6 +80,7 @@ fn lenet_bad_values_through_the_struct() {
         (&["lenet", "--pool", "sum"], &["--pool", "'sum'"]),
         (&["lenet", "--test-limit", "0"], &["--test-limit", "'0'"]),
         (&["lenet", "--seed", "1.5"], &["--seed", "'1.5'"]),
+        (&["lenet", "--seed", "9007199254740993"], &["--seed", "0 to 9007199254740992"]),
     ] {
         usage_error::<LenetArgs>(argv, named);
     }

@@ -114,8 +114,9 @@ fn resume_checks_every_saved_setting_like_its_flag() {
         (1, 42, 32, Some(64), Some(10), 0.9)
     );
     // The config slots: seed, batch size, train limit, test limit, pool, act, optimiser, lr.
-    let cases: [(usize, f64, &str); 14] = [
+    let cases: [(usize, f64, &str); 15] = [
         (0, -1.0, "saved seed expects a non-negative whole number, got -1"),
+        (0, 1e19, "saved seed expects a whole number from 0 to 9007199254740992, got 10000000000000000000"),
         (0, 2.5, "saved seed expects a non-negative whole number, got 2.5"),
         (1, 0.0, "saved batch size expects a whole number >= 1, got 0"),
         (1, 1e30, "saved batch size is too large: 1000000000000000000000000000000"),
