@@ -1,7 +1,11 @@
 //! Book section 7.4: `cargo run --release --example channels`.
 
+use clap::Parser;
+use convnet::book::channels;
+
 fn main() {
-    match convnet::book::channels::run(0) {
+    channels::Args::parse();
+    match channels::run(0) {
         Ok(o) => print!("{}", o.text),
         Err(e) => {
             eprintln!("channels: {e}");

@@ -3,8 +3,18 @@
 //! step returns its values so the tests can assert them.
 
 use autograd::{apply, grad, no_grad, BackwardCtx, BackwardOptions, Function, Result, Tensor};
+use clap::Parser;
 use ops::TensorOps;
 use std::fmt::Write;
+
+/// The core in five steps: a gradient, accumulation, no_grad, a custom op and a
+/// Hessian-vector product.
+///
+/// No flags of its own: the struct gives `--help`, `--version` and usage errors for
+/// anything else.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "autograd_basics", version, long_about = None)]
+pub struct Args {}
 
 /// `x^3` as a user-defined op: forward on plain data, derivative `3x^2` in tape ops (so
 /// it is differentiable twice).

@@ -1,50 +1,31 @@
 //! The benchmark suite behind `examples/bench.rs`, kept in the library so tests can run
 //! the same code in a short mode.
 
+use crate::cli;
 use autograd::{no_grad, rng, set_num_threads, Tensor};
+use clap::Parser;
 use nn::{lenet, xavier_init, Act, Module, Optimizer, Pool, Sgd};
 use ops::{Conv2dArgs, Pool2dArgs, TensorOps};
 use std::io::Write;
 use std::time::Instant;
 
-/// Options of a benchmark run.
-#[derive(Debug, Clone, Default)]
+/// Benchmarks: prints only measurement lines on stdout, NAME VALUE UNIT, each the median of
+/// the repetitions after a warm-up; diagnostics go to stderr.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "bench", version, allow_negative_numbers = true)]
 pub struct BenchOptions {
-    /// Threads for every pool (`None`: all cores).
+    /// Threads for every pool [default: all cores]
+    #[arg(long, value_name = "N", value_parser = cli::parse_threads)]
     pub threads: Option<usize>,
-    /// Run only benchmarks whose name contains this.
+    /// Run only benchmarks whose name contains this
+    #[arg(long, value_name = "NAME")]
     pub only: Option<String>,
-    /// Repetitions to take the median of.
+    /// Repetitions to take the median of
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = cli::parse_count)]
     pub reps: usize,
-    /// Smaller problem sizes (for tests); the numbers are then not comparable.
+    /// Smaller problem sizes (for tests); the numbers are then not comparable
+    #[arg(long)]
     pub quick: bool,
-}
-
-/// Parses `--threads N`, `--only NAME`, `--reps N`, `--quick`.
-pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
-    let mut o = BenchOptions { reps: 5, ..Default::default() };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--threads" => {
-                let v = it.next().ok_or("--threads needs a value")?;
-                let n: usize = v.parse().map_err(|_| format!("--threads: '{v}' is not a positive integer"))?;
-                if n == 0 {
-                    return Err("--threads must be at least 1".into());
-                }
-                o.threads = Some(n);
-            }
-            "--only" => o.only = Some(it.next().ok_or("--only needs a value")?.clone()),
-            "--quick" => o.quick = true,
-            "--reps" => {
-                let v = it.next().ok_or("--reps needs a value")?;
-                o.reps = v.parse().ok().filter(|&n| n > 0).ok_or(format!("--reps: '{v}' is not a positive integer"))?;
-            }
-            "-h" | "--help" => return Err("usage: bench [--threads N] [--only NAME] [--reps N (5)] [--quick]".into()),
-            other => return Err(format!("unknown argument '{other}' (try --help)")),
-        }
-    }
-    Ok(o)
 }
 
 /// Median wall time of `reps` runs of `f`, after one warm-up run, in seconds.

@@ -1,170 +1,116 @@
 //! The main job: train the book's LeNet on Fashion-MNIST (`examples/lenet.rs` is a thin
-//! `main` over [`parse_args`] and [`run`]).
+//! `main` over [`parse_args`] and [`run`]). `lenet --help` lists the flags ([`LenetArgs`]).
 
-use crate::plot;
+use crate::{cli, plot};
 use autograd::{no_grad, rng, set_num_threads, Tensor};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use nn::{lenet, xavier_init, Act, Adam, DataLoader, FashionMnist, ImageDataset, Module, Optimizer, Pool, Sequential, Sgd};
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub const USAGE: &str = "\
-Train the book's LeNet on Fashion-MNIST and print the book's summary.
-
-usage: lenet [FLAGS]
-
-  --epochs N           epochs to train (10)
-  --batch-size N       minibatch size (256)
-  --optimizer NAME     sgd | adam (sgd)
-  --lr X               learning rate (0.9 for sgd, 0.001 for adam)
-  --seed N             seed for init and shuffling (42)
-  --data-dir DIR       folder with the four IDX files, gzipped or not (data/fashion-mnist)
-  --train-limit N      use the first N training samples
-  --test-limit N       use the first N test samples
-  --pool NAME          avg | max (avg)
-  --act NAME           sigmoid | relu (sigmoid)
-  --threads N          threads for every kernel (all cores)
-  --save FILE.npz      save the weights after every epoch (atomically)
-  --load FILE.npz      start from these weights (e.g. trained in PyTorch)
-  --eval-only          evaluate the --load weights on the test set; no training
-  --plot FILE.svg      draw train loss, train acc and test acc per epoch
-  --resume FILE.npz    continue the run saved there (with --save); --epochs is the total
-  --detect-anomaly     fail on the first NaN or infinity, naming the op and the step
-  -h, --help           this text
-";
-
-/// Every flag of the example.
-#[derive(Debug, Clone, PartialEq)]
+/// Train the book's LeNet on Fashion-MNIST and print the book's summary.
+///
+/// The flags are the run's settings; [`parse_args`] also records which ones were given,
+/// so `--resume` can tell a repeated flag from one that contradicts the saved run.
+#[derive(Debug, Clone, PartialEq, Parser)]
+#[command(name = "lenet", version, long_about = None, allow_negative_numbers = true)]
 pub struct LenetArgs {
+    /// Epochs to train (with --resume: the total, counting the saved ones)
+    #[arg(long, value_name = "N", default_value_t = 10)]
     pub epochs: usize,
+    /// Minibatch size
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = cli::parse_count)]
     pub batch_size: usize,
+    /// Optimiser
+    #[arg(long, value_name = "NAME", default_value = "sgd", value_parser = ["sgd", "adam"])]
     pub optimizer: String,
+    /// Learning rate [default: 0.9 for sgd, 0.001 for adam]
+    #[arg(long, value_name = "X", default_value = "0.9", default_value_if("optimizer", "adam", "0.001"),
+          hide_default_value = true, value_parser = cli::parse_learning_rate)]
     pub lr: f64,
+    /// Seed for initialisation and shuffling, 0 to 2^53 (a checkpoint keeps it exactly)
+    #[arg(long, value_name = "N", default_value_t = 42, value_parser = cli::parse_seed)]
     pub seed: u64,
+    /// Folder with the four IDX files, gzipped or not
+    #[arg(long, value_name = "DIR", default_value = "data/fashion-mnist")]
     pub data_dir: PathBuf,
+    /// Use the first N training samples
+    #[arg(long, value_name = "N", value_parser = cli::parse_count)]
     pub train_limit: Option<usize>,
+    /// Use the first N test samples
+    #[arg(long, value_name = "N", value_parser = cli::parse_count)]
     pub test_limit: Option<usize>,
+    /// Pooling layers
+    #[arg(long, value_name = "NAME", default_value = "avg", value_parser = pool_parser())]
     pub pool: Pool,
+    /// Activations
+    #[arg(long, value_name = "NAME", default_value = "sigmoid", value_parser = act_parser())]
     pub act: Act,
+    /// Threads for every kernel [default: all cores]
+    #[arg(long, value_name = "N", value_parser = cli::parse_threads)]
     pub threads: Option<usize>,
+    /// Save the weights after every epoch (atomically)
+    #[arg(long, value_name = "FILE.npz")]
     pub save: Option<PathBuf>,
+    /// Start from these weights (e.g. trained in PyTorch)
+    #[arg(long, value_name = "FILE.npz")]
     pub load: Option<PathBuf>,
+    /// Evaluate the --load weights on the test set; no training
+    #[arg(long, requires = "load")]
     pub eval_only: bool,
+    /// Draw train loss, train acc and test acc per epoch
+    #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Continue the run saved there (with --save); --epochs is the total
+    #[arg(long, value_name = "FILE.npz", conflicts_with_all = ["load", "eval_only"])]
     pub resume: Option<PathBuf>,
+    /// Fail on the first NaN or infinity, naming the op and the step
+    #[arg(long)]
     pub detect_anomaly: bool,
     /// Show a progress bar (set when stdout is a terminal).
+    #[arg(skip)]
     pub progress: bool,
     /// The flags given on the command line (the rest are defaults), for `--resume`.
+    #[arg(skip)]
     pub explicit: Vec<String>,
 }
 
-impl Default for LenetArgs {
-    fn default() -> Self {
-        LenetArgs {
-            epochs: 10,
-            batch_size: 256,
-            optimizer: "sgd".into(),
-            lr: 0.9,
-            seed: 42,
-            data_dir: PathBuf::from("data/fashion-mnist"),
-            train_limit: None,
-            test_limit: None,
-            pool: Pool::Avg,
-            act: Act::Sigmoid,
-            threads: None,
-            save: None,
-            load: None,
-            eval_only: false,
-            plot: None,
-            resume: None,
-            detect_anomaly: false,
-            progress: false,
-            explicit: Vec::new(),
-        }
-    }
+/// `--pool avg|max`, listed in the help and in the error for any other value.
+fn pool_parser() -> impl TypedValueParser<Value = Pool> {
+    PossibleValuesParser::new(["avg", "max"]).map(|s| if s == "max" { Pool::Max } else { Pool::Avg })
 }
 
-/// What [`parse_args`] found: a run to do, or a request for the help text.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    Run(Box<LenetArgs>),
-    Help,
+/// `--act sigmoid|relu`.
+fn act_parser() -> impl TypedValueParser<Value = Act> {
+    PossibleValuesParser::new(["sigmoid", "relu"]).map(|s| if s == "relu" { Act::Relu } else { Act::Sigmoid })
+}
+
+/// Parses a command line (program name first, as from `std::env::args_os`), recording
+/// the flags given in [`LenetArgs::explicit`]. `--help` and `--version` come back as
+/// errors too; `clap::Error::exit` prints each and exits with its code (0 for those, 2
+/// for a usage error).
+pub fn parse_args<I, T>(argv: I) -> Result<LenetArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cmd = LenetArgs::command();
+    let matches = cmd.clone().try_get_matches_from(argv)?;
+    let mut a = LenetArgs::from_arg_matches(&matches)?;
+    a.explicit = cmd
+        .get_arguments()
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(|l| format!("--{l}")))
+        .collect();
+    Ok(a)
 }
 
 fn usage(msg: String) -> nn::Error {
     nn::Error::Usage(format!("lenet: {msg} (try --help)"))
-}
-
-fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(flag: &str, v: &str, min: T) -> nn::Result<T> {
-    match v.parse::<T>() {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(usage(format!("{flag} expects a number >= {min}, got '{v}'"))),
-    }
-}
-
-/// Parses the flags (without the program name).
-pub fn parse_args(args: &[String]) -> nn::Result<Command> {
-    let mut a = LenetArgs::default();
-    let mut lr = None;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| usage(format!("{flag} needs a value")));
-        a.explicit.push(flag.clone());
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--epochs" => a.epochs = number(flag, value()?, 0)?,
-            "--batch-size" => a.batch_size = number(flag, value()?, 1)?,
-            "--optimizer" => {
-                let v = value()?;
-                if v != "sgd" && v != "adam" {
-                    return Err(usage(format!("--optimizer expects sgd or adam, got '{v}'")));
-                }
-                a.optimizer = v.clone();
-            }
-            "--lr" => {
-                let v = value()?;
-                match v.parse::<f64>() {
-                    Ok(x) if x > 0.0 && x.is_finite() => lr = Some(x),
-                    _ => return Err(usage(format!("--lr expects a positive number, got '{v}'"))),
-                }
-            }
-            "--seed" => a.seed = number(flag, value()?, 0)?,
-            "--data-dir" => a.data_dir = PathBuf::from(value()?),
-            "--train-limit" => a.train_limit = Some(number(flag, value()?, 1)?),
-            "--test-limit" => a.test_limit = Some(number(flag, value()?, 1)?),
-            "--pool" => {
-                a.pool = match value()?.as_str() {
-                    "avg" => Pool::Avg,
-                    "max" => Pool::Max,
-                    v => return Err(usage(format!("--pool expects avg or max, got '{v}'"))),
-                }
-            }
-            "--act" => {
-                a.act = match value()?.as_str() {
-                    "sigmoid" => Act::Sigmoid,
-                    "relu" => Act::Relu,
-                    v => return Err(usage(format!("--act expects sigmoid or relu, got '{v}'"))),
-                }
-            }
-            "--threads" => a.threads = Some(number(flag, value()?, 1)?),
-            "--save" => a.save = Some(PathBuf::from(value()?)),
-            "--load" => a.load = Some(PathBuf::from(value()?)),
-            "--eval-only" => a.eval_only = true,
-            "--plot" => a.plot = Some(PathBuf::from(value()?)),
-            "--resume" => a.resume = Some(PathBuf::from(value()?)),
-            "--detect-anomaly" => a.detect_anomaly = true,
-            other => return Err(usage(format!("unknown flag '{other}'"))),
-        }
-    }
-    a.lr = lr.unwrap_or(if a.optimizer == "adam" { 0.001 } else { 0.9 });
-    if a.eval_only && a.load.is_none() {
-        return Err(usage("--eval-only needs --load FILE.npz".into()));
-    }
-    if a.resume.is_some() && (a.load.is_some() || a.eval_only) {
-        return Err(usage("--resume continues a saved run; it cannot be combined with --load or --eval-only".into()));
-    }
-    Ok(Command::Run(Box::new(a)))
 }
 
 /// One epoch's numbers.
@@ -462,28 +408,45 @@ impl TrainState {
         out
     }
 
-    /// Reads the entries back (an error names the file when they are missing or malformed).
+    /// Reads the entries back. Every saved setting goes through the same checks as its
+    /// flag ([`cli`]), so a damaged or hand-edited file cannot resume with, say, a batch
+    /// size of 0 or a NaN learning rate; an error names the file and the setting.
     pub fn from_entries(entries: &[(String, Tensor)], path: &std::path::Path) -> nn::Result<TrainState> {
         let bad = |m: &str| nn::Error::format(path, 0, format!("not a resumable lenet checkpoint: {m}"));
         let get =
             |k: &str| entries.iter().find(|(n, _)| n == k).map(|(_, t)| t.to_vec::<f64>()).ok_or_else(|| bad(&format!("no '{k}' entry")));
+        let saved = |what: &'static str| move |m: String| bad(&format!("saved {what} {m}"));
         let epoch = get("_train.epoch")?;
         let c = get("_train.config")?;
         let h = get("_train.history")?;
-        if epoch.len() != 1 || c.len() != 8 || h.len() % 3 != 0 || h.len() / 3 != epoch[0] as usize {
+        if epoch.len() != 1 || c.len() != 8 || h.len() % 3 != 0 {
             return Err(bad("malformed _train entries"));
         }
-        let limit = |v: f64| (v >= 0.0).then_some(v as usize);
+        let epoch: usize = cli::whole(epoch[0]).map_err(saved("epoch"))?;
+        if h.len() / 3 != epoch {
+            return Err(bad("malformed _train entries"));
+        }
+        // -1 stands for no limit.
+        let limit = |v: f64, what: &'static str| match v {
+            -1.0 => Ok(None),
+            v => cli::whole(v).and_then(cli::count).map(Some).map_err(saved(what)),
+        };
+        // The choices are stored as 0 or 1 (the first or the second name).
+        let second = |v: f64, what: &'static str| match v {
+            0.0 => Ok(false),
+            1.0 => Ok(true),
+            v => Err(saved(what)(format!("expects 0 or 1, got {v}"))),
+        };
         Ok(TrainState {
-            epoch: epoch[0] as usize,
-            seed: c[0] as u64,
-            batch_size: c[1] as usize,
-            train_limit: limit(c[2]),
-            test_limit: limit(c[3]),
-            pool: if c[4] == 1.0 { Pool::Max } else { Pool::Avg },
-            act: if c[5] == 1.0 { Act::Relu } else { Act::Sigmoid },
-            optimizer: if c[6] == 1.0 { "adam".into() } else { "sgd".into() },
-            lr: c[7],
+            epoch,
+            seed: cli::whole(c[0]).and_then(cli::seed).map_err(saved("seed"))?,
+            batch_size: cli::whole(c[1]).and_then(cli::count).map_err(saved("batch size"))?,
+            train_limit: limit(c[2], "train limit")?,
+            test_limit: limit(c[3], "test limit")?,
+            pool: if second(c[4], "pool")? { Pool::Max } else { Pool::Avg },
+            act: if second(c[5], "act")? { Act::Relu } else { Act::Sigmoid },
+            optimizer: if second(c[6], "optimizer")? { "adam".into() } else { "sgd".into() },
+            lr: cli::learning_rate(c[7]).map_err(saved("learning rate"))?,
             history: h.chunks(3).map(|e| EpochStats { loss: e[0], train_acc: e[1], test_acc: e[2], examples_per_sec: f64::NAN }).collect(),
             optimizer_state: entries.iter().filter_map(|(k, t)| k.strip_prefix(OPT_PREFIX).map(|k| (k.to_string(), t.clone()))).collect(),
         })

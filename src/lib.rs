@@ -18,6 +18,7 @@ pub use ops;
 pub mod basics;
 pub mod bench;
 pub mod book;
+pub mod cli;
 pub mod lenet;
 pub mod plot;
 

@@ -1,6 +1,7 @@
 //! The main job in CI's short mode, and its command-line contract.
 
-use convnet::lenet::{parse_args, run, Command, LenetArgs};
+use clap::error::ErrorKind;
+use convnet::lenet::{parse_args, run, LenetArgs};
 use nn::{Act, Pool};
 use std::path::PathBuf;
 
@@ -8,15 +9,12 @@ fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist")
 }
 
-fn args(flags: &[&str]) -> nn::Result<Command> {
-    parse_args(&flags.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+fn args(flags: &[&str]) -> Result<LenetArgs, clap::Error> {
+    parse_args(std::iter::once(&"lenet").chain(flags))
 }
 
 fn parsed(flags: &[&str]) -> LenetArgs {
-    match args(flags).unwrap() {
-        Command::Run(a) => *a,
-        Command::Help => panic!("unexpected help"),
-    }
+    args(flags).unwrap()
 }
 
 #[test]
@@ -97,27 +95,59 @@ fn short_training_run_learns() {
 fn flags_parse_with_the_documented_defaults() {
     let a = parsed(&[]);
     assert_eq!((a.epochs, a.batch_size, a.lr, a.pool, a.act), (10, 256, 0.9, Pool::Avg, Act::Sigmoid));
+    assert_eq!((a.optimizer.as_str(), a.seed, a.train_limit, a.test_limit, a.threads), ("sgd", 42, None, None, None));
+    assert_eq!((&a.save, &a.load, &a.plot, &a.resume, a.eval_only, a.detect_anomaly), (&None, &None, &None, &None, false, false));
     assert_eq!(a.data_dir, PathBuf::from("data/fashion-mnist"));
+    assert!(a.explicit.is_empty());
     assert_eq!(parsed(&["--optimizer", "adam"]).lr, 0.001);
     assert_eq!(parsed(&["--optimizer", "adam", "--lr", "0.01"]).lr, 0.01);
-    assert_eq!(args(&["--help"]).unwrap(), Command::Help);
+    assert_eq!(parsed(&["--lr", "0.5", "--optimizer", "adam"]).lr, 0.5);
+    assert_eq!(parsed(&["--seed", "3", "--eval-only", "--load", "w.npz"]).explicit, ["--seed", "--load", "--eval-only"]);
+    for help in ["--help", "-h"] {
+        let e = args(&[help]).unwrap_err();
+        assert_eq!((e.kind(), e.exit_code()), (ErrorKind::DisplayHelp, 0));
+        let text = e.to_string();
+        for flag in ["--epochs", "--batch-size", "--optimizer", "--lr", "--seed", "--data-dir", "--train-limit", "--test-limit"] {
+            assert!(text.contains(flag), "{flag} missing from\n{text}");
+        }
+        for flag in ["--pool", "--act", "--threads", "--save", "--load", "--eval-only", "--plot", "--resume", "--detect-anomaly"] {
+            assert!(text.contains(flag), "{flag} missing from\n{text}");
+        }
+        assert!(text.contains("0.9 for sgd, 0.001 for adam") && text.contains("[possible values: avg, max]"), "{text}");
+    }
+    let e = args(&["--version"]).unwrap_err();
+    assert_eq!((e.kind(), e.exit_code()), (ErrorKind::DisplayVersion, 0));
 }
 
 #[test]
-fn bad_flags_are_clear_errors() {
-    let cases: [(&[&str], &str); 9] = [
-        (&["--epochs"], "lenet: --epochs needs a value (try --help)"),
-        (&["--epochs", "ten"], "lenet: --epochs expects a number >= 0, got 'ten' (try --help)"),
-        (&["--batch-size", "0"], "lenet: --batch-size expects a number >= 1, got '0' (try --help)"),
-        (&["--optimizer", "rmsprop"], "lenet: --optimizer expects sgd or adam, got 'rmsprop' (try --help)"),
-        (&["--lr", "-1"], "lenet: --lr expects a positive number, got '-1' (try --help)"),
-        (&["--pool", "min"], "lenet: --pool expects avg or max, got 'min' (try --help)"),
-        (&["--act", "gelu"], "lenet: --act expects sigmoid or relu, got 'gelu' (try --help)"),
-        (&["--eval-only"], "lenet: --eval-only needs --load FILE.npz (try --help)"),
-        (&["--frobnicate"], "lenet: unknown flag '--frobnicate' (try --help)"),
+fn bad_flags_are_usage_errors_naming_the_flag() {
+    // Each case: the flags, the kind of error, and what the message must name.
+    let cases: [(&[&str], ErrorKind, &[&str]); 17] = [
+        (&["--epochs"], ErrorKind::InvalidValue, &["--epochs"]),
+        (&["--epochs", "ten"], ErrorKind::ValueValidation, &["--epochs", "'ten'"]),
+        (&["--batch-size", "0"], ErrorKind::ValueValidation, &["--batch-size", ">= 1"]),
+        (&["--optimizer", "rmsprop"], ErrorKind::InvalidValue, &["--optimizer", "'rmsprop'", "sgd, adam"]),
+        (&["--lr", "-1"], ErrorKind::ValueValidation, &["--lr", "'-1'", "> 0"]),
+        (&["--lr=-1"], ErrorKind::ValueValidation, &["--lr", "'-1'"]),
+        (&["--lr", "0"], ErrorKind::ValueValidation, &["--lr", "> 0"]),
+        (&["--lr", "inf"], ErrorKind::ValueValidation, &["--lr", "finite"]),
+        (&["--lr", "NaN"], ErrorKind::ValueValidation, &["--lr", "finite"]),
+        (&["--threads", "0"], ErrorKind::ValueValidation, &["--threads", "1 to 1024"]),
+        (&["--threads", "5000"], ErrorKind::ValueValidation, &["--threads", "'5000'", "1 to 1024"]),
+        (&["--train-limit", "0"], ErrorKind::ValueValidation, &["--train-limit", ">= 1"]),
+        (&["--pool", "sum"], ErrorKind::InvalidValue, &["--pool", "'sum'", "avg, max"]),
+        (&["--act", "gelu"], ErrorKind::InvalidValue, &["--act", "'gelu'", "sigmoid, relu"]),
+        (&["--eval-only"], ErrorKind::MissingRequiredArgument, &["--load"]),
+        (&["--resume", "a.npz", "--eval-only", "--load", "b.npz"], ErrorKind::ArgumentConflict, &["--resume", "cannot be used with"]),
+        (&["--frobnicate"], ErrorKind::UnknownArgument, &["--frobnicate"]),
     ];
-    for (flags, msg) in cases {
-        assert_eq!(args(flags).unwrap_err().to_string(), msg);
+    for (flags, kind, named) in cases {
+        let e = args(flags).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!((e.kind(), e.exit_code()), (kind, 2), "{flags:?}: {msg}");
+        for n in named {
+            assert!(msg.contains(n), "{flags:?}: '{n}' missing from {msg}");
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Issue "Reliability": determinism across thread counts, resuming, numerical faults.
 
-use convnet::lenet::{parse_args, run, Command, LenetArgs};
+use convnet::lenet::{parse_args, run, LenetArgs};
 use std::path::{Path, PathBuf};
 
 fn data_dir() -> PathBuf {
@@ -8,13 +8,9 @@ fn data_dir() -> PathBuf {
 }
 
 fn parsed(flags: &[&str]) -> LenetArgs {
-    match parse_args(&flags.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap() {
-        Command::Run(mut a) => {
-            a.data_dir = data_dir();
-            *a
-        }
-        Command::Help => panic!("unexpected help"),
-    }
+    let mut a = parse_args(std::iter::once(&"lenet").chain(flags)).unwrap();
+    a.data_dir = data_dir();
+    a
 }
 
 fn with_save(mut a: LenetArgs, path: &Path) -> LenetArgs {
@@ -98,8 +94,69 @@ fn resume_rejects_contradicting_flags_and_reports_nothing_to_do() {
     let mut out = Vec::new();
     run(&a, &mut out).unwrap();
     assert!(String::from_utf8(out).unwrap().contains("nothing to do:"));
-    let e = parse_args(&["--resume".into(), "a.npz".into(), "--load".into(), "b.npz".into()]).unwrap_err().to_string();
-    assert!(e.contains("cannot be combined with --load"), "{e}");
+    let e = parse_args(["lenet", "--resume", "a.npz", "--load", "b.npz"]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    let e = e.to_string();
+    assert!(e.contains("'--resume <FILE.npz>' cannot be used with '--load <FILE.npz>'"), "{e}");
+}
+
+#[test]
+fn resume_checks_every_saved_setting_like_its_flag() {
+    use convnet::lenet::TrainState;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.npz");
+    run(&with_save(parsed(&["--epochs", "1", "--train-limit", "64", "--test-limit", "10", "--batch-size", "32"]), &path), &mut Vec::new())
+        .unwrap();
+    let good = nn::load_npz(&path).unwrap();
+    let state = TrainState::from_entries(&good, &path).unwrap();
+    assert_eq!(
+        (state.epoch, state.seed, state.batch_size, state.train_limit, state.test_limit, state.lr),
+        (1, 42, 32, Some(64), Some(10), 0.9)
+    );
+    // The config slots: seed, batch size, train limit, test limit, pool, act, optimiser, lr.
+    let cases: [(usize, f64, &str); 15] = [
+        (0, -1.0, "saved seed expects a non-negative whole number, got -1"),
+        (0, 1e19, "saved seed expects a whole number from 0 to 9007199254740992, got 10000000000000000000"),
+        (0, 2.5, "saved seed expects a non-negative whole number, got 2.5"),
+        (1, 0.0, "saved batch size expects a whole number >= 1, got 0"),
+        (1, 1e30, "saved batch size is too large: 1000000000000000000000000000000"),
+        (1, f64::NAN, "saved batch size expects a non-negative whole number, got NaN"),
+        (2, 0.0, "saved train limit expects a whole number >= 1, got 0"),
+        (2, -2.0, "saved train limit expects a non-negative whole number, got -2"),
+        (3, 0.5, "saved test limit expects a non-negative whole number, got 0.5"),
+        (4, 2.0, "saved pool expects 0 or 1, got 2"),
+        (5, -1.0, "saved act expects 0 or 1, got -1"),
+        (6, 0.5, "saved optimizer expects 0 or 1, got 0.5"),
+        (7, 0.0, "saved learning rate expects a finite number > 0, got 0"),
+        (7, f64::INFINITY, "saved learning rate expects a finite number > 0, got inf"),
+        (7, f64::NAN, "saved learning rate expects a finite number > 0, got NaN"),
+    ];
+    for (slot, value, msg) in cases {
+        let mut entries = good.clone();
+        let config = &mut entries.iter_mut().find(|(k, _)| k == "_train.config").unwrap().1;
+        let mut c = config.to_vec::<f64>();
+        c[slot] = value;
+        *config = autograd::Tensor::from_vec(c, &[8]).unwrap();
+        let e = TrainState::from_entries(&entries, &path).unwrap_err().to_string();
+        assert_eq!(e, format!("{}: at byte 0: not a resumable lenet checkpoint: {msg}", path.display()));
+    }
+    let mut entries = good.clone();
+    entries.iter_mut().find(|(k, _)| k == "_train.epoch").unwrap().1 = autograd::Tensor::from_vec(vec![0.5f64], &[]).unwrap();
+    let e = TrainState::from_entries(&entries, &path).unwrap_err().to_string();
+    assert!(e.contains("saved epoch expects a non-negative whole number, got 0.5"), "{e}");
+
+    // Through `--resume`: the run refuses the file and names it.
+    let mut entries = good.clone();
+    let config = &mut entries.iter_mut().find(|(k, _)| k == "_train.config").unwrap().1;
+    let mut c = config.to_vec::<f64>();
+    c[7] = -0.5;
+    *config = autograd::Tensor::from_vec(c, &[8]).unwrap();
+    let bad = dir.path().join("bad.npz");
+    nn::save_npz(&bad, &entries).unwrap();
+    let mut a = parsed(&["--epochs", "2"]);
+    a.resume = Some(bad.clone());
+    let e = run(&a, &mut Vec::new()).unwrap_err().to_string();
+    assert!(e.starts_with(&bad.display().to_string()) && e.contains("saved learning rate expects a finite number > 0, got -0.5"), "{e}");
 }
 
 #[test]

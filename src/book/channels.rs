@@ -1,8 +1,17 @@
 //! Section 4: multiple input and output channels, and 1x1 convolution as a matrix product.
 
 use autograd::{rng, Result, Tensor};
+use clap::Parser;
 use ops::{corr2d, TensorOps};
 use std::fmt::Write;
+
+/// Book section 7.4: multiple input and output channels, 1x1 convolution.
+///
+/// No flags of its own: the struct gives `--help`, `--version` and usage errors for
+/// anything else.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "channels", version, long_about = None)]
+pub struct Args {}
 
 /// Sum over input channels of per-channel `corr2d` (the book's `corr2d_multi_in`).
 pub fn corr2d_multi_in(x: &Tensor, k: &Tensor) -> Result<Tensor> {

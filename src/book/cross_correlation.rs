@@ -1,9 +1,20 @@
 //! Section 1-2: `corr2d`, a hand-written conv layer, edge detection, learning the kernel.
 
 use autograd::{rng, Parameter, Result, Rng, Tensor};
+use clap::Parser;
 use nn::{Conv2d, Conv2dConfig, Module};
 use ops::corr2d;
 use std::fmt::Write;
+
+/// Book section 7.2: corr2d, a hand-written conv layer, edge detection and learning the
+/// edge kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "cross_correlation", version, allow_negative_numbers = true)]
+pub struct Args {
+    /// Epochs of learning the kernel
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub epochs: usize,
+}
 
 /// The book's `Conv2D`: a kernel and a scalar bias, both trained, written with nothing but
 /// the core's public pieces and `corr2d`.

@@ -2,8 +2,17 @@
 
 use super::torch_size;
 use autograd::rng;
+use clap::Parser;
 use nn::{Conv2d, Conv2dConfig, Module};
 use std::fmt::Write;
+
+/// Book section 7.3: output shapes of padded and strided convolutions.
+///
+/// No flags of its own: the struct gives `--help`, `--version` and usage errors for
+/// anything else.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "padding_stride", version, long_about = None)]
+pub struct Args {}
 
 /// The four layers of the book, each applied to a random 8x8 input.
 pub fn run(seed: u64) -> nn::Result<(String, Vec<Vec<usize>>)> {

@@ -1,8 +1,17 @@
 //! Section 5: max and average pooling, padding and stride, multiple channels.
 
 use autograd::{Result, Tensor};
+use clap::Parser;
 use ops::{avg_pool2d, max_pool2d, Pool2dArgs};
 use std::fmt::Write;
+
+/// Book section 7.5: max and average pooling.
+///
+/// No flags of its own: the struct gives `--help`, `--version` and usage errors for
+/// anything else.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "pooling", version, long_about = None)]
+pub struct Args {}
 
 pub struct Output {
     pub text: String,
