@@ -10,7 +10,7 @@
 //!   members in the order given, stored uncompressed like `numpy.savez`, timestamps fixed at
 //!   1980-01-01 00:00, no extra fields. `.safetensors`: the crate's order (by dtype, then
 //!   name) and no metadata.
-//! - **Atomic replace** ([`atomic`]): a temporary file in the target's folder, fsynced, then
+//! - **Atomic replace** (`atomic.rs`): a temporary file in the target's folder, fsynced, then
 //!   renamed; removed on failure.
 //! - **Hostile input is an error naming the file (and the byte offset where there is one),
 //!   never a panic or a huge allocation.** An `.npz`'s declared sizes are checked against the
