@@ -180,7 +180,7 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     // A resumed run takes its shape from the checkpoint.
     let resumed = match args.resume.clone() {
         Some(path) => {
-            let entries = nn::load_npz(&path)?;
+            let entries = nn::load(&path)?;
             let state = TrainState::from_entries(&entries, &path)?;
             state.apply_to(&mut args, &path)?;
             Some((entries, state))
@@ -215,7 +215,7 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     }
 
     if let Some(path) = &args.load {
-        net.load_state_dict(&nn::load_npz(path)?)?;
+        net.load_state_dict(&nn::load(path)?)?;
         writeln!(out, "loaded weights from {}", path.display()).map_err(io)?;
     }
     if args.eval_only {
@@ -325,7 +325,7 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
             };
             let mut entries = net.state_dict();
             entries.extend(state.entries());
-            nn::save_npz(path, &entries)?;
+            nn::save(path, &entries)?;
             last_saved = Some(epoch + 1);
         }
         if let Some(path) = &args.plot {

@@ -1,10 +1,12 @@
 //! LeNet checkpoints across frameworks, against fixtures made by PyTorch
-//! (tests/fixtures/lenet_torch/make_fixture.py): PyTorch's weights, saved with
-//! numpy.savez and savez_compressed, load into our LeNet and give PyTorch's logits; and
-//! our saved weights, loaded into PyTorch, gave the logits we compute.
+//! (tests/fixtures/lenet_torch/make_fixture.py and make_safetensors.py): PyTorch's weights,
+//! saved with numpy.savez, savez_compressed and safetensors.torch.save_file, load into our
+//! LeNet and give PyTorch's logits; and our saved weights (.npz and .safetensors), loaded into
+//! PyTorch, gave the logits we compute.
 
+use autograd::DType;
 use autograd::{no_grad, rng, Tensor};
-use nn::{lenet, load_npz, Act, DataLoader, FashionMnist, Module, Pool};
+use nn::{lenet, load, load_npz, save, Act, DataLoader, FashionMnist, Module, Pool};
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -21,7 +23,7 @@ fn expected(key: &str) -> Tensor {
 
 fn net_from(path: &Path) -> nn::Sequential {
     let net = lenet(Pool::Avg, Act::Sigmoid, &mut rng(123)).unwrap();
-    net.load_state_dict(&load_npz(path).unwrap()).unwrap();
+    nn::load_state_dict_file(&net, path).unwrap();
     net
 }
 
@@ -42,7 +44,7 @@ fn evaluate(net: &nn::Sequential) -> (Tensor, f64) {
 fn pytorch_weights_give_pytorch_logits() {
     let want = expected("torch_logits");
     let want_acc = expected("torch_acc_1000").item().unwrap();
-    for file in ["torch_lenet.npz", "torch_lenet_compressed.npz"] {
+    for file in ["torch_lenet.npz", "torch_lenet_compressed.npz", "torch_lenet.safetensors"] {
         let (logits, acc) = evaluate(&net_from(&fixture(file)));
         let diff = logits.max_abs_diff(&want).unwrap();
         assert!(diff < 1e-4, "{file}: logits differ from PyTorch's by {diff}");
@@ -56,6 +58,46 @@ fn our_weights_give_the_logits_pytorch_computed_from_them() {
     let (logits, _) = evaluate(&net_from(&fixture("rust_lenet.npz")));
     let diff = logits.max_abs_diff(&expected("rust_logits")).unwrap();
     assert!(diff < 1e-4, "logits differ from PyTorch's by {diff}");
+}
+
+/// `rust_lenet.safetensors` is our save of rust_lenet.npz's weights (UPDATE_TORCH_FIXTURES=1
+/// rewrites it); `make_safetensors.py --check` loaded it in PyTorch with
+/// `load_state_dict(strict=True)` and got the logits PyTorch computed from rust_lenet.npz,
+/// which are ours (the test above).
+#[test]
+fn our_safetensors_give_the_logits_pytorch_computed_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rust_lenet.safetensors");
+    save(&path, &load_npz(&fixture("rust_lenet.npz")).unwrap()).unwrap();
+    if std::env::var_os("UPDATE_TORCH_FIXTURES").is_some() {
+        std::fs::copy(&path, fixture("rust_lenet.safetensors")).unwrap();
+    }
+    assert!(std::fs::read(&path).unwrap() == std::fs::read(fixture("rust_lenet.safetensors")).unwrap(), "not the bytes PyTorch checked");
+    let (logits, _) = evaluate(&net_from(&fixture("rust_lenet.safetensors")));
+    let diff = logits.max_abs_diff(&expected("rust_logits")).unwrap();
+    assert!(diff < 1e-4, "logits differ from PyTorch's by {diff}");
+}
+
+/// A PyTorch BatchNorm2d state_dict holds an int64 `num_batches_tracked` (2 here): it loads, as
+/// an exact f64, from safetensors.torch.save_file's file and from numpy.savez's alike.
+#[test]
+fn pytorch_batchnorm_state_dicts_load_with_their_int64_counter() {
+    let by_name = |file: &str| {
+        let mut v = load(&fixture(file)).unwrap();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (st, npz) = (by_name("torch_batchnorm.safetensors"), by_name("torch_batchnorm.npz"));
+    let names: Vec<&str> = st.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["bias", "num_batches_tracked", "running_mean", "running_var", "weight"]);
+    let counter = &st[1].1;
+    assert_eq!((counter.dtype(), counter.shape(), counter.to_vec::<f64>()), (DType::F64, &[] as &[usize], vec![2.0]));
+    for ((k, a), (_, b)) in st.iter().zip(&npz) {
+        assert_eq!((a.dtype(), a.shape()), (b.dtype(), b.shape()), "{k}");
+        assert_eq!(a.max_abs_diff(b).unwrap(), 0.0, "{k}");
+    }
+    assert_eq!(st[3].1.shape(), &[3]);
+    assert!(st[3].1.to_vec::<f32>().iter().all(|&v| v != 1.0), "running_var was updated by two batches");
 }
 
 #[test]

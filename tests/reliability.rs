@@ -46,7 +46,8 @@ fn resuming_gives_the_same_parameters_as_training_straight_through() {
     f.extend(["--epochs", "4"]);
     let full = run(&with_save(parsed(&f), &straight), &mut Vec::new()).unwrap();
 
-    let split = dir.path().join("split.npz");
+    // The split run is saved as .safetensors: --save and --resume pick the format by extension.
+    let split = dir.path().join("split.safetensors");
     let mut f = common.to_vec();
     f.extend(["--epochs", "2"]);
     run(&with_save(parsed(&f), &split), &mut Vec::new()).unwrap();
@@ -58,10 +59,14 @@ fn resuming_gives_the_same_parameters_as_training_straight_through() {
     assert!(String::from_utf8(out).unwrap().contains("after epoch 2"));
 
     let a = nn::load_npz(&straight).unwrap();
-    let b = nn::load_npz(&split).unwrap();
+    let b = nn::load(&split).unwrap();
+    // By name: safetensors keeps its own order (by dtype, then name).
     let params = |v: &[(String, autograd::Tensor)]| {
-        v.iter().filter(|(k, _)| !k.starts_with("_train.")).map(|(k, t)| (k.clone(), t.to_vec::<f32>())).collect::<Vec<_>>()
+        let mut p: Vec<_> = v.iter().filter(|(k, _)| !k.starts_with("_train.")).map(|(k, t)| (k.clone(), t.to_vec::<f32>())).collect();
+        p.sort_by(|x, y| x.0.cmp(&y.0));
+        p
     };
+    assert_eq!(params(&a).len(), 10);
     assert_eq!(params(&a), params(&b));
     assert_eq!(full.epochs.len(), 4);
     assert_eq!(resumed.epochs.len(), 4);
@@ -240,4 +245,12 @@ fn anomaly_mode_in_the_core() {
         }
         other => panic!("{other}"),
     }
+}
+
+#[test]
+fn checkpoint_paths_need_a_known_extension() {
+    let mut a = parsed(&["--eval-only", "--load", "weights.pt", "--test-limit", "10"]);
+    a.load = Some(PathBuf::from("weights.pt"));
+    let e = run(&a, &mut Vec::new()).unwrap_err().to_string();
+    assert!(e.contains("weights.pt") && e.contains("unknown checkpoint extension '.pt': use .npz or .safetensors"), "{e}");
 }

@@ -4,11 +4,11 @@
 //! losses, data loading and checkpoints.
 
 pub mod activation;
-pub mod checkpoint;
 pub mod conv;
 pub mod data;
 pub mod error;
 pub mod init;
+pub mod io;
 pub mod lenet;
 pub mod linear;
 pub mod loss;
@@ -17,10 +17,12 @@ pub mod optim;
 pub mod pool;
 
 pub use activation::{Flatten, ReLU, Sigmoid, Tanh};
-pub use checkpoint::{load_npy, load_npz, save_npy, save_npz};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use data::{DataLoader, Dataset, FashionMnist, ImageDataset};
 pub use error::{Error, Result};
+pub use io::{
+    load, load_npy, load_npz, load_safetensors, load_state_dict_file, save, save_npy, save_npz, save_safetensors, save_state_dict,
+};
 pub use lenet::{lenet, xavier_init, Act, Pool};
 pub use linear::Linear;
 pub use loss::{accuracy, correct, CrossEntropyLoss, MseLoss};

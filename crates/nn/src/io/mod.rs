@@ -1,0 +1,176 @@
+//! Checkpoint I/O: named tensors to and from numpy `.npz` archives (and single `.npy` arrays)
+//! and `.safetensors` files, so weights move between this library and numpy or PyTorch with
+//! no converter: `np.load("ckpt.npz")["fc1.weight"]`, `safetensors.torch.load_file(...)`.
+//! Names are PyTorch `state_dict` keys (`conv.weight`); an `.npz` member is `conv.weight.npy`.
+//!
+//! The formats come from well-kept crates: `zip` is the archive layer and `npyz` the npy format
+//! of each member ([`npz`]), and `safetensors` reads and writes its format ([`mod@safetensors`]).
+//! What this module adds on top, and why:
+//! - **Reproducible files.** The same tensors give the same bytes (hashable, diffable). `.npz`:
+//!   members in the order given, stored uncompressed like `numpy.savez`, timestamps fixed at
+//!   1980-01-01 00:00, no extra fields. `.safetensors`: the crate's order (by dtype, then
+//!   name) and no metadata.
+//! - **Atomic replace** (`atomic.rs`): a temporary file in the target's folder, fsynced, then
+//!   renamed; removed on failure.
+//! - **Hostile input is an error naming the file (and the byte offset where there is one),
+//!   never a panic or a huge allocation.** An `.npz`'s declared sizes are checked against the
+//!   file size and deflate's maximum ratio before anything is inflated, and reads are capped at
+//!   the declared size; an npy header's shape is checked before `npyz` multiplies it out;
+//!   at most [`MAX_ENTRIES`] entries, with unique names (the zip crate's index and the
+//!   safetensors header's map find duplicates in linear time).
+//!
+//! Dtypes read: float32 and float64 (`<f4`, `<f8`, and big-endian in `.npy`), and, because the
+//! tensor type has only f32 and f64 so far, int64 as f64 (an error beyond 2^53 in magnitude,
+//! where f64 would not be exact: PyTorch BatchNorm's `num_batches_tracked` is int64) and bool
+//! and uint8 as f32 (0/1 and 0-255). Written: f32 as `<f4`/`F32`, f64 as `<f8`/`F64`.
+
+mod atomic;
+pub mod npz;
+pub mod safetensors;
+
+use crate::error::{Error, Result};
+use crate::module::Module;
+use autograd::{DType, Tensor};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::path::Path;
+
+pub use self::safetensors::{load_safetensors, save_safetensors};
+pub use npz::{load_npy, load_npz, save_npy, save_npz};
+
+/// The most entries a file may hold on read: far above any model, low enough that a hostile
+/// directory cannot make the reader build millions of names.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+/// Saves named tensors in the format the extension names: `.npz` ([`save_npz`]) or
+/// `.safetensors` ([`save_safetensors`]).
+pub fn save(path: &Path, entries: &[(String, Tensor)]) -> Result<()> {
+    match Format::of(path)? {
+        Format::Npz => save_npz(path, entries),
+        Format::Safetensors => save_safetensors(path, entries),
+    }
+}
+
+/// Loads named tensors from an `.npz` ([`load_npz`]) or `.safetensors` ([`load_safetensors`]) file.
+pub fn load(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    match Format::of(path)? {
+        Format::Npz => load_npz(path),
+        Format::Safetensors => load_safetensors(path),
+    }
+}
+
+/// Saves `module.state_dict()` (PyTorch's keys) in the format `path`'s extension names.
+pub fn save_state_dict(module: &(impl Module + ?Sized), path: &Path) -> Result<()> {
+    save(path, &module.state_dict())
+}
+
+/// Loads a file saved by [`save_state_dict`] (or by PyTorch) into `module`, strictly.
+pub fn load_state_dict_file(module: &(impl Module + ?Sized), path: &Path) -> Result<()> {
+    module.load_state_dict(&load(path)?)
+}
+
+enum Format {
+    Npz,
+    Safetensors,
+}
+
+impl Format {
+    fn of(path: &Path) -> Result<Format> {
+        let ext = path.extension().map(|e| e.to_string_lossy());
+        match ext.as_deref() {
+            Some(e) if e.eq_ignore_ascii_case("npz") => Ok(Format::Npz),
+            Some(e) if e.eq_ignore_ascii_case("safetensors") => Ok(Format::Safetensors),
+            Some(e) => Err(Error::io(path, format!("unknown checkpoint extension '.{e}': use .npz or .safetensors"))),
+            None => Err(Error::io(path, "no file extension: use .npz or .safetensors")),
+        }
+    }
+}
+
+/// Rejects empty and duplicate names before anything is written.
+fn check_names(path: &Path, what: &str, entries: &[(String, Tensor)]) -> Result<()> {
+    let mut seen = HashSet::with_capacity(entries.len());
+    for (name, _) in entries {
+        if name.is_empty() {
+            return Err(Error::io(path, format!("{what}: an entry has an empty name")));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(Error::io(path, format!("{what}: duplicate entry name '{name}'")));
+        }
+    }
+    Ok(())
+}
+
+/// A tensor's values in its own dtype, contiguous (a copy only for strided views).
+enum Data<'a> {
+    F32(Cow<'a, [f32]>),
+    F64(Cow<'a, [f64]>),
+}
+
+impl<'a> Data<'a> {
+    fn of(t: &'a Tensor) -> Result<Data<'a>> {
+        Ok(match t.dtype() {
+            DType::F32 => Data::F32(t.contiguous_data::<f32>()?),
+            DType::F64 => Data::F64(t.contiguous_data::<f64>()?),
+        })
+    }
+}
+
+/// Values as a file stores them, before they become a tensor.
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    Bool(Vec<bool>),
+    U8(Vec<u8>),
+}
+
+/// The largest magnitude up to which every integer is exact in f64.
+const F64_EXACT_INT: u64 = 1 << 53;
+
+impl Values {
+    /// The tensor of `shape` (row-major), with the conversions the module doc lists.
+    fn into_tensor(self, shape: &[usize]) -> std::result::Result<Tensor, String> {
+        let t = match self {
+            Values::F32(v) => Tensor::from_vec(v, shape),
+            Values::F64(v) => Tensor::from_vec(v, shape),
+            Values::I64(v) => {
+                if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| x.unsigned_abs() > F64_EXACT_INT) {
+                    return Err(format!("int64 value {x} at index {i} is beyond 2^53, so float64 cannot hold it exactly"));
+                }
+                Tensor::from_vec(v.into_iter().map(|x| x as f64).collect::<Vec<_>>(), shape)
+            }
+            Values::Bool(v) => Tensor::from_vec(v.into_iter().map(|x| if x { 1.0f32 } else { 0.0 }).collect::<Vec<_>>(), shape),
+            Values::U8(v) => Tensor::from_vec(v.into_iter().map(f32::from).collect::<Vec<_>>(), shape),
+        };
+        t.map_err(|e| e.to_string())
+    }
+}
+
+/// An error if a file declares more than [`MAX_ENTRIES`] entries.
+fn check_count(n: usize) -> std::result::Result<(), String> {
+    match n > MAX_ENTRIES {
+        true => Err(format!("{n} entries, more than the {MAX_ENTRIES} allowed")),
+        false => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_count_is_capped() {
+        assert_eq!(check_count(MAX_ENTRIES), Ok(()));
+        assert_eq!(check_count(MAX_ENTRIES + 1), Err("1000001 entries, more than the 1000000 allowed".to_string()));
+    }
+
+    #[test]
+    fn int64_converts_exactly_or_not_at_all() {
+        let edge = 1i64 << 53;
+        let t = Values::I64(vec![-edge, 3, edge]).into_tensor(&[3]).unwrap();
+        assert_eq!(t.to_vec::<f64>(), vec![-(edge as f64), 3.0, edge as f64]);
+        for bad in [edge + 1, -edge - 1, i64::MIN] {
+            assert!(Values::I64(vec![0, bad]).into_tensor(&[2]).unwrap_err().contains(&format!("{bad} at index 1")));
+        }
+    }
+}
