@@ -12,7 +12,6 @@ const EDGE_ITEMS: usize = 3;
 /// How every element of one tensor is written (PyTorch's `_Formatter`).
 struct Formatter {
     mode: Mode,
-    width: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -53,9 +52,7 @@ impl Formatter {
         } else {
             Mode::Fixed
         };
-        let mut f = Formatter { mode, width: 1 };
-        f.width = values.iter().map(|&v| f.fmt(v).len()).max().unwrap_or(1);
-        f
+        Formatter { mode }
     }
 
     fn fmt(&self, v: f64) -> String {
@@ -71,24 +68,21 @@ impl Formatter {
             Mode::Sci => sci(v),
         }
     }
-
-    fn pad(&self, v: f64) -> String {
-        format!("{:>w$}", self.fmt(v), w = self.width)
-    }
 }
 
 /// One tensor being printed.
 struct Printer<'a> {
-    /// The value at a row-major element index.
-    at: &'a dyn Fn(usize) -> f64,
+    /// The padded text of the element at a row-major index.
+    cell: &'a dyn Fn(usize) -> String,
+    /// Width of every cell.
+    width: usize,
     shape: &'a [usize],
-    f: &'a Formatter,
     summarize: bool,
 }
 
 /// Writes dims `d..` of the block starting at `base`, PyTorch style.
 fn write_block(out: &mut String, p: &Printer<'_>, d: usize, base: usize, indent: usize) {
-    let (at, shape, f, summarize) = (p.at, p.shape, p.f, p.summarize);
+    let (shape, summarize) = (p.shape, p.summarize);
     let rank = shape.len();
     let n = shape[d];
     let stride: usize = shape[d + 1..].iter().product();
@@ -99,7 +93,7 @@ fn write_block(out: &mut String, p: &Printer<'_>, d: usize, base: usize, indent:
     };
     out.push('[');
     if d == rank - 1 {
-        let per_line = ((LINE_WIDTH - indent) / (f.width + 2)).max(1);
+        let per_line = ((LINE_WIDTH - indent) / (p.width + 2)).max(1);
         for (k, i) in shown.iter().enumerate() {
             if k > 0 {
                 out.push(',');
@@ -111,8 +105,8 @@ fn write_block(out: &mut String, p: &Printer<'_>, d: usize, base: usize, indent:
                 }
             }
             match i {
-                Some(i) => out.push_str(&f.pad(at(base + i))),
-                None => out.push_str("..."),
+                Some(i) => out.push_str(&(p.cell)(base + i)),
+                None => out.push_str(" ..."),
             }
         }
     } else {
@@ -145,22 +139,36 @@ impl fmt::Display for Tensor {
         // of a huge (say expanded) view touches only its edges.
         let layout = self.layout();
         let storage = self.storage();
-        let at = |flat: usize| {
+        let pos = |flat: usize| {
             let mut rest = flat;
             let mut pos = layout.offset;
             for (&n, &st) in layout.shape.iter().zip(&layout.strides).rev() {
                 pos += rest % n * st;
                 rest /= n;
             }
-            crate::dispatch!(storage, |v: T| v[pos].to_f64())
+            pos
         };
         let numel = self.numel();
         let summarize = numel > THRESHOLD;
-        let shown: Vec<f64> = if summarize { summary_values(&at, self.shape()) } else { (0..numel).map(at).collect() };
-        let f = Formatter::new(&shown);
+        let shown: Vec<usize> = if summarize { summary_indices(self.shape()) } else { (0..numel).collect() };
+        // The unpadded text of one element: floats in PyTorch's shared format, integers
+        // exactly, booleans as Python writes them.
+        let float_format = self.dtype().is_float().then(|| {
+            let vals: Vec<f64> = shown.iter().map(|&i| crate::dispatch_all!(storage, |v: T| v[pos(i)].to_f64())).collect();
+            Formatter::new(&vals)
+        });
+        let text = |flat: usize| -> String {
+            match storage {
+                crate::Storage::I64(v) => v[pos(flat)].to_string(),
+                crate::Storage::Bool(v) => if v[pos(flat)] { "True" } else { "False" }.to_string(),
+                s => float_format.as_ref().expect("float dtype").fmt(crate::dispatch_all!(s, |v: T| v[pos(flat)].to_f64())),
+            }
+        };
+        let width = shown.iter().map(|&i| text(i).len()).max().unwrap_or(1);
+        let cell = |flat: usize| format!("{:>width$}", text(flat));
         let mut s = String::from("tensor(");
         if self.rank() == 0 {
-            s.push_str(&f.fmt(at(0)));
+            s.push_str(&text(0));
         } else if self.numel() == 0 {
             s.push_str("[]");
             if self.rank() > 1 {
@@ -168,10 +176,15 @@ impl fmt::Display for Tensor {
                 s.push_str(&format!(", size=({})", dims.join(", ")));
             }
         } else {
-            write_block(&mut s, &Printer { at: &at, shape: self.shape(), f: &f, summarize }, 0, 0, 7);
+            write_block(&mut s, &Printer { cell: &cell, width, shape: self.shape(), summarize }, 0, 0, 7);
         }
-        if self.dtype() == DType::F64 {
-            s.push_str(", dtype=torch.float64");
+        // PyTorch names the dtype when it is not the one the printed values imply: f64
+        // always, and i64 or bool when there are no values to show it.
+        match self.dtype() {
+            DType::F64 => s.push_str(", dtype=torch.float64"),
+            DType::I64 if numel == 0 => s.push_str(", dtype=torch.int64"),
+            DType::Bool if numel == 0 => s.push_str(", dtype=torch.bool"),
+            _ => {}
         }
         if let Some(name) = self.grad_fn_name() {
             s.push_str(&format!(", grad_fn=<{}Backward0>", camel(name)));
@@ -183,12 +196,12 @@ impl fmt::Display for Tensor {
     }
 }
 
-/// The values a summarised print shows (the edges of every dim), for choosing the format.
-fn summary_values(at: &dyn Fn(usize) -> f64, shape: &[usize]) -> Vec<f64> {
-    let mut out = Vec::new();
-    fn walk(at: &dyn Fn(usize) -> f64, shape: &[usize], d: usize, base: usize, out: &mut Vec<f64>) {
+/// The row-major indices of the elements a summarised print shows (the edges of every
+/// dim), for choosing the format.
+fn summary_indices(shape: &[usize]) -> Vec<usize> {
+    fn walk(shape: &[usize], d: usize, base: usize, out: &mut Vec<usize>) {
         if shape.is_empty() {
-            out.push(at(base));
+            out.push(base);
             return;
         }
         let n = shape[d];
@@ -196,12 +209,13 @@ fn summary_values(at: &dyn Fn(usize) -> f64, shape: &[usize]) -> Vec<f64> {
         let idx: Vec<usize> = if n > 2 * EDGE_ITEMS { (0..EDGE_ITEMS).chain(n - EDGE_ITEMS..n).collect() } else { (0..n).collect() };
         for i in idx {
             if d + 1 == shape.len() {
-                out.push(at(base + i));
+                out.push(base + i);
             } else {
-                walk(at, shape, d + 1, base + i * stride, out);
+                walk(shape, d + 1, base + i * stride, out);
             }
         }
     }
-    walk(at, shape, 0, 0, &mut out);
+    let mut out = Vec::new();
+    walk(shape, 0, 0, &mut out);
     out
 }

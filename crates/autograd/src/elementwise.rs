@@ -12,11 +12,19 @@ use crate::shape::{broadcast_shapes, Layout};
 use crate::tape::record;
 use crate::tensor::Tensor;
 
-/// Applies `f` to every element (parallel for large tensors), keeping the dtype.
+/// Applies `f` to every element (parallel for large tensors), keeping a float dtype. An
+/// i64 or bool input is promoted to f32 first, as PyTorch promotes integers for float
+/// maths (`torch.exp(torch.tensor([1]))` is float32).
 macro_rules! map_unary {
     ($x:expr, |$v:ident : $T:ident| $f:expr) => {{
-        let x: &Tensor = $x;
-        let storage = $crate::dispatch!(x.storage(), |_s: $T| {
+        let promoted;
+        let x: &Tensor = if $x.dtype().is_float() {
+            $x
+        } else {
+            promoted = $x.to_dtype($crate::DType::F32);
+            &promoted
+        };
+        let storage = $crate::dispatch_float!(x.storage(), |_s: $T| {
             let src = x.contiguous_data::<$T>().expect("dtype of its own storage");
             let mut out = $crate::buffers::for_overwrite::<$T>(src.len());
             for_each_chunk_mut(&mut out, |start, chunk| {
@@ -25,7 +33,7 @@ macro_rules! map_unary {
                     *o = $f;
                 }
             });
-            <$T as Element>::into_storage(out)
+            <$T as $crate::Scalar>::into_storage(out)
         });
         Tensor::from_storage(storage, x.shape())
     }};
@@ -156,7 +164,10 @@ impl Tensor {
 
     /// True when every element is finite (no NaN or infinity).
     pub fn all_finite(&self) -> bool {
-        crate::dispatch!(self.storage(), |_s: T| self.contiguous_data::<T>().expect("own dtype").iter().all(|v| v.is_finite()))
+        if !self.dtype().is_float() {
+            return true;
+        }
+        crate::dispatch_float!(self.storage(), |_s: T| self.contiguous_data::<T>().expect("own dtype").iter().all(|v| v.is_finite()))
     }
 
     // ----- binary with broadcasting -------------------------------------------------------
@@ -257,7 +268,7 @@ pub(crate) fn binary_kernel<F: BinaryFn>(op: &'static str, a: &Tensor, b: &Tenso
         return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
     }
     let shape = broadcast_shapes(op, a.shape(), b.shape())?;
-    let storage = crate::dispatch!(a.storage(), |_s: T| T::into_storage(binary_typed::<T>(a, b, &shape, F::apply::<T>)));
+    let storage = crate::dispatch!(op, a.storage(), |_s: T| T::into_storage(binary_typed::<T>(a, b, &shape, F::apply::<T>)));
     Ok(Tensor::from_storage(storage, &shape))
 }
 

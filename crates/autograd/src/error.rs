@@ -24,6 +24,9 @@ pub enum Error {
     /// Mixed element types in one op.
     #[error("{op}: dtype mismatch, {lhs} and {rhs}")]
     DTypeMismatch { op: &'static str, lhs: crate::DType, rhs: crate::DType },
+    /// An op given a dtype it does not take (a float op on an i64 or bool tensor, say).
+    #[error("{op}: not implemented for dtype {dtype}")]
+    UnsupportedDType { op: &'static str, dtype: crate::DType },
     /// Any other invalid argument (empty cat, zero stride, bad value, ...).
     #[error("{op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },

@@ -1,6 +1,6 @@
 //! # autograd
 //!
-//! The core of the library: an n-dimensional [`Tensor`] (f32 or f64), the [`tape`]
+//! The core of the library: an n-dimensional [`Tensor`] (f32, f64, i64 or bool), the [`tape`]
 //! that records every differentiable op, [`Parameter`]s, and the tensor algebra that
 //! every other op is built from (element-wise maths with broadcasting, reductions, shape
 //! ops and operators).
@@ -36,7 +36,7 @@ pub mod tensor;
 pub mod testing;
 
 pub use activation::Activation;
-pub use dtype::{DType, Element, Storage};
+pub use dtype::{DType, Element, Scalar, Storage};
 pub use error::{Error, Result};
 pub use function::{apply, Function};
 pub use gradcheck::{gradcheck, gradgradcheck, GradcheckOptions, GradcheckReport};

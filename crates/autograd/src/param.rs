@@ -20,7 +20,12 @@ struct ParamInner {
 
 impl Parameter {
     /// A parameter initialised with a copy of `value`'s data.
+    ///
+    /// # Panics
+    /// If `value` is i64 or bool: a parameter collects gradients, which only floating point
+    /// tensors have (as [`Tensor::requires_grad_`]).
     pub fn new(value: &Tensor) -> Parameter {
+        assert!(value.dtype().is_float(), "Parameter::new: only floating point tensors can require gradients, not {}", value.dtype());
         let v = value.detach().contiguous().detach();
         Parameter(Arc::new(ParamInner { value: RwLock::new(v), grad: Arc::new(Mutex::new(None)) }))
     }

@@ -56,11 +56,25 @@ fn normalize_dims(op: &'static str, dims: &[isize], rank: usize) -> Result<Vec<u
 
 impl Tensor {
     /// Sum of all elements, as a 0-dimensional tensor.
+    ///
+    /// An i64 or bool tensor sums to an i64 scalar, wrapping on overflow as PyTorch's does.
     pub fn sum(&self) -> Tensor {
-        let storage = crate::dispatch!(self.storage(), |_s: T| {
-            let x = self.contiguous_data::<T>().expect("own dtype");
-            T::into_storage(vec![deterministic_sum(&x)])
-        });
+        let storage = match self.storage() {
+            crate::Storage::I64(v) => {
+                let mut total = 0i64;
+                self.layout().for_each_offset(|p| total = total.wrapping_add(v[p]));
+                crate::Storage::I64(vec![total])
+            }
+            crate::Storage::Bool(v) => {
+                let mut total = 0i64;
+                self.layout().for_each_offset(|p| total += i64::from(v[p]));
+                crate::Storage::I64(vec![total])
+            }
+            s => crate::dispatch_float!(s, |_s: T| {
+                let x = self.contiguous_data::<T>().expect("own dtype");
+                T::into_storage(vec![deterministic_sum(&x)])
+            }),
+        };
         let out = Tensor::from_storage(storage, &[]);
         record("sum", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().expand(ctx.input(0).shape())?)]))
     }
@@ -69,7 +83,7 @@ impl Tensor {
     pub fn sum_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let ds = normalize_dims("sum", dims, self.rank())?;
         let mut kept: Vec<usize> = self.shape().to_vec();
-        let storage = crate::dispatch!(self.storage(), |_s: T| {
+        let storage = crate::dispatch!("sum_dims", self.storage(), |_s: T| {
             let src = self.contiguous_data::<T>()?;
             // Reduce one dim at a time, reading the input in place; intermediate buffers go
             // back to the cache.
@@ -171,7 +185,7 @@ impl Tensor {
 
     fn argmax_impl(&self, d: usize) -> Result<Vec<usize>> {
         let (outer, r, inner) = split3(self.shape(), d);
-        Ok(crate::dispatch!(self.storage(), |_s: T| {
+        Ok(crate::dispatch!("argmax", self.storage(), |_s: T| {
             let x = self.contiguous_data::<T>()?;
             let mut idx = vec![0usize; outer * inner];
             for o in 0..outer {
@@ -201,7 +215,7 @@ impl Tensor {
         let index: Arc<Vec<usize>> = Arc::new(index.to_vec());
         let (_, r, inner) = split3(self.shape(), d);
         let k = index_shape[d];
-        let storage = crate::dispatch!(self.storage(), |_s: T| {
+        let storage = crate::dispatch!("gather", self.storage(), |_s: T| {
             let x = self.contiguous_data::<T>()?;
             let mut out = crate::buffers::for_overwrite::<T>(index.len());
             // Each outer slice is written by one task: parallel and deterministic.
@@ -234,7 +248,7 @@ impl Tensor {
         let index: Arc<Vec<usize>> = Arc::new(index.to_vec());
         let (outer, r, inner) = split3(shape, d);
         let k = index_shape[d];
-        let storage = crate::dispatch!(self.storage(), |_s: T| {
+        let storage = crate::dispatch!("scatter_add", self.storage(), |_s: T| {
             let src = self.contiguous_data::<T>()?;
             let mut out = crate::buffers::zeroed::<T>(outer * r * inner);
             let slice = |o: usize, dst: &mut [T]| {

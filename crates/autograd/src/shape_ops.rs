@@ -156,7 +156,7 @@ impl Tensor {
         shape[d] = total.ok_or_else(|| Error::overflow("cat", format!("dim {d} of the result overflows")))?;
         checked_numel("cat", &shape)?;
         let total = shape[d];
-        let storage = crate::dispatch!(first.storage(), |_s: T| {
+        let storage = crate::dispatch_all!(first.storage(), |_s: T| {
             let parts: Vec<_> = tensors.iter().map(|t| t.contiguous_data::<T>()).collect::<Result<_>>()?;
             let mut out = Vec::with_capacity(outer * total * inner);
             for o in 0..outer {

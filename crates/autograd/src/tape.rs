@@ -147,7 +147,8 @@ pub fn record_first_order(
 }
 
 fn record_impl(name: &'static str, output: Tensor, inputs: &[&Tensor], rule: Arc<Rule>, second_order: bool) -> Tensor {
-    if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+    // An i64 or bool result (an index, a mask, a comparison) has no gradient.
+    if !is_grad_enabled() || !output.dtype().is_float() || !inputs.iter().any(|t| t.requires_grad()) {
         return output;
     }
     let node = Node {

@@ -1,7 +1,7 @@
 //! The tensor: a cheap-to-clone handle to a view of a shared buffer, plus the graph edge
 //! (`grad_fn`) that produced it. Tensors are immutable; ops return new tensors.
 
-use crate::dtype::{DType, Element, Storage};
+use crate::dtype::{DType, Scalar, Storage};
 use crate::error::{Error, Result};
 use crate::shape::{checked_numel, numel_or_panic, Layout};
 use crate::tape::{GradSlot, Node};
@@ -35,8 +35,8 @@ impl Tensor {
         Self::from_parts(Arc::new(storage), Layout::contiguous(shape))
     }
 
-    /// Wraps a typed buffer whose length must match the shape.
-    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+    /// Wraps a typed buffer (f32, f64, i64 or bool) whose length must match the shape.
+    pub fn from_vec<T: Scalar>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         let n = checked_numel("from_vec", shape)?;
         if data.len() != n {
             return Err(Error::invalid_shape("from_vec", format!("{} elements cannot fill the shape", data.len()), shape));
@@ -64,14 +64,30 @@ impl Tensor {
         Self::full_dtype(shape, value as f64, DType::F32)
     }
 
-    /// A tensor of `dtype` filled with `value` (panics as [`Tensor::full`] does).
+    /// A tensor of `dtype` filled with `value` (panics as [`Tensor::full`] does, and when
+    /// `value` has no exact i64 value for an i64 tensor: NaN, infinite, fractional or out
+    /// of range). A bool tensor holds `value != 0`.
     pub fn full_dtype(shape: &[usize], value: f64, dtype: DType) -> Tensor {
         let n = numel_or_panic("Tensor::full", shape);
         let storage = match dtype {
             DType::F32 => Storage::F32(vec![value as f32; n]),
             DType::F64 => Storage::F64(vec![value; n]),
+            DType::I64 => Storage::I64(vec![exact_i64(value).unwrap_or_else(|| panic!("Tensor::full: {value} is not an i64 value")); n]),
+            DType::Bool => Storage::Bool(vec![value != 0.0; n]),
         };
         Self::from_storage(storage, shape)
+    }
+
+    /// An i64 tensor filled with `value`.
+    pub fn full_i64(shape: &[usize], value: i64) -> Tensor {
+        let n = numel_or_panic("Tensor::full", shape);
+        Self::from_storage(Storage::I64(vec![value; n]), shape)
+    }
+
+    /// A bool tensor filled with `value`.
+    pub fn full_bool(shape: &[usize], value: bool) -> Tensor {
+        let n = numel_or_panic("Tensor::full", shape);
+        Self::from_storage(Storage::Bool(vec![value; n]), shape)
     }
 
     pub fn zeros(shape: &[usize]) -> Tensor {
@@ -100,6 +116,7 @@ impl Tensor {
     }
 
     pub fn arange_dtype(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
+        let bad_int = || Error::invalid("arange", format!("start={start}, end={end}, step={step} are not all i64 values"));
         let len = ((end - start) / step).ceil();
         if step == 0.0 || !start.is_finite() || !end.is_finite() || !step.is_finite() || len.is_nan() || len < 0.0 {
             return Err(Error::invalid("arange", format!("invalid range start={start}, end={end}, step={step}")));
@@ -108,8 +125,34 @@ impl Tensor {
             return Err(Error::overflow("arange", format!("start={start}, end={end}, step={step} gives {len:e} elements")));
         }
         let n = len as usize;
+        if dtype == DType::I64 {
+            return Self::arange_i64(
+                exact_i64(start).ok_or_else(bad_int)?,
+                exact_i64(end).ok_or_else(bad_int)?,
+                exact_i64(step).ok_or_else(bad_int)?,
+            );
+        }
         let vals: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        Ok(Self::from_vec(vals, &[n])?.to_dtype_no_grad(dtype))
+        Self::from_vec(vals, &[n])?.to_dtype_no_grad(dtype)
+    }
+
+    /// `[start, start+step, ...)` below `end` as i64 (`torch.arange` with integer arguments).
+    pub fn arange_i64(start: i64, end: i64, step: i64) -> Result<Tensor> {
+        if step == 0 {
+            return Err(Error::invalid("arange", format!("invalid range start={start}, end={end}, step={step}")));
+        }
+        // Exact in i128: no i64 arithmetic can wrap here.
+        let span = end as i128 - start as i128;
+        let n = if (span > 0) == (step > 0) && span != 0 {
+            (span.abs() + step.unsigned_abs() as i128 - 1) / step.unsigned_abs() as i128
+        } else {
+            0
+        };
+        if n > crate::shape::MAX_NUMEL as i128 {
+            return Err(Error::overflow("arange", format!("start={start}, end={end}, step={step} gives {n} elements")));
+        }
+        let vals: Vec<i64> = (0..n as i64).map(|i| (start as i128 + i as i128 * step as i128) as i64).collect();
+        Self::from_vec(vals, &[n as usize])
     }
 
     // ----- accessors ----------------------------------------------------------------------
@@ -160,7 +203,13 @@ impl Tensor {
     }
 
     /// A leaf sharing this tensor's data that collects a gradient in `.grad()`.
+    ///
+    /// # Panics
+    /// If the tensor is i64 or bool: only floating point tensors can require gradients
+    /// (PyTorch raises the same). A program asks this of tensors it made, so it is a
+    /// programming error, not bad input.
     pub fn requires_grad_(&self) -> Tensor {
+        assert!(self.dtype().is_float(), "requires_grad_: only floating point tensors can require gradients, not {}", self.dtype());
         self.with_grad_slot(Arc::new(Mutex::new(None)))
     }
 
@@ -191,16 +240,15 @@ impl Tensor {
 
     // ----- data access --------------------------------------------------------------------
 
-    /// The elements in row-major order, converted to `T`.
-    pub fn to_vec<T: Element>(&self) -> Vec<T> {
-        crate::dispatch!(self.storage(), |v: S| {
+    /// The elements in row-major order, converted to `T` (exactly when `T` is the tensor's
+    /// own dtype; otherwise through f64, as [`Scalar::from_f64`] converts).
+    pub fn to_vec<T: Scalar>(&self) -> Vec<T> {
+        if T::DTYPE == self.dtype() {
+            return self.contiguous_data::<T>().expect("dtype checked").into_owned();
+        }
+        crate::dispatch_all!(self.storage(), |v: S| {
             let mut out = Vec::with_capacity(self.numel());
-            if self.is_contiguous() {
-                let o = self.0.layout.offset;
-                out.extend(v[o..o + self.numel()].iter().map(|&x| T::from_f64(x.to_f64())));
-            } else {
-                self.0.layout.for_each_offset(|p| out.push(T::from_f64(v[p].to_f64())));
-            }
+            self.0.layout.for_each_offset(|p| out.push(T::from_f64(v[p].to_f64())));
             out
         })
     }
@@ -214,7 +262,7 @@ impl Tensor {
     }
 
     /// Borrows the elements as a typed slice when the tensor is contiguous and of dtype `T`.
-    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+    pub fn as_slice<T: Scalar>(&self) -> Option<&[T]> {
         if !self.is_contiguous() {
             return None;
         }
@@ -224,7 +272,7 @@ impl Tensor {
 
     /// The elements as an owned contiguous buffer of the tensor's own dtype. No copy
     /// beyond the one needed when the tensor is a strided view.
-    pub fn contiguous_data<T: Element>(&self) -> Result<std::borrow::Cow<'_, [T]>> {
+    pub fn contiguous_data<T: Scalar>(&self) -> Result<std::borrow::Cow<'_, [T]>> {
         if T::DTYPE != self.dtype() {
             return Err(Error::DTypeMismatch { op: "contiguous_data", lhs: self.dtype(), rhs: T::DTYPE });
         }
@@ -243,7 +291,7 @@ impl Tensor {
         if self.is_contiguous() && self.0.layout.offset == 0 && self.storage().len() == self.numel() {
             return self.clone();
         }
-        let storage = crate::dispatch!(self.storage(), |v: T| {
+        let storage = crate::dispatch_all!(self.storage(), |v: T| {
             let mut out = Vec::with_capacity(self.numel());
             self.0.layout.for_each_offset(|p| out.push(v[p]));
             T::into_storage(out)
@@ -252,28 +300,79 @@ impl Tensor {
         crate::tape::record("contiguous", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().clone())]))
     }
 
-    /// Converts to another dtype. Differentiable: the gradient is cast back, so an f32
-    /// layer can be gradchecked in f64.
+    /// Converts to another dtype. Differentiable between f32 and f64: the gradient is cast
+    /// back, so an f32 layer can be gradchecked in f64. Any dtype converts to f32, f64 and
+    /// bool (`x != 0`, NaN is true, as in PyTorch), and i64 and bool to i64.
+    ///
+    /// # Panics
+    /// For a float tensor to i64: NaN, infinities and out-of-range values have no i64
+    /// value (x86 would give `i64::MIN`); use [`Tensor::try_to_dtype`], which returns an error.
     pub fn to_dtype(&self, dtype: DType) -> Tensor {
         if dtype == self.dtype() {
             return self.clone();
         }
-        let out = self.to_dtype_no_grad(dtype);
+        let out = self.to_dtype_no_grad(dtype).unwrap_or_else(|e| panic!("{e}"));
         let from = self.dtype();
+        if !(from.is_float() && dtype.is_float()) {
+            return out;
+        }
         crate::tape::record("to_dtype", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().to_dtype(from))]))
     }
 
-    fn to_dtype_no_grad(&self, dtype: DType) -> Tensor {
+    /// [`Tensor::to_dtype`] for every pair of dtypes: a float value that is NaN, infinite
+    /// or outside i64's range is an error for an i64 result (fractions truncate toward
+    /// zero, as in PyTorch).
+    pub fn try_to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if self.dtype().is_float() && dtype == DType::I64 {
+            self.to_dtype_no_grad(dtype)
+        } else {
+            Ok(self.to_dtype(dtype))
+        }
+    }
+
+    fn to_dtype_no_grad(&self, dtype: DType) -> Result<Tensor> {
         let storage = match dtype {
             DType::F32 => Storage::F32(self.to_vec::<f32>()),
             DType::F64 => Storage::F64(self.to_vec::<f64>()),
+            DType::Bool => Storage::Bool(crate::dispatch_all!(self.storage(), |v: S| {
+                let mut out = Vec::with_capacity(self.numel());
+                self.0.layout.for_each_offset(|p| out.push(v[p].to_f64() != 0.0));
+                out
+            })),
+            DType::I64 => Storage::I64(match self.storage() {
+                Storage::I64(_) | Storage::Bool(_) => self.to_vec::<i64>(),
+                s => crate::dispatch_all!(s, |v: S| {
+                    let mut out = Vec::with_capacity(self.numel());
+                    let mut bad = None;
+                    self.0.layout.for_each_offset(|p| {
+                        let x = v[p].to_f64();
+                        match in_i64_range(x) {
+                            true => out.push(x as i64),
+                            false => {
+                                bad.get_or_insert(x);
+                                out.push(0);
+                            }
+                        }
+                    });
+                    if let Some(x) = bad {
+                        return Err(Error::invalid("to_dtype", format!("{x} has no i64 value (casting {} to i64)", self.dtype())));
+                    }
+                    out
+                }),
+            }),
         };
-        Tensor::from_storage(storage, self.shape())
+        Ok(Tensor::from_storage(storage, self.shape()))
     }
 
-    /// Exact equality of shape, dtype and every element.
+    /// Exact equality of shape, dtype and every element (NaN is never equal, as `==`).
     pub fn equal(&self, other: &Tensor) -> bool {
-        self.shape() == other.shape() && self.dtype() == other.dtype() && self.to_vec::<f64>() == other.to_vec::<f64>()
+        if self.shape() != other.shape() || self.dtype() != other.dtype() {
+            return false;
+        }
+        crate::dispatch_all!(self.storage(), |_v: T| {
+            let (a, b) = (self.contiguous_data::<T>().expect("own dtype"), other.contiguous_data::<T>().expect("same dtype"));
+            a == b
+        })
     }
 
     /// Largest absolute element-wise difference to another tensor of the same shape; NaN
@@ -291,6 +390,17 @@ impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(self, f)
     }
+}
+
+/// Whether the float `x` truncates to an i64 (finite and within range).
+fn in_i64_range(x: f64) -> bool {
+    // -2^63 is exact in f64; 2^63 is the first value past the range.
+    x.is_finite() && x.trunc() >= -9_223_372_036_854_775_808.0 && x.trunc() < 9_223_372_036_854_775_808.0
+}
+
+/// `x` as an i64 when it is exactly one.
+fn exact_i64(x: f64) -> Option<i64> {
+    (in_i64_range(x) && x.fract() == 0.0).then_some(x as i64)
 }
 
 /// `max` that keeps a NaN: the fold of differences a comparison must not pass.

@@ -29,11 +29,12 @@ fn zeros_like(p: &Parameter) -> Storage {
     match p.dtype() {
         autograd::DType::F32 => Storage::F32(vec![0.0; p.numel()]),
         autograd::DType::F64 => Storage::F64(vec![0.0; p.numel()]),
+        dtype => unreachable!("a parameter is float (Parameter::new checks), not {dtype}"),
     }
 }
 
 fn storage_tensor(s: &Storage, shape: &[usize]) -> Tensor {
-    autograd::dispatch!(s, |v: T| Tensor::from_vec(v.clone(), shape).expect("buffer matches its parameter"))
+    autograd::dispatch_all!(s, |v: T| Tensor::from_vec(v.clone(), shape).expect("buffer matches its parameter"))
 }
 
 fn load_buffer(state: &[(String, Tensor)], key: &str, p: &Parameter) -> Result<Option<Storage>> {
@@ -44,6 +45,7 @@ fn load_buffer(state: &[(String, Tensor)], key: &str, p: &Parameter) -> Result<O
     Ok(Some(match p.dtype() {
         autograd::DType::F32 => Storage::F32(t.to_vec()),
         autograd::DType::F64 => Storage::F64(t.to_vec()),
+        dtype => unreachable!("a parameter is float (Parameter::new checks), not {dtype}"),
     }))
 }
 
@@ -117,7 +119,7 @@ impl Optimizer for Sgd {
                 *buf = Some(zeros_like(p));
             }
             let h = SgdHyper { lr: self.lr, momentum: self.momentum, nesterov: self.nesterov, weight_decay: self.weight_decay };
-            autograd::dispatch!(g.storage(), |_s: T| {
+            autograd::dispatch!("Sgd::step", g.storage(), |_s: T| {
                 let gd = g.contiguous_data::<T>()?;
                 let b = buf.as_mut().map(|s| T::slice_mut(s).expect("buffer has its parameter's dtype").as_mut_slice());
                 p.update::<T>(|w| sgd_update(w, &gd, b, first, h))?;
@@ -205,7 +207,7 @@ impl Optimizer for Adam {
         for ((p, m), v) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
             let Some(g) = p.grad() else { continue };
             let (step, lr, betas, eps, wd) = (self.step, self.lr, self.betas, self.eps, self.weight_decay);
-            autograd::dispatch!(g.storage(), |_s: T| {
+            autograd::dispatch!("Adam::step", g.storage(), |_s: T| {
                 let gd = g.contiguous_data::<T>()?;
                 let (m, v) = (T::slice_mut(m).expect("moment dtype"), T::slice_mut(v).expect("moment dtype"));
                 p.update::<T>(|w| adam_update(w, &gd, m, v, step, lr, betas, eps, wd))?;

@@ -31,6 +31,8 @@ fn assert_same(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
         let bits = |t: &Tensor| match t.dtype() {
             DType::F32 => t.to_vec::<f32>().iter().map(|x| x.to_bits() as u64).collect::<Vec<_>>(),
             DType::F64 => t.to_vec::<f64>().iter().map(|x| x.to_bits()).collect(),
+            DType::I64 => t.to_vec::<i64>().iter().map(|&x| x as u64).collect(),
+            DType::Bool => t.to_vec::<bool>().iter().map(|&x| u64::from(x)).collect(),
         };
         assert_eq!(bits(ta), bits(tb), "{na}");
     }

@@ -35,7 +35,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     // An empty result needs no contiguous copy of the input (which may be a huge view).
     let empty = autograd::shape::checked_numel("linear", &out_shape)? == 0;
     let x = if empty { x.clone() } else { x.contiguous() };
-    let out = autograd::dispatch!(x.storage(), |_s: T| {
+    let out = autograd::dispatch!("linear", x.storage(), |_s: T| {
         let c = forward_kernel::<T>(&x, w, b, rows, in_f, out_f);
         Tensor::from_vec(c, &out_shape)?
     });

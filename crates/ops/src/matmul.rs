@@ -48,7 +48,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     out_shape.extend([m, n]);
     // Checked before any size is computed from it (`m * n`, the batch's offsets).
     checked_numel("matmul", &out_shape)?;
-    let out = autograd::dispatch!(a.storage(), |_s: T| {
+    let out = autograd::dispatch!("matmul", a.storage(), |_s: T| {
         let c = matmul_kernel::<T>(a, b, &batch, m, k, n);
         Tensor::from_vec(c, &out_shape)?
     });

@@ -233,7 +233,7 @@ pub(crate) fn max_pool2x2_grad(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
 /// Max pooling with the gradient routed to the winning position.
 pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let g = Geom::new("max_pool2d", input.shape(), args)?;
-    let out = autograd::dispatch!(input.storage(), |_s: T| {
+    let out = autograd::dispatch!("max_pool2d", input.storage(), |_s: T| {
         let x = input.contiguous_data::<T>()?;
         let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| {
             if g.is_2x2() {
@@ -255,7 +255,7 @@ pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
 /// [`max_pool2d_gather`], so double backward works (the gradient in `x` is zero almost
 /// everywhere, as in PyTorch).
 fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
-    let out = autograd::dispatch!(x.storage(), |_s: T| {
+    let out = autograd::dispatch!("max_pool2d_backward", x.storage(), |_s: T| {
         let (xd, d) = (x.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
         let (inp, outp) = (g.h * g.w, g.oh * g.ow);
         // 2x2 windows tile the plane (rows and columns past them excepted), so every cell is
@@ -289,7 +289,7 @@ fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
 /// `v` (shaped like the pooling input) read at every window's winner in `x`: the adjoint
 /// of [`max_pool2d_scatter`] in its gradient argument.
 fn max_pool2d_gather(x: &Tensor, v: &Tensor, g: Geom) -> Result<Tensor> {
-    let out = autograd::dispatch!(x.storage(), |_s: T| {
+    let out = autograd::dispatch!("max_pool2d_backward", x.storage(), |_s: T| {
         let (xd, vd) = (x.contiguous_data::<T>()?, v.contiguous_data::<T>()?);
         let (inp, outp) = (g.h * g.w, g.oh * g.ow);
         let y = per_plane::<T>(g.planes, inp, outp, &xd, |p, xp, yp| {
@@ -361,7 +361,7 @@ pub(crate) fn spread_pairs<T: Element>(dst: &mut [T], dy: &[T], scale: T) {
 /// Average pooling (padded cells count toward the window size).
 pub fn avg_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let g = Geom::new("avg_pool2d", input.shape(), args)?;
-    let out = autograd::dispatch!(input.storage(), |_s: T| {
+    let out = autograd::dispatch!("avg_pool2d", input.storage(), |_s: T| {
         let x = input.contiguous_data::<T>()?;
         let scale = T::one() / T::from_f64((g.kh * g.kw) as f64);
         let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| {
@@ -398,7 +398,7 @@ pub fn avg_pool2d_backward(dy: &Tensor, input_shape: &[usize], args: Pool2dArgs)
     if dy.shape() != want.as_slice() {
         return Err(Error::mismatch("avg_pool2d_backward", "output gradient does not match the pooling output", dy.shape(), &want));
     }
-    let out = autograd::dispatch!(dy.storage(), |_s: T| {
+    let out = autograd::dispatch!("avg_pool2d_backward", dy.storage(), |_s: T| {
         let d = dy.contiguous_data::<T>()?;
         let scale = T::one() / T::from_f64((g.kh * g.kw) as f64);
         let (inp, outp) = (g.h * g.w, g.oh * g.ow);

@@ -111,6 +111,7 @@ impl<'a> Data<'a> {
         Ok(match t.dtype() {
             DType::F32 => Data::F32(t.contiguous_data::<f32>()?),
             DType::F64 => Data::F64(t.contiguous_data::<f64>()?),
+            dtype => return Err(autograd::Error::UnsupportedDType { op: "save", dtype }.into()),
         })
     }
 }

@@ -635,7 +635,7 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
     if epilogue.pool.is_some() && (g.oh < 2 || g.ow < 2) {
         return Err(Error::invalid(op, format!("2x2 pooling needs a convolution output of at least 2x2, got {}x{}", g.oh, g.ow)));
     }
-    let (full, pooled) = autograd::dispatch!(input.storage(), |_s: T| {
+    let (full, pooled) = autograd::dispatch!("conv2d", input.storage(), |_s: T| {
         let (x, w) = (input.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
         let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;
         let (y, pooled) = forward_kernel(&g, &x, &w, b.as_deref(), epilogue);
@@ -694,7 +694,7 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
 fn backward_direct(g: &Geom, wide: &direct::Wide, ctx: &autograd::BackwardCtx, y: &Tensor, ep: Epilogue) -> Result<Vec<Option<Tensor>>> {
     let (x, w, dy) = (ctx.input(0), ctx.input(1), ctx.grad_output());
     let bias = ctx.inputs().len() == 3 && ctx.needs_grad(2);
-    autograd::dispatch!(dy.storage(), |_s: T| {
+    autograd::dispatch!("conv2d_backward", dy.storage(), |_s: T| {
         let (xd, wd, dyd, y) =
             (x.contiguous_data::<T>()?, w.contiguous_data::<T>()?, dy.contiguous_data::<T>()?, y.contiguous_data::<T>()?);
         let b = direct::Backward {
@@ -725,7 +725,7 @@ pub fn conv2d_input_grad(dy: &Tensor, weight: &Tensor, input_shape: &[usize], ar
     let g = Geom::new("conv2d_input_grad", input_shape, weight.shape(), args)?;
     same_dtype("conv2d_input_grad", dy, weight)?;
     g.check_output_grad("conv2d_input_grad", dy)?;
-    let out = autograd::dispatch!(dy.storage(), |_s: T| {
+    let out = autograd::dispatch!("conv2d_input_grad", dy.storage(), |_s: T| {
         let (d, w) = (dy.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
         Tensor::from_vec(input_grad_kernel(&g, &d, &w), &g.x_shape())?
     });
@@ -744,7 +744,7 @@ pub fn conv2d_weight_grad(input: &Tensor, dy: &Tensor, weight_shape: &[usize], a
     let g = Geom::new("conv2d_weight_grad", input.shape(), weight_shape, args)?;
     same_dtype("conv2d_weight_grad", input, dy)?;
     g.check_output_grad("conv2d_weight_grad", dy)?;
-    let out = autograd::dispatch!(dy.storage(), |_s: T| {
+    let out = autograd::dispatch!("conv2d_weight_grad", dy.storage(), |_s: T| {
         let (x, d) = (input.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
         Tensor::from_vec(weight_grad_kernel(&g, &x, &d), &g.w_shape())?
     });

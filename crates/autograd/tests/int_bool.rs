@@ -1,0 +1,144 @@
+//! i64 and bool tensors: creation, conversion (checked where a float has no i64 value),
+//! printing as PyTorch prints them, views and copies, and the float ops refusing them by
+//! name. Printed forms are PyTorch 2.15's (`print(torch.tensor(...))`).
+
+use autograd::{DType, Error, Parameter, Tensor};
+use std::panic::catch_unwind;
+
+fn i64s(v: &[i64], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), shape).unwrap()
+}
+
+fn bools(v: &[bool], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), shape).unwrap()
+}
+
+#[test]
+fn creation() {
+    let t = i64s(&[1, -2, 3], &[3]);
+    assert_eq!(t.dtype(), DType::I64);
+    assert_eq!(t.to_vec::<i64>(), [1, -2, 3]);
+    assert_eq!(Tensor::zeros_dtype(&[2], DType::I64).to_vec::<i64>(), [0, 0]);
+    assert_eq!(Tensor::ones_dtype(&[2], DType::Bool).to_vec::<bool>(), [true, true]);
+    assert_eq!(Tensor::full_i64(&[2], i64::MIN).to_vec::<i64>(), [i64::MIN, i64::MIN]);
+    assert_eq!(Tensor::full_bool(&[1], false).to_vec::<bool>(), [false]);
+    assert_eq!(Tensor::full_dtype(&[1], 7.0, DType::I64).to_vec::<i64>(), [7]);
+    assert!(catch_unwind(|| Tensor::full_dtype(&[1], 0.5, DType::I64)).is_err(), "0.5 is not an i64");
+    assert_eq!(Tensor::arange_i64(5, -4, -3).unwrap().to_vec::<i64>(), [5, 2, -1]);
+    assert_eq!(Tensor::arange_i64(0, 0, 1).unwrap().numel(), 0);
+    assert_eq!(Tensor::arange_i64(i64::MIN, i64::MIN + 2, 1).unwrap().to_vec::<i64>(), [i64::MIN, i64::MIN + 1]);
+    assert!(matches!(Tensor::arange_i64(i64::MIN, i64::MAX, 1), Err(Error::SizeOverflow { op: "arange", .. })));
+    assert!(Tensor::arange_i64(0, 3, 0).is_err());
+    assert_eq!(Tensor::arange_dtype(0.0, 4.0, 2.0, DType::I64).unwrap().to_vec::<i64>(), [0, 2]);
+    assert!(Tensor::arange_dtype(0.0, 4.0, 0.5, DType::I64).is_err(), "a fractional step has no i64 value");
+    // Exact beyond f64's 2^53.
+    let big = (1i64 << 60) + 1;
+    assert_eq!(i64s(&[big], &[1]).to_vec::<i64>(), [big]);
+}
+
+#[test]
+fn printing_matches_pytorch() {
+    assert_eq!(i64s(&[1, 2, 3], &[3]).to_string(), "tensor([1, 2, 3])");
+    assert_eq!(i64s(&[1, 10, -3, 4], &[2, 2]).to_string(), "tensor([[ 1, 10],\n        [-3,  4]])");
+    assert_eq!(i64s(&[7], &[]).to_string(), "tensor(7)");
+    assert_eq!(bools(&[true, false, true], &[3]).to_string(), "tensor([ True, False,  True])");
+    assert_eq!(i64s(&[(1 << 60) + 1], &[1]).to_string(), "tensor([1152921504606846977])");
+    assert_eq!(Tensor::zeros_dtype(&[0], DType::I64).to_string(), "tensor([], dtype=torch.int64)");
+    assert_eq!(Tensor::zeros_dtype(&[2, 0], DType::I64).to_string(), "tensor([], size=(2, 0), dtype=torch.int64)");
+    assert_eq!(Tensor::zeros_dtype(&[0], DType::Bool).to_string(), "tensor([], dtype=torch.bool)");
+    let rows = Tensor::arange_i64(0, 10000, 1).unwrap().reshape(&[1000, 10]).unwrap();
+    let want = "tensor([[   0,    1,    2,  ...,    7,    8,    9],
+        [  10,   11,   12,  ...,   17,   18,   19],
+        [  20,   21,   22,  ...,   27,   28,   29],
+        ...,
+        [9970, 9971, 9972,  ..., 9977, 9978, 9979],
+        [9980, 9981, 9982,  ..., 9987, 9988, 9989],
+        [9990, 9991, 9992,  ..., 9997, 9998, 9999]])";
+    assert_eq!(rows.to_string(), want);
+    // Summarised like floats.
+    let long = Tensor::arange_i64(0, 2000, 1).unwrap();
+    assert_eq!(long.to_string(), "tensor([   0,    1,    2,  ..., 1997, 1998, 1999])");
+}
+
+#[test]
+fn conversions() {
+    let x = Tensor::from_vec(vec![2.7f32, -2.7, 0.0, -0.0], &[4]).unwrap();
+    // Truncation toward zero, as PyTorch.
+    assert_eq!(x.try_to_dtype(DType::I64).unwrap().to_vec::<i64>(), [2, -2, 0, 0]);
+    assert_eq!(x.to_dtype(DType::Bool).to_vec::<bool>(), [true, true, false, false]);
+    for bad in [f64::NAN, f64::INFINITY, -f64::INFINITY, 9.3e18, -9.3e18] {
+        let t = Tensor::from_vec(vec![1.0, bad], &[2]).unwrap();
+        let err = t.try_to_dtype(DType::I64).unwrap_err().to_string();
+        assert!(err.starts_with("to_dtype: "), "{err}");
+        assert!(catch_unwind(|| t.to_dtype(DType::I64)).is_err(), "the infallible cast panics on {bad}");
+    }
+    // The edges of the range.
+    let edges = Tensor::from_vec(vec![-9_223_372_036_854_775_808.0f64, 9_223_372_036_854_774_784.0], &[2]).unwrap();
+    assert_eq!(edges.try_to_dtype(DType::I64).unwrap().to_vec::<i64>(), [i64::MIN, 9_223_372_036_854_774_784]);
+    // NaN is true as a bool (nonzero), as in PyTorch.
+    assert_eq!(Tensor::scalar(f32::NAN).to_dtype(DType::Bool).to_vec::<bool>(), [true]);
+    let i = i64s(&[-1, 0, 5], &[3]);
+    assert_eq!(i.to_dtype(DType::F32).to_vec::<f32>(), [-1.0, 0.0, 5.0]);
+    assert_eq!(i.to_dtype(DType::Bool).to_vec::<bool>(), [true, false, true]);
+    assert_eq!(bools(&[true, false], &[2]).to_dtype(DType::I64).to_vec::<i64>(), [1, 0]);
+    assert_eq!(bools(&[true, false], &[2]).to_dtype(DType::F64).to_vec::<f64>(), [1.0, 0.0]);
+    // A cast to an integer type leaves the graph: the result has no gradient.
+    let x = Tensor::from_vec(vec![1.5f32], &[1]).unwrap().requires_grad_();
+    assert!(!x.try_to_dtype(DType::I64).unwrap().requires_grad());
+}
+
+#[test]
+fn views_copies_and_equality() {
+    let t = Tensor::arange_i64(0, 6, 1).unwrap().reshape(&[2, 3]).unwrap();
+    let tt = t.t().unwrap();
+    assert_eq!(tt.contiguous().to_vec::<i64>(), [0, 3, 1, 4, 2, 5]);
+    assert_eq!(tt.to_vec::<i64>(), [0, 3, 1, 4, 2, 5]);
+    assert_eq!(t.narrow(1, 1, 2).unwrap().to_vec::<i64>(), [1, 2, 4, 5]);
+    assert_eq!(i64s(&[4], &[1]).expand(&[3]).unwrap().to_vec::<i64>(), [4, 4, 4]);
+    let c = Tensor::cat(&[&t, &t], 0).unwrap();
+    assert_eq!(c.shape(), &[4, 3]);
+    assert_eq!(c.to_vec::<i64>()[6..], [0, 1, 2, 3, 4, 5]);
+    assert!(t.equal(&Tensor::arange_i64(0, 6, 1).unwrap().reshape(&[2, 3]).unwrap()));
+    assert!(!t.equal(&t.to_dtype(DType::F32)), "dtypes differ");
+    let m = bools(&[true, false], &[2]);
+    assert!(m.equal(&bools(&[true, false], &[2])));
+    assert!(!m.equal(&bools(&[true, true], &[2])));
+    // Exact equality past 2^53, where an f64 comparison could not tell them apart.
+    let big = 1i64 << 60;
+    assert!(!i64s(&[big], &[1]).equal(&i64s(&[big + 1], &[1])));
+}
+
+#[test]
+fn integer_and_bool_tensors_never_require_grad() {
+    let t = i64s(&[1], &[1]);
+    assert!(catch_unwind(|| t.requires_grad_()).is_err());
+    assert!(catch_unwind(|| Parameter::new(&bools(&[true], &[1]))).is_err());
+    assert!(!t.requires_grad());
+}
+
+#[test]
+fn float_ops_refuse_integers_by_name_and_maths_promotes() {
+    let a = i64s(&[1, 2], &[2]);
+    let err = a.add(&a).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedDType { op: "add", dtype: DType::I64 }), "{err}");
+    assert_eq!(err.to_string(), "add: not implemented for dtype i64");
+    assert!(a.sum_dims(&[0], false).unwrap_err().to_string().starts_with("sum_dims: "));
+    assert!(bools(&[true], &[1]).argmax(0).unwrap_err().to_string().starts_with("argmax: "));
+    // Float maths promotes to f32, as torch.exp(torch.tensor([1])) does.
+    let e = a.exp();
+    assert_eq!(e.dtype(), DType::F32);
+    assert_eq!(e.to_vec::<f32>(), [1f32.exp(), 2f32.exp()]);
+    assert!(a.all_finite());
+}
+
+#[test]
+fn sums_of_integers_are_exact_and_wrap() {
+    assert_eq!(i64s(&[i64::MAX, 1], &[2]).sum().to_vec::<i64>(), [i64::MIN]);
+    let big = (1i64 << 60) + 1;
+    assert_eq!(i64s(&[big, 2], &[2]).sum().to_vec::<i64>(), [big + 2]);
+    let s = bools(&[true, false, true], &[3]).sum();
+    assert_eq!((s.dtype(), s.to_vec::<i64>()), (DType::I64, vec![2]));
+    // Through a strided view too.
+    let t = Tensor::arange_i64(0, 6, 1).unwrap().reshape(&[2, 3]).unwrap().t().unwrap().narrow(0, 1, 2).unwrap();
+    assert_eq!(t.sum().to_vec::<i64>(), [1 + 4 + 2 + 5]);
+}
