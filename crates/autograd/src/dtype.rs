@@ -79,7 +79,7 @@ impl Storage {
 
 /// Any element type a tensor can hold: what copying, viewing, converting and printing
 /// need. The float kernels need more ([`Element`]).
-pub trait Scalar: Copy + Send + Sync + Default + PartialEq + fmt::Debug + 'static {
+pub trait Scalar: Copy + Send + Sync + Default + PartialEq + PartialOrd + fmt::Debug + 'static {
     const DTYPE: DType;
     fn slice(s: &Storage) -> Option<&[Self]>;
     fn slice_mut(s: &mut Storage) -> Option<&mut Vec<Self>>;

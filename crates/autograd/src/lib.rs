@@ -16,6 +16,7 @@
 
 pub mod activation;
 pub mod buffers;
+pub mod compare;
 pub mod display;
 pub mod dtype;
 pub mod elementwise;

@@ -142,3 +142,75 @@ fn sums_of_integers_are_exact_and_wrap() {
     let t = Tensor::arange_i64(0, 6, 1).unwrap().reshape(&[2, 3]).unwrap().t().unwrap().narrow(0, 1, 2).unwrap();
     assert_eq!(t.sum().to_vec::<i64>(), [1 + 4 + 2 + 5]);
 }
+
+#[test]
+fn comparisons_give_bool_tensors_and_broadcast() {
+    let a = Tensor::from_vec(vec![1.0f32, f32::NAN, 3.0], &[3]).unwrap();
+    let b = Tensor::from_vec(vec![2.0f32], &[1]).unwrap();
+    let got = |t: autograd::Result<Tensor>| {
+        let t = t.unwrap();
+        assert_eq!(t.dtype(), DType::Bool);
+        t.to_vec::<bool>()
+    };
+    // NaN compares false, except `ne` (true), as IEEE and PyTorch.
+    assert_eq!(got(a.eq(&b)), [false, false, false]);
+    assert_eq!(got(a.ne(&b)), [true, true, true]);
+    assert_eq!(got(a.lt(&b)), [true, false, false]);
+    assert_eq!(got(a.le(&b)), [true, false, false]);
+    assert_eq!(got(a.gt(&b)), [false, false, true]);
+    assert_eq!(got(a.ge(&b)), [false, false, true]);
+    // i64 past 2^53 compares exactly; broadcasting [2, 1] with [3].
+    let big = 1i64 << 60;
+    let x = i64s(&[big, big + 1], &[2, 1]);
+    let y = i64s(&[big, big + 1, big + 2], &[3]);
+    let ge = x.ge(&y).unwrap();
+    assert_eq!(ge.shape(), &[2, 3]);
+    assert_eq!(ge.to_vec::<bool>(), [true, false, false, true, true, false]);
+    assert_eq!(got(bools(&[false, true], &[2]).lt(&bools(&[true, true], &[2]))), [true, false]);
+    // Mixed dtypes and shapes that do not broadcast are errors naming the op.
+    assert!(matches!(a.eq(&x), Err(Error::DTypeMismatch { op: "eq", .. })));
+    assert!(a.lt(&Tensor::zeros(&[2])).unwrap_err().to_string().starts_with("lt: "));
+    // No gradient: a step function.
+    assert!(!a.requires_grad_().gt(&b).unwrap().requires_grad());
+}
+
+#[test]
+fn where_and_masked_fill() {
+    let cond = bools(&[true, false, true, false], &[2, 2]);
+    let a = Tensor::from_vec(vec![1.0f64, 2.0], &[2]).unwrap();
+    let b = Tensor::from_vec(vec![-1.0f64], &[1]).unwrap();
+    let w = Tensor::where_(&cond, &a, &b).unwrap();
+    assert_eq!(w.to_vec::<f64>(), [1.0, -1.0, 1.0, -1.0]);
+    let i = Tensor::where_(&bools(&[false, true], &[2]), &i64s(&[5], &[1]), &i64s(&[1 << 60, 7], &[2])).unwrap();
+    assert_eq!(i.to_vec::<i64>(), [1 << 60, 5]);
+    assert!(Tensor::where_(&a, &a, &b).unwrap_err().to_string().starts_with("where: "), "a float condition");
+    assert!(matches!(Tensor::where_(&cond, &a, &i64s(&[1], &[1])), Err(Error::DTypeMismatch { op: "where", .. })));
+
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    let m = bools(&[true, false], &[2]);
+    assert_eq!(x.masked_fill(&m, -9.0).unwrap().to_vec::<f32>(), [-9.0, 2.0, -9.0, 4.0]);
+    assert_eq!(i64s(&[1, 2], &[2]).masked_fill(&m, 7.0).unwrap().to_vec::<i64>(), [7, 2]);
+    assert!(i64s(&[1, 2], &[2]).masked_fill(&m, 0.5).unwrap_err().to_string().starts_with("masked_fill: "));
+    assert!(x.masked_fill(&x, 0.0).unwrap_err().to_string().starts_with("masked_fill: "), "a float mask");
+    assert!(x.masked_fill(&bools(&[true; 3], &[3]), 0.0).unwrap_err().to_string().starts_with("masked_fill: "));
+    // The gradient reaches the elements that were kept, and only those.
+    let leaf = x.requires_grad_();
+    leaf.masked_fill(&m, 0.0).unwrap().sum().backward().unwrap();
+    assert_eq!(leaf.grad().unwrap().to_vec::<f32>(), [0.0, 1.0, 0.0, 1.0]);
+}
+
+#[test]
+fn where_is_differentiable_twice() {
+    use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
+    let mut r = autograd::rng(5);
+    let cond = bools(&[true, false, false, true, true, false], &[2, 3]);
+    let a = Tensor::uniform_dtype(&[2, 3], -2.0, 2.0, DType::F64, &mut r).requires_grad_();
+    let b = Tensor::uniform_dtype(&[3], -2.0, 2.0, DType::F64, &mut r).requires_grad_();
+    // Squared so the second derivative is not zero.
+    let f = |v: &[Tensor]| {
+        let w = Tensor::where_(&cond, &v[0], &v[1])?;
+        Ok(w.mul(&w)?)
+    };
+    assert_gradcheck(f, &[a.clone(), b.clone()]);
+    assert_gradgradcheck(f, &[a, b]);
+}
