@@ -4,7 +4,7 @@
 //! element came from, so it is differentiable in its value operands (and again: its rule
 //! is written with `where_` itself).
 
-use crate::dtype::{DType, Scalar, Storage};
+use crate::dtype::{DType, Storage};
 use crate::elementwise::broadcast_layout;
 use crate::error::{Error, Result};
 use crate::shape::{broadcast_shapes, for_each_offset_pair};
