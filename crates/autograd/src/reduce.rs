@@ -130,6 +130,7 @@ impl Tensor {
 
     /// Mean over `dims`.
     pub fn mean_dims(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        self.check_float("mean")?;
         let ds = normalize_dims("mean", dims, self.rank())?;
         let n: usize = ds.iter().map(|&d| self.shape()[d]).product();
         Ok(self.sum_dims(dims, keepdim)?.mul_scalar(1.0 / n.max(1) as f64))
@@ -161,6 +162,7 @@ impl Tensor {
     /// Largest element along `dim` and where it is (the first one on ties; NaN wins).
     /// Indices are flat in the values' row-major order.
     pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Vec<usize>)> {
+        self.check_float("max")?;
         let d = normalize_dim("max", dim, self.rank())?;
         if self.shape()[d] == 0 {
             return Err(Error::invalid_shape("max", format!("cannot take the max over empty dim {d}"), self.shape()));
@@ -295,6 +297,7 @@ impl Tensor {
 
     /// The (detached) max along `dim` that the softmax family subtracts; errors name `op`.
     fn max_shift(&self, op: &'static str, dim: isize) -> Result<Tensor> {
+        self.check_float(op)?;
         let d = normalize_dim(op, dim, self.rank())?;
         if self.shape()[d] == 0 {
             return Err(Error::invalid_shape(op, format!("cannot reduce over empty dim {d}"), self.shape()));

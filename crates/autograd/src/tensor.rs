@@ -155,6 +155,16 @@ impl Tensor {
         Self::from_vec(vals, &[n as usize])
     }
 
+    /// `Err(UnsupportedDType)` naming `op` unless this tensor is f32 or f64: the front-end
+    /// check of an op built from float maths, so its error names it rather than an inner op.
+    pub fn check_float(&self, op: &'static str) -> Result<()> {
+        if self.dtype().is_float() {
+            Ok(())
+        } else {
+            Err(Error::UnsupportedDType { op, dtype: self.dtype() })
+        }
+    }
+
     // ----- accessors ----------------------------------------------------------------------
 
     pub fn shape(&self) -> &[usize] {

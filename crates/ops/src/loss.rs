@@ -5,6 +5,7 @@ use autograd::{Error, Result, Tensor};
 /// Mean softmax cross-entropy of `logits [N, C]` against integer class labels.
 /// Computed as `-mean(log_softmax(logits)[i, labels[i]])`, which is stable for any logits.
 pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
+    logits.check_float("cross_entropy")?;
     if logits.rank() != 2 {
         return Err(Error::invalid("cross_entropy", format!("expects logits [N, C], got {:?}", logits.shape())));
     }
@@ -30,6 +31,7 @@ pub fn mse(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     if pred.dtype() != target.dtype() {
         return Err(Error::DTypeMismatch { op: "mse", lhs: pred.dtype(), rhs: target.dtype() });
     }
+    pred.check_float("mse")?;
     let d = pred.sub(target)?;
     Ok(d.mul(&d)?.mean())
 }

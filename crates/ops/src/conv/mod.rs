@@ -769,6 +769,7 @@ pub fn corr2d(x: &Tensor, k: &Tensor) -> Result<Tensor> {
         return Err(Error::mismatch("corr2d", "kernel must be non-empty and no larger than the input", x.shape(), k.shape()));
     }
     same_dtype("corr2d", x, k)?;
+    x.check_float("corr2d")?;
     let y = conv2d(&x.reshape_to(&[1, 1, h, w])?, &k.reshape_to(&[1, 1, kh, kw])?, None, Conv2dArgs::default())?;
     y.reshape_to(&[h - kh + 1, w - kw + 1])
 }

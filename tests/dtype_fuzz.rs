@@ -1,0 +1,142 @@
+//! Issue "Integer and boolean tensors": every public op given operands of every dtype
+//! (f32, f64, i64, bool), alone and mixed. Float ops on an i64 or bool tensor, and mixed
+//! dtypes, must be errors naming the op, never a panic; dtype-generic ops (views, copies,
+//! comparisons, selection) must work on every dtype; float maths on integers promotes to
+//! f32, as PyTorch's does.
+
+use autograd::{DType, Result, Tensor};
+use ops::{Conv2dArgs, Epilogue, Pool2dArgs};
+use proptest::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+const DTYPES: [DType; 4] = [DType::F32, DType::F64, DType::I64, DType::Bool];
+
+fn dtype() -> impl Strategy<Value = DType> {
+    prop::sample::select(DTYPES.to_vec())
+}
+
+/// A tensor of `shape` and `dtype` with small varied values (a strided view when `view`).
+fn tensor(shape: &[usize], dtype: DType, view: bool) -> Tensor {
+    let n: usize = shape.iter().product();
+    let vals: Vec<f64> = (0..n).map(|i| (i * 7 % 5) as f64 - 2.0).collect();
+    let t = Tensor::from_vec(vals, shape).unwrap().try_to_dtype(dtype).unwrap();
+    if view && shape.len() >= 2 {
+        let r = shape.len();
+        let mut s = shape.to_vec();
+        s.swap(r - 2, r - 1);
+        let vals: Vec<f64> = (0..n).map(|i| (i * 7 % 5) as f64 - 2.0).collect();
+        Tensor::from_vec(vals, &s).unwrap().try_to_dtype(dtype).unwrap().transpose(-1, -2).unwrap()
+    } else {
+        t
+    }
+}
+
+/// Runs `f`: a panic fails; an error must name `op`. Returns whether it succeeded.
+fn run<T>(op: &str, args: &dyn std::fmt::Debug, f: impl FnOnce() -> Result<T>) -> bool {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Err(_) => panic!("{op} panicked on {args:?}"),
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            let msg = e.to_string();
+            assert!(msg.starts_with(&format!("{op}: ")), "{op}: the error does not name the op: {msg} on {args:?}");
+            false
+        }
+    }
+}
+
+/// Float-only ops succeed exactly when every operand has the same float dtype.
+fn float_only(op: &str, args: &dyn std::fmt::Debug, dtypes: &[DType], f: impl FnOnce() -> Result<Tensor>) {
+    let want = dtypes[0].is_float() && dtypes.iter().all(|&d| d == dtypes[0]);
+    let ok = run(op, args, f);
+    assert_eq!(ok, want, "{op} on {dtypes:?}: succeeded {ok}, expected {want}");
+}
+
+proptest! {
+    #![proptest_config(autograd::testing::config_from_env(256))]
+
+    #[test]
+    fn element_wise_and_reductions(da in dtype(), db in dtype(), view in any::<bool>()) {
+        let (a, b) = (tensor(&[2, 3], da, view), tensor(&[3], db, false));
+        let args = (da, db, view);
+        for (op, f) in [
+            ("add", Tensor::add as fn(&Tensor, &Tensor) -> Result<Tensor>),
+            ("sub", Tensor::sub),
+            ("mul", Tensor::mul),
+            ("div", Tensor::div),
+        ] {
+            float_only(op, &args, &[da, db], || f(&a, &b));
+        }
+        float_only("mse", &args, &[da, db], || ops::mse(&a, &tensor(&[2, 3], db, false)));
+        // Comparisons and selection take every dtype, as long as the operands agree.
+        for (op, f) in [
+            ("eq", Tensor::eq as fn(&Tensor, &Tensor) -> Result<Tensor>),
+            ("ne", Tensor::ne),
+            ("lt", Tensor::lt),
+            ("le", Tensor::le),
+            ("gt", Tensor::gt),
+            ("ge", Tensor::ge),
+        ] {
+            prop_assert_eq!(run(op, &args, || f(&a, &b)), da == db);
+        }
+        let cond = tensor(&[2, 3], DType::Bool, false);
+        prop_assert_eq!(run("where", &args, || Tensor::where_(&cond, &a, &b)), da == db);
+        prop_assert!(run("masked_fill", &args, || a.masked_fill(&cond, 1.0)));
+        // Reductions over dims are float maths; the whole sum works on every dtype.
+        for (op, f) in [
+            ("sum_dims", (|t: &Tensor| t.sum_dims(&[0], false)) as fn(&Tensor) -> Result<Tensor>),
+            ("mean", |t| t.mean_dims(&[1], true)),
+            ("max", |t| t.max_dim(1, false).map(|(v, _)| v)),
+            ("softmax", |t| t.softmax(1)),
+            ("log_softmax", |t| t.log_softmax(1)),
+            ("logsumexp", |t| t.logsumexp(1, false)),
+        ] {
+            float_only(op, &args, &[da], || f(&a));
+        }
+        prop_assert!(run("argmax", &args, || a.argmax(1)) == da.is_float());
+        let s = a.sum();
+        prop_assert_eq!(s.dtype(), if da.is_float() { da } else { DType::I64 });
+        // Float maths promotes integers to f32 and never fails.
+        for t in [a.exp(), a.neg(), a.sigmoid(), a.relu(), a.abs(), a.clamp(-1.0, 1.0), a.mean()] {
+            prop_assert_eq!(t.dtype(), if da.is_float() { da } else { DType::F32 });
+        }
+    }
+
+    #[test]
+    fn views_and_copies_take_every_dtype(da in dtype(), view in any::<bool>()) {
+        let a = tensor(&[2, 3], da, view);
+        let args = (da, view);
+        prop_assert!(run("reshape", &args, || a.reshape(&[3, 2])));
+        prop_assert!(run("permute", &args, || a.permute(&[1, 0])));
+        prop_assert!(run("narrow", &args, || a.narrow(1, 1, 2)));
+        prop_assert!(run("expand", &args, || a.unsqueeze(0)?.expand(&[4, 2, 3])));
+        prop_assert!(run("cat", &args, || Tensor::cat(&[&a, &a], 1)));
+        prop_assert!(run("stack", &args, || Tensor::stack(&[&a, &a], 0)));
+        prop_assert!(run("flatten", &args, || a.flatten(0, 1)));
+        prop_assert_eq!(a.contiguous().to_vec::<f64>(), a.to_vec::<f64>());
+        prop_assert!(a.equal(&a.contiguous()));
+        prop_assert!(a.to_string().starts_with("tensor("));
+        // Mixed dtypes in a copy are errors naming the op.
+        let other = tensor(&[2, 3], if da == DType::I64 { DType::F32 } else { DType::I64 }, false);
+        prop_assert!(!run("cat", &args, || Tensor::cat(&[&a, &other], 0)));
+    }
+
+    #[test]
+    fn heavy_ops(dx in dtype(), dw in dtype()) {
+        let args = (dx, dw);
+        let (x, w) = (tensor(&[2, 3, 6, 6], dx, false), tensor(&[4, 3, 3, 3], dw, false));
+        float_only("conv2d", &args, &[dx, dw], || ops::conv2d(&x, &w, None, Conv2dArgs::default()));
+        float_only("conv2d", &args, &[dx, dw], || ops::conv2d_fused(&x, &w, None, Conv2dArgs::default(), Epilogue::default()));
+        let dy = tensor(&[2, 4, 4, 4], dx, false);
+        float_only("conv2d_input_grad", &args, &[dx, dw], || ops::conv2d_input_grad(&dy, &w, &[2, 3, 6, 6], Conv2dArgs::default()));
+        float_only("conv2d_weight_grad", &args, &[dx, dw], || ops::conv2d_weight_grad(&x, &tensor(&[2, 4, 4, 4], dw, false), &[4, 3, 3, 3], Conv2dArgs::default()));
+        float_only("max_pool2d", &args, &[dx], || ops::max_pool2d(&x, Pool2dArgs::new(2)));
+        float_only("avg_pool2d", &args, &[dx], || ops::avg_pool2d(&x, Pool2dArgs::new(2)));
+        float_only("avg_pool2d_backward", &args, &[dx], || ops::avg_pool2d_backward(&tensor(&[2, 3, 3, 3], dx, false), &[2, 3, 6, 6], Pool2dArgs::new(2)));
+        let (a, b) = (tensor(&[2, 3], dx, true), tensor(&[3, 4], dw, false));
+        float_only("matmul", &args, &[dx, dw], || ops::matmul(&a, &b));
+        float_only("linear", &args, &[dx, dw], || ops::linear(&a, &tensor(&[4, 3], dw, false), None));
+        float_only("corr2d", &args, &[dx, dw], || ops::corr2d(&tensor(&[4, 4], dx, false), &tensor(&[2, 2], dw, false)));
+        float_only("cross_entropy", &args, &[dx], || ops::cross_entropy(&a, &[0, 2]));
+        float_only("gather", &args, &[dx], || a.gather(1, &[0, 2], &[2, 1]));
+    }
+}
