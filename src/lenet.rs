@@ -215,7 +215,8 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     }
 
     if let Some(path) = &args.load {
-        net.load_state_dict(&nn::load(path)?)?;
+        // Refuses NaN or infinite weights, naming the file and the key.
+        nn::load_state_dict_file(&net, path)?;
         writeln!(out, "loaded weights from {}", path.display()).map_err(io)?;
     }
     if args.eval_only {
@@ -231,8 +232,11 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     };
     let mut start_epoch = 0;
     if let (Some((entries, state)), Some(path)) = (&resumed, &args.resume) {
-        net.load_state_dict(entries)?;
-        opt.load_state(&state.optimizer_state)?;
+        nn::load_state_dict_from(&net, path, entries)?;
+        opt.load_state(&state.optimizer_state).map_err(|e| match e {
+            nn::Error::StateDict(m) => nn::Error::io(path, format!("load_state: {m}")),
+            e => e,
+        })?;
         start_epoch = state.epoch;
         report.epochs = state.history.clone();
         if args.epochs <= start_epoch {
@@ -244,7 +248,10 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     let loader = DataLoader::new(&train, args.batch_size, true, args.seed)?;
     let mut total_examples = 0usize;
     let mut total_secs = 0.0;
-    let mut last_saved: Option<usize> = None;
+    // The file that holds the last good weights and their epoch: the checkpoint resumed
+    // from, then each save. Only a file this run read or wrote is ever named.
+    let mut last_good: Option<(PathBuf, usize)> = args.resume.clone().map(|p| (p, start_epoch));
+    let params = net.named_parameters();
     for epoch in start_epoch..args.epochs {
         let bar = progress_bar(args.progress, loader.len(), epoch + 1, args.epochs);
         let start = Instant::now();
@@ -252,13 +259,7 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
         for batch in loader.epoch(epoch as u64) {
             let (x, y) = batch?;
             let step = batches + 1;
-            let stop = |what: String| {
-                let kept = match (&args.save, last_saved.or((start_epoch > 0).then_some(start_epoch))) {
-                    (Some(p), Some(e)) => format!("the last good checkpoint, after epoch {e}, is {}", p.display()),
-                    _ => "no checkpoint was written".to_string(),
-                };
-                nn::Error::Diverged(format!("epoch {}, step {step}: {what}; training stopped, {kept}", epoch + 1))
-            };
+            let stop = |what: String| diverged(format!("epoch {}, step {step}", epoch + 1), what, &last_good);
             let logits = net.forward(&x)?;
             let loss = ops::cross_entropy(&logits, &y)?;
             if args.detect_anomaly {
@@ -276,7 +277,16 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
             correct += nn::correct(&logits, &y)?;
             // Free the step's graph first, so the optimiser updates the weights in place.
             drop((loss, logits));
-            opt.step()?;
+            opt.step().map_err(|e| match e {
+                nn::Error::Diverged(m) => stop(m),
+                e => e,
+            })?;
+            // The loss above was finite, but the update may not be: check the weights it
+            // wrote, so a save never holds NaN or infinity and the run stops at the step
+            // that broke them (a pass over the parameters: small next to the step).
+            if let Some((name, i, v)) = params.iter().find_map(|(n, p)| nn::module::first_non_finite(&p.data()).map(|(i, v)| (n, i, v))) {
+                return Err(stop(format!("the update left parameter '{name}' holding {v} at index {i}")));
+            }
             if epoch == 0 {
                 report.first_epoch_losses.push(lv);
             }
@@ -325,8 +335,15 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
             };
             let mut entries = net.state_dict();
             entries.extend(state.entries());
+            // The weights are finite (checked after every step); the optimiser's state
+            // (Adam's moments can overflow while the weights stay finite) is checked here,
+            // so the last good checkpoint is all finite and resumes.
+            if let Some((key, i, v)) = entries.iter().find_map(|(k, t)| nn::module::first_non_finite(t).map(|(i, v)| (k, i, v))) {
+                let what = format!("'{key}' holds {v} at index {i}, so it was not saved");
+                return Err(diverged(format!("epoch {}, end", epoch + 1), what, &last_good));
+            }
             nn::save(path, &entries)?;
-            last_saved = Some(epoch + 1);
+            last_good = Some((path.clone(), epoch + 1));
         }
         if let Some(path) = &args.plot {
             plot::write_training_svg(path, &report.epochs)?;
@@ -341,6 +358,16 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
         writeln!(out, "peak memory {mb:.0} MB").map_err(io)?;
     }
     Ok(report)
+}
+
+/// The error that stops a diverging run at `when`: what went wrong, and the checkpoint
+/// that still holds good weights (a file this run resumed from or wrote), if any.
+fn diverged(when: String, what: String, last_good: &Option<(PathBuf, usize)>) -> nn::Error {
+    let kept = match last_good {
+        Some((p, e)) => format!("the last good checkpoint, after epoch {e}, is {}", p.display()),
+        None => "no checkpoint was written".to_string(),
+    };
+    nn::Error::Diverged(format!("{when}: {what}; training stopped, {kept}"))
 }
 
 /// Restores this thread's anomaly mode when a run ends.
@@ -423,6 +450,12 @@ impl TrainState {
             return Err(bad("malformed _train entries"));
         }
         let epoch: usize = cli::whole(epoch[0]).map_err(saved("epoch"))?;
+        // A NaN or infinite optimiser moment would turn the weights NaN at the first step.
+        for (k, t) in entries.iter().filter(|(k, _)| k.starts_with(OPT_PREFIX)) {
+            if let Some((i, v)) = nn::module::first_non_finite(t) {
+                return Err(bad(&format!("'{k}' holds {v} at index {i} (a non-finite value)")));
+            }
+        }
         if h.len() / 3 != epoch {
             return Err(bad("malformed _train entries"));
         }

@@ -7,6 +7,18 @@
 use crate::elementwise::{binary_kernel, ReluGradOp, SigmoidGradOp, TanhGradOp};
 use crate::{Element, Result, Tensor};
 
+/// `max(x, 0)` with NaN kept (PyTorch's `relu`): a select with `|` rather than `f32::max` or
+/// `if x > 0`, which both turn NaN into 0. The compiler still vectorises it (a compare,
+/// an unordered compare, a blend).
+#[inline(always)]
+pub fn relu<T: Element>(x: T) -> T {
+    if (x > T::zero()) | x.is_nan() {
+        x
+    } else {
+        T::zero()
+    }
+}
+
 /// An activation that can be fused into the op before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -31,7 +43,7 @@ impl Activation {
     pub fn apply_slice<T: Element>(self, v: &mut [T]) {
         match self {
             Activation::Sigmoid => v.iter_mut().for_each(|v| *v = Element::sigmoid(*v)),
-            Activation::Relu => v.iter_mut().for_each(|v| *v = if *v > T::zero() { *v } else { T::zero() }),
+            Activation::Relu => v.iter_mut().for_each(|v| *v = relu(*v)),
             Activation::Tanh => v.iter_mut().for_each(|v| *v = v.tanh()),
         }
     }
@@ -42,12 +54,13 @@ impl Activation {
     pub fn grad_from_output<T: Element>(self, g: T, y: T) -> T {
         match self {
             Activation::Sigmoid => g * y * (T::one() - y),
-            // relu(x) > 0 exactly where x > 0.
+            // relu(x) <= 0 exactly where x <= 0, and relu(NaN) = NaN: the gradient passes
+            // at NaN, as PyTorch's `threshold_backward` (`x <= 0 ? 0 : g`) passes it.
             Activation::Relu => {
-                if y > T::zero() {
-                    g
-                } else {
+                if y <= T::zero() {
                     T::zero()
+                } else {
+                    g
                 }
             }
             Activation::Tanh => g * (T::one() - y * y),
@@ -88,7 +101,7 @@ impl Activation {
                 let s = z.sigmoid();
                 s.mul(&s.neg().add_scalar(1.0))?
             }
-            Activation::Relu => z.gt_scalar(0.0),
+            Activation::Relu => z.relu_mask(),
             Activation::Tanh => {
                 let t = z.tanh();
                 t.mul(&t)?.neg().add_scalar(1.0)

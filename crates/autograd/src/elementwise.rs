@@ -4,7 +4,7 @@
 //! The gradient of a broadcast operand is reduced back to its shape in one place,
 //! [`Tensor::sum_to`].
 
-use crate::activation::Activation;
+use crate::activation::{relu, Activation};
 use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::parallel::for_each_chunk_mut;
@@ -84,9 +84,19 @@ impl Tensor {
         record("abs", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).sign())?)]))
     }
 
-    /// Limits every element to `[min, max]`; the gradient is zero outside the range.
+    /// Limits every element to `[min, max]`; the gradient is zero outside the range. NaN
+    /// stays NaN (as PyTorch; `f32::max`/`min` alone would clamp it to `min`), with a zero
+    /// gradient (PyTorch's rule: NaN is not inside the range).
     pub fn clamp(&self, min: f64, max: f64) -> Tensor {
-        let out = map_unary!(self, |v: T| v.max(T::from_f64(min)).min(T::from_f64(max)));
+        let out = map_unary!(self, |v: T| {
+            let (lo, hi) = (T::from_f64(min), T::from_f64(max));
+            let c = if v < lo { lo } else { v };
+            if c > hi {
+                hi
+            } else {
+                c
+            }
+        });
         record("clamp", out, &[self], move |ctx| {
             let x = ctx.input(0);
             let inside = map_unary!(x, |v: T| if v >= T::from_f64(min) && v <= T::from_f64(max) { T::one() } else { T::zero() });
@@ -120,14 +130,15 @@ impl Tensor {
         })
     }
 
-    /// `max(x, 0)`; the gradient at 0 is 0 (as PyTorch's).
+    /// `max(x, 0)`; the gradient at 0 is 0 (as PyTorch's). NaN stays NaN and passes its
+    /// gradient (as PyTorch's).
     pub fn relu(&self) -> Tensor {
-        let out = map_unary!(self, |v: T| if v > T::zero() { v } else { T::zero() });
+        let out = map_unary!(self, |v: T| relu(v));
         record("relu", out, &[self], |ctx| {
             if !ctx.create_graph() {
                 return Ok(vec![Some(binary_kernel::<ReluGradOp>("relu_backward", ctx.grad_output(), ctx.input(0))?)]);
             }
-            let mask = ctx.input(0).gt_scalar(0.0);
+            let mask = ctx.input(0).relu_mask();
             Ok(vec![Some(ctx.grad_output().mul(&mask)?)])
         })
     }
@@ -151,12 +162,22 @@ impl Tensor {
         map_unary!(self, |v: T| if v > T::from_f64(c) { T::one() } else { T::zero() })
     }
 
-    /// -1, 0 or 1 by the sign of each element. Not differentiable.
+    /// 0 where `x <= 0`, else 1 (NaN included): ReLU's derivative as PyTorch's
+    /// `threshold_backward` takes it, so a NaN input passes its gradient on. Not
+    /// differentiable.
+    pub fn relu_mask(&self) -> Tensor {
+        map_unary!(self, |v: T| if v <= T::zero() { T::zero() } else { T::one() })
+    }
+
+    /// -1, 0 or 1 by the sign of each element, NaN for NaN (so `abs`'s gradient at NaN is
+    /// NaN, never a silent 0). Not differentiable.
     pub fn sign(&self) -> Tensor {
         map_unary!(self, |v: T| if v > T::zero() {
             T::one()
         } else if v < T::zero() {
             -T::one()
+        } else if v.is_nan() {
+            v
         } else {
             T::zero()
         })

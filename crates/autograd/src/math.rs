@@ -3,13 +3,15 @@
 
 /// `e^x` for `x <= 0` in f32, to about 1 ulp: Cephes' `expf` (range reduction by
 /// `ln 2` in two parts, a degree-5 polynomial), branch-free. Arguments below the smallest
-/// normal result give 0.
+/// normal result give 0; NaN gives NaN.
 #[inline(always)]
 pub fn exp_nonpositive_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
-    let xc = x.max(-87.3);
+    // A select, not `x.max(-87.3)`: `f32::max` would turn NaN into -87.3 (and the result
+    // into 1.2e-38); this way NaN runs through the polynomial and comes out NaN.
+    let xc = if x < -87.3 { -87.3 } else { x };
     let n = (xc * LOG2E + 0.5).floor();
     let r = xc - n * C1 - n * C2;
     let mut p = 1.987_569_1e-4f32;
@@ -31,7 +33,7 @@ pub fn exp_nonpositive_f32(x: f32) -> f32 {
 }
 
 /// Logistic function in f32 without overflow: `1 / (1 + e^-x)` for `x >= 0`,
-/// `e^x / (1 + e^x)` below, both through `e^-|x|`.
+/// `e^x / (1 + e^x)` below, both through `e^-|x|`. NaN gives NaN (as PyTorch).
 #[inline(always)]
 pub fn sigmoid_f32(x: f32) -> f32 {
     let e = exp_nonpositive_f32(-x.abs());
@@ -73,5 +75,15 @@ mod tests {
         }
         assert_eq!(sigmoid_f32(100.0), 1.0);
         assert_eq!(sigmoid_f32(-100.0), 0.0);
+        assert!(sigmoid_f32(f32::NAN).is_nan());
+        assert_eq!(sigmoid_f32(f32::INFINITY), 1.0);
+        assert_eq!(sigmoid_f32(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn exp_of_nan_is_nan() {
+        assert!(exp_nonpositive_f32(f32::NAN).is_nan());
+        assert!(exp_nonpositive_f32(-f32::NAN).is_nan());
+        assert_eq!(exp_nonpositive_f32(f32::NEG_INFINITY), 0.0);
     }
 }

@@ -1,6 +1,9 @@
 //! Reductions (sum, mean, max with argmax, logsumexp), the gather/scatter pair that routes
 //! gradients to chosen positions, and the numerically stable softmax family composed from
 //! them. Sums always combine in a fixed order, so they are bitwise reproducible.
+//!
+//! NaN in, NaN out (docs/reliability.md): sums and means add NaN through; the max, argmax
+//! and therefore logsumexp, softmax and log_softmax pick NaN as the largest value.
 
 use crate::dtype::Element;
 use crate::error::{Error, Result};
@@ -270,8 +273,11 @@ impl Tensor {
     }
 
     /// `log(sum(exp(x)))` along `dim`, shifted by the (constant) max so it cannot overflow.
+    /// NaN anywhere in a slice gives NaN. An infinite max is not subtracted (the shift is 0
+    /// there, as PyTorch does), so a slice holding `inf` gives `inf` and one of only `-inf`
+    /// gives `-inf`, where `inf - inf` would make NaN.
     pub fn logsumexp(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
-        let m = self.max_shift("logsumexp", dim)?;
+        let m = infinite_to_zero(&self.max_shift("logsumexp", dim)?);
         let out = self.sub(&m)?.exp().sum_dims(&[dim], true)?.log().add(&m)?;
         if keepdim {
             Ok(out)
@@ -304,6 +310,16 @@ impl Tensor {
         }
         Ok(self.max_dim(dim, true)?.0.detach())
     }
+}
+
+/// `t` with every infinite value replaced by 0 (NaN kept), detached: a shift for logsumexp
+/// (float: `max_shift` checked).
+fn infinite_to_zero(t: &Tensor) -> Tensor {
+    let storage = crate::dispatch_float!(t.storage(), |_s: T| {
+        let v = t.contiguous_data::<T>().expect("own dtype");
+        T::into_storage(v.iter().map(|&x| if x.is_infinite() { T::zero() } else { x }).collect())
+    });
+    Tensor::from_storage(storage, t.shape())
 }
 
 /// Runs `f(o, slice o)` over the `len`-sized slices of `out`, in parallel when large.

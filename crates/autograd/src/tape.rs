@@ -30,7 +30,8 @@ thread_local! {
 
 /// Turns anomaly detection on or off for backward passes run by this thread (PyTorch's
 /// `torch.autograd.set_detect_anomaly`, per thread like grad mode): every backward pass
-/// then checks the forward values of the graph and every gradient it computes, and fails
+/// then checks the forward values of the graph (with what fused ops computed inside them,
+/// see [`record_with_internals`]) and every gradient it computes, and fails
 /// on the first NaN or infinity, naming the op and its position on the tape. It costs a
 /// pass over every value.
 pub fn set_detect_anomaly(on: bool) {
@@ -54,6 +55,9 @@ pub struct Node {
     rule: Mutex<Option<Arc<Rule>>>,
     /// Whether the rule is itself differentiable (its ops are all on the tape).
     second_order: bool,
+    /// Values a fused op computed inside and saved (a convolution's activation before its
+    /// pooling), kept only in anomaly mode, which checks them with the output.
+    internals: Vec<Tensor>,
 }
 
 /// What a gradient rule sees.
@@ -132,7 +136,22 @@ pub fn record(
     inputs: &[&Tensor],
     rule: impl Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
 ) -> Tensor {
-    record_impl(name, output, inputs, Arc::new(rule), true)
+    record_impl(name, output, inputs, Arc::new(rule), true, &[])
+}
+
+/// Like [`record`], for a fused op that computes values inside it that its output may not
+/// show (a convolution's activation before max pooling drops a `-inf`, an odd last row, or
+/// anything a later step maps to a finite value): anomaly mode checks `internals` as it
+/// checks the output, so a NaN or infinity there is reported at this op. They are kept on
+/// the tape only while anomaly mode is on.
+pub fn record_with_internals(
+    name: &'static str,
+    output: Tensor,
+    inputs: &[&Tensor],
+    internals: &[&Tensor],
+    rule: impl Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Tensor {
+    record_impl(name, output, inputs, Arc::new(rule), true, internals)
 }
 
 /// Like [`record`], for a rule that is not itself differentiable (a hand-written kernel).
@@ -143,10 +162,17 @@ pub fn record_first_order(
     inputs: &[&Tensor],
     rule: impl Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
 ) -> Tensor {
-    record_impl(name, output, inputs, Arc::new(rule), false)
+    record_impl(name, output, inputs, Arc::new(rule), false, &[])
 }
 
-fn record_impl(name: &'static str, output: Tensor, inputs: &[&Tensor], rule: Arc<Rule>, second_order: bool) -> Tensor {
+fn record_impl(
+    name: &'static str,
+    output: Tensor,
+    inputs: &[&Tensor],
+    rule: Arc<Rule>,
+    second_order: bool,
+    internals: &[&Tensor],
+) -> Tensor {
     // An i64 or bool result (an index, a mask, a comparison) has no gradient.
     if !is_grad_enabled() || !output.dtype().is_float() || !inputs.iter().any(|t| t.requires_grad()) {
         return output;
@@ -158,6 +184,7 @@ fn record_impl(name: &'static str, output: Tensor, inputs: &[&Tensor], rule: Arc
         output: output.detach(),
         rule: Mutex::new(Some(rule)),
         second_order,
+        internals: if is_anomaly_enabled() { internals.iter().map(|t| t.detach()).collect() } else { Vec::new() },
     };
     Tensor(Arc::new(TensorInner {
         storage: output.0.storage.clone(),
@@ -402,6 +429,13 @@ fn check_forward(nodes: &HashMap<u64, Arc<Node>>, order: &[u64]) -> Result<()> {
         let node = &nodes[seq];
         if !node.output.all_finite() {
             return Err(Error::Anomaly { op: node.name, position, what: "its forward produced a non-finite value".into() });
+        }
+        if node.internals.iter().any(|t| !t.all_finite()) {
+            return Err(Error::Anomaly {
+                op: node.name,
+                position,
+                what: "its forward computed a non-finite value inside (before its last fused step)".into(),
+            });
         }
     }
     Ok(())

@@ -58,7 +58,9 @@ pub trait Module: Send + Sync {
 
     /// Loads parameter values. Keys starting with `_train.` (training state kept beside the
     /// weights in a checkpoint) are ignored. Strict: a missing, unexpected or mis-shaped
-    /// entry is an error, and the error lists all of them; nothing is loaded then.
+    /// entry is an error, and so is a NaN or infinite weight (it would make every output NaN
+    /// while training carried on: see docs/reliability.md); the error lists all of them and
+    /// nothing is loaded then. [`crate::io::load_state_dict_file`] adds the file's name.
     fn load_state_dict(&self, entries: &[(String, Tensor)]) -> Result<()> {
         let params = self.named_parameters();
         let mut problems = Vec::new();
@@ -71,7 +73,10 @@ pub trait Module: Send + Sync {
                     autograd::error::fmt_shape(t.shape()),
                     autograd::error::fmt_shape(&p.shape())
                 )),
-                Some((_, t)) => updates.push((p, t.to_dtype(p.dtype()))),
+                Some((_, t)) => match first_non_finite(t) {
+                    Some((i, v)) => problems.push(format!("'{name}' holds {v} at index {i} (a non-finite weight)")),
+                    None => updates.push((p, t.to_dtype(p.dtype()))),
+                },
             }
         }
         for (k, _) in entries {
@@ -87,6 +92,14 @@ pub trait Module: Send + Sync {
         }
         Ok(())
     }
+}
+
+/// The flat index and value of the first NaN or infinity in `t`, if any.
+pub fn first_non_finite(t: &Tensor) -> Option<(usize, f64)> {
+    if t.all_finite() {
+        return None;
+    }
+    t.to_vec::<f64>().into_iter().enumerate().find(|(_, v)| !v.is_finite())
 }
 
 /// Layers applied in order; parameters are named `"{index}.{name}"` as in PyTorch.

@@ -42,11 +42,33 @@ fn load_buffer(state: &[(String, Tensor)], key: &str, p: &Parameter) -> Result<O
     if t.shape() != p.shape().as_slice() {
         return Err(Error::StateDict(format!("optimizer state '{key}' has shape {:?}, parameter {:?}", t.shape(), p.shape())));
     }
+    // A NaN moment would turn the weights NaN at the first step.
+    if let Some((i, v)) = crate::module::first_non_finite(t) {
+        return Err(Error::StateDict(format!("optimizer state '{key}' holds {v} at index {i} (a non-finite value)")));
+    }
     Ok(Some(match p.dtype() {
         autograd::DType::F32 => Storage::F32(t.to_vec()),
         autograd::DType::F64 => Storage::F64(t.to_vec()),
         dtype => unreachable!("a parameter is float (Parameter::new checks), not {dtype}"),
     }))
+}
+
+/// In anomaly mode ([`autograd::set_detect_anomaly`]), fails if a step left a parameter
+/// NaN or infinite, naming the optimiser, the parameter's position and the first bad
+/// value: a finite loss before the step says nothing about the weights after it.
+fn check_after_step(opt: &str, params: &[Parameter]) -> Result<()> {
+    if !autograd::is_anomaly_enabled() {
+        return Ok(());
+    }
+    for (k, p) in params.iter().enumerate() {
+        if let Some((i, v)) = crate::module::first_non_finite(&p.data()) {
+            return Err(Error::Diverged(format!(
+                "anomaly: the {opt} step left parameter {k} {} holding {v} at index {i}",
+                autograd::error::fmt_shape(&p.shape())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Stochastic gradient descent, as `torch.optim.SGD` (no dampening).
@@ -125,7 +147,7 @@ impl Optimizer for Sgd {
                 p.update::<T>(|w| sgd_update(w, &gd, b, first, h))?;
             });
         }
-        Ok(())
+        check_after_step("SGD", &self.params)
     }
     fn params(&self) -> &[Parameter] {
         &self.params
@@ -213,7 +235,7 @@ impl Optimizer for Adam {
                 p.update::<T>(|w| adam_update(w, &gd, m, v, step, lr, betas, eps, wd))?;
             });
         }
-        Ok(())
+        check_after_step("Adam", &self.params)
     }
     fn params(&self) -> &[Parameter] {
         &self.params

@@ -64,9 +64,20 @@ pub fn save_state_dict(module: &(impl Module + ?Sized), path: &Path) -> Result<(
     save(path, &module.state_dict())
 }
 
-/// Loads a file saved by [`save_state_dict`] (or by PyTorch) into `module`, strictly.
+/// Loads a file saved by [`save_state_dict`] (or by PyTorch) into `module`, strictly: a
+/// missing, unexpected, mis-shaped or non-finite (NaN, infinite) weight is an error naming
+/// the file and the key.
 pub fn load_state_dict_file(module: &(impl Module + ?Sized), path: &Path) -> Result<()> {
-    module.load_state_dict(&load(path)?)
+    load_state_dict_from(module, path, &load(path)?)
+}
+
+/// [`Module::load_state_dict`] of `entries` read from `path`, with the file named in the
+/// error (for callers that read the file for more than the weights, as `lenet --resume`).
+pub fn load_state_dict_from(module: &(impl Module + ?Sized), path: &Path, entries: &[(String, Tensor)]) -> Result<()> {
+    module.load_state_dict(entries).map_err(|e| match e {
+        Error::StateDict(m) => Error::io(path, format!("load_state_dict: {m}")),
+        e => e,
+    })
 }
 
 enum Format {

@@ -23,7 +23,7 @@ mod tiles;
 use crate::gemm::{gemm_serial, MatRef};
 use crate::pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2x2_grad, Pool2dArgs};
 use crate::shared::SharedOut;
-use autograd::{no_grad, record, Activation, Element, Error, Result, Tensor};
+use autograd::{no_grad, record, record_with_internals, Activation, Element, Error, Result, Tensor};
 use scratch::{ensure_len, par_tasks, Lens, Scratch};
 
 /// A size given per spatial dimension (height, width); `2.into()` means `(2, 2)`.
@@ -656,7 +656,10 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
     let out = pooled.unwrap_or(full);
     let mut inputs = vec![input, weight];
     inputs.extend(bias);
-    Ok(record(op, out, &inputs, move |ctx| {
+    // Anomaly mode checks the activation before the pooling too: pooling can hide a
+    // non-finite value (max drops a -inf, an odd last row is never read).
+    let before_pool = saved.clone();
+    Ok(record_with_internals(op, out, &inputs, &before_pool.iter().collect::<Vec<_>>(), move |ctx| {
         let (x, w) = (ctx.input(0), ctx.input(1));
         let bias = ctx.inputs().get(2);
         let y = saved.as_ref().unwrap_or(ctx.output());
