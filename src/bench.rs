@@ -53,7 +53,10 @@ pub struct Measurement {
 /// Runs every selected benchmark, writing `NAME VALUE UNIT` lines to `out`.
 pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
     if let Some(t) = opts.threads {
-        set_num_threads(t);
+        // --threads is checked by its parser; starting the threads can still fail.
+        if let Err(e) = set_num_threads(t) {
+            eprintln!("bench: {e}; using the default pool");
+        }
     }
     eprintln!("bench: {} threads", autograd::num_threads());
     let mut results = Vec::new();

@@ -8,8 +8,26 @@ use std::fmt::Display;
 use std::str::FromStr;
 
 /// The most threads `--threads` accepts: far above any core count, low enough that a typo
-/// does not spawn millions of threads.
-pub const MAX_THREADS: usize = 1024;
+/// does not spawn millions of threads (`autograd::set_num_threads` refuses more, too).
+pub const MAX_THREADS: usize = autograd::MAX_THREADS;
+
+/// The most epochs `--epochs` accepts (and a checkpoint may hold): the saved history has a
+/// row per epoch, so this bounds what a resumed file may make us read.
+pub const MAX_EPOCHS: usize = 1_000_000;
+
+/// An epoch count in `0..=MAX_EPOCHS`.
+pub fn epochs(n: usize) -> Result<usize, String> {
+    if n <= MAX_EPOCHS {
+        Ok(n)
+    } else {
+        Err(format!("expects a whole number from 0 to {MAX_EPOCHS}, got {n}"))
+    }
+}
+
+/// clap value parser for `--epochs`.
+pub fn parse_epochs(s: &str) -> Result<usize, String> {
+    parse(s, epochs)
+}
 
 /// A learning rate: finite and > 0.
 pub fn learning_rate(x: f64) -> Result<f64, String> {

@@ -20,7 +20,7 @@ use std::time::Instant;
 #[command(name = "lenet", version, long_about = None, allow_negative_numbers = true)]
 pub struct LenetArgs {
     /// Epochs to train (with --resume: the total, counting the saved ones)
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = cli::parse_epochs)]
     pub epochs: usize,
     /// Minibatch size
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = cli::parse_count)]
@@ -109,8 +109,18 @@ where
     Ok(a)
 }
 
+/// A usage error; `main` adds the `lenet: ` prefix (exactly once) and exits with
+/// [`exit_code`].
 fn usage(msg: String) -> nn::Error {
-    nn::Error::Usage(format!("lenet: {msg} (try --help)"))
+    nn::Error::Usage(format!("{msg} (try --help)"))
+}
+
+/// The exit status for an error of [`run`]: 2 for a usage error (as clap's own), 1 otherwise.
+pub fn exit_code(e: &nn::Error) -> i32 {
+    match e {
+        nn::Error::Usage(_) => 2,
+        _ => 1,
+    }
 }
 
 /// One epoch's numbers.
@@ -180,15 +190,22 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     // A resumed run takes its shape from the checkpoint.
     let resumed = match args.resume.clone() {
         Some(path) => {
-            let entries = nn::load(&path)?;
+            let entries = nn::load_checked(&path, |infos| TrainState::check_headers(infos, args.pool, args.act))?;
             let state = TrainState::from_entries(&entries, &path)?;
             state.apply_to(&mut args, &path)?;
             Some((entries, state))
         }
         None => None,
     };
+    // Every output path is checked now, not after the first epoch.
+    if let Some(path) = &args.save {
+        nn::check_save_path(path)?;
+    }
+    if let Some(path) = &args.plot {
+        nn::check_writable(path)?;
+    }
     if let Some(t) = args.threads {
-        set_num_threads(t);
+        set_num_threads(t).map_err(|e| usage(format!("--threads: {e}")))?;
     }
     let _restore = AnomalyMode(autograd::is_anomaly_enabled());
     autograd::set_detect_anomaly(args.detect_anomaly);
@@ -232,11 +249,10 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     };
     let mut start_epoch = 0;
     if let (Some((entries, state)), Some(path)) = (&resumed, &args.resume) {
+        let in_file = |e: nn::Error| nn::Error::Checkpoint { path: path.clone(), message: e.to_string() };
+        // Refuses NaN or infinite weights too, naming the file and the key.
         nn::load_state_dict_from(&net, path, entries)?;
-        opt.load_state(&state.optimizer_state).map_err(|e| match e {
-            nn::Error::StateDict(m) => nn::Error::io(path, format!("load_state: {m}")),
-            e => e,
-        })?;
+        opt.load_state(&state.optimizer_state).map_err(in_file)?;
         start_epoch = state.epoch;
         report.epochs = state.history.clone();
         if args.epochs <= start_epoch {
@@ -435,6 +451,46 @@ impl TrainState {
         out
     }
 
+    /// The header check of a checkpoint to resume, before any data is read: LeNet's
+    /// parameters with their shapes, the `_train` entries with theirs (at most
+    /// [`cli::MAX_EPOCHS`] history rows), optimiser state shaped like the parameters, and
+    /// nothing else. So a file cannot make the resume read more than about four models.
+    pub fn check_headers(infos: &[nn::EntryInfo], pool: Pool, act: Act) -> Result<Vec<bool>, String> {
+        // Pool and activation have no parameters: the shapes do not depend on them.
+        let net = lenet(pool, act, &mut rng(0)).map_err(|e| e.to_string())?;
+        let params: Vec<(String, Vec<usize>)> = net.named_parameters().into_iter().map(|(n, p)| (n, p.shape().to_vec())).collect();
+        let param_shape = |i: &str| i.parse::<usize>().ok().and_then(|i| params.get(i)).map(|(_, s)| s.as_slice());
+        let mut problems = Vec::new();
+        for info in infos {
+            let (name, shape) = (info.name.as_str(), info.shape.as_slice());
+            let ok = match name {
+                "_train.epoch" => shape.is_empty(),
+                "_train.config" => shape == [8],
+                "_train.history" => matches!(shape, [rows, 3] if *rows <= cli::MAX_EPOCHS),
+                _ if name == format!("{OPT_PREFIX}step") => shape.is_empty(),
+                _ => match name.strip_prefix(OPT_PREFIX) {
+                    Some(k) => ["momentum_buffer.", "exp_avg.", "exp_avg_sq."]
+                        .iter()
+                        .find_map(|p| k.strip_prefix(p))
+                        .and_then(param_shape)
+                        .is_some_and(|s| s == shape),
+                    None => params.iter().find(|(n, _)| n == name).is_some_and(|(_, s)| s == shape),
+                },
+            };
+            if !ok {
+                problems.push(format!("unexpected entry '{name}' of shape {}", autograd::error::fmt_shape(shape)));
+            }
+        }
+        match problems.is_empty() {
+            true => Ok(vec![true; infos.len()]),
+            false => {
+                let shown: Vec<String> = problems.iter().take(10).cloned().collect();
+                let more = if problems.len() > 10 { format!("; and {} more", problems.len() - 10) } else { String::new() };
+                Err(format!("not a resumable lenet checkpoint: {}{more}", shown.join("; ")))
+            }
+        }
+    }
+
     /// Reads the entries back. Every saved setting goes through the same checks as its
     /// flag ([`cli`]), so a damaged or hand-edited file cannot resume with, say, a batch
     /// size of 0 or a NaN learning rate; an error names the file and the setting.
@@ -449,7 +505,7 @@ impl TrainState {
         if epoch.len() != 1 || c.len() != 8 || h.len() % 3 != 0 {
             return Err(bad("malformed _train entries"));
         }
-        let epoch: usize = cli::whole(epoch[0]).map_err(saved("epoch"))?;
+        let epoch: usize = cli::whole(epoch[0]).and_then(cli::epochs).map_err(saved("epoch"))?;
         // A NaN or infinite optimiser moment would turn the weights NaN at the first step.
         for (k, t) in entries.iter().filter(|(k, _)| k.starts_with(OPT_PREFIX)) {
             if let Some((i, v)) = nn::module::first_non_finite(t) {

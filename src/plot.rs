@@ -63,9 +63,8 @@ pub fn training_svg(epochs: &[EpochStats]) -> String {
     s
 }
 
-/// Writes the figure atomically (temporary file, then rename).
+/// Writes the figure atomically, as checkpoints are written: a unique temporary file
+/// (removed on failure), then a rename; only a regular file is replaced.
 pub fn write_training_svg(path: &Path, epochs: &[EpochStats]) -> nn::Result<()> {
-    let tmp = path.with_extension("svg.tmp");
-    std::fs::write(&tmp, training_svg(epochs)).map_err(|e| nn::Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| nn::Error::io(path, e))
+    nn::write_atomic(path, training_svg(epochs).as_bytes())
 }

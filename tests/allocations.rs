@@ -53,7 +53,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Allocations over 4 KiB (count, bytes) made by `steps` LeNet training steps after
 /// `warm` untimed ones, on a batch of 256 as in `examples/lenet`.
 fn large_allocations(pool: Pool, act: Act, threads: usize, warm: usize, steps: usize) -> (usize, usize) {
-    autograd::set_num_threads(threads);
+    autograd::set_num_threads(threads).unwrap();
     let mut r = rng(3);
     let net = lenet(pool, act, &mut r).unwrap();
     xavier_init(&net, &mut r).unwrap();

@@ -4,10 +4,14 @@
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Formats a shape the way PyTorch users read it: `[2, 3]`.
+/// Formats a shape the way PyTorch users read it: `[2, 3]`. More than 8 dims (a hostile
+/// file can declare thousands) print abbreviated: `[1, 2, 3, 4, ..., 9, 10] (10 dims)`.
 pub fn fmt_shape(s: &[usize]) -> String {
-    let parts: Vec<String> = s.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", parts.join(", "))
+    let join = |d: &[usize]| d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+    if s.len() <= 8 {
+        return format!("[{}]", join(s));
+    }
+    format!("[{}, ..., {}] ({} dims)", join(&s[..4]), join(&s[s.len() - 2..]), s.len())
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

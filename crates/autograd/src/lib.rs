@@ -43,7 +43,7 @@ pub use function::{apply, Function};
 pub use gradcheck::{gradcheck, gradgradcheck, GradcheckOptions, GradcheckReport};
 #[doc(hidden)]
 pub use num_traits;
-pub use parallel::{num_threads, set_num_threads};
+pub use parallel::{num_threads, set_num_threads, MAX_THREADS};
 pub use param::Parameter;
 pub use random::{rng, Rng};
 pub use shape::Shape;

@@ -13,14 +13,23 @@ pub const PAR_MIN_ELEMS: usize = 1 << 15;
 /// Fixed piece size for element-wise work and reductions.
 pub const CHUNK: usize = 1 << 13;
 
-/// Caps the number of threads every parallel kernel of the library uses (at least 1).
-pub fn set_num_threads(n: usize) {
+/// The most threads [`set_num_threads`] accepts: far above any core count, low enough that
+/// a typo (`2^64`) does not spawn threads until the system gives out.
+pub const MAX_THREADS: usize = 1024;
+
+/// Sets the number of threads every parallel kernel of the library uses, `1..=MAX_THREADS`.
+/// An error, and the pool unchanged, for other counts or if the threads cannot be started.
+pub fn set_num_threads(n: usize) -> crate::Result<()> {
+    if !(1..=MAX_THREADS).contains(&n) {
+        return Err(crate::Error::invalid("set_num_threads", format!("expects 1 to {MAX_THREADS} threads, got {n}")));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(n.max(1))
+        .num_threads(n)
         .thread_name(|i| format!("convnet-{i}"))
         .build()
-        .expect("failed to start the thread pool");
+        .map_err(|e| crate::Error::invalid("set_num_threads", format!("cannot start {n} threads: {e}")))?;
     *POOL.write().unwrap() = Some(Arc::new(pool));
+    Ok(())
 }
 
 fn pool() -> Arc<rayon::ThreadPool> {

@@ -63,8 +63,11 @@ impl Parameter {
     /// Replaces the value; the shape and dtype must stay the same.
     pub fn set(&self, value: &Tensor) -> Result<()> {
         let mut v = self.0.value.write().unwrap();
-        if value.shape() != v.shape() || value.dtype() != v.dtype() {
-            return Err(Error::mismatch("Parameter::set", format!("dtype {} vs {}", v.dtype(), value.dtype()), v.shape(), value.shape()));
+        if value.shape() != v.shape() {
+            return Err(Error::mismatch("Parameter::set", "the new value's shape differs from the parameter's", v.shape(), value.shape()));
+        }
+        if value.dtype() != v.dtype() {
+            return Err(Error::DTypeMismatch { op: "Parameter::set", lhs: v.dtype(), rhs: value.dtype() });
         }
         *v = value.detach().contiguous().detach();
         Ok(())

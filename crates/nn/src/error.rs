@@ -16,6 +16,11 @@ pub enum Error {
     /// The file was read but its contents are invalid.
     #[error("{}: at byte {offset}: {message}", .path.display())]
     Format { path: PathBuf, offset: u64, message: String },
+    /// A file's entries do not fit what the caller needs (a state dict that does not fit the
+    /// module, a checkpoint that is not a resumable run): found from the headers, before any
+    /// tensor data is read.
+    #[error("{}: {message}", .path.display())]
+    Checkpoint { path: PathBuf, message: String },
     /// A state dict that does not fit the module (lists every problem).
     #[error("load_state_dict: {0}")]
     StateDict(String),

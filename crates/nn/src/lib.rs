@@ -21,8 +21,8 @@ pub use conv::{Conv2d, Conv2dConfig};
 pub use data::{DataLoader, Dataset, FashionMnist, ImageDataset};
 pub use error::{Error, Result};
 pub use io::{
-    load, load_npy, load_npz, load_safetensors, load_state_dict_file, load_state_dict_from, save, save_npy, save_npz, save_safetensors,
-    save_state_dict,
+    check_save_path, check_writable, load, load_checked, load_npy, load_npz, load_safetensors, load_state_dict_file, load_state_dict_from,
+    save, save_npy, save_npz, save_safetensors, save_state_dict, write_atomic, EntryInfo,
 };
 pub use lenet::{lenet, xavier_init, Act, Pool};
 pub use linear::Linear;

@@ -63,32 +63,24 @@ pub trait Module: Send + Sync {
     /// nothing is loaded then. [`crate::io::load_state_dict_file`] adds the file's name.
     fn load_state_dict(&self, entries: &[(String, Tensor)]) -> Result<()> {
         let params = self.named_parameters();
-        let mut problems = Vec::new();
-        let mut updates = Vec::new();
-        for (name, p) in &params {
-            match entries.iter().find(|(k, _)| k == name) {
-                None => problems.push(format!("missing key '{name}'")),
-                Some((_, t)) if t.shape() != p.shape().as_slice() => problems.push(format!(
-                    "'{name}' has shape {} but the module expects {}",
-                    autograd::error::fmt_shape(t.shape()),
-                    autograd::error::fmt_shape(&p.shape())
-                )),
-                Some((_, t)) => match first_non_finite(t) {
-                    Some((i, v)) => problems.push(format!("'{name}' holds {v} at index {i} (a non-finite weight)")),
-                    None => updates.push((p, t.to_dtype(p.dtype()))),
-                },
-            }
-        }
-        for (k, _) in entries {
-            if !k.starts_with("_train.") && !params.iter().any(|(n, _)| n == k) {
-                problems.push(format!("unexpected key '{k}'"));
+        let shapes: Vec<(String, Vec<usize>)> = params.iter().map(|(n, p)| (n.clone(), p.shape().to_vec())).collect();
+        let mut problems = state_dict_problems(&shapes, entries.iter().map(|(k, t)| (k.as_str(), t.shape())));
+        // A NaN or infinite weight would make every output NaN while training carried on
+        // (docs/reliability.md).
+        for (name, _) in &params {
+            if let Some((_, t)) = entries.iter().find(|(k, _)| k == name) {
+                if let Some((i, v)) = first_non_finite(t) {
+                    problems.push(format!("'{name}' holds {v} at index {i} (a non-finite weight)"));
+                }
             }
         }
         if !problems.is_empty() {
-            return Err(Error::StateDict(problems.join("; ")));
+            return Err(Error::StateDict(crate::io::list_problems(&problems)));
         }
-        for (p, t) in updates {
-            p.set(&t)?;
+        for (name, p) in &params {
+            if let Some((_, t)) = entries.iter().find(|(k, _)| k == name) {
+                p.set(&t.to_dtype(p.dtype()))?;
+            }
         }
         Ok(())
     }
@@ -100,6 +92,41 @@ pub fn first_non_finite(t: &Tensor) -> Option<(usize, f64)> {
         return None;
     }
     t.to_vec::<f64>().into_iter().enumerate().find(|(_, v)| !v.is_finite())
+}
+
+/// Every way `entries` (name, shape) fail to match the parameters `params` (name, shape):
+/// missing, mis-shaped and unexpected keys (`_train.*` keys are allowed). Linear time, so
+/// a file with a million entries is refused quickly. Shared by [`Module::load_state_dict`]
+/// and the header check of [`crate::io::load_state_dict_file`].
+pub(crate) fn state_dict_problems<'a>(
+    params: &[(String, Vec<usize>)],
+    entries: impl Iterator<Item = (&'a str, &'a [usize])>,
+) -> Vec<String> {
+    use std::collections::HashMap;
+    let wanted: HashMap<&str, &[usize]> = params.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
+    let mut found: HashMap<&str, &[usize]> = HashMap::new();
+    let mut problems = Vec::new();
+    for (k, shape) in entries {
+        if wanted.contains_key(k) {
+            found.entry(k).or_insert(shape);
+        } else if !k.starts_with("_train.") {
+            problems.push(format!("unexpected key '{k}'"));
+        }
+    }
+    let mut params_problems = Vec::new();
+    for (name, shape) in params {
+        match found.get(name.as_str()) {
+            None => params_problems.push(format!("missing key '{name}'")),
+            Some(s) if s != shape => params_problems.push(format!(
+                "'{name}' has shape {} but the module expects {}",
+                autograd::error::fmt_shape(s),
+                autograd::error::fmt_shape(shape)
+            )),
+            Some(_) => {}
+        }
+    }
+    params_problems.extend(problems);
+    params_problems
 }
 
 /// Layers applied in order; parameters are named `"{index}.{name}"` as in PyTorch.

@@ -208,8 +208,10 @@ impl Adam {
 
 #[allow(clippy::too_many_arguments)]
 fn adam_update<T: Element>(w: &mut [T], g: &[T], m: &mut [T], v: &mut [T], step: u64, lr: f64, (b1, b2): (f64, f64), eps: f64, wd: f64) {
-    let bc1 = 1.0 - b1.powi(step as i32);
-    let bc2 = 1.0 - b2.powi(step as i32);
+    // Clamped: `as i32` would wrap to a negative power past 2^31 steps (b^(2^31) is 0 anyway).
+    let step = step.min(i32::MAX as u64) as i32;
+    let bc1 = 1.0 - b1.powi(step);
+    let bc2 = 1.0 - b2.powi(step);
     let step_size = T::from_f64(lr / bc1);
     let bc2_sqrt = T::from_f64(bc2.sqrt());
     let (b1, b2, eps, wd) = (T::from_f64(b1), T::from_f64(b2), T::from_f64(eps), T::from_f64(wd));
@@ -225,7 +227,7 @@ fn adam_update<T: Element>(w: &mut [T], g: &[T], m: &mut [T], v: &mut [T], step:
 
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
-        self.step += 1;
+        self.step = self.step.saturating_add(1);
         for ((p, m), v) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
             let Some(g) = p.grad() else { continue };
             let (step, lr, betas, eps, wd) = (self.step, self.lr, self.betas, self.eps, self.weight_decay);
@@ -256,7 +258,13 @@ impl Optimizer for Adam {
     }
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         let step = state.iter().find(|(k, _)| k == "step").ok_or_else(|| Error::StateDict("Adam state lacks 'step'".into()))?;
-        self.step = step.1.item()? as u64;
+        // A whole number up to 2^53 (exact in the f64 a checkpoint stores it as): a NaN,
+        // negative or huge step would wrap or saturate silently.
+        let v = step.1.item()?;
+        if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= (1u64 << 53) as f64) {
+            return Err(Error::StateDict(format!("Adam 'step' must be a whole number from 0 to 2^53, got {v}")));
+        }
+        self.step = v as u64;
         for (i, p) in self.params.iter().enumerate() {
             self.m[i] = load_buffer(state, &format!("exp_avg.{i}"), p)?
                 .ok_or_else(|| Error::StateDict(format!("Adam state lacks 'exp_avg.{i}'")))?;

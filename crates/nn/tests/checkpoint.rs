@@ -430,7 +430,7 @@ fn hostile_headers_are_errors() {
         ("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }", "too many elements"),
         ("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1099511627776, 1099511627776), }", "too many elements"),
         ("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000,), }", "needs 4000000000 bytes"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", "needs 12 bytes of data but there are 8"),
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", "needs 12 bytes of data but the member declares 8"),
         ("{'descr': '<f2', 'fortran_order': False, 'shape': (4,), }", "unsupported dtype '<f2'"),
         ("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", "unsupported dtype"),
         ("{'descr': '<f4', 'shape': (2,), }", "missing key 'fortran_order'"),
@@ -468,9 +468,10 @@ fn hostile_zip_structures_are_errors() {
     assert!(format_error(patch(eocd + 16, &0x7FFF_FFF0u32.to_le_bytes())).1.contains("CDFH offset"));
     // First entry claims 4 GB inflated: rejected before inflating (deflate's ratio limit).
     assert!(format_error(patch(cd_offset + 24, &0xFFFF_FFF0u32.to_le_bytes())).1.contains("beyond deflate's limit"));
-    // ... or a bit more than it really holds: inflating stops at the real end.
+    // ... or a bit more than it really holds: the npy header's shape disagrees with the
+    // declared size, found before the data is inflated.
     let (offset, msg) = format_error(patch(cd_offset + 24, &300u32.to_le_bytes()));
-    assert!(msg.contains("entry 'w.npy': inflates to 224 bytes, the directory says 300"), "{msg}");
+    assert!(msg.contains("entry 'w.npy': shape [2, 3, 4] needs 96 bytes of data but the member declares 172"), "{msg}");
     let local_len = 30 + u16::from_le_bytes([good[26], good[27]]) as u64 + u16::from_le_bytes([good[28], good[29]]) as u64;
     assert_eq!(offset, local_len, "the member's data, after its local header, name and extra field");
     // Compressed size past the data; a local extra field pushing the data past it.

@@ -5,7 +5,10 @@
 //! `python3 -c "import gzip;d=gzip.open('train-images-idx3-ubyte.gz').read();print(d[16+99])"`.
 
 use autograd::Tensor;
-use nn::data::{read_images, read_labels, DataLoader, Dataset, FashionMnist, ImageDataset};
+use nn::data::{read_images, read_labels, DataLoader, Dataset, Dim, FashionMnist, ImageDataset};
+
+/// Any geometry: these tests are about the format, not the caller's limits.
+const ANY: Dim = Dim::at_most(usize::MAX);
 use nn::Error;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -131,18 +134,18 @@ fn raw_and_gzipped_files_read_identically() {
     for name in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
         std::fs::write(tmp.path().join(name), gunzip(&fashion_dir().join(format!("{name}.gz")))).unwrap();
     }
-    let gz = read_images(fashion_dir().join("t10k-images-idx3-ubyte.gz")).unwrap();
-    let raw = read_images(tmp.path().join("t10k-images-idx3-ubyte")).unwrap();
+    let gz = read_images(fashion_dir().join("t10k-images-idx3-ubyte.gz"), [ANY; 3]).unwrap();
+    let raw = read_images(tmp.path().join("t10k-images-idx3-ubyte"), [ANY; 3]).unwrap();
     assert_eq!(raw.dims, [10_000, 28, 28]);
     assert_eq!(gz, raw);
-    let gz = read_labels(fashion_dir().join("t10k-labels-idx1-ubyte.gz"), 10).unwrap();
-    let raw = read_labels(tmp.path().join("t10k-labels-idx1-ubyte"), 10).unwrap();
+    let gz = read_labels(fashion_dir().join("t10k-labels-idx1-ubyte.gz"), ANY, 10).unwrap();
+    let raw = read_labels(tmp.path().join("t10k-labels-idx1-ubyte"), ANY, 10).unwrap();
     assert_eq!(gz, raw);
 
     // Gzip is told by its magic, not the name.
     let renamed = tmp.path().join("labels-without-suffix");
     std::fs::copy(fashion_dir().join("t10k-labels-idx1-ubyte.gz"), &renamed).unwrap();
-    assert_eq!(read_labels(&renamed, 10).unwrap(), raw);
+    assert_eq!(read_labels(&renamed, ANY, 10).unwrap(), raw);
 }
 
 // ----- bad files -----------------------------------------------------------------------
@@ -169,9 +172,9 @@ fn every_file_of_the_bad_corpus_is_rejected_at_its_offset() {
         let &(kind, offset, fragment) = expected.get(name.as_str()).unwrap_or_else(|| panic!("{name} is not in expected.tsv"));
         let (err, largest) = largest_alloc(|| {
             if name.contains(".labels") {
-                read_labels(&path, 10).map(|_| ()).unwrap_err()
+                read_labels(&path, ANY, 10).map(|_| ()).unwrap_err()
             } else {
-                read_images(&path).map(|_| ()).unwrap_err()
+                read_images(&path, [ANY; 3]).map(|_| ()).unwrap_err()
             }
         });
         let shown = err.to_string();
@@ -195,7 +198,7 @@ fn every_file_of_the_bad_corpus_is_rejected_at_its_offset() {
 #[test]
 fn missing_files_are_io_errors_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = read_images(tmp.path().join("nope")).unwrap_err();
+    let err = read_images(tmp.path().join("nope"), [ANY; 3]).unwrap_err();
     assert!(matches!(&err, Error::Io { path, .. } if path.ends_with("nope")), "{err}");
     let err = FashionMnist::load(tmp.path()).unwrap_err();
     assert!(err.to_string().contains("train-images-idx3-ubyte"), "{err}");
@@ -209,13 +212,13 @@ fn image_and_label_counts_must_agree() {
     let labels = tmp.path().join("labels");
     std::fs::write(&images, [&[0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1][..], &[0, 255]].concat()).unwrap();
     std::fs::write(&labels, [0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]).unwrap();
-    let err = ImageDataset::from_idx(&images, &labels, 10).unwrap_err();
+    let err = ImageDataset::from_idx(&images, &labels, 10, [ANY; 3]).unwrap_err();
     assert!(matches!(&err, Error::Format { path, offset: 4, .. } if path == &labels), "{err}");
     // A label at the limit of num_classes is out of range; below it is fine.
     std::fs::write(&labels, [0, 0, 8, 1, 0, 0, 0, 2, 1, 2]).unwrap();
-    let err = ImageDataset::from_idx(&images, &labels, 2).unwrap_err();
+    let err = ImageDataset::from_idx(&images, &labels, 2, [ANY; 3]).unwrap_err();
     assert!(matches!(&err, Error::Format { offset: 9, .. }), "{err}");
-    let ds = ImageDataset::from_idx(&images, &labels, 3).unwrap();
+    let ds = ImageDataset::from_idx(&images, &labels, 3, [ANY; 3]).unwrap();
     assert_eq!((&ds.images()[..], ds.labels()), (&[0.0, 1.0][..], &[1, 2][..]));
 }
 
@@ -452,9 +455,9 @@ mod idx_fuzz {
 
     fn read(reader: Reader, path: &Path) -> nn::Result<Idx> {
         match reader {
-            Reader::Images => read_images(path),
-            Reader::Labels => read_labels(path, 10).map(|l| Idx { dims: vec![l.len()], data: l.iter().map(|&x| x as u8).collect() }),
-            Reader::Idx(rank) => read_idx(path, rank),
+            Reader::Images => read_images(path, [ANY; 3]),
+            Reader::Labels => read_labels(path, ANY, 10).map(|l| Idx { dims: vec![l.len()], data: l.iter().map(|&x| x as u8).collect() }),
+            Reader::Idx(rank) => read_idx(path, &vec![ANY; rank]),
         }
     }
 

@@ -67,9 +67,9 @@ fn results_are_bitwise_identical_at_one_and_two_threads() {
     let mut r = rng(7);
     let a = Tensor::uniform(&[4, 333, 517], -1.0, 1.0, &mut r);
     let b = Tensor::uniform(&[517, 229], -1.0, 1.0, &mut r);
-    autograd::set_num_threads(1);
+    autograd::set_num_threads(1).unwrap();
     let one = a.matmul(&b).unwrap().to_vec::<f32>();
-    autograd::set_num_threads(2);
+    autograd::set_num_threads(2).unwrap();
     let two = a.matmul(&b).unwrap().to_vec::<f32>();
     assert!(one.iter().zip(&two).all(|(x, y)| x.to_bits() == y.to_bits()));
 }

@@ -7,10 +7,12 @@
 //! The files come from the network, so nothing in them is trusted: every failure is an
 //! [`Error::Format`] naming the byte offset in the decompressed stream, never a panic,
 //! and memory grows with the bytes actually decoded, never with what the header claims.
+//! Every reader also takes the geometry its caller accepts ([`Dim`] per dim) and checks the
+//! header against it before decoding any data: an honest header announcing 5,000,000
+//! images, or one 46000x46000 image, is refused in microseconds instead of decoded.
 
 use crate::error::{Error, Result};
 use flate2::bufread::MultiGzDecoder;
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -28,31 +30,63 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
-/// Reads an IDX file of u8 with exactly `rank` dims. Gzip is detected by the gzip magic
-/// `1f 8b`, not by the name, so a renamed file still reads; concatenated gzip members
-/// read as one stream, as with `gunzip`.
-pub fn read_idx(path: impl AsRef<Path>, rank: usize) -> Result<Idx> {
-    let path = path.as_ref();
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut file = BufReader::with_capacity(1 << 16, file);
-    let head = file.fill_buf().map_err(|e| Error::io(path, e))?;
-    if head.starts_with(&GZIP_MAGIC) {
-        parse(MultiGzDecoder::new(file), path, rank, true)
-    } else {
-        parse(file, path, rank, false)
+/// The values one header dim may take: `min..=max`. The reader's limit: the caller says
+/// what it can use, and a header outside it is refused before any data is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dim {
+    pub min: usize,
+    pub max: usize,
+}
+
+impl Dim {
+    /// Exactly `n` (image rows and columns).
+    pub const fn exactly(n: usize) -> Dim {
+        Dim { min: n, max: n }
+    }
+    /// `1..=max` (a sample count: an empty data set is an error).
+    pub const fn count(max: usize) -> Dim {
+        Dim { min: 1, max }
+    }
+    /// `0..=max`.
+    pub const fn at_most(max: usize) -> Dim {
+        Dim { min: 0, max }
+    }
+    fn describe(&self) -> String {
+        match (self.min, self.max) {
+            (a, b) if a == b => format!("exactly {a}"),
+            (0, b) => format!("at most {b}"),
+            (a, b) => format!("{a} to {b}"),
+        }
     }
 }
 
-/// Reads an IDX image file: u8 pixels with dims `[N, rows, cols]`.
-pub fn read_images(path: impl AsRef<Path>) -> Result<Idx> {
-    read_idx(path, 3)
+/// Reads an IDX file of u8 with one dim per entry of `expect`, each within its [`Dim`]
+/// (checked on the header, before any data is decoded). Gzip is detected by the gzip magic
+/// `1f 8b`, not by the name, so a renamed file still reads; concatenated gzip members
+/// read as one stream, as with `gunzip`. Only regular files are read.
+pub fn read_idx(path: impl AsRef<Path>, expect: &[Dim]) -> Result<Idx> {
+    let path = path.as_ref();
+    let (file, _) = crate::io::open_regular(path)?;
+    let mut file = BufReader::with_capacity(1 << 16, file);
+    let head = file.fill_buf().map_err(|e| Error::io(path, e))?;
+    if head.starts_with(&GZIP_MAGIC) {
+        parse(MultiGzDecoder::new(file), path, expect, true)
+    } else {
+        parse(file, path, expect, false)
+    }
 }
 
-/// Reads an IDX label file (dims `[N]`) and checks every label is below `num_classes`, so
-/// a bad label fails here, naming its offset, rather than as an index error in the loss.
-pub fn read_labels(path: impl AsRef<Path>, num_classes: usize) -> Result<Vec<usize>> {
+/// Reads an IDX image file: u8 pixels with dims `[N, rows, cols]` within `expect`.
+pub fn read_images(path: impl AsRef<Path>, expect: [Dim; 3]) -> Result<Idx> {
+    read_idx(path, &expect)
+}
+
+/// Reads an IDX label file (dims `[N]`, `N` within `count`) and checks every label is below
+/// `num_classes`, so a bad label fails here, naming its offset, rather than as an index
+/// error in the loss.
+pub fn read_labels(path: impl AsRef<Path>, count: Dim, num_classes: usize) -> Result<Vec<usize>> {
     let path = path.as_ref();
-    let idx = read_idx(path, 1)?;
+    let idx = read_idx(path, &[count])?;
     let header = header_len(1);
     idx.data
         .iter()
@@ -75,7 +109,8 @@ fn header_len(rank: usize) -> u64 {
 
 /// Parses the stream: header first, then at most the announced payload plus one byte,
 /// which is enough to tell "trailing bytes" from "exact" without decoding a gzip bomb.
-fn parse(inner: impl Read, path: &Path, rank: usize, gzip: bool) -> Result<Idx> {
+fn parse(inner: impl Read, path: &Path, expect: &[Dim], gzip: bool) -> Result<Idx> {
+    let rank = expect.len();
     let mut r = Counting { inner, count: 0 };
     let header_bytes = |r: &mut Counting<_>, buf: &mut [u8]| match read_full(r, buf) {
         Ok(true) => Ok(()),
@@ -112,6 +147,14 @@ fn parse(inner: impl Read, path: &Path, rank: usize, gzip: bool) -> Result<Idx> 
         })?;
         dims.push(d);
     }
+    // The caller's geometry, before a byte of data is decoded.
+    for (i, (&d, rule)) in dims.iter().zip(expect).enumerate() {
+        if d < rule.min || d > rule.max {
+            let empty = if d == 0 { " (no samples)" } else { "" };
+            let msg = format!("header dims {dims:?}: dim {i} is {d}{empty}, this reader accepts {}", rule.describe());
+            return Err(Error::format(path, 4 + 4 * i as u64, msg));
+        }
+    }
 
     let header = header_len(rank);
     let want = payload as u64;
@@ -136,6 +179,9 @@ fn parse(inner: impl Read, path: &Path, rank: usize, gzip: bool) -> Result<Idx> 
 /// An OS read failure is `Io`; any other error comes from the gzip decoder, so the
 /// contents are bad and it is `Format` at the offset reached.
 fn read_error(path: &Path, offset: u64, e: io::Error, what: &str, gzip: bool) -> Error {
+    if e.kind() == io::ErrorKind::OutOfMemory {
+        return Error::io(path, format!("out of memory at byte {offset} of the {what}"));
+    }
     if e.raw_os_error().is_some() || !gzip {
         return Error::io(path, e);
     }

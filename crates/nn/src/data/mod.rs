@@ -4,7 +4,7 @@
 pub mod idx;
 pub mod loader;
 
-pub use idx::{read_idx, read_images, read_labels, Idx};
+pub use idx::{read_idx, read_images, read_labels, Dim, Idx};
 pub use loader::{Batches, DataLoader};
 
 use crate::error::{Error, Result};
@@ -95,12 +95,14 @@ impl ImageDataset {
     }
 
     /// Reads an IDX image file and label file (raw or gzipped) as one channel images with
-    /// pixels scaled to [0, 1] (kept as bytes, scaled when a sample is read). Fails if the
-    /// counts differ or a label is not below `num_classes`.
-    pub fn from_idx(images: impl AsRef<Path>, labels: impl AsRef<Path>, num_classes: usize) -> Result<Self> {
+    /// pixels scaled to [0, 1] (kept as bytes, scaled when a sample is read). `expect` is
+    /// the geometry accepted (`[N, rows, cols]`; the label count must fit `expect[0]` too),
+    /// checked on the headers before any data is decoded. Fails if the counts differ or a
+    /// label is not below `num_classes`.
+    pub fn from_idx(images: impl AsRef<Path>, labels: impl AsRef<Path>, num_classes: usize, expect: [Dim; 3]) -> Result<Self> {
         let (images, labels) = (images.as_ref(), labels.as_ref());
-        let idx = read_images(images)?;
-        let targets = read_labels(labels, num_classes)?;
+        let idx = read_images(images, expect)?;
+        let targets = read_labels(labels, expect[0], num_classes)?;
         let (n, rows, cols) = (idx.dims[0], idx.dims[1], idx.dims[2]);
         if targets.len() != n {
             let msg = format!("{} labels but {n} images in {}", targets.len(), images.display());
@@ -190,16 +192,26 @@ impl FashionMnist {
     pub const CLASSES: [&'static str; 10] =
         ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
+    /// At most this many training images (the data set's size).
+    pub const MAX_TRAIN: usize = 60_000;
+    /// At most this many test images.
+    pub const MAX_TEST: usize = 10_000;
+    /// Image rows and columns.
+    pub const SIDE: usize = 28;
+
     /// Loads `(train, test)` from the four canonical files in `dir`
     /// (`{train,t10k}-{images-idx3,labels-idx1}-ubyte`, each with or without `.gz`).
+    /// The headers must announce 1 to 60,000 (train) or 10,000 (test) images of 28x28, so
+    /// an empty set, another geometry or a decompression bomb fails here, naming the file.
     pub fn load(dir: impl AsRef<Path>) -> Result<(ImageDataset, ImageDataset)> {
         let dir = dir.as_ref();
-        let split = |prefix: &str| -> Result<ImageDataset> {
+        let split = |prefix: &str, max: usize| -> Result<ImageDataset> {
             let images = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
             let labels = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-            ImageDataset::from_idx(images, labels, Self::CLASSES.len())
+            let side = Dim::exactly(Self::SIDE);
+            ImageDataset::from_idx(images, labels, Self::CLASSES.len(), [Dim::count(max), side, side])
         };
-        Ok((split("train")?, split("t10k")?))
+        Ok((split("train", Self::MAX_TRAIN)?, split("t10k", Self::MAX_TEST)?))
     }
 }
 

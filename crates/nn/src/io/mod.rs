@@ -11,7 +11,14 @@
 //!   1980-01-01 00:00, no extra fields. `.safetensors`: the crate's order (by dtype, then
 //!   name) and no metadata.
 //! - **Atomic replace** (`atomic.rs`): a temporary file in the target's folder, fsynced, then
-//!   renamed; removed on failure.
+//!   renamed; removed on failure. Symlinks are followed to their target; anything at the
+//!   target that is not a regular file is refused; stale temporary files of killed writers
+//!   are removed by the next save.
+//! - **Headers before data.** [`load_checked`] reads every entry's name, dtype and shape
+//!   first and lets the caller refuse the file (or skip entries) before any tensor data is
+//!   read or inflated; [`load_state_dict_file`] uses it, so a file that does not fit the
+//!   model costs the size of its headers. Files to read must be regular files (a FIFO
+//!   would block forever).
 //! - **Hostile input is an error naming the file (and the byte offset where there is one),
 //!   never a panic or a huge allocation.** An `.npz`'s declared sizes are checked against the
 //!   file size and deflate's maximum ratio before anything is inflated, and reads are capped at
@@ -36,6 +43,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 pub use self::safetensors::{load_safetensors, save_safetensors};
+pub(crate) use atomic::open_regular;
 pub use npz::{load_npy, load_npz, save_npy, save_npz};
 
 /// The most entries a file may hold on read: far above any model, low enough that a hostile
@@ -59,25 +67,94 @@ pub fn load(path: &Path) -> Result<Vec<(String, Tensor)>> {
     }
 }
 
+/// What a file's header says about one entry, known before any of its data is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub name: String,
+    /// The dtype the entry loads as (int64 loads as f64, bool and uint8 as f32).
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+/// Like [`load`], but first reads every entry's header and passes them to `select`, which
+/// refuses the file (`Err(message)`; the error names the file) or says which entries to read
+/// (`true`) and which to skip; no tensor data is read or inflated before it has agreed.
+/// Returns the entries read, in file order.
+pub fn load_checked(
+    path: &Path,
+    select: impl FnOnce(&[EntryInfo]) -> std::result::Result<Vec<bool>, String>,
+) -> Result<Vec<(String, Tensor)>> {
+    let select = |infos: &[EntryInfo]| -> Result<Vec<bool>> {
+        let keep = select(infos).map_err(|message| Error::Checkpoint { path: path.to_path_buf(), message })?;
+        match keep.len() == infos.len() {
+            true => Ok(keep),
+            false => Err(Error::Checkpoint { path: path.to_path_buf(), message: "the selector returned the wrong number of flags".into() }),
+        }
+    };
+    match Format::of(path)? {
+        Format::Npz => npz::load_npz_checked(path, select),
+        Format::Safetensors => self::safetensors::load_safetensors_checked(path, select),
+    }
+}
+
+/// At most this many problems are listed in one message (a hostile file may have a million).
+pub(crate) const MAX_PROBLEMS: usize = 10;
+
+/// `problems` joined by "; ", the first [`MAX_PROBLEMS`] of them.
+pub(crate) fn list_problems(problems: &[String]) -> String {
+    let mut s = problems.iter().take(MAX_PROBLEMS).cloned().collect::<Vec<_>>().join("; ");
+    if problems.len() > MAX_PROBLEMS {
+        s.push_str(&format!("; and {} more", problems.len() - MAX_PROBLEMS));
+    }
+    s
+}
+
 /// Saves `module.state_dict()` (PyTorch's keys) in the format `path`'s extension names.
 pub fn save_state_dict(module: &(impl Module + ?Sized), path: &Path) -> Result<()> {
     save(path, &module.state_dict())
 }
 
-/// Loads a file saved by [`save_state_dict`] (or by PyTorch) into `module`, strictly: a
-/// missing, unexpected, mis-shaped or non-finite (NaN, infinite) weight is an error naming
-/// the file and the key.
+/// Loads a file saved by [`save_state_dict`] (or by PyTorch) into `module`, strictly. The
+/// headers are compared with the module first (names and shapes; `_train.*` entries are
+/// skipped unread), so a file that does not fit is refused before any data is read, with
+/// every problem listed and the file named.
 pub fn load_state_dict_file(module: &(impl Module + ?Sized), path: &Path) -> Result<()> {
-    load_state_dict_from(module, path, &load(path)?)
+    let params = module.named_parameters();
+    let shapes: Vec<(String, Vec<usize>)> = params.iter().map(|(n, p)| (n.clone(), p.shape().to_vec())).collect();
+    let entries = load_checked(path, |infos| {
+        let problems = crate::module::state_dict_problems(&shapes, infos.iter().map(|i| (i.name.as_str(), i.shape.as_slice())));
+        match problems.is_empty() {
+            true => Ok(infos.iter().map(|i| !i.name.starts_with("_train.")).collect()),
+            false => Err(format!("load_state_dict: {}", list_problems(&problems))),
+        }
+    })?;
+    load_state_dict_from(module, path, &entries)
 }
 
 /// [`Module::load_state_dict`] of `entries` read from `path`, with the file named in the
 /// error (for callers that read the file for more than the weights, as `lenet --resume`).
+/// A missing, unexpected, mis-shaped or non-finite (NaN, infinite) weight is refused.
 pub fn load_state_dict_from(module: &(impl Module + ?Sized), path: &Path, entries: &[(String, Tensor)]) -> Result<()> {
-    module.load_state_dict(entries).map_err(|e| match e {
-        Error::StateDict(m) => Error::io(path, format!("load_state_dict: {m}")),
-        e => e,
-    })
+    module.load_state_dict(entries).map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// Checks, before a long run starts, that a checkpoint can later be saved at `path`: a known
+/// extension, a regular file or nothing at the target (symlinks followed), an existing folder
+/// in which a file can be created.
+pub fn check_save_path(path: &Path) -> Result<()> {
+    Format::of(path)?;
+    atomic::check_writable(path)
+}
+
+/// [`check_save_path`] for any file written with [`write_atomic`] (no extension check).
+pub fn check_writable(path: &Path) -> Result<()> {
+    atomic::check_writable(path)
+}
+
+/// Replaces `path` with `bytes` atomically, with the checkpoints' guarantees (a unique
+/// temporary file removed on failure, symlinks followed, only a regular file replaced).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic::atomic_write(path, |w| std::io::Write::write_all(w, bytes))
 }
 
 enum Format {

@@ -8,12 +8,12 @@
 //! arrays are transposed into C order, so every value lands at the index numpy gives it.
 
 use super::atomic::atomic_write;
-use super::{check_count, check_names, Data, Values};
+use super::{check_count, check_names, open_regular, Data, EntryInfo, Values};
 use crate::error::{Error, Result};
-use autograd::Tensor;
-use npyz::{DType as NpyDType, NpyFile, Order, TypeChar, TypeStr, WriteOptions, WriterBuilder};
+use autograd::error::fmt_shape;
+use autograd::{DType, Tensor};
+use npyz::{DType as NpyDType, NpyFile, NpyHeader, Order, TypeChar, TypeStr, WriteOptions, WriterBuilder};
 use num_traits::ToPrimitive;
-use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::Path;
 use zip::write::SimpleFileOptions;
@@ -48,8 +48,13 @@ pub fn save_npz(path: &Path, entries: &[(String, Tensor)]) -> Result<()> {
 /// offset of the member's data (or of the problem inside a stored member's npy data); read
 /// failures give `Error::Io`.
 pub fn load_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    load_npz_checked(path, |infos| Ok(vec![true; infos.len()]))
+}
+
+/// [`load_npz`] that reads every member's npy header first (only the first bytes of each
+/// member are inflated) and lets `select` refuse the file or pick members before any data.
+pub(crate) fn load_npz_checked(path: &Path, select: impl FnOnce(&[EntryInfo]) -> Result<Vec<bool>>) -> Result<Vec<(String, Tensor)>> {
+    let (mut file, file_len) = open_regular(path)?;
     let mut magic = Vec::with_capacity(8);
     (&mut file).take(8).read_to_end(&mut magic).map_err(|e| Error::io(path, e))?;
     if magic.starts_with(b"\x93NUMPY") {
@@ -109,8 +114,41 @@ pub fn load_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
         end_before = end;
     }
 
+    // The npy headers: each member's first bytes only, checked against its declared size.
+    let mut infos = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let mut f = zip.by_index(i).map_err(|e| Error::format(path, 0, format!("entry '{key}.npy': {e}")))?;
+        let size = f.size();
+        let at = f.data_start().unwrap_or(f.header_start());
+        let err = |m: String| Error::format(path, at, format!("entry '{key}.npy': {m}"));
+        let mut head = Vec::with_capacity(12);
+        f.by_ref().take(size.min(12)).read_to_end(&mut head).map_err(|e| err(format!("corrupt data: {e}")))?;
+        let (header_at, header_len) = npy_header_len(&head).map_err(|(_, m)| err(m))?;
+        let data_at = (header_at + header_len) as u64;
+        if header_len > MAX_NPY_HEADER || data_at > size {
+            return Err(err(format!("npy header of {header_len} bytes runs past the member's {size} bytes")));
+        }
+        // The first 12 bytes are in; read the rest of the header (or drop data bytes).
+        let rest = (data_at as usize).saturating_sub(head.len()) as u64;
+        head.truncate(data_at as usize);
+        f.by_ref().take(rest).read_to_end(&mut head).map_err(|e| err(format!("corrupt data: {e}")))?;
+        let (dtype, shape, item) = npy_header_info(&head).map_err(|(_, m)| err(m))?;
+        let numel = shape.iter().product::<usize>(); // bounded by npy_header_info
+        if (numel as u64).checked_mul(item as u64) != Some(size - data_at) {
+            let msg = format!(
+                "shape {} needs {} bytes of data but the member declares {}",
+                fmt_shape(&shape),
+                numel as u128 * item as u128,
+                size - data_at
+            );
+            return Err(err(msg));
+        }
+        infos.push(EntryInfo { name: key.clone(), dtype, shape });
+    }
+    let keep = select(&infos)?;
+
     let mut out = Vec::with_capacity(keys.len());
-    for (i, key) in keys.into_iter().enumerate() {
+    for (i, key) in keys.into_iter().enumerate().filter(|&(i, _)| keep[i]) {
         let mut f = zip.by_index(i).map_err(|e| Error::format(path, 0, format!("entry '{key}.npy': {e}")))?;
         let (size, stored) = (f.size(), f.compression() == CompressionMethod::Stored);
         let at = f.data_start().unwrap_or(f.header_start());
@@ -131,6 +169,32 @@ pub fn load_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
+/// The longest npy header read (numpy writes a few hundred bytes; the format allows 4 GiB).
+const MAX_NPY_HEADER: usize = 1 << 20;
+
+/// The dtype an npy header's array loads as, its shape and its item size (header checked
+/// like [`parse_npy`] does, before `npyz` multiplies the shape out).
+fn npy_header_info(b: &[u8]) -> std::result::Result<(DType, Vec<usize>, usize), (usize, String)> {
+    let (header_at, data_at) = npy_preamble(b)?;
+    check_header(&b[header_at..data_at]).map_err(|m| (header_at, m))?;
+    let header = NpyHeader::from_reader(b).map_err(|e| (header_at, format!("npy header: {e}")))?;
+    let ty = match header.dtype() {
+        NpyDType::Plain(ty) => ty,
+        d => return Err((header_at, format!("unsupported dtype '{}' (not a plain number type)", d.descr()))),
+    };
+    let (dtype, item) = supported(&ty).map_err(|m| (header_at, m))?;
+    Ok((dtype, header.shape().iter().map(|&d| d as usize).collect(), item))
+}
+
+/// The dtype a supported npy type loads as, and its item size.
+fn supported(ty: &TypeStr) -> std::result::Result<(DType, usize), String> {
+    match (ty.type_char(), ty.size_field()) {
+        (TypeChar::Float, 4) | (TypeChar::Bool | TypeChar::Uint, 1) => Ok((DType::F32, ty.size_field() as usize)),
+        (TypeChar::Float, 8) | (TypeChar::Int, 8) => Ok((DType::F64, 8)),
+        _ => Err(format!("unsupported dtype '{ty}' (read: '<f4', '<f8', '<i8', '|b1', '|u1')")),
+    }
+}
+
 /// Deflate cannot expand data by more than about 1032:1; a member claiming more is corrupt.
 const MAX_DEFLATE_RATIO: u64 = 1032;
 
@@ -143,7 +207,9 @@ pub fn save_npy(path: &Path, tensor: &Tensor) -> Result<()> {
 /// Loads a `.npy` file (any of the dtypes and orders [`load_npz`] accepts).
 pub fn load_npy(path: &Path) -> Result<Tensor> {
     // The whole file: its real size bounds the allocation.
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (mut file, len) = open_regular(path)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     parse_npy(&bytes).map_err(|(at, m)| Error::format(path, at as u64, m))
 }
 
@@ -180,10 +246,7 @@ fn parse_npy(b: &[u8]) -> std::result::Result<Tensor, (usize, String)> {
         NpyDType::Plain(ty) => ty,
         d => return Err((header_at, format!("unsupported dtype '{}' (not a plain number type)", d.descr()))),
     };
-    let item = match (ty.type_char(), ty.size_field()) {
-        (TypeChar::Float, 4 | 8) | (TypeChar::Int, 8) | (TypeChar::Bool | TypeChar::Uint, 1) => ty.size_field() as usize,
-        _ => return Err((header_at, format!("unsupported dtype '{ty}' (read: '<f4', '<f8', '<i8', '|b1', '|u1')"))),
-    };
+    let (_, item) = supported(&ty).map_err(|m| (header_at, m))?;
     // check_header bounded the element count; the data must be exactly that many items.
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let numel = npy.len() as usize;
@@ -191,7 +254,7 @@ fn parse_npy(b: &[u8]) -> std::result::Result<Tensor, (usize, String)> {
     if numel.checked_mul(item) != Some(have) {
         return Err((
             data_at,
-            format!("shape {shape:?} of '{ty}' needs {} bytes of data but there are {have}", numel as u128 * item as u128),
+            format!("shape {} of '{ty}' needs {} bytes of data but there are {have}", fmt_shape(&shape), numel as u128 * item as u128),
         ));
     }
     let fortran = npy.order() == Order::Fortran;
@@ -209,6 +272,17 @@ fn parse_npy(b: &[u8]) -> std::result::Result<Tensor, (usize, String)> {
 
 /// The magic, version and header length; returns where the header text and the data start.
 fn npy_preamble(b: &[u8]) -> std::result::Result<(usize, usize), (usize, String)> {
+    let (header_at, header_len) = npy_header_len(b)?;
+    // Checked here, before npyz allocates a buffer of the declared header length.
+    let data_at = header_at
+        .checked_add(header_len)
+        .filter(|&end| end <= b.len())
+        .ok_or_else(|| (8, format!("npy header of {header_len} bytes runs past the array's {} bytes", b.len())))?;
+    Ok((header_at, data_at))
+}
+
+/// Where the header text starts and its declared length, from the first 10 or 12 bytes.
+fn npy_header_len(b: &[u8]) -> std::result::Result<(usize, usize), (usize, String)> {
     if !b.starts_with(b"\x93NUMPY") {
         return Err((0, "bad npy magic (expected \\x93NUMPY)".into()));
     }
@@ -218,12 +292,7 @@ fn npy_preamble(b: &[u8]) -> std::result::Result<(usize, usize), (usize, String)
         (Some(major), Some(minor)) if b.len() >= 12 => return Err((6, format!("unsupported npy version {major}.{minor}"))),
         _ => return Err((b.len(), "truncated npy preamble".into())),
     };
-    // Checked here, before npyz allocates a buffer of the declared header length.
-    let data_at = header_at
-        .checked_add(header_len)
-        .filter(|&end| end <= b.len())
-        .ok_or_else(|| (8, format!("npy header of {header_len} bytes runs past the array's {} bytes", b.len())))?;
-    Ok((header_at, data_at))
+    Ok((header_at, header_len))
 }
 
 /// Checks that the header's `descr` is a string and that its shape's elements (zero dims
