@@ -58,13 +58,21 @@ proptest! {
     fn element_wise_and_reductions(da in dtype(), db in dtype(), view in any::<bool>()) {
         let (a, b) = (tensor(&[2, 3], da, view), tensor(&[3], db, false));
         let args = (da, db, view);
+        // Arithmetic takes floats and i64 (wrapping; `div` of integers is a float division),
+        // with both operands of one dtype.
         for (op, f) in [
             ("add", Tensor::add as fn(&Tensor, &Tensor) -> Result<Tensor>),
             ("sub", Tensor::sub),
             ("mul", Tensor::mul),
             ("div", Tensor::div),
         ] {
-            float_only(op, &args, &[da, db], || f(&a, &b));
+            let want = da == db && da != DType::Bool;
+            prop_assert_eq!(run(op, &args, || f(&a, &b)), want, "{} on {:?}", op, args);
+        }
+        for (op, f) in [("floor_divide", Tensor::floor_divide as fn(&Tensor, &Tensor) -> Result<Tensor>), ("remainder", Tensor::remainder)] {
+            // The values include zeros: an i64 pair may still fail, by division by zero.
+            let ok = run(op, &args, || f(&a, &b));
+            prop_assert!(!ok || (da == DType::I64 && db == DType::I64), "{} on {:?}", op, args);
         }
         float_only("mse", &args, &[da, db], || ops::mse(&a, &tensor(&[2, 3], db, false)));
         // Comparisons and selection take every dtype, as long as the operands agree.

@@ -226,7 +226,12 @@ impl Tensor {
         }))
     }
 
+    /// `self / rhs`. Two i64 tensors divide as floats (f32), as PyTorch's true division
+    /// does; `floor_divide` keeps integers.
     pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
+        if self.dtype() == crate::DType::I64 && rhs.dtype() == crate::DType::I64 {
+            return self.to_dtype(crate::DType::F32).div(&rhs.to_dtype(crate::DType::F32));
+        }
         let out = binary_kernel::<DivOp>("div", self, rhs)?;
         Ok(record("div", out, &[self, rhs], |ctx| {
             let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad_output());
@@ -262,6 +267,8 @@ pub(crate) fn broadcast_layout(x: &Layout, out: &[usize]) -> Layout {
 /// its own tight loop.
 pub(crate) trait BinaryFn: Send + Sync {
     fn apply<T: Element>(a: T, b: T) -> T;
+    /// The same function on i64 (wrapping), for the ops integers support.
+    const INT: Option<fn(i64, i64) -> i64> = None;
 }
 macro_rules! binary_fn {
     ($name:ident, $a:ident, $b:ident, $e:expr) => {
@@ -273,10 +280,20 @@ macro_rules! binary_fn {
             }
         }
     };
+    ($name:ident, $a:ident, $b:ident, $e:expr, $int:expr) => {
+        pub(crate) struct $name;
+        impl BinaryFn for $name {
+            #[inline(always)]
+            fn apply<T: Element>($a: T, $b: T) -> T {
+                $e
+            }
+            const INT: Option<fn(i64, i64) -> i64> = Some($int);
+        }
+    };
 }
-binary_fn!(AddOp, a, b, a + b);
-binary_fn!(SubOp, a, b, a - b);
-binary_fn!(MulOp, a, b, a * b);
+binary_fn!(AddOp, a, b, a + b, i64::wrapping_add);
+binary_fn!(SubOp, a, b, a - b, i64::wrapping_sub);
+binary_fn!(MulOp, a, b, a * b, i64::wrapping_mul);
 binary_fn!(DivOp, a, b, a / b);
 // Fused first-order rules: (gradient, saved value) -> input gradient.
 binary_fn!(SigmoidGradOp, g, y, Activation::Sigmoid.grad_from_output(g, y));
@@ -287,6 +304,9 @@ binary_fn!(ReluGradOp, g, x, Activation::Relu.grad_from_output(g, x));
 pub(crate) fn binary_kernel<F: BinaryFn>(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
+    }
+    if let (crate::DType::I64, Some(f)) = (a.dtype(), F::INT) {
+        return crate::integer::broadcast_i64(op, a, b, |x, y| Some(f(x, y)));
     }
     let shape = broadcast_shapes(op, a.shape(), b.shape())?;
     let storage = crate::dispatch!(op, a.storage(), |_s: T| T::into_storage(binary_typed::<T>(a, b, &shape, F::apply::<T>)));

@@ -119,9 +119,10 @@ fn integer_and_bool_tensors_never_require_grad() {
 #[test]
 fn float_ops_refuse_integers_by_name_and_maths_promotes() {
     let a = i64s(&[1, 2], &[2]);
-    let err = a.add(&a).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedDType { op: "add", dtype: DType::I64 }), "{err}");
-    assert_eq!(err.to_string(), "add: not implemented for dtype i64");
+    let b = bools(&[true, false], &[2]);
+    let err = b.add(&b).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedDType { op: "add", dtype: DType::Bool }), "{err}");
+    assert_eq!(err.to_string(), "add: not implemented for dtype bool");
     assert!(a.sum_dims(&[0], false).unwrap_err().to_string().starts_with("sum_dims: "));
     assert!(bools(&[true], &[1]).argmax(0).unwrap_err().to_string().starts_with("argmax: "));
     // Float maths promotes to f32, as torch.exp(torch.tensor([1])) does.
@@ -213,4 +214,27 @@ fn where_is_differentiable_twice() {
     };
     assert_gradcheck(f, &[a.clone(), b.clone()]);
     assert_gradgradcheck(f, &[a, b]);
+}
+
+#[test]
+fn integer_arithmetic_wraps_and_divides_as_pytorch() {
+    let a = i64s(&[i64::MAX, -7, 7, 1 << 60], &[4]);
+    let b = i64s(&[1, 2, -2, 3], &[4]);
+    assert_eq!(a.add(&b).unwrap().to_vec::<i64>(), [i64::MIN, -5, 5, (1 << 60) + 3]);
+    assert_eq!(a.sub(&b).unwrap().to_vec::<i64>(), [i64::MAX - 1, -9, 9, (1 << 60) - 3]);
+    assert_eq!(a.mul(&b).unwrap().to_vec::<i64>(), [i64::MAX, -14, -14, (3i64 << 60)]);
+    // Python's // and %: toward negative infinity, the remainder takes the divisor's sign.
+    assert_eq!(a.floor_divide(&b).unwrap().to_vec::<i64>(), [i64::MAX, -4, -4, (1 << 60) / 3]);
+    assert_eq!(a.remainder(&b).unwrap().to_vec::<i64>(), [0, 1, -1, (1 << 60) % 3]);
+    // Broadcasting, and true division promoting to f32.
+    let col = i64s(&[10, 20], &[2, 1]);
+    assert_eq!(col.floor_divide(&i64s(&[3, -3], &[2])).unwrap().to_vec::<i64>(), [3, -4, 6, -7]);
+    let q = i64s(&[7], &[1]).div(&i64s(&[2], &[1])).unwrap();
+    assert_eq!((q.dtype(), q.to_vec::<f32>()), (DType::F32, vec![3.5]));
+    // Division by zero is an error naming the op; mixed dtypes too.
+    let zero = i64s(&[0], &[1]);
+    assert_eq!(a.floor_divide(&zero).unwrap_err().to_string(), "floor_divide: integer division by zero");
+    assert!(a.remainder(&zero).unwrap_err().to_string().starts_with("remainder: "));
+    assert!(matches!(a.add(&a.to_dtype(DType::F32)), Err(Error::DTypeMismatch { op: "add", .. })));
+    assert!(a.to_dtype(DType::F32).floor_divide(&a).unwrap_err().to_string().starts_with("floor_divide: "));
 }
