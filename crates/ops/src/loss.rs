@@ -2,10 +2,52 @@
 
 use autograd::{Error, Result, Tensor};
 
-/// Mean softmax cross-entropy of `logits [N, C]` against integer class labels.
-/// Computed as `-mean(log_softmax(logits)[i, labels[i]])`, which is stable for any logits.
-pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
+/// Class labels for [`cross_entropy`]: an i64 tensor `[N]` as PyTorch takes them, or a
+/// slice of `usize` as a convenience.
+pub trait Targets {
+    /// The labels as indices; an error naming `cross_entropy` when they are not `[N]` i64
+    /// values that fit an index.
+    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>>;
+}
+
+impl Targets for &[usize] {
+    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>> {
+        Ok(std::borrow::Cow::Borrowed(self))
+    }
+}
+impl Targets for &Vec<usize> {
+    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>> {
+        Ok(std::borrow::Cow::Borrowed(self.as_slice()))
+    }
+}
+impl<const N: usize> Targets for &[usize; N] {
+    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>> {
+        Ok(std::borrow::Cow::Borrowed(self.as_slice()))
+    }
+}
+impl Targets for &Tensor {
+    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>> {
+        if self.dtype() != autograd::DType::I64 || self.rank() != 1 {
+            return Err(Error::invalid(
+                "cross_entropy",
+                format!("targets must be an i64 tensor [N], got {} {:?}", self.dtype(), self.shape()),
+            ));
+        }
+        let v = self.contiguous_data::<i64>()?;
+        v.iter()
+            .map(|&l| usize::try_from(l).map_err(|_| Error::invalid("cross_entropy", format!("label {l} out of range"))))
+            .collect::<Result<Vec<usize>>>()
+            .map(std::borrow::Cow::Owned)
+    }
+}
+
+/// Mean softmax cross-entropy of `logits [N, C]` against class labels (an i64 tensor `[N]`,
+/// or a `usize` slice). Computed as `-mean(log_softmax(logits)[i, labels[i]])`, which is
+/// stable for any logits.
+pub fn cross_entropy(logits: &Tensor, labels: impl Targets) -> Result<Tensor> {
     logits.check_float("cross_entropy")?;
+    let labels = labels.labels()?;
+    let labels: &[usize] = &labels;
     if logits.rank() != 2 {
         return Err(Error::invalid("cross_entropy", format!("expects logits [N, C], got {:?}", logits.shape())));
     }

@@ -51,3 +51,21 @@ proptest! {
         assert_gradgradcheck(|v| ops::mse(&v[0], &v[1]), &[logits, target]);
     }
 }
+
+#[test]
+fn targets_as_an_i64_tensor_as_pytorch_takes_them() {
+    let logits = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 1.0, 0.0, -1.0], &[2, 3]).unwrap();
+    let from_slice = ops::cross_entropy(&logits, &[2, 0]).unwrap().item().unwrap();
+    let targets = Tensor::from_vec(vec![2i64, 0], &[2]).unwrap();
+    assert_eq!(ops::cross_entropy(&logits, &targets).unwrap().item().unwrap(), from_slice);
+    // A negative label, a float tensor or a wrong rank is an error naming the op.
+    for bad in [
+        Tensor::from_vec(vec![-1i64, 0], &[2]).unwrap(),
+        Tensor::from_vec(vec![2.0f32, 0.0], &[2]).unwrap(),
+        Tensor::from_vec(vec![2i64, 0], &[2, 1]).unwrap(),
+        Tensor::from_vec(vec![3i64, 0], &[2]).unwrap(),
+    ] {
+        let e = ops::cross_entropy(&logits, &bad).unwrap_err().to_string();
+        assert!(e.starts_with("cross_entropy: "), "{e}");
+    }
+}
