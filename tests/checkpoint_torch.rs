@@ -78,26 +78,48 @@ fn our_safetensors_give_the_logits_pytorch_computed_from_them() {
     assert!(diff < 1e-4, "logits differ from PyTorch's by {diff}");
 }
 
-/// A PyTorch BatchNorm2d state_dict holds an int64 `num_batches_tracked` (2 here): it loads, as
-/// an exact f64, from safetensors.torch.save_file's file and from numpy.savez's alike.
+fn by_name(path: &Path) -> Vec<(String, Tensor)> {
+    let mut v = load(path).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Same names, dtypes, shapes and values.
+fn assert_same(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
+    assert_eq!(a.len(), b.len());
+    for ((k, x), (l, y)) in a.iter().zip(b) {
+        assert_eq!((k, x.dtype(), x.shape()), (l, y.dtype(), y.shape()));
+        assert_eq!(x.to_vec::<f64>(), y.to_vec::<f64>(), "{k}");
+    }
+}
+
+/// A PyTorch BatchNorm2d state_dict holds an int64 `num_batches_tracked` (2 here): it loads as
+/// an i64 tensor from safetensors.torch.save_file's file and from numpy.savez's alike. Our
+/// re-saves of it, `rust_batchnorm.{safetensors,npz}` (UPDATE_TORCH_FIXTURES=1 rewrites them),
+/// keep every dtype: `make_safetensors.py --check` loaded them in PyTorch and found
+/// `num_batches_tracked` int64 and every value PyTorch saved.
 #[test]
-fn pytorch_batchnorm_state_dicts_load_with_their_int64_counter() {
-    let by_name = |file: &str| {
-        let mut v = load(&fixture(file)).unwrap();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
-    let (st, npz) = (by_name("torch_batchnorm.safetensors"), by_name("torch_batchnorm.npz"));
+fn pytorch_batchnorm_state_dicts_keep_their_int64_counter() {
+    let (st, npz) = (by_name(&fixture("torch_batchnorm.safetensors")), by_name(&fixture("torch_batchnorm.npz")));
     let names: Vec<&str> = st.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, ["bias", "num_batches_tracked", "running_mean", "running_var", "weight"]);
     let counter = &st[1].1;
-    assert_eq!((counter.dtype(), counter.shape(), counter.to_vec::<f64>()), (DType::F64, &[] as &[usize], vec![2.0]));
-    for ((k, a), (_, b)) in st.iter().zip(&npz) {
-        assert_eq!((a.dtype(), a.shape()), (b.dtype(), b.shape()), "{k}");
-        assert_eq!(a.max_abs_diff(b).unwrap(), 0.0, "{k}");
-    }
+    assert_eq!((counter.dtype(), counter.shape(), counter.to_vec::<i64>()), (DType::I64, &[] as &[usize], vec![2]));
+    assert!(st.iter().filter(|(k, _)| k != "num_batches_tracked").all(|(_, t)| t.dtype() == DType::F32));
+    assert_same(&st, &npz);
     assert_eq!(st[3].1.shape(), &[3]);
     assert!(st[3].1.to_vec::<f32>().iter().all(|&v| v != 1.0), "running_var was updated by two batches");
+
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["rust_batchnorm.safetensors", "rust_batchnorm.npz"] {
+        let path = dir.path().join(name);
+        save(&path, &st).unwrap();
+        if std::env::var_os("UPDATE_TORCH_FIXTURES").is_some() {
+            std::fs::copy(&path, fixture(name)).unwrap();
+        }
+        assert!(std::fs::read(&path).unwrap() == std::fs::read(fixture(name)).unwrap(), "{name}: not the bytes PyTorch checked");
+        assert_same(&by_name(&path), &st);
+    }
 }
 
 #[test]

@@ -221,27 +221,124 @@ fn format_error(r: nn::Result<impl std::fmt::Debug>) -> (u64, String) {
     }
 }
 
-/// int64, bool and uint8 arrays made by numpy (make_fixtures.py): int64 as exact f64, bool and
-/// uint8 as f32, through both `load_npz` and `load`.
+fn i64s(t: &Tensor) -> Vec<i64> {
+    assert_eq!(t.dtype(), DType::I64);
+    t.to_vec::<i64>()
+}
+
+fn bools(t: &Tensor) -> Vec<bool> {
+    assert_eq!(t.dtype(), DType::Bool);
+    t.to_vec::<bool>()
+}
+
+/// int64, bool and uint8 arrays made by numpy (make_fixtures.py): int64 and bool as
+/// themselves, uint8 as i64, through both `load_npz` and `load`.
 #[test]
 fn reads_numpy_int64_bool_uint8() {
     for got in [load_npz(&fixture("int_bool.npz")).unwrap(), load(&fixture("int_bool.npz")).unwrap()] {
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["bn.num_batches_tracked", "ints", "mask", "pixels"]);
-        assert_eq!((got[0].1.shape(), f64s(&got[0].1)), (&[] as &[usize], vec![7.0]));
-        let exact = (1u64 << 53) as f64;
-        assert_eq!((got[1].1.shape(), f64s(&got[1].1)), (&[4usize] as &[usize], vec![-exact, -1.0, 0.0, exact]));
-        assert_eq!((got[2].1.shape(), f32s(&got[2].1)), (&[2usize, 2] as &[usize], vec![1.0, 0.0, 0.0, 1.0]));
-        assert_eq!((got[3].1.shape(), f32s(&got[3].1)), (&[3usize] as &[usize], vec![0.0, 128.0, 255.0]));
+        assert_eq!((got[0].1.shape(), i64s(&got[0].1)), (&[] as &[usize], vec![7]));
+        assert_eq!((got[1].1.shape(), i64s(&got[1].1)), (&[4usize] as &[usize], vec![-(1 << 53), -1, 0, 1 << 53]));
+        assert_eq!((got[2].1.shape(), bools(&got[2].1)), (&[2usize, 2] as &[usize], vec![true, false, false, true]));
+        assert_eq!((got[3].1.shape(), i64s(&got[3].1)), (&[3usize] as &[usize], vec![0, 128, 255]));
     }
+    // The header-first check reports the dtypes the entries load as.
+    let mut dtypes = Vec::new();
+    nn::load_checked(&fixture("int_bool.npz"), |infos| {
+        dtypes = infos.iter().map(|i| i.dtype).collect();
+        Ok(vec![false; infos.len()])
+    })
+    .unwrap();
+    assert_eq!(dtypes, [DType::I64, DType::I64, DType::Bool, DType::I64]);
 }
 
-/// An int64 beyond 2^53 would not be exact in f64: an error naming the value and the entry.
+/// An int64 beyond 2^53 (which f64 could not hold) loads exactly.
 #[test]
-fn inexact_int64_is_a_clear_error() {
-    let (offset, msg) = format_error(load_npz(&fixture("int64_inexact.npz")));
-    assert!(msg.contains("entry 'i.npy'") && msg.contains("9007199254740993 at index 1") && msg.contains("2^53"), "{msg}");
-    assert!(offset > 0, "{offset}");
+fn int64_beyond_2_pow_53_loads_exactly() {
+    let got = load_npz(&fixture("int64_inexact.npz")).unwrap();
+    assert_eq!(got[0].0, "i");
+    assert_eq!(i64s(&got[0].1), vec![0, (1 << 53) + 1]);
+}
+
+/// i64 (with the extremes and values f64 cannot hold) and bool, in every rank we test floats
+/// with, beside floats.
+fn int_bool_entries() -> Vec<(String, Tensor)> {
+    let ints = [i64::MIN, i64::MAX, (1 << 53) + 1, -(1 << 53) - 1, 0, -1, 7];
+    let shapes: [&[usize]; 5] = [&[], &[3], &[2, 3], &[0], &[2, 0, 3]];
+    let mut out = Vec::new();
+    for (i, shape) in shapes.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        out.push((format!("int{i}"), Tensor::from_vec((0..n).map(|k| ints[(k + i) % ints.len()]).collect::<Vec<_>>(), shape).unwrap()));
+        out.push((format!("mask{i}"), Tensor::from_vec((0..n).map(|k| (k + i) % 3 == 0).collect::<Vec<_>>(), shape).unwrap()));
+    }
+    out.push(("float".into(), Tensor::scalar(0.5)));
+    out
+}
+
+#[test]
+fn i64_and_bool_round_trip_with_their_dtypes_and_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = int_bool_entries();
+    for name in ["a.npz", "a.safetensors"] {
+        let (a, b) = (dir.path().join(name), dir.path().join(format!("b{name}")));
+        save(&a, &entries).unwrap();
+        assert_same(&sorted(load(&a).unwrap()), &sorted(entries.clone()));
+        save(&b, &entries).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "{name}");
+    }
+    // A strided view saves in logical order.
+    let t = Tensor::from_vec(vec![i64::MIN, 1, 2, i64::MAX], &[2, 2]).unwrap().transpose(0, 1).unwrap();
+    for (name, t) in [("i.npy", t), ("b.npy", Tensor::from_vec(vec![true, false, false], &[3]).unwrap())] {
+        let path = dir.path().join(name);
+        save_npy(&path, &t).unwrap();
+        assert_same(&[(name.into(), load_npy(&path).unwrap())], &[(name.into(), t.clone())]);
+        let bytes = std::fs::read(&path).unwrap();
+        let descr = if t.dtype() == DType::I64 { "'<i8'" } else { "'|b1'" };
+        assert!(std::str::from_utf8(&bytes[10..30]).unwrap().contains(descr), "{name}");
+    }
+    assert_eq!(i64s(&load_npy(&dir.path().join("i.npy")).unwrap()), vec![i64::MIN, 2, 1, i64::MAX]);
+}
+
+/// Parameters are float; a state dict whose weights arrive as i64 loads, cast.
+#[test]
+fn i64_weights_load_into_float_parameters() {
+    let net = nn::Sequential::new().append(nn::Linear::new(2, 1, &mut autograd::rng(1)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ints.safetensors");
+    let entries = vec![
+        ("0.weight".to_string(), Tensor::from_vec(vec![3i64, -4], &[1, 2]).unwrap()),
+        ("0.bias".to_string(), Tensor::from_vec(vec![5i64], &[1]).unwrap()),
+    ];
+    save(&path, &entries).unwrap();
+    nn::load_state_dict_file(&net, &path).unwrap();
+    let sd = net.state_dict();
+    assert_eq!((f32s(&sd[0].1), f32s(&sd[1].1)), (vec![3.0, -4.0], vec![5.0]));
+}
+
+/// A bool byte other than 0 or 1 is an error at the array's data (numpy writes only 0 and 1).
+#[test]
+fn npy_bool_bytes_must_be_0_or_1() {
+    let m = npy("{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }", &[1, 0, 2]);
+    let data_at = m.len() - 3;
+    let got = load_bytes(&zip_stored(&[("v.npy", npy("{'descr': '|b1', 'fortran_order': False, 'shape': (2,), }", &[1, 0]))])).unwrap();
+    assert_eq!(bools(&got[0].1), vec![true, false]);
+    let (offset, msg) = format_error(load_bytes(&zip_stored(&[("v.npy", m.clone())])));
+    assert!(msg.contains("entry 'v.npy'") && msg.contains("invalid value for bool: 2"), "{msg}");
+    assert_eq!(offset, (30 + "v.npy".len() + data_at) as u64, "the member's data");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("v.npy"), &m).unwrap();
+    assert_eq!(format_error(load_npy(&dir.path().join("v.npy"))).0, data_at as u64);
+}
+
+/// A big-endian int64 `.npy` (numpy gives '>i8' on request) loads as the same i64 values.
+#[test]
+fn big_endian_int64_npy() {
+    let data: Vec<u8> = [i64::MIN, 1].iter().flat_map(|x| x.to_be_bytes()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("be.npy");
+    std::fs::write(&path, npy("{'descr': '>i8', 'fortran_order': False, 'shape': (2,), }", &data)).unwrap();
+    assert_eq!(i64s(&load_npy(&path).unwrap()), vec![i64::MIN, 1]);
 }
 
 // ----- safetensors and the format by extension -----------------------------------------
@@ -329,17 +426,29 @@ fn safetensors_int64_bool_uint8() {
     let header = r#"{"n":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},"b":{"dtype":"BOOL","shape":[1,2],"data_offsets":[16,18]},"u":{"dtype":"U8","shape":[2],"data_offsets":[18,20]}}"#;
     let got = load_safetensors_bytes(&safetensors_bytes(header, &data)).unwrap();
     assert_eq!(got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["n", "b", "u"], "file order");
-    assert_eq!(f64s(&got[0].1), vec![7.0, -9007199254740992.0]);
-    assert_eq!((got[1].1.shape(), f32s(&got[1].1)), (&[1usize, 2] as &[usize], vec![1.0, 0.0]));
-    assert_eq!(f32s(&got[2].1), vec![0.0, 255.0]);
+    assert_eq!(i64s(&got[0].1), vec![7, -(1 << 53)]);
+    assert_eq!((got[1].1.shape(), bools(&got[1].1)), (&[1usize, 2] as &[usize], vec![true, false]));
+    assert_eq!(i64s(&got[2].1), vec![0, 255]);
+    let infos = std::cell::RefCell::new(Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.safetensors");
+    std::fs::write(&path, safetensors_bytes(header, &data)).unwrap();
+    nn::load_checked(&path, |i| {
+        infos.replace(i.iter().map(|i| (i.name.clone(), i.dtype)).collect());
+        Ok(vec![false; i.len()])
+    })
+    .unwrap();
+    assert_eq!(
+        infos.take(),
+        [("n".to_string(), DType::I64), ("b".to_string(), DType::Bool), ("u".to_string(), DType::I64)],
+        "the header's dtypes"
+    );
 
-    // Beyond 2^53, a bool byte that is not 0 or 1, an unsupported dtype: errors at the data.
-    let header = r#"{"n":{"dtype":"I64","shape":[],"data_offsets":[0,8]}}"#;
-    let (offset, msg) = format_error(load_safetensors_bytes(&safetensors_bytes(header, &((1i64 << 53) + 1).to_le_bytes())));
-    assert!(msg.contains("tensor 'n'") && msg.contains("9007199254740993") && msg.contains("2^53"), "{msg}");
-    assert_eq!(offset, 8 + header.len() as u64, "the tensor's data");
+    // A bool byte that is not 0 or 1, an unsupported dtype: errors at the tensor's data.
     let bad_bool = safetensors_bytes(r#"{"b":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1]}}"#, &[2]);
-    assert!(format_error(load_safetensors_bytes(&bad_bool)).1.contains("invalid bool byte 2"));
+    let (offset, msg) = format_error(load_safetensors_bytes(&bad_bool));
+    assert!(msg.contains("tensor 'b'") && msg.contains("invalid bool byte 2"), "{msg}");
+    assert_eq!(offset, bad_bool.len() as u64 - 1, "the tensor's data");
     let half = safetensors_bytes(r#"{"h":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}"#, &[0, 60]);
     assert!(format_error(load_safetensors_bytes(&half)).1.contains("unsupported dtype F16"));
 }

@@ -26,10 +26,11 @@
 //!   at most [`MAX_ENTRIES`] entries, with unique names (the zip crate's index and the
 //!   safetensors header's map find duplicates in linear time).
 //!
-//! Dtypes read: float32 and float64 (`<f4`, `<f8`, and big-endian in `.npy`), and, because the
-//! tensor type has only f32 and f64 so far, int64 as f64 (an error beyond 2^53 in magnitude,
-//! where f64 would not be exact: PyTorch BatchNorm's `num_batches_tracked` is int64) and bool
-//! and uint8 as f32 (0/1 and 0-255). Written: f32 as `<f4`/`F32`, f64 as `<f8`/`F64`.
+//! Dtypes keep what they are: float32 (`<f4`, `F32`), float64 (`<f8`, `F64`), int64 (`<i8`,
+//! `I64`: PyTorch BatchNorm's `num_batches_tracked`, exact over its whole range) and bool
+//! (`|b1`, `BOOL`) are read and written as f32, f64, i64 and bool tensors; `.npy` also reads
+//! their big-endian forms. uint8 (`|u1`, `U8`) is read as i64, since the tensor type has no
+//! u8 (it is written back as int64). A bool byte other than 0 or 1 is an error.
 
 mod atomic;
 pub mod npz;
@@ -71,7 +72,7 @@ pub fn load(path: &Path) -> Result<Vec<(String, Tensor)>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryInfo {
     pub name: String,
-    /// The dtype the entry loads as (int64 loads as f64, bool and uint8 as f32).
+    /// The dtype the entry loads as: the file's own, except uint8, which loads as i64.
     pub dtype: DType,
     pub shape: Vec<usize>,
 }
@@ -192,6 +193,8 @@ fn check_names(path: &Path, what: &str, entries: &[(String, Tensor)]) -> Result<
 enum Data<'a> {
     F32(Cow<'a, [f32]>),
     F64(Cow<'a, [f64]>),
+    I64(Cow<'a, [i64]>),
+    Bool(Cow<'a, [bool]>),
 }
 
 impl<'a> Data<'a> {
@@ -199,7 +202,8 @@ impl<'a> Data<'a> {
         Ok(match t.dtype() {
             DType::F32 => Data::F32(t.contiguous_data::<f32>()?),
             DType::F64 => Data::F64(t.contiguous_data::<f64>()?),
-            dtype => return Err(autograd::Error::UnsupportedDType { op: "save", dtype }.into()),
+            DType::I64 => Data::I64(t.contiguous_data::<i64>()?),
+            DType::Bool => Data::Bool(t.contiguous_data::<bool>()?),
         })
     }
 }
@@ -213,23 +217,15 @@ enum Values {
     U8(Vec<u8>),
 }
 
-/// The largest magnitude up to which every integer is exact in f64.
-const F64_EXACT_INT: u64 = 1 << 53;
-
 impl Values {
-    /// The tensor of `shape` (row-major), with the conversions the module doc lists.
+    /// The tensor of `shape` (row-major) in the values' own dtype; uint8 widens to i64.
     fn into_tensor(self, shape: &[usize]) -> std::result::Result<Tensor, String> {
         let t = match self {
             Values::F32(v) => Tensor::from_vec(v, shape),
             Values::F64(v) => Tensor::from_vec(v, shape),
-            Values::I64(v) => {
-                if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| x.unsigned_abs() > F64_EXACT_INT) {
-                    return Err(format!("int64 value {x} at index {i} is beyond 2^53, so float64 cannot hold it exactly"));
-                }
-                Tensor::from_vec(v.into_iter().map(|x| x as f64).collect::<Vec<_>>(), shape)
-            }
-            Values::Bool(v) => Tensor::from_vec(v.into_iter().map(|x| if x { 1.0f32 } else { 0.0 }).collect::<Vec<_>>(), shape),
-            Values::U8(v) => Tensor::from_vec(v.into_iter().map(f32::from).collect::<Vec<_>>(), shape),
+            Values::I64(v) => Tensor::from_vec(v, shape),
+            Values::Bool(v) => Tensor::from_vec(v, shape),
+            Values::U8(v) => Tensor::from_vec(v.into_iter().map(i64::from).collect::<Vec<_>>(), shape),
         };
         t.map_err(|e| e.to_string())
     }
@@ -254,12 +250,12 @@ mod tests {
     }
 
     #[test]
-    fn int64_converts_exactly_or_not_at_all() {
-        let edge = 1i64 << 53;
-        let t = Values::I64(vec![-edge, 3, edge]).into_tensor(&[3]).unwrap();
-        assert_eq!(t.to_vec::<f64>(), vec![-(edge as f64), 3.0, edge as f64]);
-        for bad in [edge + 1, -edge - 1, i64::MIN] {
-            assert!(Values::I64(vec![0, bad]).into_tensor(&[2]).unwrap_err().contains(&format!("{bad} at index 1")));
-        }
+    fn values_keep_their_dtype_and_uint8_widens_to_i64() {
+        let t = Values::I64(vec![i64::MIN, (1 << 53) + 1, i64::MAX]).into_tensor(&[3]).unwrap();
+        assert_eq!((t.dtype(), t.to_vec::<i64>()), (DType::I64, vec![i64::MIN, (1 << 53) + 1, i64::MAX]));
+        let t = Values::U8(vec![0, 255]).into_tensor(&[2]).unwrap();
+        assert_eq!((t.dtype(), t.to_vec::<i64>()), (DType::I64, vec![0, 255]));
+        let t = Values::Bool(vec![true, false]).into_tensor(&[1, 2]).unwrap();
+        assert_eq!((t.dtype(), t.to_vec::<bool>()), (DType::Bool, vec![true, false]));
     }
 }

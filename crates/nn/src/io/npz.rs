@@ -20,7 +20,8 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
 /// Saves named tensors as an `.npz` archive that `numpy.load` reads: one member `NAME.npy` per
-/// entry, in the order given, f32 as `<f4` and f64 as `<f8`, C order, shape as given.
+/// entry, in the order given, f32 as `<f4`, f64 as `<f8`, i64 as `<i8` and bool as `|b1`,
+/// C order, shape as given.
 ///
 /// The write is atomic: the archive goes to a uniquely named temporary file in the target's
 /// folder, is fsynced, then renamed over `path`, so a crash never leaves a half-written
@@ -189,8 +190,11 @@ fn npy_header_info(b: &[u8]) -> std::result::Result<(DType, Vec<usize>, usize), 
 /// The dtype a supported npy type loads as, and its item size.
 fn supported(ty: &TypeStr) -> std::result::Result<(DType, usize), String> {
     match (ty.type_char(), ty.size_field()) {
-        (TypeChar::Float, 4) | (TypeChar::Bool | TypeChar::Uint, 1) => Ok((DType::F32, ty.size_field() as usize)),
-        (TypeChar::Float, 8) | (TypeChar::Int, 8) => Ok((DType::F64, 8)),
+        (TypeChar::Float, 4) => Ok((DType::F32, 4)),
+        (TypeChar::Float, 8) => Ok((DType::F64, 8)),
+        (TypeChar::Int, 8) => Ok((DType::I64, 8)),
+        (TypeChar::Uint, 1) => Ok((DType::I64, 1)),
+        (TypeChar::Bool, 1) => Ok((DType::Bool, 1)),
         _ => Err(format!("unsupported dtype '{ty}' (read: '<f4', '<f8', '<i8', '|b1', '|u1')")),
     }
 }
@@ -230,6 +234,16 @@ fn write_npy(w: impl Write, shape: &[usize], data: &Data) -> io::Result<()> {
         }
         Data::F64(v) => {
             let mut npy = begin::<f64, _>(&mut w, "<f8", &shape)?;
+            npy.extend(v.iter().copied())?;
+            npy.finish()?;
+        }
+        Data::I64(v) => {
+            let mut npy = begin::<i64, _>(&mut w, "<i8", &shape)?;
+            npy.extend(v.iter().copied())?;
+            npy.finish()?;
+        }
+        Data::Bool(v) => {
+            let mut npy = begin::<bool, _>(&mut w, "|b1", &shape)?;
             npy.extend(v.iter().copied())?;
             npy.finish()?;
         }

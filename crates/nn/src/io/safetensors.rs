@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-/// Saves named tensors as a `.safetensors` file (F32 and F64, no metadata), atomically like
+/// Saves named tensors as a `.safetensors` file (F32, F64, I64, BOOL; no metadata), atomically like
 /// [`save_npz`](super::save_npz). `safetensors.torch.load_file` reads it.
 pub fn save_safetensors(path: &Path, entries: &[(String, Tensor)]) -> Result<()> {
     check_names(path, "save_safetensors", entries)?;
@@ -28,7 +28,7 @@ pub fn save_safetensors(path: &Path, entries: &[(String, Tensor)]) -> Result<()>
 
 /// Loads every tensor of a `.safetensors` file, in the order of their data in the file.
 /// Invalid files give `Error::Format` naming the file (offset 0 for the header, else the
-/// tensor's data); I64 loads as f64 and BOOL and U8 as f32, as the [module doc](super) says.
+/// tensor's data); dtypes are kept, except U8, which loads as i64 ([module doc](super)).
 pub fn load_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     load_safetensors_checked(path, |infos| Ok(vec![true; infos.len()]))
 }
@@ -64,8 +64,10 @@ pub(crate) fn load_safetensors_checked(
     for name in &names {
         let info = metadata.info(name).ok_or_else(|| Error::format(path, 0, format!("tensor '{name}' is listed but has no entry")))?;
         let dtype = match info.dtype {
-            Dtype::F32 | Dtype::U8 | Dtype::BOOL => DType::F32,
-            Dtype::F64 | Dtype::I64 => DType::F64,
+            Dtype::F32 => DType::F32,
+            Dtype::F64 => DType::F64,
+            Dtype::I64 | Dtype::U8 => DType::I64,
+            Dtype::BOOL => DType::Bool,
             d => {
                 let at = data_at + info.data_offsets.0 as u64;
                 return Err(Error::format(path, at, format!("tensor '{name}': unsupported dtype {d:?} (read: F32, F64, I64, BOOL, U8)")));
@@ -120,6 +122,8 @@ impl View for TensorView<'_> {
         match self.data {
             Data::F32(_) => Dtype::F32,
             Data::F64(_) => Dtype::F64,
+            Data::I64(_) => Dtype::I64,
+            Data::Bool(_) => Dtype::BOOL,
         }
     }
 
@@ -131,6 +135,8 @@ impl View for TensorView<'_> {
         Cow::Owned(match &self.data {
             Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Data::Bool(v) => v.iter().map(|&x| u8::from(x)).collect(),
         })
     }
 
@@ -138,6 +144,8 @@ impl View for TensorView<'_> {
         match &self.data {
             Data::F32(v) => v.len() * 4,
             Data::F64(v) => v.len() * 8,
+            Data::I64(v) => v.len() * 8,
+            Data::Bool(v) => v.len(),
         }
     }
 }
