@@ -23,6 +23,7 @@ pub mod elementwise;
 pub mod error;
 pub mod function;
 pub mod gradcheck;
+pub mod index;
 pub mod integer;
 pub mod math;
 pub mod operators;

@@ -238,3 +238,33 @@ fn integer_arithmetic_wraps_and_divides_as_pytorch() {
     assert!(matches!(a.add(&a.to_dtype(DType::F32)), Err(Error::DTypeMismatch { op: "add", .. })));
     assert!(a.to_dtype(DType::F32).floor_divide(&a).unwrap_err().to_string().starts_with("floor_divide: "));
 }
+
+#[test]
+fn index_select_takes_i64_indices_and_is_differentiable_twice() {
+    use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
+    let x = Tensor::from_vec((0..12).map(|v| v as f64).collect::<Vec<_>>(), &[3, 4]).unwrap();
+    let idx = i64s(&[2, 0, 2], &[3]);
+    let rows = x.index_select(0, &idx).unwrap();
+    assert_eq!(rows.shape(), &[3, 4]);
+    assert_eq!(rows.to_vec::<f64>(), [8.0, 9.0, 10.0, 11.0, 0.0, 1.0, 2.0, 3.0, 8.0, 9.0, 10.0, 11.0]);
+    let cols = x.index_select(-1, &i64s(&[3, 1], &[2])).unwrap();
+    assert_eq!(cols.to_vec::<f64>(), [3.0, 1.0, 7.0, 5.0, 11.0, 9.0]);
+    // Repeated indices add up in the gradient.
+    let leaf = x.requires_grad_();
+    leaf.index_select(0, &idx).unwrap().sum().backward().unwrap();
+    assert_eq!(leaf.grad().unwrap().to_vec::<f64>(), [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0]);
+    let f = |v: &[Tensor]| {
+        let s = v[0].index_select(1, &i64s(&[1, 1, 0], &[3]))?;
+        s.mul(&s)
+    };
+    let mut r = autograd::rng(9);
+    let a = Tensor::uniform_dtype(&[2, 3], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+    assert_gradcheck(f, &[a.clone()]);
+    assert_gradgradcheck(f, &[a]);
+    // Bad indices are errors naming the op.
+    for bad in [i64s(&[3], &[1]), i64s(&[-1], &[1]), i64s(&[0], &[1, 1])] {
+        assert!(x.index_select(0, &bad).unwrap_err().to_string().starts_with("index_select: "));
+    }
+    assert!(x.index_select(0, &Tensor::zeros(&[1])).unwrap_err().to_string().starts_with("index_select: "), "a float index");
+    assert!(i64s(&[1, 2], &[2]).index_select(0, &i64s(&[0], &[1])).unwrap_err().to_string().starts_with("index_select: "));
+}
