@@ -246,7 +246,7 @@ fn reductions_give_nan_for_a_slice_holding_nan() {
                         &whole_row,
                     );
                 }
-                assert_eq!(x.argmax(1).unwrap()[1], p, "{}", what("argmax"));
+                assert_eq!(x.argmax(1).unwrap().to_vec::<i64>()[1], p as i64, "{}", what("argmax"));
                 // Down the columns (the vectorised inner loop of sum_axis): column p only.
                 assert_nan_exactly_at(
                     &what("sum over dim 0"),

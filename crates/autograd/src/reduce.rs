@@ -162,33 +162,50 @@ impl Tensor {
         self.sum_dims(&dims, true)?.reshape_to(shape)
     }
 
-    /// Largest element along `dim` and where it is (the first one on ties; NaN wins).
-    /// Indices are flat in the values' row-major order.
-    pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Vec<usize>)> {
+    /// Largest element along `dim` and where it is (the first one on ties; NaN wins), as
+    /// `torch.max(x, dim)`: the values, and their indices as an i64 tensor of the same
+    /// shape. Differentiable in the values.
+    pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
         self.check_float("max")?;
         let d = normalize_dim("max", dim, self.rank())?;
         if self.shape()[d] == 0 {
             return Err(Error::invalid_shape("max", format!("cannot take the max over empty dim {d}"), self.shape()));
         }
-        let idx = self.argmax_impl(d)?;
+        let idx = self.arg_extreme(d, true)?;
         let mut kept = self.shape().to_vec();
         kept[d] = 1;
         let values = self.gather(dim, &idx, &kept)?;
-        let values = if keepdim { values } else { values.squeeze(dim)? };
-        Ok((values, idx))
+        let indices = Tensor::from_vec(idx.iter().map(|&i| i as i64).collect::<Vec<i64>>(), &kept)?;
+        Ok(if keepdim { (values, indices) } else { (values.squeeze(dim)?, indices.squeeze(dim)?) })
     }
 
-    /// Index of the largest element along `dim` (first on ties), in row-major order of
-    /// the remaining dims.
-    pub fn argmax(&self, dim: isize) -> Result<Vec<usize>> {
-        let d = normalize_dim("argmax", dim, self.rank())?;
+    /// Index of the largest element along `dim` (the first on ties; NaN wins), as an i64
+    /// tensor with `dim` removed (`torch.argmax(x, dim)`).
+    pub fn argmax(&self, dim: isize) -> Result<Tensor> {
+        self.arg_index("argmax", dim, true)
+    }
+
+    /// Index of the smallest element along `dim` (the first on ties; NaN wins), as an i64
+    /// tensor with `dim` removed (`torch.argmin(x, dim)`).
+    pub fn argmin(&self, dim: isize) -> Result<Tensor> {
+        self.arg_index("argmin", dim, false)
+    }
+
+    fn arg_index(&self, op: &'static str, dim: isize, largest: bool) -> Result<Tensor> {
+        self.check_float(op)?;
+        let d = normalize_dim(op, dim, self.rank())?;
         if self.shape()[d] == 0 {
-            return Err(Error::invalid_shape("argmax", format!("cannot take the argmax over empty dim {d}"), self.shape()));
+            return Err(Error::invalid_shape(op, format!("cannot take the {op} over empty dim {d}"), self.shape()));
         }
-        self.argmax_impl(d)
+        let idx = self.arg_extreme(d, largest)?;
+        let mut shape = self.shape().to_vec();
+        shape.remove(d);
+        Tensor::from_vec(idx.iter().map(|&i| i as i64).collect::<Vec<i64>>(), &shape)
     }
 
-    fn argmax_impl(&self, d: usize) -> Result<Vec<usize>> {
+    /// Positions of the largest (or smallest) element along `d`, in row-major order of the
+    /// remaining dims; the first wins ties, and a NaN beats any number.
+    fn arg_extreme(&self, d: usize, largest: bool) -> Result<Vec<usize>> {
         let (outer, r, inner) = split3(self.shape(), d);
         Ok(crate::dispatch!("argmax", self.storage(), |_s: T| {
             let x = self.contiguous_data::<T>()?;
@@ -199,7 +216,8 @@ impl Tensor {
                     let mut bi = 0;
                     for k in 1..r {
                         let v = x[(o * r + k) * inner + i];
-                        if v > best || (v.is_nan() && !best.is_nan()) {
+                        let better = if largest { v > best } else { v < best };
+                        if better || (v.is_nan() && !best.is_nan()) {
                             best = v;
                             bi = k;
                         }

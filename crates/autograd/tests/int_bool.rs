@@ -268,3 +268,19 @@ fn index_select_takes_i64_indices_and_is_differentiable_twice() {
     assert!(x.index_select(0, &Tensor::zeros(&[1])).unwrap_err().to_string().starts_with("index_select: "), "a float index");
     assert!(i64s(&[1, 2], &[2]).index_select(0, &i64s(&[0], &[1])).unwrap_err().to_string().starts_with("index_select: "));
 }
+
+#[test]
+fn argmax_argmin_and_max_give_i64_indices() {
+    // torch.argmax / argmin / max(x, 1) of [[1, 5, 5], [nan, 0, 2]]: ties go to the first,
+    // NaN wins both.
+    let x = Tensor::from_vec(vec![1.0f32, 5.0, 5.0, f32::NAN, 0.0, 2.0], &[2, 3]).unwrap();
+    let am = x.argmax(1).unwrap();
+    assert_eq!((am.dtype(), am.shape(), am.to_vec::<i64>()), (DType::I64, &[2][..], vec![1, 0]));
+    assert_eq!(x.argmin(1).unwrap().to_vec::<i64>(), [0, 0]);
+    assert_eq!(x.argmin(0).unwrap().to_vec::<i64>(), [1, 1, 1]);
+    let (values, idx) = x.max_dim(1, true).unwrap();
+    assert_eq!((idx.dtype(), idx.shape(), idx.to_vec::<i64>()), (DType::I64, &[2, 1][..], vec![1, 0]));
+    assert_eq!(values.shape(), &[2, 1]);
+    assert!(x.argmin(5).unwrap_err().to_string().starts_with("argmin: "));
+    assert!(i64s(&[1], &[1]).argmin(0).unwrap_err().to_string().starts_with("argmin: "));
+}

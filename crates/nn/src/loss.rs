@@ -25,8 +25,8 @@ impl MseLoss {
 
 /// Number of rows of `logits [N, C]` whose largest entry is at the label.
 pub fn correct(logits: &Tensor, labels: &[usize]) -> Result<usize> {
-    let pred = logits.argmax(-1)?;
-    Ok(pred.iter().zip(labels).filter(|(p, l)| p == l).count())
+    let pred = logits.argmax(-1)?.to_vec::<i64>();
+    Ok(pred.iter().zip(labels).filter(|&(&p, &l)| usize::try_from(p) == Ok(l)).count())
 }
 
 /// Fraction of correct predictions.
