@@ -99,12 +99,12 @@ impl Tensor {
             return Err(Error::mismatch("masked_fill", "the mask must broadcast to the tensor's shape", mask.shape(), self.shape()));
         }
         let fill = match self.dtype() {
-            DType::I64 => Tensor::full_i64(&[], value as i64),
+            DType::I64 => Tensor::full_i64(
+                &[],
+                crate::tensor::exact_i64(value).ok_or_else(|| Error::invalid("masked_fill", format!("{value} is not an i64 value")))?,
+            ),
             dtype => Tensor::full_dtype(&[], value, dtype),
         };
-        if self.dtype() == DType::I64 && fill.to_vec::<f64>()[0] != value {
-            return Err(Error::invalid("masked_fill", format!("{value} is not an i64 value")));
-        }
         Tensor::where_(mask, &fill, self).map_err(|e| match e {
             Error::InvalidArgument { msg, .. } => Error::invalid("masked_fill", msg),
             e => e,

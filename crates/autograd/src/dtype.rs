@@ -167,24 +167,7 @@ impl_element!(f64, |v: f64| if v >= 0.0 { 1.0 / (1.0 + (-v).exp()) } else { v.ex
 macro_rules! dispatch {
     ($op:expr, $storage:expr, |$v:ident : $T:ident| $body:expr) => {
         match $storage {
-            $crate::Storage::F32($v) => {
-                #[allow(dead_code)]
-                type $T = f32;
-                #[allow(unused_imports)]
-                use $crate::num_traits::{Float as _, One as _, Zero as _};
-                #[allow(unused_imports)]
-                use $crate::{Element as _, Scalar as _};
-                $body
-            }
-            $crate::Storage::F64($v) => {
-                #[allow(dead_code)]
-                type $T = f64;
-                #[allow(unused_imports)]
-                use $crate::num_traits::{Float as _, One as _, Zero as _};
-                #[allow(unused_imports)]
-                use $crate::{Element as _, Scalar as _};
-                $body
-            }
+            s @ ($crate::Storage::F32(_) | $crate::Storage::F64(_)) => $crate::dispatch_float!(s, |$v: $T| $body),
             other => return Err($crate::Error::UnsupportedDType { op: $op, dtype: other.dtype() }.into()),
         }
     };
@@ -230,7 +213,8 @@ macro_rules! dispatch_all {
 }
 
 /// [`dispatch!`] for a storage the caller has already checked is float (and in code that
-/// cannot return an error): an i64 or bool storage here is a bug in that caller.
+/// cannot return an error): an i64 or bool storage here is a bug in that caller. It holds
+/// the float arms [`dispatch!`] runs too.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! dispatch_float {

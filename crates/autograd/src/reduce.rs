@@ -207,7 +207,8 @@ impl Tensor {
     /// remaining dims; the first wins ties, and a NaN beats any number.
     fn arg_extreme(&self, d: usize, largest: bool) -> Result<Vec<usize>> {
         let (outer, r, inner) = split3(self.shape(), d);
-        Ok(crate::dispatch!("argmax", self.storage(), |_s: T| {
+        // Float: every caller checked.
+        Ok(crate::dispatch_float!(self.storage(), |_s: T| {
             let x = self.contiguous_data::<T>()?;
             let mut idx = vec![0usize; outer * inner];
             for o in 0..outer {

@@ -409,7 +409,7 @@ fn in_i64_range(x: f64) -> bool {
 }
 
 /// `x` as an i64 when it is exactly one.
-fn exact_i64(x: f64) -> Option<i64> {
+pub(crate) fn exact_i64(x: f64) -> Option<i64> {
     (in_i64_range(x) && x.fract() == 0.0).then_some(x as i64)
 }
 
