@@ -650,20 +650,19 @@ proptest! {
         }
         let n: usize = ishape.iter().product();
         let size = norm(dim, r).map_or(0, |d| x.shape[d]);
-        let mut index: Vec<usize> = raw_index.iter().cycle().take(n).map(|&i| if index_edit < 4 && size > 0 { i % size } else { i }).collect();
-        match index_edit {
-            4 => index.push(0),
-            5 => {
-                index.pop();
-            }
+        let mut index: Vec<i64> = raw_index.iter().cycle().take(n).map(|&i| if size > 0 { (i % size) as i64 } else { i as i64 }).collect();
+        match (index_edit, index.first_mut()) {
+            (4, Some(i)) => *i = size as i64,
+            (5, Some(i)) => *i = -1,
             _ => {}
         }
+        let index_t = Tensor::from_vec(index.clone(), &ishape).unwrap();
+        // PyTorch's rule: the input's rank, no larger off `dim`, every index in range.
         let index_ok = |shape: &[usize]| match norm(dim, shape.len()) {
             Some(d) => {
                 ishape.len() == shape.len()
-                    && ishape.iter().zip(shape).enumerate().all(|(i, (a, b))| i == d || a == b)
-                    && index.len() == n
-                    && index.iter().all(|&i| i < shape[d])
+                    && ishape.iter().zip(shape).enumerate().all(|(i, (a, b))| i == d || a <= b)
+                    && index.iter().all(|&i| i >= 0 && (i as usize) < shape[d])
             }
             None => false,
         };
@@ -671,9 +670,9 @@ proptest! {
         let input = x.build();
         let args = (&x, dim, &ishape, &index);
         let expect = if index_ok(&x.shape) { Expect::Shape(ishape.clone()) } else { Expect::Fail };
-        check_grad(&["gather"], &args, &expect, &[&input.leaf], || input.t.gather(dim, &index, &ishape));
+        check_grad(&["gather"], &args, &expect, &[&input.leaf], || input.t.gather(dim, &index_t));
 
-        // scatter_add: a source (usually of the index's shape) added into a tensor of x's shape.
+        // scatter_add: a source (usually of the index's shape) added into x.
         let (f64, grad, view, wrong) = src;
         let mut src_shape = ishape.clone();
         if wrong == 0 {
@@ -681,9 +680,10 @@ proptest! {
         }
         let s = Spec::new(src_shape.clone(), f64, grad, view);
         let source = s.build();
-        let expect = if index_ok(&x.shape) && src_shape == ishape { Expect::Shape(x.shape.clone()) } else { Expect::Fail };
-        let args = (&s, dim, &ishape, &index, &x.shape);
-        check_grad(&["scatter_add"], &args, &expect, &[&source.leaf], || source.t.scatter_add(dim, &index, &ishape, &x.shape));
+        let ok = index_ok(&x.shape) && src_shape == ishape && f64 == x.f64;
+        let expect = if ok { Expect::Shape(x.shape.clone()) } else { Expect::Fail };
+        let args = (&x, &s, dim, &ishape, &index);
+        check_grad(&["scatter_add"], &args, &expect, &[&input.leaf, &source.leaf], || input.t.scatter_add(dim, &index_t, &source.t));
     }
 
     /// Two shapes that broadcast (dims set to 1, leading dims dropped), then maybe one dim

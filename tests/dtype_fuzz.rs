@@ -89,6 +89,17 @@ proptest! {
         let cond = tensor(&[2, 3], DType::Bool, false);
         prop_assert_eq!(run("where", &args, || Tensor::where_(&cond, &a, &b)), da == db);
         prop_assert!(run("masked_fill", &args, || a.masked_fill(&cond, 1.0)));
+        // Indexing: selecting takes every dtype; adding takes floats and i64 (wrapping), the
+        // two operands of one dtype; a float index is an error naming the op.
+        let idx = Tensor::from_vec(vec![0i64, 2, 1, 0, 0, 2], &[2, 3]).unwrap();
+        let rows = Tensor::from_vec(vec![2i64, 0, 1], &[3]).unwrap();
+        let src = tensor(&[2, 3], db, false);
+        prop_assert!(run("gather", &args, || a.gather(1, &idx)));
+        prop_assert!(run("index_select", &args, || a.index_select(1, &rows)));
+        prop_assert_eq!(run("scatter_add", &args, || a.scatter_add(1, &idx, &src)), da == db && da != DType::Bool);
+        prop_assert_eq!(run("index_add", &args, || a.index_add(1, &rows, &src)), da == db && da != DType::Bool);
+        prop_assert!(!run("gather", &args, || a.gather(1, &idx.to_dtype(DType::F32))));
+        prop_assert!(!run("index_select", &args, || a.index_select(1, &rows.to_dtype(DType::Bool))));
         // Reductions over dims are float maths; the whole sum works on every dtype.
         for (op, f) in [
             ("sum_dims", (|t: &Tensor| t.sum_dims(&[0], false)) as fn(&Tensor) -> Result<Tensor>),
@@ -145,6 +156,5 @@ proptest! {
         float_only("linear", &args, &[dx, dw], || ops::linear(&a, &tensor(&[4, 3], dw, false), None));
         float_only("corr2d", &args, &[dx, dw], || ops::corr2d(&tensor(&[4, 4], dx, false), &tensor(&[2, 2], dw, false)));
         float_only("cross_entropy", &args, &[dx], || ops::cross_entropy(&a, &[0, 2]));
-        float_only("gather", &args, &[dx], || a.gather(1, &[0, 2], &[2, 1]));
     }
 }

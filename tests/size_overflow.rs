@@ -265,18 +265,22 @@ proptest! {
 
     #[test]
     fn index_ops(outer in size(), r in 1..4usize, k in 0..3usize, inner in size()) {
-        // scatter_add's output shape is an argument: it must be checked before anything is sized from it.
+        // scatter_add into a (broadcast) tensor of any size: its shape must be checked
+        // before anything is sized from it.
         let args = (outer, r, k, inner);
         let index_shape = [outer, k, inner];
+        let Some(base) = ones_view(&[outer, r, inner]) else { return Ok(()) };
         let Some(src) = ones_view(&index_shape) else { return Ok(()) };
         let Some(expect) = classify(&[outer as u128, r as u128, inner as u128], true, small(outer) && small(inner)) else { return Ok(()) };
         let index_len = numel128(&index_shape);
         if index_len > SMALL {
             return Ok(());
         }
-        let index = vec![0usize; index_len as usize];
-        let got = attempt("scatter_add", &args, || src.scatter_add(1, &index, &index_shape, &[outer, r, inner]));
+        let index = Tensor::zeros_dtype(&index_shape, autograd::DType::I64);
+        let got = attempt("scatter_add", &args, || base.scatter_add(1, &index, &src));
         verify("scatter_add", &args, &expect, got, |_| {});
+        let got = attempt("gather", &args, || base.gather(1, &index));
+        verify("gather", &args, &Expect::Shape(index_shape.to_vec()), got, |_| {});
     }
 }
 

@@ -1,6 +1,5 @@
-//! Reductions (sum, mean, max with argmax, logsumexp), the gather/scatter pair that routes
-//! gradients to chosen positions, and the numerically stable softmax family composed from
-//! them. Sums always combine in a fixed order, so they are bitwise reproducible.
+//! Reductions (sum, mean, max with argmax, logsumexp) and the numerically stable softmax
+//! family composed from them. Sums always combine in a fixed order, so they are bitwise reproducible.
 //!
 //! NaN in, NaN out (docs/reliability.md): sums and means add NaN through; the max, argmax
 //! and therefore logsumexp, softmax and log_softmax pick NaN as the largest value.
@@ -12,7 +11,6 @@ use crate::shape::normalize_dim;
 use crate::tape::record;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
-use std::sync::Arc;
 
 /// Sizes of the dims before, at and after `dim`.
 fn split3(shape: &[usize], dim: usize) -> (usize, usize, usize) {
@@ -174,7 +172,7 @@ impl Tensor {
         let idx = self.arg_extreme(d, true)?;
         let mut kept = self.shape().to_vec();
         kept[d] = 1;
-        let values = self.gather(dim, &idx, &kept)?;
+        let values = self.gather_positions(d, &idx, &kept)?;
         let indices = Tensor::from_vec(idx.iter().map(|&i| i as i64).collect::<Vec<i64>>(), &kept)?;
         Ok(if keepdim { (values, indices) } else { (values.squeeze(dim)?, indices.squeeze(dim)?) })
     }
@@ -230,67 +228,6 @@ impl Tensor {
         }))
     }
 
-    /// Picks elements along `dim`: `out[.., j, ..] = x[.., index[.., j, ..], ..]`, where
-    /// `index` has shape `index_shape` (the input's shape except at `dim`), as
-    /// `torch.gather`. The gradient scatters back and adds.
-    pub fn gather(&self, dim: isize, index: &[usize], index_shape: &[usize]) -> Result<Tensor> {
-        let d = normalize_dim("gather", dim, self.rank())?;
-        check_index("gather", self.shape(), d, index, index_shape)?;
-        let index: Arc<Vec<usize>> = Arc::new(index.to_vec());
-        let (_, r, inner) = split3(self.shape(), d);
-        let k = index_shape[d];
-        let storage = crate::dispatch!("gather", self.storage(), |_s: T| {
-            let x = self.contiguous_data::<T>()?;
-            let mut out = crate::buffers::for_overwrite::<T>(index.len());
-            // Each outer slice is written by one task: parallel and deterministic.
-            let slice = |o: usize, dst: &mut [T]| {
-                for j in 0..k {
-                    for i in 0..inner {
-                        let p = (o * k + j) * inner + i;
-                        dst[j * inner + i] = x[(o * r + index[p]) * inner + i];
-                    }
-                }
-            };
-            per_outer(&mut out, k * inner, slice);
-            T::into_storage(out)
-        });
-        let out = Tensor::from_storage(storage, index_shape);
-        let ishape = index_shape.to_vec();
-        Ok(record("gather", out, &[self], move |ctx| {
-            Ok(vec![Some(ctx.grad_output().scatter_add(dim, &index, &ishape, ctx.input(0).shape())?)])
-        }))
-    }
-
-    /// The adjoint of [`Tensor::gather`]: a zero tensor of `shape` with this tensor's
-    /// elements added at the indexed positions.
-    pub fn scatter_add(&self, dim: isize, index: &[usize], index_shape: &[usize], shape: &[usize]) -> Result<Tensor> {
-        let d = normalize_dim("scatter_add", dim, shape.len())?;
-        check_index("scatter_add", shape, d, index, index_shape)?;
-        if self.shape() != index_shape {
-            return Err(Error::shape("scatter_add", "source and index shapes differ", self.shape(), index_shape));
-        }
-        let index: Arc<Vec<usize>> = Arc::new(index.to_vec());
-        let (outer, r, inner) = split3(shape, d);
-        let k = index_shape[d];
-        let storage = crate::dispatch!("scatter_add", self.storage(), |_s: T| {
-            let src = self.contiguous_data::<T>()?;
-            let mut out = crate::buffers::zeroed::<T>(outer * r * inner);
-            let slice = |o: usize, dst: &mut [T]| {
-                for j in 0..k {
-                    for i in 0..inner {
-                        let p = (o * k + j) * inner + i;
-                        dst[index[p] * inner + i] += src[p];
-                    }
-                }
-            };
-            per_outer(&mut out, r * inner, slice);
-            T::into_storage(out)
-        });
-        let out = Tensor::from_storage(storage, shape);
-        let ishape = index_shape.to_vec();
-        Ok(record("scatter_add", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().gather(dim, &index, &ishape)?)])))
-    }
-
     /// `log(sum(exp(x)))` along `dim`, shifted by the (constant) max so it cannot overflow.
     /// NaN anywhere in a slice gives NaN. An infinite max is not subtracted (the shift is 0
     /// there, as PyTorch does), so a slice holding `inf` gives `inf` and one of only `-inf`
@@ -339,30 +276,4 @@ fn infinite_to_zero(t: &Tensor) -> Tensor {
         T::into_storage(v.iter().map(|&x| if x.is_infinite() { T::zero() } else { x }).collect())
     });
     Tensor::from_storage(storage, t.shape())
-}
-
-/// Runs `f(o, slice o)` over the `len`-sized slices of `out`, in parallel when large.
-fn per_outer<T: Element>(out: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    if len == 0 {
-        return;
-    }
-    if out.len() >= PAR_MIN_ELEMS && out.len() > len {
-        install(|| out.par_chunks_mut(len).enumerate().for_each(|(o, d)| f(o, d)));
-    } else {
-        out.chunks_mut(len).enumerate().for_each(|(o, d)| f(o, d));
-    }
-}
-
-fn check_index(op: &'static str, shape: &[usize], d: usize, index: &[usize], index_shape: &[usize]) -> Result<()> {
-    if index_shape.len() != shape.len() || index_shape.iter().zip(shape).enumerate().any(|(i, (a, b))| i != d && a != b) {
-        return Err(Error::shape(op, format!("index must match the input shape except at dim {d}"), shape, index_shape));
-    }
-    crate::shape::checked_numel(op, shape)?;
-    if index.len() != crate::shape::checked_numel(op, index_shape)? {
-        return Err(Error::invalid(op, format!("{} indices for index shape {:?}", index.len(), index_shape)));
-    }
-    if let Some(&bad) = index.iter().find(|&&i| i >= shape[d]) {
-        return Err(Error::invalid(op, format!("index {bad} out of range for dim {d} of size {}", shape[d])));
-    }
-    Ok(())
 }

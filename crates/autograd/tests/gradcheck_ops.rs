@@ -105,9 +105,10 @@ proptest! {
     fn gather_and_scatter(rows in 1usize..4, cols in 2usize..5, seed in any::<u64>()) {
         let mut r = autograd::rng(seed);
         let x = Tensor::uniform_dtype(&[rows, cols], -1.0, 1.0, autograd::DType::F64, &mut r).requires_grad_();
-        let idx: Vec<usize> = (0..rows * 2).map(|i| (seed as usize / (i + 1)) % cols).collect();
-        both(|v| v[0].gather(1, &idx, &[rows, 2]), &[x.clone()]);
+        let idx: Vec<i64> = (0..rows * 2).map(|i| ((seed as usize / (i + 1)) % cols) as i64).collect();
+        let idx = Tensor::from_vec(idx, &[rows, 2]).unwrap();
+        both(|v| v[0].gather(1, &idx), &[x.clone()]);
         let src = Tensor::uniform_dtype(&[rows, 2], -1.0, 1.0, autograd::DType::F64, &mut r).requires_grad_();
-        both(|v| v[0].scatter_add(1, &idx, &[rows, 2], &[rows, cols]), &[src]);
+        both(|v| v[0].scatter_add(1, &idx, &v[1]), &[x, src]);
     }
 }

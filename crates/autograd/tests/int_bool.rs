@@ -266,7 +266,84 @@ fn index_select_takes_i64_indices_and_is_differentiable_twice() {
         assert!(x.index_select(0, &bad).unwrap_err().to_string().starts_with("index_select: "));
     }
     assert!(x.index_select(0, &Tensor::zeros(&[1])).unwrap_err().to_string().starts_with("index_select: "), "a float index");
-    assert!(i64s(&[1, 2], &[2]).index_select(0, &i64s(&[0], &[1])).unwrap_err().to_string().starts_with("index_select: "));
+    // Selection works on every dtype.
+    assert_eq!(i64s(&[5, 6, 7], &[3]).index_select(0, &i64s(&[2, 0], &[2])).unwrap().to_vec::<i64>(), [7, 5]);
+    assert_eq!(bools(&[true, false], &[2]).index_select(0, &i64s(&[1, 1], &[2])).unwrap().to_vec::<bool>(), [false, false]);
+}
+
+#[test]
+fn index_add_adds_into_the_tensor_and_is_differentiable_twice() {
+    use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
+    // torch.ones(3, 2).index_add(0, tensor([2, 0, 2]), arange(6).view(3, 2))
+    let x = Tensor::ones_dtype(&[3, 2], DType::F64);
+    let src = Tensor::arange_dtype(0.0, 6.0, 1.0, DType::F64).unwrap().reshape(&[3, 2]).unwrap();
+    let idx = i64s(&[2, 0, 2], &[3]);
+    assert_eq!(x.index_add(0, &idx, &src).unwrap().to_vec::<f64>(), [3.0, 4.0, 1.0, 1.0, 5.0, 7.0]);
+    // i64 wraps on overflow, as PyTorch's.
+    let big = i64s(&[i64::MAX, 0], &[2]);
+    assert_eq!(big.index_add(0, &i64s(&[0], &[1]), &i64s(&[1], &[1])).unwrap().to_vec::<i64>(), [i64::MIN, 0]);
+    let f = |v: &[Tensor]| v[0].index_add(1, &i64s(&[1, 1, 0], &[3]), &v[1].mul(&v[1])?);
+    let mut r = autograd::rng(3);
+    let a = Tensor::uniform_dtype(&[2, 2], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+    let b = Tensor::uniform_dtype(&[2, 3], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+    assert_gradcheck(f, &[a.clone(), b.clone()]);
+    assert_gradgradcheck(f, &[a, b]);
+    for (what, res) in [
+        ("shape", x.index_add(0, &idx, &src.narrow(1, 0, 1).unwrap())),
+        ("index", x.index_add(0, &i64s(&[3, 0, 0], &[3]), &src)),
+        ("dtype", x.index_add(0, &idx, &src.to_dtype(DType::F32))),
+        ("bool", bools(&[true], &[1]).index_add(0, &i64s(&[0], &[1]), &bools(&[true], &[1]))),
+    ] {
+        assert!(res.unwrap_err().to_string().starts_with("index_add: "), "{what}");
+    }
+}
+
+#[test]
+fn gather_and_scatter_add_take_i64_index_tensors() {
+    use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
+    // torch.gather(arange(6).view(2, 3), 1, tensor([[2, 0], [1, 1]])): a smaller index, as PyTorch allows.
+    let x = Tensor::arange_i64(0, 6, 1).unwrap().reshape(&[2, 3]).unwrap();
+    let idx = i64s(&[2, 0, 1, 1], &[2, 2]);
+    let g = x.gather(1, &idx).unwrap();
+    assert_eq!((g.dtype(), g.shape(), g.to_vec::<i64>()), (DType::I64, &[2, 2][..], vec![2, 0, 4, 4]));
+    // Along dim 0 of a transposed view, and on bools.
+    let xt = x.transpose(0, 1).unwrap(); // [[0, 3], [1, 4], [2, 5]]
+    assert_eq!(xt.gather(0, &i64s(&[2, 0], &[1, 2])).unwrap().to_vec::<i64>(), [2, 3]);
+    assert_eq!(bools(&[true, false], &[1, 2]).gather(1, &i64s(&[1, 0, 1], &[1, 3])).unwrap().to_vec::<bool>(), [false, true, false]);
+    // torch.zeros(2, 3).scatter_add(1, idx, ones(2, 2)): repeated positions add up.
+    let s = Tensor::zeros_dtype(&[2, 3], DType::F64).scatter_add(1, &idx, &Tensor::ones_dtype(&[2, 2], DType::F64)).unwrap();
+    assert_eq!(s.to_vec::<f64>(), [1.0, 0.0, 1.0, 0.0, 2.0, 0.0]);
+    assert_eq!(x.scatter_add(1, &idx, &i64s(&[10, 20, 30, 40], &[2, 2])).unwrap().to_vec::<i64>(), [20, 1, 12, 3, 74, 5]);
+    // Gradients in the float inputs, twice.
+    let mut r = autograd::rng(5);
+    let a = Tensor::uniform_dtype(&[2, 3], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+    let b = Tensor::uniform_dtype(&[2, 2], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+    let f = |v: &[Tensor]| {
+        let p = v[0].gather(1, &idx)?;
+        v[0].scatter_add(1, &idx, &p.mul(&v[1])?)
+    };
+    assert_gradcheck(f, &[a.clone(), b.clone()]);
+    assert_gradgradcheck(f, &[a, b]);
+    // Bad indices and shapes are errors naming the op.
+    let xf = Tensor::zeros_dtype(&[2, 3], DType::F64);
+    for (what, res) in [
+        ("negative", xf.gather(1, &i64s(&[-1], &[1, 1]))),
+        ("too large", xf.gather(1, &i64s(&[3], &[1, 1]))),
+        ("larger off dim", xf.gather(1, &i64s(&[0, 0, 0], &[3, 1]))),
+        ("rank", xf.gather(1, &i64s(&[0], &[1]))),
+        ("float index", xf.gather(1, &Tensor::zeros(&[1, 1]))),
+    ] {
+        assert!(res.unwrap_err().to_string().starts_with("gather: "), "{what}");
+    }
+    let ones = Tensor::ones_dtype(&[2, 2], DType::F64);
+    for (what, res) in [
+        ("index", xf.scatter_add(1, &i64s(&[0, 3, 0, 0], &[2, 2]), &ones)),
+        ("source shape", xf.scatter_add(1, &idx, &Tensor::ones_dtype(&[2, 3], DType::F64))),
+        ("dtype", xf.scatter_add(1, &idx, &ones.to_dtype(DType::F32))),
+        ("bool", bools(&[true], &[1, 1]).scatter_add(1, &i64s(&[0], &[1, 1]), &bools(&[true], &[1, 1]))),
+    ] {
+        assert!(res.unwrap_err().to_string().starts_with("scatter_add: "), "{what}");
+    }
 }
 
 #[test]

@@ -61,7 +61,8 @@ pub fn cross_entropy(logits: &Tensor, labels: impl Targets) -> Result<Tensor> {
     if let Some(&bad) = labels.iter().find(|&&l| l >= c) {
         return Err(Error::invalid("cross_entropy", format!("label {bad} out of range for {c} classes")));
     }
-    let picked = logits.log_softmax(1)?.gather(1, labels, &[n, 1])?;
+    let index = Tensor::from_vec(labels.iter().map(|&l| l as i64).collect::<Vec<i64>>(), &[n, 1])?;
+    let picked = logits.log_softmax(1)?.gather(1, &index)?;
     Ok(picked.mean().neg())
 }
 
