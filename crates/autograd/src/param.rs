@@ -7,6 +7,7 @@ use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::tape::GradSlot;
 use crate::tensor::Tensor;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// A trainable tensor with a persistent `.grad`. Cloning shares the same parameter.
@@ -16,6 +17,9 @@ pub struct Parameter(Arc<ParamInner>);
 struct ParamInner {
     value: RwLock<Tensor>,
     grad: GradSlot,
+    /// False when frozen: `tensor()` then gives a constant, so backward computes no
+    /// gradient for it and optimisers skip it.
+    requires_grad: AtomicBool,
 }
 
 impl Parameter {
@@ -27,12 +31,55 @@ impl Parameter {
     pub fn new(value: &Tensor) -> Parameter {
         assert!(value.dtype().is_float(), "Parameter::new: only floating point tensors can require gradients, not {}", value.dtype());
         let v = value.detach().contiguous().detach();
-        Parameter(Arc::new(ParamInner { value: RwLock::new(v), grad: Arc::new(Mutex::new(None)) }))
+        Parameter(Arc::new(ParamInner { value: RwLock::new(v), grad: Arc::new(Mutex::new(None)), requires_grad: AtomicBool::new(true) }))
     }
 
-    /// The value as a leaf of the current graph; gradients flow into `self.grad()`.
+    /// The value as a leaf of the current graph; gradients flow into `self.grad()`. A
+    /// frozen parameter gives a constant (no gradient is computed for it).
     pub fn tensor(&self) -> Tensor {
-        self.0.value.read().unwrap().with_grad_slot(self.0.grad.clone())
+        let v = self.0.value.read().unwrap();
+        if self.requires_grad() {
+            v.with_grad_slot(self.0.grad.clone())
+        } else {
+            v.clone()
+        }
+    }
+
+    /// Whether backward computes this parameter's gradient (true unless frozen).
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Freezes (`false`) or unfreezes the parameter, as PyTorch's `p.requires_grad_(False)`:
+    /// a frozen parameter is a constant in every graph built afterwards, so backward does
+    /// not compute its gradient and optimisers leave it alone. Its accumulated gradient is
+    /// kept until `zero_grad`.
+    pub fn requires_grad_(&self, on: bool) -> &Self {
+        self.0.requires_grad.store(on, Ordering::Relaxed);
+        self
+    }
+
+    /// Whether two handles are the same parameter (clones share one).
+    pub fn same_as(&self, other: &Parameter) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Converts the value to another float dtype in place (`module.to_dtype` uses it, as
+    /// PyTorch's `.double()`); the accumulated gradient is dropped, since it no longer
+    /// matches. Same dtype: a no-op.
+    ///
+    /// # Errors
+    /// For an i64 or bool target (a parameter stays floating point).
+    pub fn convert(&self, dtype: DType) -> Result<()> {
+        if !dtype.is_float() {
+            return Err(Error::UnsupportedDType { op: "Parameter::convert", dtype });
+        }
+        let mut v = self.0.value.write().unwrap();
+        if v.dtype() != dtype {
+            *v = v.to_dtype(dtype).detach();
+            *self.0.grad.lock().unwrap() = None;
+        }
+        Ok(())
     }
 
     /// The value, outside any graph.

@@ -141,3 +141,23 @@ fn cast_between_dtypes_is_differentiable() {
     assert_eq!(x.grad().unwrap().to_vec::<f64>(), vec![2.0]);
     assert_eq!(x.grad().unwrap().dtype(), autograd::DType::F64);
 }
+
+#[test]
+fn a_frozen_parameter_is_a_constant_and_converts_between_floats() {
+    let p = autograd::Parameter::new(&Tensor::full(&[2], 3.0));
+    let x = Tensor::full(&[2], 2.0).requires_grad_();
+    p.requires_grad_(false);
+    assert!(!p.requires_grad() && !p.tensor().requires_grad());
+    let y = x.mul(&p.tensor()).unwrap().sum();
+    y.backward().unwrap();
+    assert!(p.grad().is_none(), "no gradient for a frozen parameter");
+    assert_eq!(x.grad().unwrap().to_vec::<f32>(), [3.0, 3.0]);
+    p.requires_grad_(true);
+    x.mul(&p.tensor()).unwrap().sum().backward().unwrap();
+    assert_eq!(p.grad().unwrap().to_vec::<f32>(), [2.0, 2.0]);
+    // to f64 and back; the stale gradient goes.
+    p.convert(autograd::DType::F64).unwrap();
+    assert_eq!((p.dtype(), p.grad().is_none()), (autograd::DType::F64, true));
+    assert!(p.convert(autograd::DType::I64).unwrap_err().to_string().starts_with("Parameter::convert: "));
+    assert!(p.same_as(&p.clone()) && !p.same_as(&autograd::Parameter::new(&Tensor::zeros(&[2]))));
+}
