@@ -2,11 +2,10 @@
 
 use crate::error::Result;
 use crate::module::Module;
-use autograd::{Activation, Tensor};
-use ops::Epilogue;
+use autograd::Tensor;
 
 macro_rules! activation {
-    ($(#[$doc:meta])* $name:ident, $method:ident, $act:ident) => {
+    ($(#[$doc:meta])* $name:ident, $method:ident) => {
         $(#[$doc])*
         #[derive(Default, Clone, Copy, Debug)]
         pub struct $name;
@@ -17,9 +16,6 @@ macro_rules! activation {
             fn describe(&self) -> String {
                 format!("{}()", stringify!($name))
             }
-            fn as_epilogue(&self) -> Option<Epilogue> {
-                Some(Epilogue::act(Activation::$act))
-            }
         }
     };
 }
@@ -27,20 +23,17 @@ macro_rules! activation {
 activation!(
     /// `1 / (1 + e^-x)`.
     Sigmoid,
-    sigmoid,
-    Sigmoid
+    sigmoid
 );
 activation!(
     /// `max(x, 0)`.
     ReLU,
-    relu,
-    Relu
+    relu
 );
 activation!(
     /// Hyperbolic tangent.
     Tanh,
-    tanh,
-    Tanh
+    tanh
 );
 
 /// Flattens every dim after the batch dim (C, H, W order, as PyTorch).

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::init;
-use crate::module::Module;
+use crate::module::{Module, Visitor};
 use autograd::{Parameter, Rng, Tensor};
 use ops::{Conv2dArgs, Epilogue, Pair};
 
@@ -76,6 +76,14 @@ impl Conv2d {
         };
         Ok(Conv2d { weight, bias, config })
     }
+
+    /// The convolution followed by `epilogue` (an activation, then maybe 2x2 pooling) as
+    /// one op, `ops::conv2d_fused`: bitwise the values and gradients of the layers in turn.
+    /// `Sequential` calls it for the runs it fuses.
+    pub fn forward_fused(&self, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
+        let b = self.bias.as_ref().map(|b| b.tensor());
+        Ok(ops::conv2d_fused(x, &self.weight.tensor(), b.as_ref(), self.config.args, epilogue)?)
+    }
 }
 
 impl Module for Conv2d {
@@ -83,16 +91,11 @@ impl Module for Conv2d {
         let b = self.bias.as_ref().map(|b| b.tensor());
         Ok(ops::conv2d(x, &self.weight.tensor(), b.as_ref(), self.config.args)?)
     }
-    fn forward_then(&self, x: &Tensor, epilogue: Epilogue) -> Option<Result<Tensor>> {
-        let b = self.bias.as_ref().map(|b| b.tensor());
-        Some(ops::conv2d_fused(x, &self.weight.tensor(), b.as_ref(), self.config.args, epilogue).map_err(Into::into))
-    }
-    fn named_parameters(&self) -> Vec<(String, Parameter)> {
-        let mut v = vec![("weight".to_string(), self.weight.clone())];
+    fn visit<'a>(&'a self, v: &mut dyn Visitor<'a>) {
+        v.parameter("weight", &self.weight);
         if let Some(b) = &self.bias {
-            v.push(("bias".into(), b.clone()));
+            v.parameter("bias", b);
         }
-        v
     }
     fn describe(&self) -> String {
         let c = &self.config;

@@ -7,6 +7,7 @@ pub mod activation;
 pub mod conv;
 pub mod data;
 pub mod error;
+mod fuse;
 pub mod init;
 pub mod io;
 pub mod lenet;
@@ -27,6 +28,6 @@ pub use io::{
 pub use lenet::{lenet, xavier_init, Act, Pool};
 pub use linear::Linear;
 pub use loss::{accuracy, correct, CrossEntropyLoss, MseLoss};
-pub use module::{Module, Sequential};
+pub use module::{Buffer, IncompatibleKeys, Module, Sequential, Training, Visitor};
 pub use optim::{Adam, Optimizer, Sgd};
 pub use pool::{AvgPool2d, MaxPool2d};

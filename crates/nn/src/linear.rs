@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::init;
-use crate::module::Module;
+use crate::module::{Module, Visitor};
 use autograd::{Parameter, Rng, Tensor};
 
 pub struct Linear {
@@ -37,12 +37,11 @@ impl Module for Linear {
         let bias = self.bias.as_ref().map(|b| b.tensor());
         Ok(ops::linear(x, &self.weight.tensor(), bias.as_ref())?)
     }
-    fn named_parameters(&self) -> Vec<(String, Parameter)> {
-        let mut v = vec![("weight".to_string(), self.weight.clone())];
+    fn visit<'a>(&'a self, v: &mut dyn Visitor<'a>) {
+        v.parameter("weight", &self.weight);
         if let Some(b) = &self.bias {
-            v.push(("bias".into(), b.clone()));
+            v.parameter("bias", b);
         }
-        v
     }
     fn describe(&self) -> String {
         format!(

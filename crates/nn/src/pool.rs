@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::module::Module;
 use autograd::Tensor;
-use ops::{Epilogue, Pair, Pool2dArgs, Pool2x2};
+use ops::{Pair, Pool2dArgs};
 
 fn describe(name: &str, a: &Pool2dArgs) -> String {
     let Pair(sh, sw) = a.stride.unwrap_or(a.kernel);
@@ -24,9 +24,6 @@ impl Module for MaxPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ops::max_pool2d(x, self.0)?)
     }
-    fn as_epilogue(&self) -> Option<Epilogue> {
-        is_2x2(self.0).then(|| Epilogue::default().then_pool(Pool2x2::Max))
-    }
     fn describe(&self) -> String {
         describe("MaxPool2d", &self.0)
     }
@@ -45,16 +42,7 @@ impl Module for AvgPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ops::avg_pool2d(x, self.0)?)
     }
-    fn as_epilogue(&self) -> Option<Epilogue> {
-        is_2x2(self.0).then(|| Epilogue::default().then_pool(Pool2x2::Avg))
-    }
     fn describe(&self) -> String {
         describe("AvgPool2d", &self.0)
     }
-}
-
-/// Whether `a` is the 2x2/stride-2 unpadded pooling a convolution can fuse.
-fn is_2x2(a: Pool2dArgs) -> bool {
-    let two = Pair(2, 2);
-    a.kernel == two && a.stride.unwrap_or(a.kernel) == two && a.padding == Pair(0, 0)
 }

@@ -116,11 +116,8 @@ fn a_custom_layer_is_a_few_lines() {
         fn forward(&self, x: &Tensor) -> nn::Result<Tensor> {
             Ok(x.mul(&self.0.tensor())?)
         }
-        fn named_parameters(&self) -> Vec<(String, autograd::Parameter)> {
-            vec![("scale".into(), self.0.clone())]
-        }
-        fn describe(&self) -> String {
-            "Scale()".into()
+        fn visit<'a>(&'a self, v: &mut dyn nn::Visitor<'a>) {
+            v.parameter("scale", &self.0);
         }
     }
     let net = Sequential::new().append(Scale(autograd::Parameter::new(&Tensor::full(&[1], 3.0)))).append(nn::ReLU);

@@ -120,10 +120,9 @@ pub fn save_state_dict(module: &(impl Module + ?Sized), path: &Path) -> Result<(
 /// skipped unread), so a file that does not fit is refused before any data is read, with
 /// every problem listed and the file named.
 pub fn load_state_dict_file(module: &(impl Module + ?Sized), path: &Path) -> Result<()> {
-    let params = module.named_parameters();
-    let shapes: Vec<(String, Vec<usize>)> = params.iter().map(|(n, p)| (n.clone(), p.shape().to_vec())).collect();
+    let shapes = crate::module::expected_shapes(module);
     let entries = load_checked(path, |infos| {
-        let problems = crate::module::state_dict_problems(&shapes, infos.iter().map(|i| (i.name.as_str(), i.shape.as_slice())));
+        let (problems, _) = crate::module::state_dict_problems(&shapes, infos.iter().map(|i| (i.name.as_str(), i.shape.as_slice())), true);
         match problems.is_empty() {
             true => Ok(infos.iter().map(|i| !i.name.starts_with("_train.")).collect()),
             false => Err(format!("load_state_dict: {}", list_problems(&problems))),
