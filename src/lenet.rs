@@ -153,9 +153,12 @@ pub fn peak_memory_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Mean loss (over examples) and accuracy of `net` on a dataset, without recording.
+/// Mean loss (over examples) and accuracy of `net` on a dataset, in eval mode and without
+/// recording; the net's mode is restored afterwards.
 pub fn evaluate(net: &Sequential, data: &ImageDataset, batch_size: usize) -> nn::Result<(f64, f64)> {
-    no_grad(|| {
+    let was_training = net.is_training();
+    net.eval();
+    let result = no_grad(|| {
         let loader = DataLoader::new(data, batch_size, false, 0)?;
         let (mut loss_sum, mut correct, mut n) = (0.0, 0usize, 0usize);
         for batch in loader.epoch(0) {
@@ -166,7 +169,9 @@ pub fn evaluate(net: &Sequential, data: &ImageDataset, batch_size: usize) -> nn:
             n += y.len();
         }
         Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64))
-    })
+    });
+    net.set_training(was_training);
+    result
 }
 
 fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
@@ -225,7 +230,10 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
 
     // The book's layer table, for one random image.
     let probe = Tensor::rand(&[1, 1, 28, 28], &mut r);
+    // In eval mode, as PyTorch users print it.
+    net.eval();
     report.layer_table = no_grad(|| net.summary(&probe))?;
+    net.train();
     for (name, shape) in &report.layer_table {
         let name = name.split('(').next().unwrap_or(name);
         writeln!(out, "{name:<10} output shape: {}", crate::book::torch_size(shape)).map_err(io)?;

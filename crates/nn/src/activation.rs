@@ -36,18 +36,46 @@ activation!(
     tanh
 );
 
-/// Flattens every dim after the batch dim (C, H, W order, as PyTorch).
-#[derive(Default, Clone, Copy, Debug)]
-pub struct Flatten;
+/// Flattens dims `start_dim..=end_dim` into one (PyTorch's `nn.Flatten`); the default,
+/// `Flatten::default()`, flattens every dim after the batch dim (C, H, W order).
+#[derive(Clone, Copy, Debug)]
+pub struct Flatten {
+    pub start_dim: isize,
+    pub end_dim: isize,
+}
+
+impl Default for Flatten {
+    fn default() -> Self {
+        Flatten { start_dim: 1, end_dim: -1 }
+    }
+}
+
+impl Flatten {
+    pub fn new(start_dim: isize, end_dim: isize) -> Self {
+        Flatten { start_dim, end_dim }
+    }
+}
 
 impl Module for Flatten {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.rank() < 2 {
+        // A 1-d input with the default dims is returned as it is, as PyTorch does for a
+        // 0-d one: there is nothing after the batch dim to flatten.
+        if x.rank() < 2 && self.start_dim == 1 {
             return Ok(x.clone());
         }
-        Ok(x.flatten(1, -1)?)
+        Ok(x.flatten(self.start_dim, self.end_dim)?)
     }
     fn describe(&self) -> String {
-        "Flatten(start_dim=1, end_dim=-1)".into()
+        format!("Flatten(start_dim={}, end_dim={})", self.start_dim, self.end_dim)
+    }
+}
+
+/// Passes its input through (PyTorch's `nn.Identity`), e.g. a residual branch's shortcut.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Identity;
+
+impl Module for Identity {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
     }
 }

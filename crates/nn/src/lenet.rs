@@ -41,7 +41,7 @@ pub fn lenet(pool: Pool, act: Act, rng: &mut Rng) -> Result<Sequential> {
     let mut s = Sequential::new().append(Conv2d::new(Conv2dConfig::new(1, 6, 5).padding(2), rng)?);
     s = pool_layer(act_layer(s));
     s = s.append(Conv2d::new(Conv2dConfig::new(6, 16, 5), rng)?);
-    s = pool_layer(act_layer(s)).append(Flatten);
+    s = pool_layer(act_layer(s)).append(Flatten::default());
     s = act_layer(s.append(Linear::new(16 * 5 * 5, 120, rng)?));
     s = act_layer(s.append(Linear::new(120, 84, rng)?));
     Ok(s.append(Linear::new(84, 10, rng)?))

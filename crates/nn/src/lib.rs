@@ -4,6 +4,7 @@
 //! losses, data loading and checkpoints.
 
 pub mod activation;
+pub mod batch_norm;
 pub mod conv;
 pub mod data;
 pub mod error;
@@ -13,11 +14,13 @@ pub mod io;
 pub mod lenet;
 pub mod linear;
 pub mod loss;
+pub mod models;
 pub mod module;
 pub mod optim;
 pub mod pool;
 
-pub use activation::{Flatten, ReLU, Sigmoid, Tanh};
+pub use activation::{Flatten, Identity, ReLU, Sigmoid, Tanh};
+pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use data::{DataLoader, Dataset, FashionMnist, ImageDataset};
 pub use error::{Error, Result};
@@ -28,6 +31,7 @@ pub use io::{
 pub use lenet::{lenet, xavier_init, Act, Pool};
 pub use linear::Linear;
 pub use loss::{accuracy, correct, CrossEntropyLoss, MseLoss};
+pub use models::{bn_lenet, resnet18, resnet18_with_widths, Residual};
 pub use module::{Buffer, IncompatibleKeys, Module, Sequential, Training, Visitor};
 pub use optim::{Adam, Optimizer, Sgd};
-pub use pool::{AvgPool2d, MaxPool2d};
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};

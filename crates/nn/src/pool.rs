@@ -46,3 +46,23 @@ impl Module for AvgPool2d {
         describe("AvgPool2d", &self.0)
     }
 }
+
+/// Average pooling to a fixed output size (PyTorch's `nn.AdaptiveAvgPool2d`); `(1, 1)` is
+/// global average pooling.
+#[derive(Clone, Copy, Debug)]
+pub struct AdaptiveAvgPool2d(pub (usize, usize));
+
+impl AdaptiveAvgPool2d {
+    pub fn new(output_size: (usize, usize)) -> Self {
+        AdaptiveAvgPool2d(output_size)
+    }
+}
+
+impl Module for AdaptiveAvgPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::adaptive_avg_pool2d(x, self.0)?)
+    }
+    fn describe(&self) -> String {
+        format!("AdaptiveAvgPool2d(output_size={:?})", self.0)
+    }
+}

@@ -11,6 +11,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod adaptive_pool;
+pub mod batch_norm;
 pub mod conv;
 pub(crate) mod gemm;
 pub mod linear;
@@ -19,6 +21,8 @@ pub mod matmul;
 pub mod pool;
 mod shared;
 
+pub use adaptive_pool::{adaptive_avg_pool2d, adaptive_avg_pool2d_backward};
+pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchNormTrain};
 pub use conv::{conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Epilogue, Pair, Pool2x2};
 pub use linear::linear;
 pub use loss::{cross_entropy, mse, Targets};

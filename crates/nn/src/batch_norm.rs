@@ -1,0 +1,177 @@
+//! `BatchNorm1d` and `BatchNorm2d`, as PyTorch's: parameters `weight` and `bias`
+//! (`affine`), buffers `running_mean`, `running_var` and the int64 `num_batches_tracked`
+//! (`track_running_stats`). Training mode normalises with the batch's statistics (biased
+//! variance) and updates the running ones (unbiased variance) by `momentum`, or by the
+//! cumulative average when `momentum` is `None`; evaluation mode normalises with the
+//! running statistics. The maths is `ops::batch_norm_train` / `ops::batch_norm_eval`.
+
+use crate::error::Result;
+use crate::module::{Buffer, Module, Training, Visitor};
+use autograd::{no_grad, Parameter, Tensor};
+
+/// Options of a batch-norm layer, PyTorch's defaults: eps 1e-5, momentum 0.1, affine,
+/// tracking running statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    pub num_features: usize,
+    pub eps: f64,
+    /// `None`: the running statistics are the cumulative average of every batch's.
+    pub momentum: Option<f64>,
+    pub affine: bool,
+    pub track_running_stats: bool,
+}
+
+impl BatchNormConfig {
+    pub fn new(num_features: usize) -> Self {
+        BatchNormConfig { num_features, eps: 1e-5, momentum: Some(0.1), affine: true, track_running_stats: true }
+    }
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    pub fn momentum(mut self, momentum: Option<f64>) -> Self {
+        self.momentum = momentum;
+        self
+    }
+    pub fn affine(mut self, on: bool) -> Self {
+        self.affine = on;
+        self
+    }
+    pub fn track_running_stats(mut self, on: bool) -> Self {
+        self.track_running_stats = on;
+        self
+    }
+}
+
+/// Batch normalisation over `[N, C]` or `[N, C, L]` (`BatchNorm1d`) or `[N, C, H, W]`
+/// (`BatchNorm2d`) inputs; one type, the rank it takes set by the constructor.
+pub struct BatchNorm {
+    pub weight: Option<Parameter>,
+    pub bias: Option<Parameter>,
+    pub running_mean: Option<Buffer>,
+    pub running_var: Option<Buffer>,
+    pub num_batches_tracked: Option<Buffer>,
+    pub config: BatchNormConfig,
+    training: Training,
+    /// The input ranks this layer takes, and its PyTorch name.
+    ranks: &'static [usize],
+    name: &'static str,
+}
+
+/// `BatchNorm1d` (inputs `[N, C]` or `[N, C, L]`).
+pub type BatchNorm1d = BatchNorm;
+/// `BatchNorm2d` (inputs `[N, C, H, W]`).
+pub type BatchNorm2d = BatchNorm;
+
+impl BatchNorm {
+    /// PyTorch's `BatchNorm1d(config.num_features, ...)`: weight 1, bias 0, running mean
+    /// 0, running variance 1, no batches tracked.
+    pub fn new_1d(config: BatchNormConfig) -> BatchNorm {
+        BatchNorm::make(config, &[2, 3], "BatchNorm1d")
+    }
+
+    /// PyTorch's `BatchNorm2d(config.num_features, ...)`.
+    pub fn new_2d(config: BatchNormConfig) -> BatchNorm {
+        BatchNorm::make(config, &[4], "BatchNorm2d")
+    }
+
+    fn make(config: BatchNormConfig, ranks: &'static [usize], name: &'static str) -> BatchNorm {
+        let c = [config.num_features];
+        let (weight, bias) = match config.affine {
+            true => (Some(Parameter::new(&Tensor::ones(&c))), Some(Parameter::new(&Tensor::zeros(&c)))),
+            false => (None, None),
+        };
+        let track = config.track_running_stats;
+        BatchNorm {
+            weight,
+            bias,
+            running_mean: track.then(|| Buffer::new(&Tensor::zeros(&c))),
+            running_var: track.then(|| Buffer::new(&Tensor::ones(&c))),
+            num_batches_tracked: track.then(|| Buffer::new(&Tensor::full_i64(&[], 0))),
+            config,
+            training: Training::default(),
+            ranks,
+            name,
+        }
+    }
+
+    /// Folds this batch's statistics into the running ones, as PyTorch: `num_batches_tracked`
+    /// counts the batch, then `running = (1 - f) running + f batch` with `f` the momentum
+    /// (or `1 / num_batches_tracked` without one) and the unbiased batch variance.
+    fn update_running(&self, mean: &Tensor, var_unbiased: &Tensor) -> Result<()> {
+        let (Some(rm), Some(rv), Some(nbt)) = (&self.running_mean, &self.running_var, &self.num_batches_tracked) else { return Ok(()) };
+        no_grad(|| -> Result<()> {
+            let count = nbt.get().to_vec::<i64>()[0].wrapping_add(1);
+            nbt.set(&Tensor::full_i64(&[], count))?;
+            let f = self.config.momentum.unwrap_or(1.0 / count as f64);
+            rm.set(&rm.get().mul_scalar(1.0 - f).add(&mean.mul_scalar(f))?)?;
+            rv.set(&rv.get().mul_scalar(1.0 - f).add(&var_unbiased.mul_scalar(f))?)?;
+            Ok(())
+        })
+    }
+}
+
+impl Module for BatchNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.ranks.contains(&x.rank()) {
+            let want = if self.ranks.len() == 1 { "[N, C, H, W]" } else { "[N, C] or [N, C, L]" };
+            return Err(
+                autograd::Error::invalid("batch_norm", format!("{} expects an input {want}, got {:?}", self.name, x.shape())).into()
+            );
+        }
+        let w = self.weight.as_ref().map(|p| p.tensor());
+        let b = self.bias.as_ref().map(|p| p.tensor());
+        let eps = self.config.eps;
+        match (&self.running_mean, &self.running_var) {
+            (Some(rm), Some(rv)) if !self.training.get() => Ok(ops::batch_norm_eval(x, &rm.get(), &rv.get(), w.as_ref(), b.as_ref(), eps)?),
+            _ => {
+                let out = ops::batch_norm_train(x, w.as_ref(), b.as_ref(), eps)?;
+                if self.training.get() {
+                    self.update_running(&out.mean, &out.var_unbiased)?;
+                }
+                Ok(out.output)
+            }
+        }
+    }
+    fn visit<'a>(&'a self, v: &mut dyn Visitor<'a>) {
+        if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
+            v.parameter("weight", w);
+            v.parameter("bias", b);
+        }
+        if let (Some(m), Some(var), Some(n)) = (&self.running_mean, &self.running_var, &self.num_batches_tracked) {
+            v.buffer("running_mean", m);
+            v.buffer("running_var", var);
+            v.buffer("num_batches_tracked", n);
+        }
+        v.training(&self.training);
+    }
+    fn describe(&self) -> String {
+        let c = &self.config;
+        let py = |b: bool| if b { "True" } else { "False" };
+        let momentum = c.momentum.map_or("None".to_string(), |m| format!("{m}"));
+        format!(
+            "{}({}, eps={}, momentum={momentum}, affine={}, track_running_stats={})",
+            self.name,
+            c.num_features,
+            python_float(c.eps),
+            py(c.affine),
+            py(c.track_running_stats)
+        )
+    }
+}
+
+/// A float as Python's repr writes it (`1e-05`, `0.001`).
+fn python_float(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-4 {
+        let s = format!("{v:e}");
+        match s.split_once('e') {
+            Some((m, e)) => {
+                let exp: i32 = e.parse().unwrap_or(0);
+                format!("{m}e{}{:02}", if exp < 0 { "-" } else { "+" }, exp.abs())
+            }
+            None => s,
+        }
+    } else {
+        format!("{v}")
+    }
+}

@@ -1,0 +1,170 @@
+//! BatchNorm, adaptive pooling and SPEC section 7's models against PyTorch
+//! (tests/fixtures/bn/make_fixture.py, a kept script run by hand), and their gradients
+//! checked numerically in f64 in both modes.
+
+use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
+use autograd::{rng, DType, Tensor};
+use nn::{BatchNorm, BatchNormConfig, Module};
+use proptest::prelude::*;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> Vec<(String, Tensor)> {
+    nn::load_npz(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bn").join(name)).unwrap()
+}
+
+fn map(v: Vec<(String, Tensor)>) -> HashMap<String, Tensor> {
+    v.into_iter().collect()
+}
+
+fn close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
+    assert_eq!((got.dtype(), got.shape()), (want.dtype(), want.shape()), "{what}");
+    let d = got.max_abs_diff(want).unwrap();
+    assert!(d <= tol, "{what}: off by {d}");
+}
+
+/// Three training steps and an evaluation step of one fixture case.
+fn check_case(f: &HashMap<String, Tensor>, name: &str, layer: BatchNorm) {
+    layer.to_dtype(DType::F64).unwrap();
+    if let (Some(w), Some(b)) = (&layer.weight, &layer.bias) {
+        w.set(&f[&format!("{name}.weight")]).unwrap();
+        b.set(&f[&format!("{name}.bias")]).unwrap();
+    }
+    for k in 0..3 {
+        let x = f[&format!("{name}.x{k}")].requires_grad_();
+        layer.zero_grad();
+        let y = layer.forward(&x).unwrap();
+        close(&y, &f[&format!("{name}.y{k}")], 1e-12, &format!("{name} y{k}"));
+        y.mul(&f[&format!("{name}.r{k}")]).unwrap().sum().backward().unwrap();
+        close(&x.grad().unwrap(), &f[&format!("{name}.dx{k}")], 1e-12, &format!("{name} dx{k}"));
+        if let (Some(w), Some(b)) = (&layer.weight, &layer.bias) {
+            close(&w.grad().unwrap(), &f[&format!("{name}.dw{k}")], 1e-12, &format!("{name} dw{k}"));
+            close(&b.grad().unwrap(), &f[&format!("{name}.db{k}")], 1e-12, &format!("{name} db{k}"));
+        }
+    }
+    let sd = map(layer.state_dict());
+    for key in ["running_mean", "running_var", "num_batches_tracked"] {
+        close(&sd[key], &f[&format!("{name}.{key}")], 1e-12, &format!("{name} {key}"));
+    }
+    layer.eval();
+    let x = f[&format!("{name}.xe")].requires_grad_();
+    let y = layer.forward(&x).unwrap();
+    close(&y, &f[&format!("{name}.ye")], 1e-12, &format!("{name} eval"));
+    y.mul(&f[&format!("{name}.re")]).unwrap().sum().backward().unwrap();
+    close(&x.grad().unwrap(), &f[&format!("{name}.dxe")], 1e-12, &format!("{name} eval dx"));
+    assert_eq!(map(layer.state_dict())["num_batches_tracked"].to_vec::<i64>(), [3], "eval changes no statistic");
+}
+
+#[test]
+fn batch_norm_matches_pytorch_in_both_modes() {
+    let f = map(fixture("bn.npz"));
+    check_case(&f, "bn2d", BatchNorm::new_2d(BatchNormConfig::new(3)));
+    check_case(&f, "bn1d", BatchNorm::new_1d(BatchNormConfig::new(5).momentum(None)));
+    check_case(&f, "bn1d_plain", BatchNorm::new_1d(BatchNormConfig::new(4).affine(false)));
+}
+
+#[test]
+fn batch_norm_layers_check_their_input() {
+    let bn = BatchNorm::new_2d(BatchNormConfig::new(3));
+    let e = bn.forward(&Tensor::zeros(&[1, 3, 1, 1])).unwrap_err().to_string();
+    assert!(e.starts_with("batch_norm: expected more than 1 value per channel when training"), "{e}");
+    assert!(bn.forward(&Tensor::zeros(&[2, 4, 2, 2])).unwrap_err().to_string().starts_with("batch_norm: "));
+    assert!(bn.forward(&Tensor::zeros(&[2, 3])).unwrap_err().to_string().starts_with("batch_norm: "));
+    bn.eval();
+    assert_eq!(bn.forward(&Tensor::ones(&[1, 3, 1, 1])).unwrap().shape(), &[1, 3, 1, 1], "eval takes a single value");
+    assert_eq!(bn.describe(), "BatchNorm2d(3, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)");
+    let plain = BatchNorm::new_1d(BatchNormConfig::new(2).momentum(None).affine(false).track_running_stats(false));
+    assert_eq!(plain.describe(), "BatchNorm1d(2, eps=1e-05, momentum=None, affine=False, track_running_stats=False)");
+    assert!(plain.state_dict().is_empty());
+    // Without running statistics eval mode normalises with the batch's.
+    plain.eval();
+    let y = plain.forward(&Tensor::from_vec(vec![1.0f32, 5.0, 3.0, 7.0], &[2, 2]).unwrap()).unwrap();
+    assert!(y.max_abs_diff(&Tensor::from_vec(vec![-1.0f32, -1.0, 1.0, 1.0], &[2, 2]).unwrap()).unwrap() < 1e-4);
+}
+
+proptest! {
+    #![proptest_config(autograd::testing::config_from_env(24))]
+
+    #[test]
+    fn batch_norm_gradchecks_in_both_modes(n in 2usize..4, c in 1usize..4, s in 1usize..4, seed in any::<u64>()) {
+        let mut r = rng(seed);
+        let x = Tensor::uniform_dtype(&[n, c, s, 2], -2.0, 2.0, DType::F64, &mut r).requires_grad_();
+        let w = Tensor::uniform_dtype(&[c], 0.5, 1.5, DType::F64, &mut r).requires_grad_();
+        let b = Tensor::uniform_dtype(&[c], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let train = |v: &[Tensor]| Ok(ops::batch_norm_train(&v[0], Some(&v[1]), Some(&v[2]), 1e-5)?.output.tanh());
+        assert_gradcheck(train, &[x.clone(), w.clone(), b.clone()]);
+        assert_gradgradcheck(train, &[x.clone(), w.clone(), b.clone()]);
+        let mean = Tensor::uniform_dtype(&[c], -1.0, 1.0, DType::F64, &mut r);
+        let var = Tensor::uniform_dtype(&[c], 0.5, 2.0, DType::F64, &mut r);
+        let eval = |v: &[Tensor]| Ok(ops::batch_norm_eval(&v[0], &mean, &var, Some(&v[1]), Some(&v[2]), 1e-5)?.tanh());
+        assert_gradcheck(eval, &[x.clone(), w.clone(), b.clone()]);
+        assert_gradgradcheck(eval, &[x, w, b]);
+    }
+
+    #[test]
+    fn adaptive_avg_pool_gradchecks(h in 1usize..7, w in 1usize..7, oh in 1usize..5, ow in 1usize..5, seed in any::<u64>()) {
+        let x = Tensor::uniform_dtype(&[2, 2, h, w], -1.0, 1.0, DType::F64, &mut rng(seed)).requires_grad_();
+        let f = |v: &[Tensor]| Ok(ops::adaptive_avg_pool2d(&v[0], (oh, ow))?.tanh());
+        assert_gradcheck(f, &[x.clone()]);
+        assert_gradgradcheck(f, &[x]);
+    }
+}
+
+#[test]
+fn adaptive_avg_pool_bins_as_pytorch() {
+    // torch.nn.functional.adaptive_avg_pool2d(torch.arange(10.).view(1, 1, 2, 5), (1, 3)):
+    // bins [0, 2), [1, 4), [3, 5) over the width.
+    let x = Tensor::arange(0.0, 10.0, 1.0).unwrap().reshape(&[1, 1, 2, 5]).unwrap();
+    let y = ops::adaptive_avg_pool2d(&x, (1, 3)).unwrap();
+    assert_eq!(y.to_vec::<f32>(), [3.0, 4.5, 6.0]);
+    let g = ops::adaptive_avg_pool2d(&x, (1, 1)).unwrap();
+    assert_eq!(g.to_vec::<f32>(), [4.5]);
+    assert!(ops::adaptive_avg_pool2d(&x, (0, 1)).unwrap_err().to_string().starts_with("adaptive_avg_pool2d: "));
+    assert!(ops::adaptive_avg_pool2d(&Tensor::zeros(&[5]), (1, 1)).unwrap_err().to_string().starts_with("adaptive_avg_pool2d: "));
+}
+
+/// SPEC's models: keys, shapes, dtypes and order as PyTorch's; PyTorch's weights give
+/// PyTorch's logits in eval and train mode; train mode updates the statistics as PyTorch.
+#[test]
+fn spec_models_match_pytorch() {
+    let io = map(fixture("models_io.npz"));
+    let x = &io["x"];
+    for (name, net) in [
+        ("bn_lenet", nn::bn_lenet(&mut rng(0)).unwrap()),
+        ("resnet_small", nn::resnet18_with_widths([8, 16, 32, 64], &mut rng(0)).unwrap()),
+    ] {
+        let theirs = fixture(&format!("{name}.npz"));
+        let keys = |v: &[(String, Tensor)]| v.iter().map(|(k, t)| (k.clone(), t.dtype(), t.shape().to_vec())).collect::<Vec<_>>();
+        assert_eq!(keys(&net.state_dict()), keys(&theirs), "{name}: state_dict keys");
+        net.load_state_dict(&theirs).unwrap();
+        net.eval();
+        close(&net.forward(x).unwrap(), &io[&format!("{name}.eval")], 1e-4, &format!("{name} eval logits"));
+        net.train();
+        close(&net.forward(x).unwrap(), &io[&format!("{name}.train")], 1e-4, &format!("{name} train logits"));
+        for (k, t) in net.state_dict() {
+            close(&t, &io[&format!("{name}.after.{k}")], 1e-5, &format!("{name} {k} after a train step"));
+        }
+        // The other direction: our file loads into PyTorch (make_fixture.py --check NAME FILE).
+        if let Ok(dir) = std::env::var("CONVNET_BN_OUT") {
+            nn::save_state_dict(&net, &PathBuf::from(dir).join(format!("{name}.npz"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn resnet18_has_spec_keys() {
+    let small = nn::resnet18_with_widths([8, 16, 32, 64], &mut rng(0)).unwrap();
+    let full = nn::resnet18(&mut rng(0)).unwrap();
+    let names = |n: &nn::Sequential| n.state_dict().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(names(&full), names(&small));
+    assert_eq!(names(&full).len(), 127);
+    assert_eq!(full.num_parameters(), 11_178_378, "PyTorch's count");
+    let sd = full.state_dict();
+    let find = |k: &str| sd.iter().find(|(n, _)| n == k).map(|(_, t)| (t.dtype(), t.shape().to_vec())).unwrap();
+    assert_eq!(find("0.1.num_batches_tracked"), (DType::I64, vec![]));
+    assert_eq!(find("2.0.conv3.bias"), (DType::F32, vec![128]));
+    assert_eq!(find("4.1.bn2.running_var"), (DType::F32, vec![512]));
+    assert_eq!(find("7.weight"), (DType::F32, vec![10, 512]));
+    let y = full.forward(&Tensor::rand(&[2, 1, 28, 28], &mut rng(1))).unwrap();
+    assert_eq!(y.shape(), &[2, 10]);
+}

@@ -1,0 +1,253 @@
+//! Batch normalisation, as `torch.nn.functional.batch_norm`, over `[N, C, *]` inputs.
+//!
+//! Training mode is one op on the tape with its own kernels: the forward takes each
+//! channel's mean and biased variance (two passes, accumulated in f64) and writes
+//! `y = (x - mean) * invstd * w + b`; the backward takes each channel's sums of `dy` and
+//! `dy * x_hat` (one pass) and writes `dx` (a second). Channels are independent and each
+//! channel's sums run in a fixed order, so results are bitwise identical at any thread
+//! count. Under `create_graph` the rule is composed of tape ops instead, so it is
+//! differentiable again. Evaluation mode is an affine map per channel made of tape ops.
+//! The running statistics are the caller's (the `BatchNorm` layers): this op returns the
+//! batch statistics they are updated from. See docs/gradients.md.
+
+use autograd::parallel::install;
+use autograd::{record, Element, Error, Result, Scalar, Tensor};
+use rayon::prelude::*;
+
+/// The result of a training-mode [`batch_norm_train`]: the output, and the batch's mean
+/// and unbiased variance per channel (detached, in the input's dtype), from which the
+/// running statistics are updated.
+pub struct BatchNormTrain {
+    pub output: Tensor,
+    pub mean: Tensor,
+    pub var_unbiased: Tensor,
+}
+
+/// `(N, C, S)` of an `[N, C, *]` input, checked against the parameters' `[C]` shapes.
+fn geometry(op: &'static str, x: &Tensor, params: &[Option<&Tensor>]) -> Result<(usize, usize, usize)> {
+    x.check_float(op)?;
+    if x.rank() < 2 {
+        return Err(Error::invalid(op, format!("expects an input [N, C, *], got {:?}", x.shape())));
+    }
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let s: usize = x.shape()[2..].iter().product();
+    for p in params.iter().flatten() {
+        if p.shape() != [c] {
+            return Err(Error::mismatch(op, "weight, bias and statistics must have shape [C]", x.shape(), p.shape()));
+        }
+        if p.dtype() != x.dtype() {
+            return Err(Error::DTypeMismatch { op, lhs: x.dtype(), rhs: p.dtype() });
+        }
+    }
+    Ok((n, c, s))
+}
+
+/// `[1, C, 1, ...]`: a per-channel vector shaped to broadcast against `x`.
+fn per_channel(v: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let mut shape = vec![1; x.rank()];
+    shape[1] = x.shape()[1];
+    v.reshape_to(&shape)
+}
+
+/// Batch normalisation with the batch's statistics (training mode, or a layer that does
+/// not track running statistics): `y = (x - mean) / sqrt(var + eps) * weight + bias` with
+/// the biased variance over every dim but the channel dim. `weight`/`bias` `None` means
+/// 1/0 (`affine=False`). Needs more than one value per channel, as PyTorch.
+pub fn batch_norm_train(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<BatchNormTrain> {
+    const OP: &str = "batch_norm";
+    let (n, c, s) = geometry(OP, x, &[weight, bias])?;
+    let m = n * s;
+    if m <= 1 {
+        return Err(Error::invalid(OP, format!("expected more than 1 value per channel when training, got input {:?}", x.shape())));
+    }
+    let (output, mean, var_u) = autograd::dispatch!(OP, x.storage(), |_s: T| {
+        let xd = x.contiguous_data::<T>()?;
+        let w = weight.map(|w| w.contiguous_data::<T>()).transpose()?;
+        let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;
+        let stats = kernels::channel_stats(&xd, n, c, s);
+        let (scale, shift): (Vec<T>, Vec<T>) = (0..c)
+            .map(|k| {
+                let (mean, var) = stats[k];
+                let invstd = 1.0 / (var + eps).sqrt();
+                let wk = w.as_ref().map_or(1.0, |w| Scalar::to_f64(w[k]));
+                let bk = b.as_ref().map_or(0.0, |b| Scalar::to_f64(b[k]));
+                (T::from_f64(wk * invstd), T::from_f64(bk - mean * wk * invstd))
+            })
+            .unzip();
+        let y = kernels::affine(&xd, c, s, &scale, &shift);
+        let mean: Vec<T> = stats.iter().map(|&(mu, _)| T::from_f64(mu)).collect();
+        let var_u: Vec<T> = stats.iter().map(|&(_, v)| T::from_f64(v * m as f64 / (m - 1) as f64)).collect();
+        (Tensor::from_vec(y, x.shape())?, Tensor::from_vec(mean, &[c])?, Tensor::from_vec(var_u, &[c])?)
+    });
+    let mut inputs = vec![x];
+    inputs.extend(weight);
+    inputs.extend(bias);
+    let (has_w, has_b) = (weight.is_some(), bias.is_some());
+    let output = record(OP, output, &inputs, move |ctx| {
+        let (x, g) = (ctx.input(0), ctx.grad_output());
+        let w = has_w.then(|| ctx.input(1));
+        let (dx, dw, db) = if ctx.create_graph() { composed_backward(x, w, g, eps)? } else { kernel_backward(x, w, g, eps)? };
+        let mut grads = vec![Some(dx)];
+        if has_w {
+            grads.push(Some(dw));
+        }
+        if has_b {
+            grads.push(Some(db));
+        }
+        Ok(grads)
+    });
+    Ok(BatchNormTrain { output, mean, var_unbiased: var_u })
+}
+
+/// Batch normalisation with given statistics (evaluation mode): the affine map
+/// `y = (x - mean) * (weight / sqrt(var + eps)) + bias` per channel, made of tape ops (so
+/// differentiable to any order in `x`, `weight` and `bias`).
+pub fn batch_norm_eval(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    const OP: &str = "batch_norm";
+    geometry(OP, x, &[Some(mean), Some(var), weight, bias])?;
+    let invstd = var.add_scalar(eps).pow(-0.5);
+    let scale = match weight {
+        Some(w) => w.mul(&invstd)?,
+        None => invstd,
+    };
+    let y = x.sub(&per_channel(&mean.detach(), x)?)?.mul(&per_channel(&scale, x)?)?;
+    match bias {
+        Some(b) => y.add(&per_channel(b, x)?),
+        None => Ok(y),
+    }
+}
+
+/// `(dx, dw, db)` of training-mode batch norm from the kernels (first order).
+fn kernel_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, s) = geometry("batch_norm_backward", x, &[w])?;
+    Ok(autograd::dispatch!("batch_norm_backward", x.storage(), |_s: T| {
+        let xd = x.contiguous_data::<T>()?;
+        let gd = g.contiguous_data::<T>()?;
+        let wd = w.map(|w| w.contiguous_data::<T>()).transpose()?;
+        let stats = kernels::channel_stats(&xd, n, c, s);
+        let sums = kernels::grad_sums(&xd, &gd, n, c, s, &stats, eps);
+        let m = (n * s) as f64;
+        // dx = w * invstd * (dy - sum_dy / M - x_hat * sum_dy_xhat / M), as an affine map
+        // of dy and x per channel: dx = a * dy + b * x + d.
+        let coef: Vec<[T; 3]> = (0..c)
+            .map(|k| {
+                let (mean, var) = stats[k];
+                let (sum_dy, sum_dy_xhat) = sums[k];
+                let invstd = 1.0 / (var + eps).sqrt();
+                let wi = wd.as_ref().map_or(1.0, |w| Scalar::to_f64(w[k])) * invstd;
+                let bx = -wi * invstd * sum_dy_xhat / m;
+                [T::from_f64(wi), T::from_f64(bx), T::from_f64(-wi * sum_dy / m - bx * mean)]
+            })
+            .collect();
+        let dx = kernels::grad_input(&gd, &xd, c, s, &coef);
+        let dw: Vec<T> = sums.iter().map(|&(_, v)| T::from_f64(v)).collect();
+        let db: Vec<T> = sums.iter().map(|&(v, _)| T::from_f64(v)).collect();
+        (Tensor::from_vec(dx, x.shape())?, Tensor::from_vec(dw, &[c])?, Tensor::from_vec(db, &[c])?)
+    }))
+}
+
+/// The same gradients composed of tape ops, for `create_graph` (second order).
+fn composed_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let dims: Vec<isize> = (0..x.rank() as isize).filter(|&d| d != 1).collect();
+    let mean = x.mean_dims(&dims, true)?;
+    let xc = x.sub(&mean)?;
+    let invstd = xc.mul(&xc)?.mean_dims(&dims, true)?.add_scalar(eps).pow(-0.5);
+    let xhat = xc.mul(&invstd)?;
+    let sum_dy = g.sum_dims(&dims, true)?;
+    let sum_dy_xhat = g.mul(&xhat)?.sum_dims(&dims, true)?;
+    let m = (x.numel() / x.shape()[1].max(1)) as f64;
+    let inner = g.sub(&sum_dy.mul_scalar(1.0 / m))?.sub(&xhat.mul(&sum_dy_xhat.mul_scalar(1.0 / m))?)?;
+    let scale = match w {
+        Some(w) => invstd.mul(&per_channel(w, x)?)?,
+        None => invstd,
+    };
+    let c = [x.shape()[1]];
+    Ok((inner.mul(&scale)?, sum_dy_xhat.reshape_to(&c)?, sum_dy.reshape_to(&c)?))
+}
+
+/// The loops, over contiguous `[N, C, S]` buffers. Parallel over channels (statistics)
+/// or over `[S]` planes (element-wise passes); every sum runs in a fixed order.
+mod kernels {
+    use super::*;
+
+    /// Each channel's mean and biased variance, accumulated in f64 (two passes).
+    pub(super) fn channel_stats<T: Element>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
+        let m = (n * s) as f64;
+        let one = |k: usize| {
+            let planes = (0..n).map(|i| &x[(i * c + k) * s..][..s]);
+            let sum: f64 = planes.clone().map(|p| p.iter().map(|v| Scalar::to_f64(*v)).sum::<f64>()).sum();
+            let mean = sum / m;
+            let sq: f64 = planes.map(|p| p.iter().map(|v| (Scalar::to_f64(*v) - mean).powi(2)).sum::<f64>()).sum();
+            (mean, sq / m)
+        };
+        install(|| (0..c).into_par_iter().map(one).collect())
+    }
+
+    /// Each channel's `(sum dy, sum dy * x_hat)`, accumulated in f64.
+    pub(super) fn grad_sums<T: Element>(
+        x: &[T],
+        dy: &[T],
+        n: usize,
+        c: usize,
+        s: usize,
+        stats: &[(f64, f64)],
+        eps: f64,
+    ) -> Vec<(f64, f64)> {
+        let one = |k: usize| {
+            let (mean, var) = stats[k];
+            let invstd = 1.0 / (var + eps).sqrt();
+            let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+            for i in 0..n {
+                let at = (i * c + k) * s;
+                let (xp, gp) = (&x[at..][..s], &dy[at..][..s]);
+                let (mut a, mut b) = (0.0f64, 0.0f64);
+                for (&xv, &gv) in xp.iter().zip(gp) {
+                    let g = Scalar::to_f64(gv);
+                    a += g;
+                    b += g * (Scalar::to_f64(xv) - mean);
+                }
+                sd += a;
+                sdx += b;
+            }
+            (sd, sdx * invstd)
+        };
+        install(|| (0..c).into_par_iter().map(one).collect())
+    }
+
+    /// `y = x * scale[c] + shift[c]` plane by plane.
+    pub(super) fn affine<T: Element>(x: &[T], c: usize, s: usize, scale: &[T], shift: &[T]) -> Vec<T> {
+        let mut y = autograd::buffers::for_overwrite::<T>(x.len());
+        if s == 0 {
+            return y;
+        }
+        install(|| {
+            y.par_chunks_mut(s).zip(x.par_chunks(s)).enumerate().for_each(|(p, (yp, xp))| {
+                let (a, b) = (scale[p % c], shift[p % c]);
+                yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);
+            })
+        });
+        y
+    }
+
+    /// `dx = coef[c][0] * dy + coef[c][1] * x + coef[c][2]` plane by plane.
+    pub(super) fn grad_input<T: Element>(dy: &[T], x: &[T], c: usize, s: usize, coef: &[[T; 3]]) -> Vec<T> {
+        let mut dx = autograd::buffers::for_overwrite::<T>(x.len());
+        if s == 0 {
+            return dx;
+        }
+        install(|| {
+            dx.par_chunks_mut(s).zip(dy.par_chunks(s).zip(x.par_chunks(s))).enumerate().for_each(|(p, (dp, (gp, xp)))| {
+                let [a, b, d] = coef[p % c];
+                dp.iter_mut().zip(gp.iter().zip(xp)).for_each(|(o, (&g, &x))| *o = a * g + b * x + d);
+            })
+        });
+        dx
+    }
+}
