@@ -4,6 +4,7 @@
 //! losses, data loading and checkpoints.
 
 pub mod activation;
+pub mod clip;
 pub mod conv;
 pub mod data;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod optim;
 pub mod pool;
 
 pub use activation::{Flatten, ReLU, Sigmoid, Tanh};
+pub use clip::{clip_grad_norm_, clip_grad_value_};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use data::{DataLoader, Dataset, FashionMnist, ImageDataset};
 pub use error::{Error, Result};
@@ -28,5 +30,5 @@ pub use lenet::{lenet, xavier_init, Act, Pool};
 pub use linear::Linear;
 pub use loss::{accuracy, correct, CrossEntropyLoss, MseLoss};
 pub use module::{Module, Sequential};
-pub use optim::{Adam, Optimizer, Sgd};
+pub use optim::{Adagrad, Adam, AdamW, Optimizer, ParamGroup, RmsProp, Sgd};
 pub use pool::{AvgPool2d, MaxPool2d};
