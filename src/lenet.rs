@@ -253,6 +253,9 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
         // Refuses NaN or infinite weights too, naming the file and the key.
         nn::load_state_dict_from(&net, path, entries)?;
         opt.load_state_dict(&state.optimizer_state).map_err(in_file)?;
+        // The run trains at a constant rate: the saved --lr (`_train.config`, checked like
+        // the flag) is the rate, whatever the optimiser's saved group says.
+        opt.set_lr(args.lr).map_err(in_file)?;
         start_epoch = state.epoch;
         report.epochs = state.history.clone();
         if args.epochs <= start_epoch {

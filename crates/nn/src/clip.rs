@@ -38,7 +38,7 @@ fn grad_norm<T: Element>(g: &Tensor, p: f64) -> Result<f64> {
 /// NaN or infinite total norm (the gradients are then left alone).
 pub fn clip_grad_norm_(params: &[Parameter], max_norm: f64, norm_type: f64, error_if_nonfinite: bool) -> Result<f64> {
     const NAME: &str = "clip_grad_norm_";
-    if !(norm_type > 0.0) {
+    if norm_type.is_nan() || norm_type <= 0.0 {
         return Err(Error::config(NAME, format!("norm_type must be positive or infinity, got {norm_type}")));
     }
     if max_norm.is_nan() {
@@ -75,7 +75,7 @@ pub fn clip_grad_norm_(params: &[Parameter], max_norm: f64, norm_type: f64, erro
 fn scale_grad(p: &Parameter, c: f64) -> Result<()> {
     fn go<T: Element>(p: &Parameter, c: f64) -> Result<()> {
         let c = T::from_f64(c);
-        p.update_grad::<T>(|g| g.iter_mut().for_each(|v| *v = *v * c))?;
+        p.update_grad::<T>(|g| g.iter_mut().for_each(|v| *v *= c))?;
         Ok(())
     }
     match p.grad().map(|g| g.dtype()) {
@@ -90,7 +90,7 @@ fn scale_grad(p: &Parameter, c: f64) -> Result<()> {
 /// # Errors
 /// A negative or NaN `clip_value`.
 pub fn clip_grad_value_(params: &[Parameter], clip_value: f64) -> Result<()> {
-    if !(clip_value >= 0.0) {
+    if clip_value.is_nan() || clip_value < 0.0 {
         return Err(Error::config("clip_grad_value_", format!("clip_value must be at least 0, got {clip_value}")));
     }
     fn go<T: Element>(p: &Parameter, c: f64) -> Result<()> {

@@ -357,9 +357,10 @@ fn adam2() -> Box<dyn Optimizer> {
 }
 
 type MakeSched = fn(&mut dyn Optimizer) -> Box<dyn LrScheduler>;
+type MakeOpt = fn() -> Box<dyn Optimizer>;
 
 /// Every schedule of the fixture: (name, optimiser, scheduler, steps, momentum key).
-fn schedules() -> Vec<(&'static str, fn() -> Box<dyn Optimizer>, MakeSched, usize, Option<&'static str>)> {
+fn schedules() -> Vec<(&'static str, MakeOpt, MakeSched, usize, Option<&'static str>)> {
     vec![
         ("step", sgd2, |o| Box::new(StepLR::new(o, 3, 0.5).unwrap()), 20, None),
         ("multistep", sgd2, |o| Box::new(MultiStepLR::new(o, &[2, 5, 5, 9], 0.3).unwrap()), 20, None),

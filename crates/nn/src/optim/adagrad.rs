@@ -76,11 +76,11 @@ impl Rule for AdagradRule {
         for ((w, &g), s) in w.iter_mut().zip(g).zip(sum.iter_mut()) {
             let mut g = if maximize { -g } else { g };
             if decay {
-                g = g + wd * *w;
+                g += wd * *w;
             }
-            *s = *s + T::one() * g * g;
+            *s += T::one() * g * g;
             let std = s.sqrt() + eps;
-            *w = *w + neg_clr * g / std;
+            *w += neg_clr * g / std;
         }
     }
 }

@@ -106,9 +106,9 @@ pub(super) fn adam_update<T: Element>(h: &AdamConfig, decoupled: bool, step: u64
         let mut g = if maximize { -g } else { g };
         if decay {
             if decoupled {
-                *w = *w * decay_factor;
+                *w *= decay_factor;
             } else {
-                g = g + wd * *w;
+                g += wd * *w;
             }
         }
         *m = lerp(*m, g, one_minus_b1);
@@ -124,6 +124,6 @@ pub(super) fn adam_update<T: Element>(h: &AdamConfig, decoupled: bool, step: u64
             None => *v,
         };
         let denom = second.sqrt() / bc2_sqrt + eps;
-        *w = *w + neg_step_size * *m / denom;
+        *w += neg_step_size * *m / denom;
     }
 }

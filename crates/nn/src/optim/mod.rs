@@ -482,7 +482,7 @@ impl<R: Rule> Optimizer for Optim<R> {
                 out.push((format!("state.{}.step", s.name), scalar(s.step as f64)));
             }
             for (b, name) in s.bufs.iter().zip(R::BUFFERS) {
-                if b.len() > 0 {
+                if !b.is_empty() {
                     let t = autograd::dispatch_all!(b, |v: T| Tensor::from_vec(v.clone(), &s.param.shape()));
                     out.push((format!("state.{}.{name}", s.name), t.expect("a buffer has its parameter's size")));
                 }
@@ -571,7 +571,7 @@ impl<R: Rule> Optimizer for Optim<R> {
                 if R::COUNTS_STEPS && has_any && step == 0 {
                     problems.push(format!("'state.{}.step' is missing (or 0) but the parameter has state", s.name));
                 }
-                if step > 0 {
+                if step > 0 && s.param.numel() > 0 {
                     for (b, req) in R::required(h).iter().enumerate() {
                         if *req && bufs[gi][si][b].is_none() {
                             problems.push(format!(

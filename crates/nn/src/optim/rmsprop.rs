@@ -88,7 +88,7 @@ impl Rule for RmsPropRule {
         for ((w, &g), s) in w.iter_mut().zip(g).zip(sq.iter_mut()) {
             let mut g = if maximize { -g } else { g };
             if decay {
-                g = g + wd * *w;
+                g += wd * *w;
             }
             *s = *s * alpha + one_minus_alpha * g * g;
             let avg = match gavg.next() {
@@ -101,9 +101,9 @@ impl Rule for RmsPropRule {
             match buf.next() {
                 Some(b) => {
                     *b = *b * mom + g / avg;
-                    *w = *w + neg_lr * *b;
+                    *w += neg_lr * *b;
                 }
-                None => *w = *w + neg_lr * g / avg,
+                None => *w += neg_lr * g / avg,
             }
         }
     }

@@ -83,7 +83,7 @@ impl Rule for SgdRule {
         };
         if h.momentum == 0.0 {
             for (w, &g) in w.iter_mut().zip(g) {
-                *w = *w + lr * grad(*w, g);
+                *w += lr * grad(*w, g);
             }
         } else if buf.is_empty() {
             // First step: the buffer is the gradient itself (no dampening).
@@ -92,14 +92,14 @@ impl Rule for SgdRule {
                 let d = grad(*w, g);
                 buf.push(d);
                 let d = if nesterov { d + mom * d } else { d };
-                *w = *w + lr * d;
+                *w += lr * d;
             }
         } else {
             for ((w, &g), b) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
                 let d = grad(*w, g);
                 *b = *b * mom + one_minus_damp * d;
                 let d = if nesterov { d + mom * *b } else { *b };
-                *w = *w + lr * d;
+                *w += lr * d;
             }
         }
     }
