@@ -146,7 +146,7 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
         }
         let net = lenet(pool, act, &mut r).expect("LeNet builds");
         xavier_init(&net, &mut r).expect("init");
-        let mut opt = Sgd::new(net.parameters(), 0.1);
+        let mut opt = Sgd::new(net.named_parameters(), 0.1).expect("valid SGD settings");
         let mut losses = Vec::new();
         let mut step = || {
             let loss = ops::cross_entropy(&net.forward(&xb).expect("forward"), &yb).expect("loss");

@@ -252,15 +252,18 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
     }
 
     let mut opt: Box<dyn Optimizer> = match args.optimizer.as_str() {
-        "adam" => Box::new(Adam::new(net.parameters(), args.lr)),
-        _ => Box::new(Sgd::new(net.parameters(), args.lr)),
+        "adam" => Box::new(Adam::new(net.named_parameters(), args.lr)?),
+        _ => Box::new(Sgd::new(net.named_parameters(), args.lr)?),
     };
     let mut start_epoch = 0;
     if let (Some((entries, state)), Some(path)) = (&resumed, &args.resume) {
         let in_file = |e: nn::Error| nn::Error::Checkpoint { path: path.clone(), message: e.to_string() };
         // Refuses NaN or infinite weights too, naming the file and the key.
         nn::load_state_dict_from(&net, path, entries)?;
-        opt.load_state(&state.optimizer_state).map_err(in_file)?;
+        opt.load_state_dict(&state.optimizer_state).map_err(in_file)?;
+        // The run trains at a constant rate: the saved --lr (`_train.config`, checked like
+        // the flag) is the rate, whatever the optimiser's saved group says.
+        opt.set_lr(args.lr).map_err(in_file)?;
         start_epoch = state.epoch;
         report.epochs = state.history.clone();
         if args.epochs <= start_epoch {
@@ -355,7 +358,7 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
                 optimizer: args.optimizer.clone(),
                 lr: args.lr,
                 history: report.epochs.clone(),
-                optimizer_state: opt.state(),
+                optimizer_state: opt.state_dict(),
             };
             let mut entries = net.state_dict();
             entries.extend(state.entries());
@@ -467,7 +470,12 @@ impl TrainState {
         // Pool and activation have no parameters: the shapes do not depend on them.
         let net = lenet(pool, act, &mut rng(0)).map_err(|e| e.to_string())?;
         let params: Vec<(String, Vec<usize>)> = net.named_parameters().into_iter().map(|(n, p)| (n, p.shape().to_vec())).collect();
-        let param_shape = |i: &str| i.parse::<usize>().ok().and_then(|i| params.get(i)).map(|(_, s)| s.as_slice());
+        // The optimiser state either optimiser writes (keyed by parameter name), before the
+        // saved config says which one the run used.
+        let opts: Vec<Box<dyn Optimizer>> = vec![
+            Box::new(Sgd::new(net.named_parameters(), 0.1).map_err(|e| e.to_string())?),
+            Box::new(Adam::new(net.named_parameters(), 0.1).map_err(|e| e.to_string())?),
+        ];
         let mut problems = Vec::new();
         for info in infos {
             let (name, shape) = (info.name.as_str(), info.shape.as_slice());
@@ -475,13 +483,8 @@ impl TrainState {
                 "_train.epoch" => shape.is_empty(),
                 "_train.config" => shape == [8],
                 "_train.history" => matches!(shape, [rows, 3] if *rows <= cli::MAX_EPOCHS),
-                _ if name == format!("{OPT_PREFIX}step") => shape.is_empty(),
                 _ => match name.strip_prefix(OPT_PREFIX) {
-                    Some(k) => ["momentum_buffer.", "exp_avg.", "exp_avg_sq."]
-                        .iter()
-                        .find_map(|p| k.strip_prefix(p))
-                        .and_then(param_shape)
-                        .is_some_and(|s| s == shape),
+                    Some(k) => opts.iter().any(|o| o.entry_shape(k).is_some_and(|s| s == shape)),
                     None => params.iter().find(|(n, _)| n == name).is_some_and(|(_, s)| s == shape),
                 },
             };

@@ -69,7 +69,7 @@ fn large_allocations(pool: Pool, act: Act, threads: usize, warm: usize, steps: u
     let mut r = rng(3);
     let net = lenet(pool, act, &mut r).unwrap();
     xavier_init(&net, &mut r).unwrap();
-    let mut opt = Sgd::new(net.parameters(), 0.1);
+    let mut opt = Sgd::new(net.named_parameters(), 0.1).unwrap();
     let x = Tensor::rand(&[256, 1, 28, 28], &mut r);
     let y: Vec<usize> = (0..256).map(|i| (i * 7 + 3) % 10).collect();
     let mut losses = Vec::new();

@@ -108,12 +108,12 @@ fn resume_checks_the_adam_step_and_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.npz");
     for bad in [18_446_744_073_709_551_615.0, 1e300, -1.0, 0.5, f64::NAN] {
-        edited_checkpoint(&path, "_train.optimizer.step", bad);
+        edited_checkpoint(&path, "_train.optimizer.state.0.weight.step", bad);
         let mut a = parsed(&["--epochs", "2"]);
         a.resume = Some(path.clone());
         let e = fails_before_training(&a);
         // A NaN step is caught first by the check that every saved optimiser value is finite.
-        let named = e.contains("Adam 'step' must be a whole number") || (bad.is_nan() && e.contains("holds NaN"));
+        let named = e.contains("Adam: 'state.0.weight.step' must be a whole number") || (bad.is_nan() && e.contains("holds NaN"));
         assert!(e.starts_with(&path.display().to_string()) && named, "{bad}: {e}");
     }
     edited_checkpoint(&path, "_train.epoch", 2e6);
@@ -131,14 +131,14 @@ fn resume_refuses_entries_that_are_not_the_run_before_reading_them() {
     a.save = Some(path.clone());
     run(&a, &mut Vec::new()).unwrap();
     let mut entries = nn::load(&path).unwrap();
-    entries.push(("_train.optimizer.momentum_buffer.99".into(), autograd::Tensor::zeros(&[3])));
+    entries.push(("_train.optimizer.state.99.weight.momentum_buffer".into(), autograd::Tensor::zeros(&[3])));
     entries.push(("extra".into(), autograd::Tensor::zeros(&[3])));
     nn::save(&path, &entries).unwrap();
     let mut a = parsed(&["--epochs", "2"]);
     a.resume = Some(path.clone());
     let e = fails_before_training(&a);
     assert!(e.starts_with(&format!("{}: not a resumable lenet checkpoint: unexpected entry", path.display())), "{e}");
-    assert!(e.contains("'extra'") && e.contains("momentum_buffer.99"), "{e}");
+    assert!(e.contains("'extra'") && e.contains("99.weight.momentum_buffer"), "{e}");
 }
 
 #[test]

@@ -514,19 +514,25 @@ fn anomaly_mode_checks_the_parameters_after_each_optimiser_step() {
             r
         };
         let p = make();
-        let mut sgd = nn::Sgd::new(vec![p.clone()], 1e300);
+        let mut sgd = nn::Sgd::new(vec![p.clone()], 1e300).unwrap();
         step(&mut sgd, &p).unwrap(); // anomaly mode off: nothing checks
         assert!(!p.data().all_finite());
         for adam in [false, true] {
             let p = make();
-            let mut opt: Box<dyn Optimizer> =
-                if adam { Box::new(nn::Adam::new(vec![p.clone()], 1e308)) } else { Box::new(nn::Sgd::new(vec![p.clone()], 1e308)) };
+            let mut opt: Box<dyn Optimizer> = if adam {
+                Box::new(nn::Adam::new(vec![p.clone()], 1e308).unwrap())
+            } else {
+                Box::new(nn::Sgd::new(vec![p.clone()], 1e308).unwrap())
+            };
             autograd::set_detect_anomaly(true);
             let e = step(opt.as_mut(), &p).unwrap_err().to_string();
             autograd::set_detect_anomaly(false);
             let name = if adam { "Adam" } else { "SGD" };
             // SGD: 1 - inf; Adam in f32: inf x 0 (its second moment overflows too).
-            assert!(e.starts_with(&format!("anomaly: the {name} step left parameter 0 [2] holding ")) && e.ends_with(" at index 0"), "{e}");
+            assert!(
+                e.starts_with(&format!("anomaly: the {name} step left parameter '0' [2] holding ")) && e.ends_with(" at index 0"),
+                "{e}"
+            );
             assert!(!p.data().all_finite());
         }
     }
@@ -607,11 +613,12 @@ fn lenet_load_and_resume_refuse_checkpoints_with_non_finite_values() {
         assert_eq!(run(&a, &mut Vec::new()).unwrap_err().to_string(), want, "--resume");
         // A non-finite optimiser moment would turn the weights NaN at the first step.
         let opt = dir.path().join(format!("bad-opt-{shown}.npz"));
-        nn::save(&opt, &poisoned(&good, "_train.optimizer.exp_avg_sq.2", 0, value)).unwrap();
+        nn::save(&opt, &poisoned(&good, "_train.optimizer.state.3.weight.exp_avg_sq", 0, value)).unwrap();
         a.resume = Some(opt.clone());
         let e = run(&a, &mut Vec::new()).unwrap_err().to_string();
         assert!(
-            e.starts_with(&opt.display().to_string()) && e.contains(&format!("'_train.optimizer.exp_avg_sq.2' holds {shown} at index 0")),
+            e.starts_with(&opt.display().to_string())
+                && e.contains(&format!("'_train.optimizer.state.3.weight.exp_avg_sq' holds {shown} at index 0")),
             "{e}"
         );
     }

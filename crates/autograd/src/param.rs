@@ -107,6 +107,48 @@ impl Parameter {
         *self.0.grad.lock().unwrap() = None;
     }
 
+    /// Replaces the accumulated gradient (`None` clears it, as `zero_grad`). The gradient
+    /// must have the parameter's shape and dtype.
+    pub fn set_grad(&self, grad: Option<&Tensor>) -> Result<()> {
+        if let Some(g) = grad {
+            let v = self.0.value.read().unwrap();
+            if g.shape() != v.shape() {
+                return Err(Error::mismatch(
+                    "Parameter::set_grad",
+                    "the gradient's shape differs from the parameter's",
+                    v.shape(),
+                    g.shape(),
+                ));
+            }
+            if g.dtype() != v.dtype() {
+                return Err(Error::DTypeMismatch { op: "Parameter::set_grad", lhs: v.dtype(), rhs: g.dtype() });
+            }
+        }
+        *self.0.grad.lock().unwrap() = grad.map(|g| g.detach());
+        Ok(())
+    }
+
+    /// Edits the accumulated gradient in place, as PyTorch's `p.grad.mul_(c)` (gradient
+    /// clipping uses it). The gradient is copied first only if it is a view or shared.
+    /// Returns `false`, doing nothing, when there is no gradient.
+    pub fn update_grad<T: Element>(&self, f: impl FnOnce(&mut [T])) -> Result<bool> {
+        let mut slot = self.0.grad.lock().unwrap();
+        let Some(g) = slot.as_mut() else { return Ok(false) };
+        if g.dtype() != T::DTYPE {
+            return Err(Error::DTypeMismatch { op: "Parameter::update_grad", lhs: g.dtype(), rhs: T::DTYPE });
+        }
+        if !(g.is_contiguous() && g.0.layout.offset == 0 && g.storage().len() == g.numel()) {
+            *g = g.contiguous().detach();
+        }
+        if Arc::get_mut(&mut g.0).is_none() {
+            *g = g.detach();
+        }
+        let inner = Arc::get_mut(&mut g.0).expect("unique after detach");
+        let storage = Arc::make_mut(&mut inner.storage);
+        f(T::slice_mut(storage).expect("dtype checked"));
+        Ok(true)
+    }
+
     /// Replaces the value; the shape and dtype must stay the same.
     pub fn set(&self, value: &Tensor) -> Result<()> {
         let mut v = self.0.value.write().unwrap();

@@ -24,6 +24,10 @@ pub enum Error {
     /// A state dict that does not fit the module (lists every problem).
     #[error("load_state_dict: {0}")]
     StateDict(String),
+    /// An invalid setting of an optimiser, scheduler or other training utility (a negative
+    /// learning rate, Nesterov without momentum, ...), named, as PyTorch's `ValueError`.
+    #[error("{what}: {message}")]
+    Config { what: &'static str, message: String },
     /// A bad command-line flag or value.
     #[error("{0}")]
     Usage(String),
@@ -35,6 +39,9 @@ pub enum Error {
 impl Error {
     pub fn io(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> Self {
         Error::Io { path: path.into(), message: e.to_string() }
+    }
+    pub fn config(what: &'static str, message: impl Into<String>) -> Self {
+        Error::Config { what, message: message.into() }
     }
     pub fn format(path: impl Into<PathBuf>, offset: u64, message: impl Into<String>) -> Self {
         Error::Format { path: path.into(), offset, message: message.into() }

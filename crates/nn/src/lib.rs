@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod batch_norm;
+pub mod clip;
 pub mod conv;
 pub mod data;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod pool;
 
 pub use activation::{Flatten, Identity, ReLU, Sigmoid, Tanh};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
+pub use clip::{clip_grad_norm_, clip_grad_value_};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use data::{DataLoader, Dataset, FashionMnist, ImageDataset};
 pub use error::{Error, Result};
@@ -33,5 +35,5 @@ pub use linear::Linear;
 pub use loss::{accuracy, correct, CrossEntropyLoss, MseLoss};
 pub use models::{bn_lenet, resnet18, resnet18_with_widths, Residual};
 pub use module::{Buffer, IncompatibleKeys, Module, Sequential, Training, Visitor};
-pub use optim::{Adam, Optimizer, Sgd};
+pub use optim::{Adagrad, Adam, AdamW, Optimizer, ParamGroup, RmsProp, Sgd};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};

@@ -1,6 +1,7 @@
 //! Layers, initialisers, optimisers and state dicts, against PyTorch's numbers.
 
 use autograd::{rng, Tensor};
+use nn::optim::{AdamConfig, SgdConfig};
 use nn::{init, Adam, Conv2d, Conv2dConfig, Linear, Module, Optimizer, Sequential, Sgd};
 
 /// Three steps of `loss = 0.1 * sum(w^3) + sum(w * arange(6))` from the same start, in
@@ -38,15 +39,15 @@ fn close(got: &[f64], want: &[f64]) {
 #[test]
 fn sgd_matches_pytorch() {
     close(
-        &run(|p| Box::new(Sgd::new(p, 0.1))),
+        &run(|p| Box::new(Sgd::new(p, 0.1).unwrap())),
         &[0.47816006261019584, -1.41656507938747, 1.13691979317248, 0.4751091218761958, -0.9617268885058805, -2.4138535498780698],
     );
     close(
-        &run(|p| Box::new(Sgd::new(p, 0.1).momentum(0.9))),
+        &run(|p| Box::new(Sgd::with(p, SgdConfig::new(0.1).momentum(0.9)).unwrap())),
         &[0.4589811924267583, -1.7726555645274704, 0.3551379410124799, -0.4454693711122416, -2.0254718505423406, -3.848195626662851],
     );
     close(
-        &run(|p| Box::new(Sgd::new(p, 0.1).momentum(0.9).nesterov(true).weight_decay(0.01))),
+        &run(|p| Box::new(Sgd::with(p, SgdConfig::new(0.1).momentum(0.9).nesterov(true).weight_decay(0.01)).unwrap())),
         &[0.43891258078873296, -2.174830364253206, -0.21397592064482587, -1.206503508397565, -3.1423867683411246, -5.670614414847957],
     );
 }
@@ -54,11 +55,11 @@ fn sgd_matches_pytorch() {
 #[test]
 fn adam_matches_pytorch() {
     close(
-        &run(|p| Box::new(Adam::new(p, 0.1))),
+        &run(|p| Box::new(Adam::new(p, 0.1).unwrap())),
         &[0.21322039559342343, -1.3003532924387942, 1.7004160853039507, 1.2002501588781895, -0.04997641994694217, -1.0500877779456825],
     );
     close(
-        &run(|p| Box::new(Adam::new(p, 0.05).betas(0.8, 0.99).eps(1e-6).weight_decay(0.1))),
+        &run(|p| Box::new(Adam::with(p, AdamConfig::new(0.05).betas(0.8, 0.99).eps(1e-6).weight_decay(0.1)).unwrap())),
         &[0.352314155730876, -1.1501979602714834, 1.8501928470492284, 1.3501285668113228, 0.10002708964551207, -0.9000353582446168],
     );
 }
@@ -66,14 +67,14 @@ fn adam_matches_pytorch() {
 #[test]
 fn optimizer_state_round_trips() {
     let w = autograd::Parameter::new(&Tensor::ones(&[3]));
-    let mut a = Adam::new(vec![w.clone()], 0.1);
+    let mut a = Adam::new(vec![w.clone()], 0.1).unwrap();
     w.tensor().mul_scalar(2.0).sum().backward().unwrap();
     a.step().unwrap();
-    let st = a.state();
-    let mut b = Adam::new(vec![w.clone()], 0.1);
-    b.load_state(&st).unwrap();
+    let st = a.state_dict();
+    let mut b = Adam::new(vec![w.clone()], 0.1).unwrap();
+    b.load_state_dict(&st).unwrap();
     assert_eq!(
-        b.state().iter().map(|(k, t)| (k.clone(), t.to_vec::<f64>())).collect::<Vec<_>>(),
+        b.state_dict().iter().map(|(k, t)| (k.clone(), t.to_vec::<f64>())).collect::<Vec<_>>(),
         st.iter().map(|(k, t)| (k.clone(), t.to_vec::<f64>())).collect::<Vec<_>>()
     );
 }
