@@ -19,7 +19,10 @@ pub mod matmul;
 pub mod pool;
 mod shared;
 
-pub use conv::{conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Epilogue, Pair, Pool2x2};
+pub use conv::{
+    conv2d, conv2d_algo_applies, conv2d_algo_for, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, last_conv2d_algo,
+    Conv2dAlgo, Conv2dArgs, Conv2dMap, Epilogue, Pair, Pool2x2,
+};
 pub use linear::linear;
 pub use loss::{cross_entropy, mse, Targets};
 pub use matmul::matmul;

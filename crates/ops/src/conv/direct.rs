@@ -26,6 +26,11 @@ use crate::pool::{avg2x2_row, max2x2_row, max2x2_scatter_rows, spread_pairs};
 use crate::shared::SharedOut;
 use autograd::{Activation, Element};
 
+/// Whether the direct kernels can compute `g`: stride 1, on a CPU that runs them.
+pub(super) fn applies(g: &Geom) -> bool {
+    g.a.stride == Pair(1, 1) && tiles::available()
+}
+
 /// The wide layout of one convolution.
 pub(super) struct Wide {
     hp: usize,
@@ -37,11 +42,11 @@ pub(super) struct Wide {
 }
 
 impl Wide {
-    /// The wide layout, when the direct kernels apply: stride 1, on a CPU that runs them.
+    /// The wide layout, when the direct kernels apply (see [`applies`]).
     pub(super) fn new(g: &Geom) -> Option<Wide> {
         // Empty problems (no samples, channels or outputs) take the unfolding path, which
         // handles them without any tile.
-        if g.a.stride != Pair(1, 1) || !tiles::available() || [g.n, g.o, g.l(), g.rows()].contains(&0) {
+        if !applies(g) || [g.n, g.o, g.l(), g.rows()].contains(&0) {
             return None;
         }
         let (Pair(ph, pw), Pair(dh, dw)) = (g.a.padding, g.a.dilation);

@@ -17,8 +17,13 @@
 //! block order, so they are bitwise identical at any thread count. See docs/gradients.md.
 
 mod direct;
+mod pointwise;
 mod scratch;
+mod select;
 mod tiles;
+
+pub use select::{conv2d_algo_applies, conv2d_algo_for, last_conv2d_algo, Conv2dAlgo, Conv2dMap};
+use select::{record as record_algo, select};
 
 use crate::gemm::{gemm_serial, MatRef};
 use crate::pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2x2_grad, Pool2dArgs};
@@ -46,18 +51,23 @@ impl From<[usize; 2]> for Pair {
     }
 }
 
-/// Arguments of [`conv2d`], PyTorch's defaults: stride 1, padding 0, dilation 1, groups 1.
+/// Arguments of [`conv2d`], PyTorch's defaults: stride 1, padding 0, dilation 1, groups 1;
+/// the algorithm chosen by shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dArgs {
     pub stride: Pair,
     pub padding: Pair,
     pub dilation: Pair,
     pub groups: usize,
+    /// The kernel to compute this convolution and its gradients with, where it applies
+    /// (else the automatic choice; see [`Conv2dAlgo`]). For tests and benchmarks: the
+    /// values are the same to rounding whichever runs.
+    pub algo: Conv2dAlgo,
 }
 
 impl Default for Conv2dArgs {
     fn default() -> Self {
-        Conv2dArgs { stride: Pair(1, 1), padding: Pair(0, 0), dilation: Pair(1, 1), groups: 1 }
+        Conv2dArgs { stride: Pair(1, 1), padding: Pair(0, 0), dilation: Pair(1, 1), groups: 1, algo: Conv2dAlgo::Auto }
     }
 }
 
@@ -79,6 +89,10 @@ impl Conv2dArgs {
     }
     pub fn groups(mut self, g: usize) -> Self {
         self.groups = g;
+        self
+    }
+    pub fn algo(mut self, a: Conv2dAlgo) -> Self {
+        self.algo = a;
         self
     }
 }
@@ -455,12 +469,14 @@ fn unfold_block<T: Element>(g: &Geom, x: &[T], samples: &std::ops::Range<usize>,
     }
 }
 
-/// The forward pass.
-fn forward_kernel<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, ep: Epilogue) -> (Vec<T>, Option<Vec<T>>) {
-    if let Some(wide) = direct::Wide::new(g) {
-        return direct::forward(g, &wide, x, w, bias, ep);
+/// The forward pass with `algo` (from [`select`]). Returns the output after the
+/// activation, and the pooled output when the kernel fused the pooling too.
+fn forward_kernel<T: Element>(g: &Geom, algo: Conv2dAlgo, x: &[T], w: &[T], bias: Option<&[T]>, ep: Epilogue) -> (Vec<T>, Option<Vec<T>>) {
+    match (algo, direct::Wide::new(g)) {
+        (Conv2dAlgo::Direct, Some(wide)) => direct::forward(g, &wide, x, w, bias, ep),
+        (Conv2dAlgo::Gemm1x1, _) => (pointwise::forward(g, x, w, bias, ep.act), None),
+        _ => (forward_unfolded(g, x, w, bias, ep.act), None),
     }
-    (forward_unfolded(g, x, w, bias, ep.act), None)
 }
 
 /// The forward pass by unfolding (im2col and GEMM), for strided convolutions and CPUs
@@ -506,10 +522,14 @@ fn forward_unfolded<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, 
     y
 }
 
-fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
-    if let Some(wide) = direct::Wide::new(g) {
-        let b = direct::Backward { dy, y: None, act: None, pool: None, x: None, w: Some(w), bias: false };
-        return direct::backward(g, &wide, b).dx.expect("asked for");
+fn input_grad_kernel<T: Element>(g: &Geom, algo: Conv2dAlgo, dy: &[T], w: &[T]) -> Vec<T> {
+    match (algo, direct::Wide::new(g)) {
+        (Conv2dAlgo::Direct, Some(wide)) => {
+            let b = direct::Backward { dy, y: None, act: None, pool: None, x: None, w: Some(w), bias: false };
+            return direct::backward(g, &wide, b).dx.expect("asked for");
+        }
+        (Conv2dAlgo::Gemm1x1, _) => return pointwise::input_grad(g, dy, w),
+        _ => {}
     }
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
@@ -540,10 +560,14 @@ fn input_grad_kernel<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 /// cache) rather than reading an unfolded copy of the whole batch kept by the forward:
 /// that copy (35 MB for LeNet's batch of 256) cost more in memory traffic than the
 /// second unfolding costs in arithmetic.
-fn weight_grad_kernel<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
-    if let Some(wide) = direct::Wide::new(g) {
-        let b = direct::Backward { dy, y: None, act: None, pool: None, x: Some(x), w: None, bias: false };
-        return direct::backward(g, &wide, b).dw.expect("asked for");
+fn weight_grad_kernel<T: Element>(g: &Geom, algo: Conv2dAlgo, x: &[T], dy: &[T]) -> Vec<T> {
+    match (algo, direct::Wide::new(g)) {
+        (Conv2dAlgo::Direct, Some(wide)) => {
+            let b = direct::Backward { dy, y: None, act: None, pool: None, x: Some(x), w: None, bias: false };
+            return direct::backward(g, &wide, b).dw.expect("asked for");
+        }
+        (Conv2dAlgo::Gemm1x1, _) => return pointwise::weight_grad(g, x, dy),
+        _ => {}
     }
     let (l, rows) = (g.l(), g.rows());
     let size = g.o * rows;
@@ -635,10 +659,12 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
     if epilogue.pool.is_some() && (g.oh < 2 || g.ow < 2) {
         return Err(Error::invalid(op, format!("2x2 pooling needs a convolution output of at least 2x2, got {}x{}", g.oh, g.ow)));
     }
+    let algo = select(Conv2dMap::Forward, &g);
     let (full, pooled) = autograd::dispatch!("conv2d", input.storage(), |_s: T| {
         let (x, w) = (input.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
         let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;
-        let (y, pooled) = forward_kernel(&g, &x, &w, b.as_deref(), epilogue);
+        record_algo(Conv2dMap::Forward, algo);
+        let (y, pooled) = forward_kernel(&g, algo, &x, &w, b.as_deref(), epilogue);
         let y = Tensor::from_vec(y, &g.y_shape())?;
         let pooled = match pooled {
             Some(p) => Some(Tensor::from_vec(p, &[g.n, g.o, g.oh / 2, g.ow / 2])?),
@@ -663,7 +689,10 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
         let (x, w) = (ctx.input(0), ctx.input(1));
         let bias = ctx.inputs().get(2);
         let y = saved.as_ref().unwrap_or(ctx.output());
-        if !ctx.create_graph() {
+        // The direct kernels compute every gradient (and take the epilogue back) in one
+        // pass, when the selector picks them for both gradient maps; the differentiable
+        // path below runs each map through its own op, which asks the selector again.
+        if !ctx.create_graph() && [Conv2dMap::InputGrad, Conv2dMap::WeightGrad].iter().all(|&m| select(m, &g) == Conv2dAlgo::Direct) {
             if let Some(wide) = direct::Wide::new(&g) {
                 return backward_direct(&g, &wide, ctx, y, epilogue);
             }
@@ -710,6 +739,11 @@ fn backward_direct(g: &Geom, wide: &direct::Wide, ctx: &autograd::BackwardCtx, y
             bias,
         };
         let grads = direct::backward(g, wide, b);
+        for (map, ran) in [(Conv2dMap::InputGrad, ctx.needs_grad(0)), (Conv2dMap::WeightGrad, ctx.needs_grad(1))] {
+            if ran {
+                record_algo(map, Conv2dAlgo::Direct);
+            }
+        }
         let mut out = vec![
             grads.dx.map(|v| Tensor::from_vec(v, &g.x_shape())).transpose()?,
             grads.dw.map(|v| Tensor::from_vec(v, &g.w_shape())).transpose()?,
@@ -728,9 +762,11 @@ pub fn conv2d_input_grad(dy: &Tensor, weight: &Tensor, input_shape: &[usize], ar
     let g = Geom::new("conv2d_input_grad", input_shape, weight.shape(), args)?;
     same_dtype("conv2d_input_grad", dy, weight)?;
     g.check_output_grad("conv2d_input_grad", dy)?;
+    let algo = select(Conv2dMap::InputGrad, &g);
     let out = autograd::dispatch!("conv2d_input_grad", dy.storage(), |_s: T| {
         let (d, w) = (dy.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
-        Tensor::from_vec(input_grad_kernel(&g, &d, &w), &g.x_shape())?
+        record_algo(Conv2dMap::InputGrad, algo);
+        Tensor::from_vec(input_grad_kernel(&g, algo, &d, &w), &g.x_shape())?
     });
     Ok(record("conv2d_input_grad", out, &[dy, weight], move |ctx| {
         let (dy, w, u) = (ctx.input(0), ctx.input(1), ctx.grad_output());
@@ -747,9 +783,11 @@ pub fn conv2d_weight_grad(input: &Tensor, dy: &Tensor, weight_shape: &[usize], a
     let g = Geom::new("conv2d_weight_grad", input.shape(), weight_shape, args)?;
     same_dtype("conv2d_weight_grad", input, dy)?;
     g.check_output_grad("conv2d_weight_grad", dy)?;
+    let algo = select(Conv2dMap::WeightGrad, &g);
     let out = autograd::dispatch!("conv2d_weight_grad", dy.storage(), |_s: T| {
         let (x, d) = (input.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
-        Tensor::from_vec(weight_grad_kernel(&g, &x, &d), &g.w_shape())?
+        record_algo(Conv2dMap::WeightGrad, algo);
+        Tensor::from_vec(weight_grad_kernel(&g, algo, &x, &d), &g.w_shape())?
     });
     Ok(record("conv2d_weight_grad", out, &[input, dy], move |ctx| {
         let (x, dy, v) = (ctx.input(0), ctx.input(1), ctx.grad_output());
