@@ -19,7 +19,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OURS = os.path.join(ROOT, "target", "release", "examples", "conv_sweep")
+OURS = os.environ.get("CONV_SWEEP_BIN", os.path.join(ROOT, "target", "release", "examples", "conv_sweep"))
 
 
 def ints(s):

@@ -11,8 +11,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod args;
 pub mod conv;
-pub(crate) mod gemm;
+pub(crate) mod cpu;
 pub mod linear;
 pub mod loss;
 pub mod matmul;

@@ -78,7 +78,7 @@ macro_rules! avx512_copy {
                 unsafe fn avx512<T: Element>($($arg: $ty),*) {
                     $inner($($arg),*)
                 }
-                if $crate::conv::tiles::available() {
+                if $crate::cpu::tiles::available() {
                     // SAFETY: the CPU has AVX-512.
                     return unsafe { avx512($($arg),*) };
                 }

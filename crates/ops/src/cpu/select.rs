@@ -2,63 +2,18 @@
 //!
 //! The three maps of a convolution (the forward, the input gradient and the weight
 //! gradient) each ask [`select`] for an algorithm; the gradient rules never choose one
-//! themselves. A caller can ask for one per call ([`Conv2dArgs::algo`]) or for a whole
+//! themselves. A caller can ask for one per call ([`Conv2dArgs::algo`](crate::Conv2dArgs)) or for a whole
 //! process (`CONVNET_CONV_ALGO=direct|unfold|gemm1x1|auto`, read once), which is how tests
 //! run every kernel and benchmarks compare them. A request that does not apply to a
 //! geometry (the direct kernels at stride 2 or without AVX-512, `gemm1x1` for a 3x3
 //! kernel) falls back to the automatic choice; [`last_conv2d_algo`] tells what ran.
 
-use super::{direct, Conv2dArgs, Geom, Pair};
+use super::direct;
+use super::geom::Geom;
+use crate::args::{Conv2dAlgo, Conv2dArgs, Conv2dMap, Pair};
 use autograd::Result;
 use std::cell::Cell;
 use std::sync::OnceLock;
-
-/// A convolution algorithm.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Conv2dAlgo {
-    /// Let [`select`] choose by shape (the default).
-    #[default]
-    Auto,
-    /// The direct stride-1 kernels over wide rows (`direct.rs`, `tiles.rs`): nothing
-    /// unfolded; AVX-512 only. Fast for few channels (LeNet's 1 to 16).
-    Direct,
-    /// Unfold (im2col) a block of samples and multiply by the weight with our GEMM.
-    Unfold,
-    /// 1x1 kernels at stride 1 without padding: the convolution is a product of the
-    /// weight with each sample's `[C, H W]` planes as they lie, nothing copied.
-    Gemm1x1,
-}
-
-impl Conv2dAlgo {
-    /// Every algorithm a geometry can run, `Auto` excluded.
-    pub const ALL: [Conv2dAlgo; 3] = [Conv2dAlgo::Direct, Conv2dAlgo::Unfold, Conv2dAlgo::Gemm1x1];
-
-    /// The name `CONVNET_CONV_ALGO` uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Conv2dAlgo::Auto => "auto",
-            Conv2dAlgo::Direct => "direct",
-            Conv2dAlgo::Unfold => "unfold",
-            Conv2dAlgo::Gemm1x1 => "gemm1x1",
-        }
-    }
-
-    /// The algorithm called `name` (as [`name`](Self::name) spells it).
-    pub fn from_name(name: &str) -> Option<Conv2dAlgo> {
-        [Conv2dAlgo::Auto].into_iter().chain(Self::ALL).find(|a| a.name() == name)
-    }
-}
-
-/// One of the three maps of a convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Conv2dMap {
-    /// `y = conv2d(x, w)`.
-    Forward,
-    /// `dx = conv2d_input_grad(dy, w)`.
-    InputGrad,
-    /// `dw = conv2d_weight_grad(x, dy)`.
-    WeightGrad,
-}
 
 /// The process-wide request from `CONVNET_CONV_ALGO`, read once. An unknown name is
 /// reported on stderr once and ignored.
@@ -114,7 +69,7 @@ fn auto(_map: Conv2dMap, g: &Geom) -> Conv2dAlgo {
 
 /// The algorithm for `map` of `g`: the call's request if it applies, else the process's
 /// (`CONVNET_CONV_ALGO`) if it applies, else the automatic choice. Never `Auto`.
-pub(super) fn select(map: Conv2dMap, g: &Geom) -> Conv2dAlgo {
+pub(crate) fn select(map: Conv2dMap, g: &Geom) -> Conv2dAlgo {
     [g.a.algo, env_request()].into_iter().find(|&a| applies(a, g)).unwrap_or_else(|| auto(map, g))
 }
 
@@ -125,7 +80,7 @@ thread_local! {
 }
 
 /// Notes that `map` ran with `algo` on this thread.
-pub(super) fn record(map: Conv2dMap, algo: Conv2dAlgo) {
+pub(crate) fn record(map: Conv2dMap, algo: Conv2dAlgo) {
     LAST.with(|l| {
         let mut v = l.get();
         v[map as usize] = Some(algo);

@@ -10,9 +10,9 @@
 //! The forward and the input gradient are one batch of products to `gemm_batch`, which
 //! splits them into tiles by shape alone.
 
+use super::gemm::{gemm_batch, gemm_serial, MatRef, Product};
+use super::geom::Geom;
 use super::scratch::{par_tasks, Lens};
-use super::Geom;
-use crate::gemm::{gemm_batch, gemm_serial, MatRef, Product};
 use crate::shared::SharedOut;
 use autograd::parallel::install;
 use autograd::{Activation, Element};
