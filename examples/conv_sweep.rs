@@ -7,5 +7,5 @@ use clap::Parser;
 use convnet::conv_sweep::{run, SweepOptions};
 
 fn main() {
-    run(&SweepOptions::parse(), &mut std::io::stdout());
+    run(&SweepOptions::parse(), std::io::stdin().lock(), &mut std::io::stdout());
 }

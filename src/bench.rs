@@ -42,22 +42,6 @@ pub fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     ts[ts.len() / 2]
 }
 
-/// Median wall time of runs of `f` after one warm-up run, in seconds: at least `min_reps`
-/// runs, and more until they took `secs` in all (at most 51), so quick shapes get enough
-/// runs for a stable median and slow ones do not take minutes.
-pub fn median_secs_for(secs: f64, min_reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let start = Instant::now();
-    let mut ts = Vec::new();
-    while ts.len() < min_reps.max(1) || (start.elapsed().as_secs_f64() < secs && ts.len() < 51) {
-        let t = Instant::now();
-        f();
-        ts.push(t.elapsed().as_secs_f64());
-    }
-    ts.sort_by(|a, b| a.total_cmp(b));
-    ts[ts.len() / 2]
-}
-
 /// One measurement line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measurement {

@@ -458,13 +458,15 @@ fn every_algorithm_matches_the_definition_and_gradchecks() {
 }
 
 /// Every algorithm gives bitwise the same values and gradients at one and two threads,
-/// on shapes big enough to split into several tasks and GEMM tiles.
+/// on shapes big enough to split into several tasks, GEMM tiles and partial sums.
 #[test]
 fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
     let cases = [
         ([19, 6, 12, 12], [16, 6, 3, 3], Conv2dArgs::new().padding(1)),
         ([19, 64, 8, 8], [96, 64, 1, 1], Conv2dArgs::new()),
         ([19, 8, 13, 11], [12, 8, 3, 3], Conv2dArgs::new().stride(2).padding(1)),
+        // Unfolded: blocks of 4 samples, two blocks per partial sum of the weight gradient.
+        ([19, 64, 8, 8], [16, 64, 3, 3], Conv2dArgs::new().padding(1)),
     ];
     for (xs, ws, a) in cases {
         for algo in Conv2dAlgo::ALL {

@@ -22,9 +22,11 @@ mod tiles;
 mod unfold;
 
 use crate::args::{Conv2dAlgo, Epilogue};
+use autograd::parallel::install;
 use autograd::Element;
 pub(crate) use direct::{Backward, Grads};
 use geom::Geom;
+use rayon::prelude::*;
 
 /// The forward pass with `algo` (from [`select`](select::select)). Returns the output after the
 /// activation, and the pooled output when the kernel fused the pooling too.
@@ -71,4 +73,24 @@ pub(crate) fn weight_grad<T: Element>(g: &Geom, algo: Conv2dAlgo, x: &[T], dy: &
 /// activation and pooling taken back on the way), or `None` where they do not apply.
 pub(crate) fn backward_direct<T: Element>(g: &Geom, b: Backward<'_, T>) -> Option<Grads<T>> {
     direct::Wide::new(g).map(|wide| direct::backward(g, &wide, b))
+}
+
+/// `Σ_p partials[p]` for partial sums `size` long, every element added up from zero in
+/// partial order, so the same bits at any thread count; element ranges (fixed chunks) run
+/// in parallel. Gives `partials` back to the buffer cache.
+fn sum_partials<T: Element>(partials: Vec<T>, size: usize) -> Vec<T> {
+    const CHUNK: usize = 1 << 14;
+    let parts = partials.len().checked_div(size).unwrap_or(0);
+    let mut out = autograd::buffers::for_overwrite::<T>(size);
+    install(|| {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| {
+            o.fill(T::zero());
+            let len = o.len();
+            for p in 0..parts {
+                o.iter_mut().zip(&partials[p * size + i * CHUNK..][..len]).for_each(|(o, &v)| *o += v);
+            }
+        })
+    });
+    autograd::buffers::recycle(partials);
+    out
 }

@@ -61,10 +61,10 @@ pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     dx
 }
 
-/// Samples per block of the weight gradient: at most 8 blocks, so the partial sums stay
+/// Samples per block of the weight gradient: at most 4 blocks, so the partial sums stay
 /// small, and at least one sample each. A function of the batch size alone.
 fn block_samples(n: usize) -> usize {
-    n.div_ceil(8).max(1)
+    n.div_ceil(4).max(1)
 }
 
 /// The weight gradient: each block adds its samples' products into its own partial sum
@@ -87,10 +87,5 @@ pub(super) fn weight_grad<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
             }
         }
     });
-    let mut dw = autograd::buffers::zeroed::<T>(size);
-    for p in partials.chunks(size.max(1)) {
-        dw.iter_mut().zip(p).for_each(|(d, &v)| *d += v);
-    }
-    autograd::buffers::recycle(partials);
-    dw
+    super::sum_partials(partials, size)
 }
