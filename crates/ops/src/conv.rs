@@ -20,7 +20,7 @@ pub use crate::args::{out_size, Conv2dAlgo, Conv2dArgs, Conv2dMap, Epilogue, Pai
 pub use crate::cpu::select::{conv2d_algo_applies, conv2d_algo_for, last_conv2d_algo};
 
 use crate::cpu::geom::Geom;
-use crate::cpu::select::{record as record_algo, select};
+use crate::cpu::select::{live_taps, record as record_algo, select};
 use crate::pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2x2_grad, Pool2dArgs};
 use autograd::{no_grad, record, record_with_internals, Error, Result, Tensor};
 
@@ -60,6 +60,14 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
     let pool = Pool2dArgs::new(2);
     if epilogue.pool.is_some() && (g.oh < 2 || g.ow < 2) {
         return Err(Error::invalid(op, format!("2x2 pooling needs a convolution output of at least 2x2, got {}x{}", g.oh, g.ow)));
+    }
+    // Taps that only ever see padding are cropped off the weight (a differentiable view,
+    // so their gradient is zero), and the smaller convolution goes to the selector.
+    if let Some((i0, ti, j0, tj)) = live_taps(&g) {
+        let w = weight.narrow(2, i0, ti)?.narrow(3, j0, tj)?;
+        let Pair(ph, pw) = args.padding;
+        let a = Conv2dArgs { padding: Pair(ph - i0 * args.dilation.0, pw - j0 * args.dilation.1), ..args };
+        return conv2d_fused(input, &w, bias, a, epilogue);
     }
     let algo = select(Conv2dMap::Forward, &g);
     let (full, pooled) = autograd::dispatch!("conv2d", input.storage(), |_s: T| {

@@ -494,3 +494,32 @@ fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
         }
     }
 }
+
+/// Taps that see only padding are skipped: a 3x3 convolution with padding 1 over 1x1
+/// planes runs as a 1x1 product, and its values and gradients (zero for the skipped taps)
+/// are the definition's.
+#[test]
+fn taps_wholly_in_padding_are_skipped() {
+    let cases = [
+        ([2, 4, 1, 1], [3, 4, 3, 3], Conv2dArgs::new().padding(1), Some(Conv2dAlgo::Gemm1x1)),
+        ([2, 3, 1, 5], [2, 3, 3, 3], Conv2dArgs::new().padding(1), None),
+        ([1, 2, 2, 2], [2, 2, 5, 5], Conv2dArgs::new().padding(2).stride(2), None),
+        ([1, 2, 1, 1], [2, 2, 3, 3], Conv2dArgs::new().padding(2).dilation(2), Some(Conv2dAlgo::Gemm1x1)),
+    ];
+    for (i, (xs, ws, a, algo)) in cases.into_iter().enumerate() {
+        let mut r = rng(40 + i as u64);
+        let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let w = Tensor::uniform_dtype(&ws, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let dy = Tensor::uniform_dtype(&out_shape(&xs, &ws, a), -1.0, 1.0, DType::F64, &mut r);
+        let y = conv2d(&x, &w, None, a).unwrap();
+        if let Some(algo) = algo {
+            assert_eq!(last_conv2d_algo(Conv2dMap::Forward), Some(algo), "case {i}");
+        }
+        assert!(max_error(&y.to_vec::<f64>(), &reference(&x, &w, None, a)) < 1e-12, "case {i}");
+        y.backward_with(Some(&dy), Default::default()).unwrap();
+        let (dx, dw) = reference_grads(&x, &w, &dy, a);
+        assert!(max_error(&x.grad().unwrap().to_vec::<f64>(), &dx) < 1e-12, "case {i}");
+        assert!(max_error(&w.grad().unwrap().to_vec::<f64>(), &dw) < 1e-12, "case {i}");
+        assert_gradgradcheck(|v| conv2d(&v[0], &v[1], None, a), &[x.detach(), w.detach()].map(|t| t.requires_grad_()));
+    }
+}

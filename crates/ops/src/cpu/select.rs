@@ -10,7 +10,7 @@
 
 use super::direct;
 use super::geom::Geom;
-use crate::args::{Conv2dAlgo, Conv2dArgs, Conv2dMap, Pair};
+use crate::args::{out_size, Conv2dAlgo, Conv2dArgs, Conv2dMap, Pair};
 use autograd::Result;
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -109,4 +109,30 @@ pub fn conv2d_algo_for(map: Conv2dMap, input_shape: &[usize], weight_shape: &[us
 /// be honoured).
 pub fn conv2d_algo_applies(algo: Conv2dAlgo, input_shape: &[usize], weight_shape: &[usize], args: Conv2dArgs) -> Result<bool> {
     Ok(applies(algo, &Geom::new("conv2d", input_shape, weight_shape, args)?))
+}
+
+/// The kernel taps some output sees a real input through, when others see only padding:
+/// `(first row, rows, first column, columns)` of the kernel, such that the convolution with
+/// the weight cropped to them and the padding reduced by what was cropped on top and left
+/// has the same output, and (since the taps cropped multiply only zeros) the same values.
+/// At ResNet's small maps most taps are padding: a 3x3 kernel with padding 1 over 1x1
+/// planes is a 1x1 convolution. `None` when every tap counts, or when the cropped geometry
+/// would need uneven padding.
+pub(crate) fn live_taps(g: &Geom) -> Option<(usize, usize, usize, usize)> {
+    let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);
+    // Kernel rows (or columns) `i` with some output `o` reading `i d + o s - p` in `0..len`.
+    let live = |k: usize, d: usize, s: usize, p: usize, len: usize, outs: usize| {
+        let reads = |i: usize| (0..outs).any(|o| (i * d + o * s).checked_sub(p).is_some_and(|r| r < len));
+        let first = (0..k).find(|&i| reads(i))?;
+        let last = (0..k).rev().find(|&i| reads(i))?;
+        Some((first, last + 1 - first))
+    };
+    let (i0, ti) = live(g.kh, dh, sh, ph, g.h, g.oh)?;
+    let (j0, tj) = live(g.kw, dw, sw, pw, g.w, g.ow)?;
+    if (ti, tj) == (g.kh, g.kw) || ph < i0 * dh || pw < j0 * dw {
+        return None;
+    }
+    let (ph2, pw2) = (ph - i0 * dh, pw - j0 * dw);
+    let same = |len, k, s, p, d, out| matches!(out_size("conv2d", len, k, s, p, d), Ok(Some(o)) if o == out);
+    (same(g.h, ti, sh, ph2, dh, g.oh) && same(g.w, tj, sw, pw2, dw, g.ow)).then_some((i0, ti, j0, tj))
 }
