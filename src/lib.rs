@@ -19,6 +19,7 @@ pub mod basics;
 pub mod bench;
 pub mod book;
 pub mod cli;
+pub mod conv_sweep;
 pub mod lenet;
 pub mod plot;
 

@@ -12,9 +12,10 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod adaptive_pool;
+mod args;
 pub mod batch_norm;
 pub mod conv;
-pub(crate) mod gemm;
+pub(crate) mod cpu;
 pub mod linear;
 pub mod loss;
 pub mod matmul;
@@ -23,7 +24,10 @@ mod shared;
 
 pub use adaptive_pool::{adaptive_avg_pool2d, adaptive_avg_pool2d_backward};
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchNormTrain};
-pub use conv::{conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, Conv2dArgs, Epilogue, Pair, Pool2x2};
+pub use conv::{
+    conv2d, conv2d_algo_applies, conv2d_algo_for, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, last_conv2d_algo,
+    Conv2dAlgo, Conv2dArgs, Conv2dMap, Epilogue, Pair, Pool2x2,
+};
 pub use linear::linear;
 pub use loss::{cross_entropy, mse, Targets};
 pub use matmul::matmul;

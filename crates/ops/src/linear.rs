@@ -4,7 +4,7 @@
 //! optimisers update it without a copy. The rule is built from differentiable ops, so
 //! double backward works. See docs/gradients.md.
 
-use crate::gemm::{gemm_batch, MatRef, Product};
+use crate::cpu::gemm::{gemm_batch, MatRef, Product};
 use crate::matmul::matmul;
 use autograd::{record, Element, Error, Result, Tensor};
 

@@ -6,7 +6,7 @@
 //! each reduced over broadcast batch dims. Both are matmuls, so the rule is differentiable
 //! again and double backward works.
 
-use crate::gemm::{gemm_batch, MatRef, Product};
+use crate::cpu::gemm::{gemm_batch, MatRef, Product};
 use autograd::shape::{broadcast_shapes, checked_numel, Layout};
 use autograd::{record, Element, Error, Result, Tensor};
 

@@ -5,7 +5,8 @@ use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
 use autograd::Activation;
 use autograd::{rng, DType, Tensor};
 use ops::{
-    avg_pool2d, conv2d, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, max_pool2d, Conv2dArgs, Epilogue, Pool2dArgs, Pool2x2,
+    avg_pool2d, conv2d, conv2d_algo_applies, conv2d_algo_for, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d,
+    last_conv2d_algo, max_pool2d, Conv2dAlgo, Conv2dArgs, Conv2dMap, Epilogue, Pool2dArgs, Pool2x2,
 };
 use proptest::prelude::*;
 
@@ -351,5 +352,174 @@ fn gradcheck_named_edge_cases() {
         let b = Tensor::uniform_dtype(&[ws[0]], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
         assert_gradcheck(|v| conv2d(&v[0], &v[1], Some(&v[2]), a), &[x.clone(), w.clone(), b]);
         assert_gradgradcheck(|v| conv2d(&v[0], &v[1], None, a), &[x, w]);
+    }
+}
+
+/// Geometries every algorithm is run on: stride 1 with padding (direct, unfold), 1x1 at
+/// stride 1 without padding (all three), strided (unfold only), grouped and dilated.
+fn algo_cases() -> Vec<([usize; 4], [usize; 4], Conv2dArgs)> {
+    vec![
+        ([2, 3, 6, 5], [4, 3, 3, 3], Conv2dArgs::new().padding(1)),
+        ([2, 3, 5, 6], [4, 3, 1, 1], Conv2dArgs::new()),
+        ([3, 4, 4, 4], [6, 2, 1, 1], Conv2dArgs::new().groups(2)),
+        ([2, 2, 7, 6], [3, 2, 3, 2], Conv2dArgs::new().stride(2).padding((1, 0))),
+        ([2, 4, 6, 6], [4, 2, 2, 3], Conv2dArgs::new().groups(2).dilation(2).padding(1)),
+    ]
+}
+
+/// Whether `algo` runs `xs` by `ws` here; says so on stderr when it does not, so a
+/// machine without AVX-512 shows what it skipped.
+fn runs_here(algo: Conv2dAlgo, xs: &[usize], ws: &[usize], a: Conv2dArgs) -> bool {
+    let ok = conv2d_algo_applies(algo, xs, ws, a).unwrap();
+    if !ok {
+        eprintln!("skipping {} for input {xs:?}, weight {ws:?}, {a:?}: it does not apply here", algo.name());
+    }
+    ok
+}
+
+#[test]
+fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
+    let lenet = [([256, 1, 28, 28], [6, 1, 5, 5], 2), ([256, 6, 14, 14], [16, 6, 5, 5], 0)];
+    for map in [Conv2dMap::Forward, Conv2dMap::InputGrad, Conv2dMap::WeightGrad] {
+        for (xs, ws, pad) in lenet {
+            let algo = conv2d_algo_for(map, &xs, &ws, Conv2dArgs::new().padding(pad)).unwrap();
+            if conv2d_algo_applies(Conv2dAlgo::Direct, &xs, &ws, Conv2dArgs::new()).unwrap() {
+                assert_eq!(algo, Conv2dAlgo::Direct, "{map:?} {xs:?}");
+            } else {
+                eprintln!("no AVX-512: LeNet's {xs:?} takes {}", algo.name());
+                assert_eq!(algo, Conv2dAlgo::Unfold);
+            }
+        }
+        let one = conv2d_algo_for(map, &[8, 64, 14, 14], &[128, 64, 1, 1], Conv2dArgs::new()).unwrap();
+        assert_eq!(one, Conv2dAlgo::Gemm1x1);
+        let strided = conv2d_algo_for(map, &[8, 64, 14, 14], &[128, 64, 3, 3], Conv2dArgs::new().stride(2)).unwrap();
+        assert_eq!(strided, Conv2dAlgo::Unfold);
+        let many = conv2d_algo_for(map, &[8, 256, 14, 14], &[256, 256, 3, 3], Conv2dArgs::new().padding(1)).unwrap();
+        assert_eq!(many, Conv2dAlgo::Unfold);
+        // A request that does not apply falls back to the automatic choice.
+        let a = Conv2dArgs::new().stride(2).algo(Conv2dAlgo::Gemm1x1);
+        assert_eq!(conv2d_algo_for(map, &[8, 64, 14, 14], &[128, 64, 1, 1], a).unwrap(), Conv2dAlgo::Unfold);
+    }
+    for a in Conv2dAlgo::ALL.into_iter().chain([Conv2dAlgo::Auto]) {
+        assert_eq!(Conv2dAlgo::from_name(a.name()), Some(a));
+    }
+    assert_eq!(Conv2dAlgo::from_name("winograd"), None);
+}
+
+/// Every algorithm, where it runs: it is the one that ran (forward and both gradients),
+/// it agrees with the definition and with the others in f64, and it passes gradcheck and
+/// gradgradcheck.
+#[test]
+fn every_algorithm_matches_the_definition_and_gradchecks() {
+    for (i, (xs, ws, a)) in algo_cases().into_iter().enumerate() {
+        let mut r = rng(100 + i as u64);
+        let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r);
+        let w = Tensor::uniform_dtype(&ws, -1.0, 1.0, DType::F64, &mut r);
+        let b = Tensor::uniform_dtype(&[ws[0]], -1.0, 1.0, DType::F64, &mut r);
+        let dy = Tensor::uniform_dtype(&out_shape(&xs, &ws, a), -1.0, 1.0, DType::F64, &mut r);
+        let want = reference(&x, &w, Some(&b), a);
+        let (want_dx, want_dw) = reference_grads(&x, &w, &dy, a);
+        let mut results: Vec<(Conv2dAlgo, [Vec<f64>; 3])> = Vec::new();
+        for algo in Conv2dAlgo::ALL {
+            if !runs_here(algo, &xs, &ws, a) {
+                continue;
+            }
+            let a = a.algo(algo);
+            let (xg, wg, bg) = (x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_());
+            let y = conv2d(&xg, &wg, Some(&bg), a).unwrap();
+            y.backward_with(Some(&dy), Default::default()).unwrap();
+            for map in [Conv2dMap::Forward, Conv2dMap::InputGrad, Conv2dMap::WeightGrad] {
+                assert_eq!(last_conv2d_algo(map), Some(algo), "case {i}: {map:?} did not run with {}", algo.name());
+            }
+            let got = [y.to_vec::<f64>(), xg.grad().unwrap().to_vec::<f64>(), wg.grad().unwrap().to_vec::<f64>()];
+            assert!(max_error(&got[0], &want) < 1e-12, "case {i} {}: forward", algo.name());
+            assert!(max_error(&got[1], &want_dx) < 1e-12, "case {i} {}: input gradient", algo.name());
+            assert!(max_error(&got[2], &want_dw) < 1e-12, "case {i} {}: weight gradient", algo.name());
+            // The gradient ops on their own go through the selector too.
+            let dx = conv2d_input_grad(&dy, &w, &xs, a).unwrap();
+            assert_eq!(last_conv2d_algo(Conv2dMap::InputGrad), Some(algo));
+            let dw = conv2d_weight_grad(&x, &dy, &ws, a).unwrap();
+            assert_eq!(last_conv2d_algo(Conv2dMap::WeightGrad), Some(algo));
+            assert!(max_error(&dx.to_vec::<f64>(), &want_dx) < 1e-12 && max_error(&dw.to_vec::<f64>(), &want_dw) < 1e-12);
+            for (other, theirs) in &results {
+                for (m, (p, q)) in got.iter().zip(theirs).enumerate() {
+                    assert!(max_error(p, q) < 1e-12, "case {i}: {} and {} disagree on map {m}", algo.name(), other.name());
+                }
+            }
+            assert_gradcheck(
+                |v| conv2d(&v[0], &v[1], Some(&v[2]), a),
+                &[x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()],
+            );
+            assert_gradgradcheck(|v| conv2d(&v[0], &v[1], None, a), &[x.clone().requires_grad_(), w.clone().requires_grad_()]);
+            results.push((algo, got));
+        }
+        assert!(results.iter().any(|(a, _)| *a == Conv2dAlgo::Unfold), "case {i}: unfolding always runs");
+    }
+}
+
+/// Every algorithm gives bitwise the same values and gradients at one and two threads,
+/// on shapes big enough to split into several tasks, GEMM tiles and partial sums.
+#[test]
+fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
+    let cases = [
+        ([19, 6, 12, 12], [16, 6, 3, 3], Conv2dArgs::new().padding(1)),
+        ([19, 64, 8, 8], [96, 64, 1, 1], Conv2dArgs::new()),
+        ([19, 8, 13, 11], [12, 8, 3, 3], Conv2dArgs::new().stride(2).padding(1)),
+        // Unfolded: blocks of 4 samples, two blocks per partial sum of the weight gradient.
+        ([19, 64, 8, 8], [16, 64, 3, 3], Conv2dArgs::new().padding(1)),
+    ];
+    for (xs, ws, a) in cases {
+        for algo in Conv2dAlgo::ALL {
+            if !runs_here(algo, &xs, &ws, a) {
+                continue;
+            }
+            let a = a.algo(algo);
+            let mut r = rng(7);
+            let x = Tensor::uniform(&xs, -1.0, 1.0, &mut r).requires_grad_();
+            let w = Tensor::uniform(&ws, -1.0, 1.0, &mut r).requires_grad_();
+            let b = Tensor::uniform(&[ws[0]], -1.0, 1.0, &mut r).requires_grad_();
+            let seed = Tensor::uniform(&out_shape(&xs, &ws, a), -1.0, 1.0, &mut r);
+            let run = |threads| {
+                autograd::set_num_threads(threads).unwrap();
+                [&x, &w, &b].iter().for_each(|t| t.zero_grad());
+                let y = conv2d(&x, &w, Some(&b), a).unwrap();
+                y.backward_with(Some(&seed), Default::default()).unwrap();
+                assert_eq!(last_conv2d_algo(Conv2dMap::WeightGrad), Some(algo));
+                [y, x.grad().unwrap(), w.grad().unwrap(), b.grad().unwrap()]
+                    .map(|t| t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            };
+            let one = run(1);
+            let two = run(2);
+            assert!(one == two, "{} differs between 1 and 2 threads on {xs:?} x {ws:?}", algo.name());
+        }
+    }
+}
+
+/// Taps that see only padding are skipped: a 3x3 convolution with padding 1 over 1x1
+/// planes runs as a 1x1 product, and its values and gradients (zero for the skipped taps)
+/// are the definition's.
+#[test]
+fn taps_wholly_in_padding_are_skipped() {
+    let cases = [
+        ([2, 4, 1, 1], [3, 4, 3, 3], Conv2dArgs::new().padding(1), Some(Conv2dAlgo::Gemm1x1)),
+        ([2, 3, 1, 5], [2, 3, 3, 3], Conv2dArgs::new().padding(1), None),
+        ([1, 2, 2, 2], [2, 2, 5, 5], Conv2dArgs::new().padding(2).stride(2), None),
+        ([1, 2, 1, 1], [2, 2, 3, 3], Conv2dArgs::new().padding(2).dilation(2), Some(Conv2dAlgo::Gemm1x1)),
+    ];
+    for (i, (xs, ws, a, algo)) in cases.into_iter().enumerate() {
+        let mut r = rng(40 + i as u64);
+        let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let w = Tensor::uniform_dtype(&ws, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let dy = Tensor::uniform_dtype(&out_shape(&xs, &ws, a), -1.0, 1.0, DType::F64, &mut r);
+        let y = conv2d(&x, &w, None, a).unwrap();
+        if let Some(algo) = algo {
+            assert_eq!(last_conv2d_algo(Conv2dMap::Forward), Some(algo), "case {i}");
+        }
+        assert!(max_error(&y.to_vec::<f64>(), &reference(&x, &w, None, a)) < 1e-12, "case {i}");
+        y.backward_with(Some(&dy), Default::default()).unwrap();
+        let (dx, dw) = reference_grads(&x, &w, &dy, a);
+        assert!(max_error(&x.grad().unwrap().to_vec::<f64>(), &dx) < 1e-12, "case {i}");
+        assert!(max_error(&w.grad().unwrap().to_vec::<f64>(), &dw) < 1e-12, "case {i}");
+        assert_gradgradcheck(|v| conv2d(&v[0], &v[1], None, a), &[x.detach(), w.detach()].map(|t| t.requires_grad_()));
     }
 }

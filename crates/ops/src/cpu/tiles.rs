@@ -78,7 +78,7 @@ macro_rules! avx512_copy {
                 unsafe fn avx512<T: Element>($($arg: $ty),*) {
                     $inner($($arg),*)
                 }
-                if $crate::conv::tiles::available() {
+                if $crate::cpu::tiles::available() {
                     // SAFETY: the CPU has AVX-512.
                     return unsafe { avx512($($arg),*) };
                 }
@@ -252,24 +252,57 @@ pub(super) unsafe fn combine<T: Element>(
 
 /// One tile of [`channels`]: `out[r][l] = Σ_t w[t][l] x[offs[t] + r]` for `R` consecutive
 /// positions, each accumulator holding `L` output channels.
+///
+/// Written with the AVX-512 intrinsics: over `[T; L]` arrays, the compiler vectorised
+/// some widths (7, 8, 12 positions) along the positions instead, into gathers and
+/// scatters 10-20x slower (issue 23's sweep found it at 16 channels, 14x14). The same
+/// fused multiply-adds in the same order, so the same values.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn channels_tile<T: Element, const L: usize, const R: usize>(offs: &[usize], x: *const T, w: *const T, out: *mut T) {
-    // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
-    // operations below need.
+    // SAFETY: the caller upholds this function's `# Safety` contract; `T` is f32 when
+    // `L` is 16 and f64 when it is 8 (`lanes`), so the casts keep the element type.
     unsafe {
-        let mut acc = [[T::zero(); L]; R];
-        for (t, &off) in offs.iter().enumerate() {
-            let wv: Vector<T, L> = load(w.add(t * L));
-            let src = x.add(off);
-            for (r, acc) in acc.iter_mut().enumerate() {
-                fma(acc, *src.add(r), &wv);
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            store(out.add(r * L), *acc);
+        if L == 16 {
+            channels_tile_f32::<R>(offs, x.cast(), w.cast(), out.cast())
+        } else {
+            channels_tile_f64::<R>(offs, x.cast(), w.cast(), out.cast())
         }
     }
 }
+
+macro_rules! channels_tile_intrinsics {
+    ($name:ident, $t:ty, $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $store:ident) => {
+        /// [`channels_tile`] for one element type.
+        ///
+        /// # Safety
+        /// As for [`channels`].
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn $name<const R: usize>(offs: &[usize], x: *const $t, w: *const $t, out: *mut $t) {
+            use std::arch::x86_64::*;
+            const L: usize = 64 / size_of::<$t>();
+            // SAFETY: the caller upholds [`channels`]' contract: `w` holds a vector per
+            // tap, `x` values at `offs[t] + r` for `r < R`, `out` `R` vectors.
+            unsafe {
+                let mut acc = [$zero(); R];
+                for (t, &off) in offs.iter().enumerate() {
+                    let wv = $load(w.add(t * L));
+                    let src = x.add(off);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        *acc = $fmadd($set1(*src.add(r)), wv, *acc);
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    $store(out.add(r * L), *acc);
+                }
+            }
+        }
+    };
+}
+channels_tile_intrinsics!(channels_tile_f32, f32, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
+channels_tile_intrinsics!(channels_tile_f64, f64, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_storeu_pd);
 
 /// Every tile of a row of `n` positions: tiles of 12, then one narrower tile.
 #[cfg(target_arch = "x86_64")]

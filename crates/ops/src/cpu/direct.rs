@@ -20,11 +20,20 @@
 //! gradient entries into NaN than the unfolding path would (`0 x inf`), where that path
 //! leaves them finite.
 
+use super::epilogue::epilogue_simd;
+use super::geom::Geom;
+use super::pool_rows::{max2x2_scatter_rows, spread_pairs};
 use super::scratch::{ensure_len, par_tasks, Lens};
-use super::{copy_short, tiles, Epilogue, Geom, Pair, Pool2x2};
-use crate::pool::{avg2x2_row, max2x2_row, max2x2_scatter_rows, spread_pairs};
+use super::tiles;
+use super::unfold::copy_short;
+use crate::args::{Epilogue, Pair, Pool2x2};
 use crate::shared::SharedOut;
 use autograd::{Activation, Element};
+
+/// Whether the direct kernels can compute `g`: stride 1, on a CPU that runs them.
+pub(super) fn applies(g: &Geom) -> bool {
+    g.a.stride == Pair(1, 1) && tiles::available()
+}
 
 /// The wide layout of one convolution.
 pub(super) struct Wide {
@@ -37,11 +46,11 @@ pub(super) struct Wide {
 }
 
 impl Wide {
-    /// The wide layout, when the direct kernels apply: stride 1, on a CPU that runs them.
+    /// The wide layout, when the direct kernels apply (see [`applies`]).
     pub(super) fn new(g: &Geom) -> Option<Wide> {
         // Empty problems (no samples, channels or outputs) take the unfolding path, which
         // handles them without any tile.
-        if g.a.stride != Pair(1, 1) || !tiles::available() || [g.n, g.o, g.l(), g.rows()].contains(&0) {
+        if !applies(g) || [g.n, g.o, g.l(), g.rows()].contains(&0) {
             return None;
         }
         let (Pair(ph, pw), Pair(dh, dw)) = (g.a.padding, g.a.dilation);
@@ -210,32 +219,6 @@ fn unpack_channels<T: Element>(src: &[T], bias: Option<&[T]>, dst: &mut [T]) {
     }
 }
 
-tiles::avx512_copy! {
-    /// [`epilogue`], compiled for AVX-512 when the CPU has it.
-    fn epilogue_simd<T: Element>(act: Option<Activation>, y: &mut [T], pooled: Option<(&mut [T], Pool2x2)>, dims: (usize, usize)) = epilogue
-}
-
-/// One sample's epilogue: the activation over its output `y` (`[C, oh, ow]`) in place,
-/// then the 2x2 pooling of that into `pooled`, with the pooling ops' own row kernels.
-#[inline(always)]
-fn epilogue<T: Element>(act: Option<Activation>, y: &mut [T], pooled: Option<(&mut [T], Pool2x2)>, (oh, ow): (usize, usize)) {
-    if let Some(a) = act {
-        a.apply_slice(y);
-    }
-    let Some((pooled, kind)) = pooled else { return };
-    let (pl, pw) = (oh / 2 * (ow / 2), ow / 2);
-    let scale = T::one() / T::from_f64(4.0);
-    for (plane, yp) in pooled.chunks_exact_mut(pl.max(1)).zip(y.chunks_exact(oh * ow)) {
-        for (py, row) in plane.chunks_exact_mut(pw.max(1)).enumerate() {
-            let (r0, r1) = (&yp[2 * py * ow..][..2 * pw], &yp[(2 * py + 1) * ow..][..2 * pw]);
-            match kind {
-                Pool2x2::Avg => avg2x2_row(row, r0, r1, scale),
-                Pool2x2::Max => max2x2_row(row, r0, r1),
-            }
-        }
-    }
-}
-
 /// The sum of a vector's lanes (8 or 16) as a pairwise tree of fixed-size halves, which
 /// the compiler turns into a few vector adds: a fixed order, without a serial chain.
 #[inline]
@@ -370,7 +353,7 @@ fn widen_plane<'a, T: Element>(
 }
 
 /// What one backward pass computes, and from what.
-pub(super) struct Backward<'a, T> {
+pub(crate) struct Backward<'a, T> {
     /// The gradient of the op's output.
     pub dy: &'a [T],
     /// The convolution's output after the activation (before any pooling), which the
@@ -391,7 +374,7 @@ pub(super) struct Backward<'a, T> {
 }
 
 /// The gradients a [`Backward`] asked for.
-pub(super) struct Grads<T> {
+pub(crate) struct Grads<T> {
     pub dx: Option<Vec<T>>,
     pub dw: Option<Vec<T>>,
     pub db: Option<Vec<T>>,

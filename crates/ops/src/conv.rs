@@ -1,0 +1,226 @@
+//! 2-d convolution (cross-correlation, as in PyTorch) with stride, padding, dilation and
+//! groups, the fused `conv2d_fused` (activation and 2x2 average or max pooling applied as
+//! the output is written), and the book's `corr2d`: the op front-ends (argument checks,
+//! shapes, the tape and the gradient rules) over the CPU kernels in `cpu/`.
+//!
+//! Each of the three maps below asks `cpu::select` which kernel computes it (the direct
+//! stride-1 kernels, unfolding + GEMM, or a plain GEMM for 1x1) and runs it; the gradient
+//! rules call the maps' ops and so never choose a kernel themselves. The maps are closed
+//! under differentiation, so every gradient rule is itself differentiable (double
+//! backward works):
+//!
+//! - `y = conv2d(x, w)`
+//! - `dx = conv2d_input_grad(dy, w)`   (the adjoint in `x`; a transposed convolution)
+//! - `dw = conv2d_weight_grad(x, dy)`  (the adjoint in `w`)
+//!
+//! The weight and bias gradients sum over the batch in fixed blocks of samples, added in
+//! block order, so they are bitwise identical at any thread count. See docs/gradients.md.
+
+pub use crate::args::{out_size, Conv2dAlgo, Conv2dArgs, Conv2dMap, Epilogue, Pair, Pool2x2};
+pub use crate::cpu::select::{conv2d_algo_applies, conv2d_algo_for, last_conv2d_algo};
+
+use crate::cpu::geom::Geom;
+use crate::cpu::select::{live_taps, record as record_algo, select};
+use crate::pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2x2_grad, Pool2dArgs};
+use autograd::{no_grad, record, record_with_internals, Error, Result, Tensor};
+
+fn fmt(s: &[usize]) -> String {
+    autograd::error::fmt_shape(s)
+}
+
+fn same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
+    }
+    Ok(())
+}
+
+/// 2-d convolution of `input [N, C, H, W]` with `weight [O, C/groups, kh, kw]` plus an
+/// optional `bias [O]`, as `torch.nn.functional.conv2d`.
+pub fn conv2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs) -> Result<Tensor> {
+    conv2d_fused(input, weight, bias, args, Epilogue::default())
+}
+
+/// `conv2d` followed by `epilogue` as one op: the activation and the pooling are applied
+/// while each sample's output is in cache, and the backward pass takes both back from the
+/// saved activation in one pass. Values and gradients are bitwise those of the ops in turn.
+pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args: Conv2dArgs, epilogue: Epilogue) -> Result<Tensor> {
+    let op = if epilogue == Epilogue::default() { "conv2d" } else { "conv2d_fused" };
+    let g = Geom::new(op, input.shape(), weight.shape(), args)?;
+    same_dtype(op, input, weight)?;
+    if let Some(b) = bias {
+        same_dtype(op, input, b)?;
+        if b.shape() != [g.o] {
+            return Err(Error::invalid(
+                op,
+                format!("bias must have shape [{}], got {} (weight {})", g.o, fmt(b.shape()), fmt(weight.shape())),
+            ));
+        }
+    }
+    let pool = Pool2dArgs::new(2);
+    if epilogue.pool.is_some() && (g.oh < 2 || g.ow < 2) {
+        return Err(Error::invalid(op, format!("2x2 pooling needs a convolution output of at least 2x2, got {}x{}", g.oh, g.ow)));
+    }
+    // Taps that only ever see padding are cropped off the weight (a differentiable view,
+    // so their gradient is zero), and the smaller convolution goes to the selector.
+    if let Some((i0, ti, j0, tj)) = live_taps(&g) {
+        let w = weight.narrow(2, i0, ti)?.narrow(3, j0, tj)?;
+        let Pair(ph, pw) = args.padding;
+        let a = Conv2dArgs { padding: Pair(ph - i0 * args.dilation.0, pw - j0 * args.dilation.1), ..args };
+        return conv2d_fused(input, &w, bias, a, epilogue);
+    }
+    let algo = select(Conv2dMap::Forward, &g);
+    let (full, pooled) = autograd::dispatch!("conv2d", input.storage(), |_s: T| {
+        let (x, w) = (input.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
+        let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;
+        record_algo(Conv2dMap::Forward, algo);
+        let (y, pooled) = crate::cpu::forward(&g, algo, &x, &w, b.as_deref(), epilogue);
+        let y = Tensor::from_vec(y, &g.y_shape())?;
+        let pooled = match pooled {
+            Some(p) => Some(Tensor::from_vec(p, &[g.n, g.o, g.oh / 2, g.ow / 2])?),
+            None => match epilogue.pool {
+                Some(Pool2x2::Avg) => Some(no_grad(|| avg_pool2d(&y, pool))?),
+                Some(Pool2x2::Max) => Some(no_grad(|| max_pool2d(&y, pool))?),
+                None => None,
+            },
+        };
+        (y, pooled)
+    });
+    // With pooling, the op's output is the pooled tensor; the backward pass needs the
+    // activation before it, which the rule keeps.
+    let saved = pooled.is_some().then(|| full.clone());
+    let out = pooled.unwrap_or(full);
+    let mut inputs = vec![input, weight];
+    inputs.extend(bias);
+    // Anomaly mode checks the activation before the pooling too: pooling can hide a
+    // non-finite value (max drops a -inf, an odd last row is never read).
+    let before_pool = saved.clone();
+    Ok(record_with_internals(op, out, &inputs, &before_pool.iter().collect::<Vec<_>>(), move |ctx| {
+        let (x, w) = (ctx.input(0), ctx.input(1));
+        let bias = ctx.inputs().get(2);
+        let y = saved.as_ref().unwrap_or(ctx.output());
+        // The direct kernels compute every gradient (and take the epilogue back) in one
+        // pass, when the selector picks them for both gradient maps; the differentiable
+        // path below runs each map through its own op, which asks the selector again.
+        if !ctx.create_graph() && [Conv2dMap::InputGrad, Conv2dMap::WeightGrad].iter().all(|&m| select(m, &g) == Conv2dAlgo::Direct) {
+            if let Some(grads) = backward_direct(&g, ctx, y, epilogue)? {
+                return Ok(grads);
+            }
+        }
+        // The gradient before the pooling, then before the activation.
+        let mut dy = ctx.grad_output().clone();
+        match epilogue.pool {
+            Some(Pool2x2::Avg) => dy = avg_pool2d_backward(&dy, &g.y_shape(), pool)?,
+            // The winners are those of the activation, which is what the pooling read.
+            Some(Pool2x2::Max) => dy = max_pool2x2_grad(y, &dy)?,
+            None => {}
+        }
+        let dy = match epilogue.act {
+            None => dy,
+            // A differentiated backward needs it as a function of the inputs.
+            Some(a) if ctx.create_graph() => a.backward_from_input(&dy, &conv2d(x, w, bias, args)?)?,
+            Some(a) => a.backward_from_output(&dy, y)?,
+        };
+        let dw = if ctx.needs_grad(1) { Some(conv2d_weight_grad(x, &dy, w.shape(), args)?) } else { None };
+        let mut grads = vec![if ctx.needs_grad(0) { Some(conv2d_input_grad(&dy, w, x.shape(), args)?) } else { None }, dw];
+        if bias.is_some() {
+            grads.push(if ctx.needs_grad(2) { Some(dy.sum_dims(&[0, 2, 3], false)?) } else { None });
+        }
+        Ok(grads)
+    }))
+}
+
+/// The first-order backward of [`conv2d_fused`] on the direct path: pooling, activation,
+/// bias, input and weight gradients in one pass over the samples. `y` is the convolution's
+/// output after the activation.
+fn backward_direct(g: &Geom, ctx: &autograd::BackwardCtx, y: &Tensor, ep: Epilogue) -> Result<Option<Vec<Option<Tensor>>>> {
+    let (x, w, dy) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+    let bias = ctx.inputs().len() == 3 && ctx.needs_grad(2);
+    autograd::dispatch!("conv2d_backward", dy.storage(), |_s: T| {
+        let (xd, wd, dyd, y) =
+            (x.contiguous_data::<T>()?, w.contiguous_data::<T>()?, dy.contiguous_data::<T>()?, y.contiguous_data::<T>()?);
+        let b = crate::cpu::Backward {
+            dy: &dyd,
+            y: Some(&y),
+            act: ep.act,
+            pool: ep.pool,
+            x: ctx.needs_grad(1).then_some(&xd[..]),
+            w: ctx.needs_grad(0).then_some(&wd[..]),
+            bias,
+        };
+        let Some(grads) = crate::cpu::backward_direct(g, b) else { return Ok(None) };
+        for (map, ran) in [(Conv2dMap::InputGrad, ctx.needs_grad(0)), (Conv2dMap::WeightGrad, ctx.needs_grad(1))] {
+            if ran {
+                record_algo(map, Conv2dAlgo::Direct);
+            }
+        }
+        let mut out = vec![
+            grads.dx.map(|v| Tensor::from_vec(v, &g.x_shape())).transpose()?,
+            grads.dw.map(|v| Tensor::from_vec(v, &g.w_shape())).transpose()?,
+        ];
+        if ctx.inputs().len() == 3 {
+            out.push(grads.db.map(|v| Tensor::from_vec(v, &[g.o])).transpose()?);
+        }
+        Ok(Some(out))
+    })
+}
+
+/// Gradient of `conv2d` with respect to its input, given the output gradient `dy`: a
+/// transposed convolution. Differentiable (its adjoints are `conv2d` and
+/// [`conv2d_weight_grad`]).
+pub fn conv2d_input_grad(dy: &Tensor, weight: &Tensor, input_shape: &[usize], args: Conv2dArgs) -> Result<Tensor> {
+    let g = Geom::new("conv2d_input_grad", input_shape, weight.shape(), args)?;
+    same_dtype("conv2d_input_grad", dy, weight)?;
+    g.check_output_grad("conv2d_input_grad", dy)?;
+    let algo = select(Conv2dMap::InputGrad, &g);
+    let out = autograd::dispatch!("conv2d_input_grad", dy.storage(), |_s: T| {
+        let (d, w) = (dy.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
+        record_algo(Conv2dMap::InputGrad, algo);
+        Tensor::from_vec(crate::cpu::input_grad(&g, algo, &d, &w), &g.x_shape())?
+    });
+    Ok(record("conv2d_input_grad", out, &[dy, weight], move |ctx| {
+        let (dy, w, u) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+        Ok(vec![
+            if ctx.needs_grad(0) { Some(conv2d(u, w, None, args)?) } else { None },
+            if ctx.needs_grad(1) { Some(conv2d_weight_grad(u, dy, w.shape(), args)?) } else { None },
+        ])
+    }))
+}
+
+/// Gradient of `conv2d` with respect to its weight, given the input and the output
+/// gradient. Differentiable (its adjoints are [`conv2d_input_grad`] and `conv2d`).
+pub fn conv2d_weight_grad(input: &Tensor, dy: &Tensor, weight_shape: &[usize], args: Conv2dArgs) -> Result<Tensor> {
+    let g = Geom::new("conv2d_weight_grad", input.shape(), weight_shape, args)?;
+    same_dtype("conv2d_weight_grad", input, dy)?;
+    g.check_output_grad("conv2d_weight_grad", dy)?;
+    let algo = select(Conv2dMap::WeightGrad, &g);
+    let out = autograd::dispatch!("conv2d_weight_grad", dy.storage(), |_s: T| {
+        let (x, d) = (input.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
+        record_algo(Conv2dMap::WeightGrad, algo);
+        Tensor::from_vec(crate::cpu::weight_grad(&g, algo, &x, &d), &g.w_shape())?
+    });
+    Ok(record("conv2d_weight_grad", out, &[input, dy], move |ctx| {
+        let (x, dy, v) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+        Ok(vec![
+            if ctx.needs_grad(0) { Some(conv2d_input_grad(dy, v, x.shape(), args)?) } else { None },
+            if ctx.needs_grad(1) { Some(conv2d(x, v, None, args)?) } else { None },
+        ])
+    }))
+}
+
+/// The book's `corr2d`: 2-d cross-correlation of a 2-d input with a 2-d kernel, no padding,
+/// stride 1. Differentiable in both arguments.
+pub fn corr2d(x: &Tensor, k: &Tensor) -> Result<Tensor> {
+    if x.rank() != 2 || k.rank() != 2 {
+        return Err(Error::mismatch("corr2d", "expects a 2-d input and a 2-d kernel", x.shape(), k.shape()));
+    }
+    let (h, w) = (x.shape()[0], x.shape()[1]);
+    let (kh, kw) = (k.shape()[0], k.shape()[1]);
+    if kh > h || kw > w || kh == 0 || kw == 0 {
+        return Err(Error::mismatch("corr2d", "kernel must be non-empty and no larger than the input", x.shape(), k.shape()));
+    }
+    same_dtype("corr2d", x, k)?;
+    x.check_float("corr2d")?;
+    let y = conv2d(&x.reshape_to(&[1, 1, h, w])?, &k.reshape_to(&[1, 1, kh, kw])?, None, Conv2dArgs::default())?;
+    y.reshape_to(&[h - kh + 1, w - kw + 1])
+}

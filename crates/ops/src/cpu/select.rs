@@ -1,0 +1,138 @@
+//! Which kernel computes each convolution map, decided in this one place.
+//!
+//! The three maps of a convolution (the forward, the input gradient and the weight
+//! gradient) each ask [`select`] for an algorithm; the gradient rules never choose one
+//! themselves. A caller can ask for one per call ([`Conv2dArgs::algo`](crate::Conv2dArgs)) or for a whole
+//! process (`CONVNET_CONV_ALGO=direct|unfold|gemm1x1|auto`, read once), which is how tests
+//! run every kernel and benchmarks compare them. A request that does not apply to a
+//! geometry (the direct kernels at stride 2 or without AVX-512, `gemm1x1` for a 3x3
+//! kernel) falls back to the automatic choice; [`last_conv2d_algo`] tells what ran.
+
+use super::direct;
+use super::geom::Geom;
+use crate::args::{out_size, Conv2dAlgo, Conv2dArgs, Conv2dMap, Pair};
+use autograd::Result;
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+/// The process-wide request from `CONVNET_CONV_ALGO`, read once. An unknown name is
+/// reported on stderr once and ignored.
+fn env_request() -> Conv2dAlgo {
+    static REQ: OnceLock<Conv2dAlgo> = OnceLock::new();
+    *REQ.get_or_init(|| match std::env::var("CONVNET_CONV_ALGO") {
+        Ok(v) => Conv2dAlgo::from_name(v.trim()).unwrap_or_else(|| {
+            eprintln!("CONVNET_CONV_ALGO={v:?} is not one of auto, direct, unfold, gemm1x1; using auto");
+            Conv2dAlgo::Auto
+        }),
+        Err(_) => Conv2dAlgo::Auto,
+    })
+}
+
+/// Whether `algo` can compute `g`. Empty problems (no samples, channels or outputs) take
+/// the unfolding path, which handles them without any tile or product.
+fn applies(algo: Conv2dAlgo, g: &Geom) -> bool {
+    let empty = [g.n, g.o, g.l(), g.rows()].contains(&0);
+    match algo {
+        Conv2dAlgo::Auto => false,
+        Conv2dAlgo::Unfold => true,
+        Conv2dAlgo::Direct => !empty && direct::applies(g),
+        Conv2dAlgo::Gemm1x1 => !empty && (g.kh, g.kw) == (1, 1) && g.a.stride == Pair(1, 1) && g.a.padding == Pair(0, 0),
+    }
+}
+
+/// The direct kernels win while a tap's few multiply-adds per output position dominate:
+/// LeNet's convolutions (25 taps x 6 channels, 150 taps x 16) run 2-5x faster than
+/// unfolded, and up to 64 channels they still match or beat the GEMM. Past that, the
+/// GEMM, which blocks for the cache, is as fast or faster (the sweep in
+/// docs/benchmarks.md, issue 23).
+fn direct_wins(g: &Geom) -> bool {
+    g.rows() <= DIRECT_MAX_TAPS && g.og <= DIRECT_MAX_OUT
+}
+
+/// Largest `C/groups * kh * kw` the direct kernels are chosen for (64 channels of 5x5).
+const DIRECT_MAX_TAPS: usize = 1600;
+/// Largest `O/groups` the direct kernels are chosen for.
+const DIRECT_MAX_OUT: usize = 64;
+
+/// The automatic choice for `map` of `g`: 1x1 kernels as plain products, the direct
+/// kernels for few channels where they run, unfolding otherwise. The same for all three
+/// maps today; `map` is there so one can be tuned apart.
+fn auto(_map: Conv2dMap, g: &Geom) -> Conv2dAlgo {
+    if applies(Conv2dAlgo::Gemm1x1, g) {
+        Conv2dAlgo::Gemm1x1
+    } else if applies(Conv2dAlgo::Direct, g) && direct_wins(g) {
+        Conv2dAlgo::Direct
+    } else {
+        Conv2dAlgo::Unfold
+    }
+}
+
+/// The algorithm for `map` of `g`: the call's request if it applies, else the process's
+/// (`CONVNET_CONV_ALGO`) if it applies, else the automatic choice. Never `Auto`.
+pub(crate) fn select(map: Conv2dMap, g: &Geom) -> Conv2dAlgo {
+    [g.a.algo, env_request()].into_iter().find(|&a| applies(a, g)).unwrap_or_else(|| auto(map, g))
+}
+
+thread_local! {
+    /// The algorithm each map last ran with on this thread (the front-ends run on the
+    /// caller's thread, so a test sees its own calls).
+    static LAST: Cell<[Option<Conv2dAlgo>; 3]> = const { Cell::new([None; 3]) };
+}
+
+/// Notes that `map` ran with `algo` on this thread.
+pub(crate) fn record(map: Conv2dMap, algo: Conv2dAlgo) {
+    LAST.with(|l| {
+        let mut v = l.get();
+        v[map as usize] = Some(algo);
+        l.set(v);
+    });
+}
+
+/// The algorithm `map` last ran with on this thread, if it ran: how tests and benchmarks
+/// see which kernel a request or the automatic choice ended up with.
+pub fn last_conv2d_algo(map: Conv2dMap) -> Option<Conv2dAlgo> {
+    LAST.with(|l| l.get()[map as usize])
+}
+
+/// The algorithm `map` of a convolution of `input_shape` by `weight_shape` runs with:
+/// the very function the ops call. Fails as the op would on an invalid geometry.
+pub fn conv2d_algo_for(map: Conv2dMap, input_shape: &[usize], weight_shape: &[usize], args: Conv2dArgs) -> Result<Conv2dAlgo> {
+    let op = match map {
+        Conv2dMap::Forward => "conv2d",
+        Conv2dMap::InputGrad => "conv2d_input_grad",
+        Conv2dMap::WeightGrad => "conv2d_weight_grad",
+    };
+    Ok(select(map, &Geom::new(op, input_shape, weight_shape, args)?))
+}
+
+/// Whether `algo` can run `map` of this geometry on this machine (a request for it would
+/// be honoured).
+pub fn conv2d_algo_applies(algo: Conv2dAlgo, input_shape: &[usize], weight_shape: &[usize], args: Conv2dArgs) -> Result<bool> {
+    Ok(applies(algo, &Geom::new("conv2d", input_shape, weight_shape, args)?))
+}
+
+/// The kernel taps some output sees a real input through, when others see only padding:
+/// `(first row, rows, first column, columns)` of the kernel, such that the convolution with
+/// the weight cropped to them and the padding reduced by what was cropped on top and left
+/// has the same output, and (since the taps cropped multiply only zeros) the same values.
+/// At ResNet's small maps most taps are padding: a 3x3 kernel with padding 1 over 1x1
+/// planes is a 1x1 convolution. `None` when every tap counts, or when the cropped geometry
+/// would need uneven padding.
+pub(crate) fn live_taps(g: &Geom) -> Option<(usize, usize, usize, usize)> {
+    let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);
+    // Kernel rows (or columns) `i` with some output `o` reading `i d + o s - p` in `0..len`.
+    let live = |k: usize, d: usize, s: usize, p: usize, len: usize, outs: usize| {
+        let reads = |i: usize| (0..outs).any(|o| (i * d + o * s).checked_sub(p).is_some_and(|r| r < len));
+        let first = (0..k).find(|&i| reads(i))?;
+        let last = (0..k).rev().find(|&i| reads(i))?;
+        Some((first, last + 1 - first))
+    };
+    let (i0, ti) = live(g.kh, dh, sh, ph, g.h, g.oh)?;
+    let (j0, tj) = live(g.kw, dw, sw, pw, g.w, g.ow)?;
+    if (ti, tj) == (g.kh, g.kw) || ph < i0 * dh || pw < j0 * dw {
+        return None;
+    }
+    let (ph2, pw2) = (ph - i0 * dh, pw - j0 * dw);
+    let same = |len, k, s, p, d, out| matches!(out_size("conv2d", len, k, s, p, d), Ok(Some(o)) if o == out);
+    (same(g.h, ti, sh, ph2, dh, g.oh) && same(g.w, tj, sw, pw2, dw, g.ow)).then_some((i0, ti, j0, tj))
+}
