@@ -26,7 +26,9 @@ pub use io::{
 };
 pub use lenet::{lenet, xavier_init, Act, Pool};
 pub use linear::Linear;
-pub use loss::{accuracy, correct, CrossEntropyLoss, MseLoss};
+pub use loss::{
+    accuracy, correct, BceLoss, BceWithLogitsLoss, CrossEntropyLoss, HuberLoss, KlDivLoss, L1Loss, MseLoss, NllLoss, SmoothL1Loss,
+};
 pub use module::{Module, Sequential};
 pub use optim::{Adam, Optimizer, Sgd};
 pub use pool::{AvgPool2d, MaxPool2d};
