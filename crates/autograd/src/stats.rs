@@ -73,6 +73,10 @@ fn prod_kernel<T: Element>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec
 /// `prod / x` is not. PyTorch's `prod_safe_zeros_backward`.
 fn prod_others<T: Element>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec<T> {
     let mut out = vec![T::one(); x.len()];
+    if x.is_empty() {
+        // No slice to walk (an `outer` of 2^40 slices of nothing must not loop).
+        return out;
+    }
     let mut acc = vec![T::one(); inner];
     for o in 0..outer {
         acc.fill(T::one());
@@ -99,6 +103,9 @@ fn prod_others<T: Element>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec
 /// end. Floats add in f64 as PyTorch's CPU kernel does (so f32 matches it too); i64 wraps.
 fn scan_float<T: Element>(x: &[T], outer: usize, r: usize, inner: usize, reverse: bool) -> Vec<T> {
     let mut out = crate::buffers::for_overwrite::<T>(x.len());
+    if x.is_empty() {
+        return out;
+    }
     let mut acc = vec![0.0f64; inner];
     for o in 0..outer {
         acc.fill(0.0);
@@ -116,6 +123,9 @@ fn scan_float<T: Element>(x: &[T], outer: usize, r: usize, inner: usize, reverse
 
 fn scan_i64(x: &[i64], outer: usize, r: usize, inner: usize, reverse: bool) -> Vec<i64> {
     let mut out = vec![0i64; x.len()];
+    if x.is_empty() {
+        return out;
+    }
     let mut acc = vec![0i64; inner];
     for o in 0..outer {
         acc.fill(0);
