@@ -82,17 +82,17 @@ fn prod_others<T: Element>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec
         acc.fill(T::one());
         for k in 0..r {
             let at = (o * r + k) * inner;
-            for i in 0..inner {
-                out[at + i] = acc[i];
-                acc[i] *= x[at + i];
+            for ((d, a), &v) in out[at..at + inner].iter_mut().zip(acc.iter_mut()).zip(&x[at..at + inner]) {
+                *d = *a;
+                *a *= v;
             }
         }
         acc.fill(T::one());
         for k in (0..r).rev() {
             let at = (o * r + k) * inner;
-            for i in 0..inner {
-                out[at + i] *= acc[i];
-                acc[i] *= x[at + i];
+            for ((d, a), &v) in out[at..at + inner].iter_mut().zip(acc.iter_mut()).zip(&x[at..at + inner]) {
+                *d *= *a;
+                *a *= v;
             }
         }
     }

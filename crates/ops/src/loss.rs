@@ -287,7 +287,7 @@ fn nll_rows(
 
 /// Checks that every element of `x` is in `[0, 1]` (NaN passes, to give NaN).
 fn check_unit_interval(op: &'static str, what: &str, x: &Tensor) -> Result<()> {
-    if x.to_vec::<f64>().iter().any(|&v| v < 0.0 || v > 1.0) {
+    if x.to_vec::<f64>().iter().any(|&v| !v.is_nan() && !(0.0..=1.0).contains(&v)) {
         return Err(Error::invalid(op, format!("all elements of {what} should be between 0 and 1")));
     }
     Ok(())
@@ -359,7 +359,7 @@ pub fn mse_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result
 pub fn smooth_l1_loss(input: &Tensor, target: &Tensor, reduction: Reduction, beta: f64) -> Result<Tensor> {
     const OP: &str = "smooth_l1_loss";
     same_shape_float(OP, input, target)?;
-    if !(beta >= 0.0) {
+    if beta.is_nan() || beta < 0.0 {
         return Err(Error::invalid(OP, format!("beta must be >= 0, got {beta}")));
     }
     let d = input.sub(target)?;
@@ -376,7 +376,7 @@ pub fn smooth_l1_loss(input: &Tensor, target: &Tensor, reduction: Reduction, bet
 pub fn huber_loss(input: &Tensor, target: &Tensor, reduction: Reduction, delta: f64) -> Result<Tensor> {
     const OP: &str = "huber_loss";
     same_shape_float(OP, input, target)?;
-    if !(delta > 0.0) {
+    if delta.is_nan() || delta <= 0.0 {
         return Err(Error::invalid(OP, format!("delta must be > 0, got {delta}")));
     }
     reduce(OP, piecewise(&input.sub(target)?, delta, 0.5, delta)?, reduction)
