@@ -717,6 +717,9 @@ proptest! {
         check_grad(&["sub"], &args, &expect, &leaves, || x.t.sub(&y.t));
         check_grad(&["mul"], &args, &expect, &leaves, || x.t.mul(&y.t));
         check_grad(&["div"], &args, &expect, &leaves, || x.t.div(&y.t));
+        check_grad(&["maximum"], &args, &expect, &leaves, || x.t.maximum(&y.t));
+        check_grad(&["minimum"], &args, &expect, &leaves, || x.t.minimum(&y.t));
+        check_grad(&["pow"], &args, &expect, &leaves, || x.t.abs().pow_tensor(&y.t));
     }
 
     /// 0-d to 4-d operands: vectors, matrices and broadcast batches, with matching or
@@ -894,5 +897,196 @@ proptest! {
         let expect = if a.shape == b.shape && a.f64 == b.f64 { Expect::Shape(vec![]) } else { Expect::Fail };
         let (x, y) = (a.build(), b.build());
         check_grad(&["mse"], &(&a, &b), &expect, &[&x.leaf, &y.leaf], || ops::mse(&x.t, &y.t));
+    }
+
+    /// The element-wise functions of issue 27 never fail on a float tensor of any shape.
+    #[test]
+    fn more_element_wise(x in spec(4), bounds in (-3.0f64..3.0, -3.0f64..3.0)) {
+        let input = x.build();
+        let same = Expect::Shape(x.shape.clone());
+        let leaves = [&input.leaf];
+        for (name, f) in [
+            ("rsqrt", (|t: &Tensor| t.rsqrt()) as fn(&Tensor) -> Tensor),
+            ("log1p", |t| t.log1p()),
+            ("expm1", |t| t.expm1()),
+            ("sin", |t| t.sin()),
+            ("cos", |t| t.cos()),
+            ("log_sigmoid", |t| t.log_sigmoid()),
+        ] {
+            check_grad(&[name], &x, &same, &leaves, || Ok(f(&input.t)));
+        }
+        check_grad(&["clamp_min"], &(&x, bounds), &same, &leaves, || Ok(input.t.clamp_min(bounds.0)));
+        check_grad(&["clamp_max"], &(&x, bounds), &same, &leaves, || Ok(input.t.clamp_max(bounds.1)));
+        check_grad(&["clamp"], &(&x, bounds), &same, &leaves, || Ok(input.t.clamp(bounds.0, bounds.1)));
+    }
+
+    /// var/std/prod/cumsum/extremes/norm over random dim lists (out of range, repeated,
+    /// over empty dims), with random corrections and p.
+    #[test]
+    fn statistics(
+        x in spec(4),
+        dims in prop::collection::vec(dim_arg(), 0..=4),
+        dim in dim_arg(),
+        keepdim in any::<bool>(),
+        correction in prop_oneof![Just(0.0), Just(1.0), -1.0f64..3.0],
+        p in prop::sample::select(vec![1.0, 2.0, f64::INFINITY, 3.0, 0.0, f64::NAN]),
+    ) {
+        let r = x.shape.len();
+        let input = x.build();
+        let leaves = [&input.leaf];
+        let args = (&x, &dims, dim, keepdim, correction, p);
+        // Reductions over a list: every dim when empty; a bad or repeated dim fails.
+        let normed: Option<Vec<usize>> = if dims.is_empty() { Some((0..r).collect()) } else { dims.iter().map(|&d| norm(d, r)).collect() };
+        let normed = normed.filter(|ds| (0..ds.len()).all(|i| !ds[..i].contains(&ds[i])));
+        let shape_over = |ds: &[usize], keep: bool| -> Vec<usize> {
+            if keep {
+                x.shape.iter().enumerate().map(|(i, &s)| if ds.contains(&i) { 1 } else { s }).collect()
+            } else {
+                x.shape.iter().enumerate().filter(|(i, _)| !ds.contains(i)).map(|(_, &s)| s).collect()
+            }
+        };
+        let over = normed.as_ref().map_or(Expect::Fail, |ds| Expect::Shape(shape_over(ds, keepdim)));
+        let nonempty = normed.as_ref().filter(|ds| ds.iter().all(|&d| x.shape[d] > 0));
+        let over_nonempty = nonempty.map_or(Expect::Fail, |ds| Expect::Shape(shape_over(ds, keepdim)));
+        check_grad(&["var"], &args, &over, &leaves, || input.t.var_dims(&dims, correction, keepdim));
+        check_grad(&["std"], &args, &over, &leaves, || input.t.std_dims(&dims, correction, keepdim));
+        check_grad(&["amax"], &args, &over_nonempty, &leaves, || input.t.amax(&dims, keepdim));
+        check_grad(&["amin"], &args, &over_nonempty, &leaves, || input.t.amin(&dims, keepdim));
+        let norm_expect = if p == 1.0 || p == 2.0 { over.clone() } else if p == f64::INFINITY { over_nonempty.clone() } else { Expect::Fail };
+        check_grad(&["norm"], &args, &norm_expect, &leaves, || input.t.norm_dims(p, &dims, keepdim));
+        // Whole-tensor reductions.
+        let scalar = Expect::Shape(vec![]);
+        let full = if x.shape.contains(&0) { Expect::Fail } else { scalar.clone() };
+        check_grad(&["var"], &args, &scalar, &leaves, || input.t.var(correction));
+        check_grad(&["std"], &args, &scalar, &leaves, || input.t.std(correction));
+        check_grad(&["prod"], &args, &scalar, &leaves, || input.t.prod());
+        check_grad(&["max"], &args, &full, &leaves, || input.t.max());
+        check_grad(&["min"], &args, &full, &leaves, || input.t.min());
+        check_grad(&["norm"], &args, &if p == f64::INFINITY { full.clone() } else if p == 1.0 || p == 2.0 { scalar.clone() } else { Expect::Fail }, &leaves, || input.t.norm(p));
+        // One dim.
+        let d = norm(dim, r);
+        let one = |keep: bool| d.map_or(Expect::Fail, |d| Expect::Shape(reduced(&x.shape, d, keep)));
+        check_grad(&["prod"], &args, &one(keepdim), &leaves, || input.t.prod_dim(dim, keepdim));
+        let cum = if r == 0 { if [0, -1].contains(&dim) { Expect::Shape(vec![]) } else { Expect::Fail } } else { d.map_or(Expect::Fail, |_| Expect::Shape(x.shape.clone())) };
+        check_grad(&["cumsum"], &args, &cum, &leaves, || input.t.cumsum(dim));
+        let got = attempt(&["min"], &args, || input.t.min_dim(dim, keepdim));
+        if let Ok((values, idx)) = &got {
+            let d = d.expect("min succeeded");
+            assert_eq!((idx.dtype(), idx.shape()), (DType::I64, values.shape()), "min: indices on {args:?}");
+            assert!(idx.to_vec::<i64>().iter().all(|&i| (0..x.shape[d] as i64).contains(&i)), "min: index out of range on {args:?}");
+        }
+        let expect = d.filter(|&d| x.shape[d] > 0).map_or(Expect::Fail, |d| Expect::Shape(reduced(&x.shape, d, keepdim)));
+        verify(&["min"], &args, &expect, got.as_ref().map(|(t, _)| t.shape().to_vec()).map_err(String::clone));
+        if let Ok((values, _)) = &got {
+            backward("min", &args, values, &[&input.leaf]);
+        }
+    }
+
+    /// Sizes that overflow, empty ranges, bad dtypes.
+    #[test]
+    fn creation(n in size_arg(), m in size_arg(), ends in (-5.0f64..5.0, -5.0f64..5.0), bounds in (-4i64..4, -4i64..4), dtype in 0..4u8) {
+        let dtype = [DType::F32, DType::F64, DType::I64, DType::Bool][dtype as usize];
+        let args = (n, m, ends, bounds, dtype);
+        let shape = [n, m];
+        let huge = |s: &[usize]| s.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|p| p > 1 << 20);
+        // Legal but huge results would be allocated: only their failure is checked.
+        if !huge(&shape) || fitting_product(shape.iter().filter(|&&d| d != 0)).is_none() {
+            check(&["eye"], &args, &expect_count(&shape, n.saturating_mul(m)), || Tensor::eye_dtype(n, m, dtype));
+        }
+        if !huge(&[n]) || n > autograd::shape::MAX_NUMEL {
+            let expect = if n > autograd::shape::MAX_NUMEL || !dtype.is_float() { Expect::Fail } else { Expect::Shape(vec![n]) };
+            check(&["linspace"], &args, &expect, || Tensor::linspace_dtype(ends.0, ends.1, n, dtype));
+            let expect = if n > autograd::shape::MAX_NUMEL { Expect::Fail } else { Expect::Shape(vec![n]) };
+            check(&["randperm"], &args, &expect, || Tensor::randperm(n, &mut autograd::rng(1)));
+            let expect = if bounds.0 >= bounds.1 || n > autograd::shape::MAX_NUMEL { Expect::Fail } else { Expect::Shape(vec![n]) };
+            check(&["randint"], &args, &expect, || Tensor::randint(bounds.0, bounds.1, &[n], &mut autograd::rng(1)));
+        }
+    }
+
+    /// Class-index losses: targets of the right shape or not, in range, ignored or not;
+    /// weights of the right length and dtype or not; smoothing in [0, 1] or not.
+    #[test]
+    fn class_index_losses(
+        logits in prop_oneof![4 => (0..4usize, 0..4usize).prop_map(|(n, c)| vec![n, c]), 2 => (0..3usize, 1..4usize, 0..3usize).prop_map(|(n, c, d)| vec![n, c, d]), 1 => dims(3)].prop_flat_map(spec_of),
+        raw in prop::collection::vec(-1i64..5, 12),
+        edits in (0..6u8, prop::bool::weighted(0.3), 0..4u8, 0..4u8),
+        smoothing in prop_oneof![4 => 0.0f64..1.0, 1 => Just(1.5), 1 => Just(-0.1)],
+    ) {
+        let (tshape_edit, ignore, weight_edit, red) = edits;
+        let s = &logits.shape;
+        let c = match s.len() { 0 => 0, 1 => s[0], _ => s[1] };
+        let mut tshape: Vec<usize> = match s.len() { 0 | 1 => vec![], _ => [&s[..1], &s[2..]].concat() };
+        if tshape_edit == 0 {
+            tshape.push(1);
+        }
+        let n: usize = tshape.iter().product();
+        let t: Vec<i64> = raw.iter().cycle().take(n).map(|&v| if v == -1 && ignore { -100 } else if c > 0 && v >= 0 && tshape_edit != 1 { v % c as i64 } else { v }).collect();
+        let targets = Tensor::from_vec(t.clone(), &tshape).unwrap();
+        let weight = match weight_edit {
+            0 => Some(Tensor::ones_dtype(&[c], logits.dtype())),
+            1 => Some(Tensor::ones_dtype(&[c + 1], logits.dtype())),
+            2 => Some(Tensor::ones_dtype(&[c], if logits.f64 { DType::F32 } else { DType::F64 })),
+            _ => None,
+        };
+        let reduction = [ops::Reduction::Mean, ops::Reduction::Sum, ops::Reduction::None, ops::Reduction::BatchMean][red as usize];
+        let shape_ok = !s.is_empty() && c > 0 && tshape_edit != 0;
+        let labels_ok = t.iter().all(|&v| v == -100 || (0..c as i64).contains(&v));
+        let weight_ok = weight_edit >= 3 || weight_edit == 0;
+        let valid = shape_ok && labels_ok && weight_ok && reduction != ops::Reduction::BatchMean;
+        let out = if reduction == ops::Reduction::None { tshape.clone() } else { vec![] };
+        let input = logits.build();
+        let args = (&logits, &t, &tshape, weight_edit, reduction, smoothing);
+        let opts = ops::CrossEntropyOptions { weight: weight.clone(), reduction, label_smoothing: smoothing, ..Default::default() };
+        let expect = if valid && (0.0..=1.0).contains(&smoothing) { Expect::Shape(out.clone()) } else { Expect::Fail };
+        check_grad(&["cross_entropy"], &args, &expect, &[&input.leaf], || ops::cross_entropy_with(&input.t, &targets, &opts));
+        let opts = ops::NllLossOptions { weight, reduction, ..Default::default() };
+        let expect = if valid { Expect::Shape(out) } else { Expect::Fail };
+        check_grad(&["nll_loss"], &args, &expect, &[&input.leaf], || ops::nll_loss(&input.t, &targets, &opts));
+    }
+
+    /// Element-wise losses: same shapes and dtypes (valid), or not; weights that broadcast
+    /// or not; bad beta and delta; every reduction.
+    #[test]
+    fn element_wise_losses(a in spec(3), other in dims(3), mode in 0..6u8, red in 0..4u8, w in (0..4u8, 0..4u8), k in prop_oneof![3 => 0.1f64..2.0, 1 => Just(0.0), 1 => Just(-1.0)]) {
+        let mut b = a.clone();
+        match mode {
+            0 => b.shape = other,
+            1 => b.f64 = !b.f64,
+            2 => b.shape.insert(0, 1),
+            _ => b.view = (b.view + 1) % 3,
+        }
+        let reduction = [ops::Reduction::Mean, ops::Reduction::Sum, ops::Reduction::None, ops::Reduction::BatchMean][red as usize];
+        let pair_ok = a.shape == b.shape && a.f64 == b.f64;
+        let out = if reduction == ops::Reduction::None { a.shape.clone() } else { vec![] };
+        let valid = |ok: bool, batchmean_ok: bool| {
+            if pair_ok && ok && (reduction != ops::Reduction::BatchMean || batchmean_ok) { Expect::Shape(out.clone()) } else { Expect::Fail }
+        };
+        let (x, y) = (a.build(), b.build());
+        let leaves = [&x.leaf, &y.leaf];
+        let args = (&a, &b, reduction, w, k);
+        check_grad(&["l1_loss"], &args, &valid(true, false), &leaves, || ops::l1_loss(&x.t, &y.t, reduction));
+        check_grad(&["mse_loss"], &args, &valid(true, false), &leaves, || ops::mse_loss(&x.t, &y.t, reduction));
+        check_grad(&["smooth_l1_loss"], &args, &valid(k >= 0.0, false), &leaves, || ops::smooth_l1_loss(&x.t, &y.t, reduction, k));
+        check_grad(&["huber_loss"], &args, &valid(k > 0.0, false), &leaves, || ops::huber_loss(&x.t, &y.t, reduction, k));
+        check_grad(&["kl_div"], &args, &valid(true, true), &leaves, || ops::kl_div(&x.t, &y.t, reduction, k > 1.0));
+        // Weights: a trailing slice of the input's shape (broadcasts), or one dim too long.
+        let weight_of = |edit: u8| -> Option<(Tensor, bool)> {
+            let dtype = if a.f64 { DType::F64 } else { DType::F32 };
+            match edit {
+                0 => None,
+                1 => Some((Tensor::ones_dtype(&a.shape[a.shape.len().min(1)..], dtype), true)),
+                2 => Some((Tensor::ones_dtype(&[a.shape.last().map_or(2, |&d| d + 2)], dtype), false)),
+                _ => Some((Tensor::ones_dtype(&[], if a.f64 { DType::F32 } else { DType::F64 }), false)),
+            }
+        };
+        let (wt, pw) = (weight_of(w.0), weight_of(w.1));
+        let ok = |o: &Option<(Tensor, bool)>| o.as_ref().is_none_or(|(_, ok)| *ok);
+        let (p, q) = (x.t.sigmoid(), y.t.sigmoid());
+        check_grad(&["binary_cross_entropy"], &args, &valid(ok(&wt), false), &leaves, || {
+            ops::binary_cross_entropy(&p, &q, wt.as_ref().map(|w| &w.0), reduction)
+        });
+        check_grad(&["binary_cross_entropy_with_logits"], &args, &valid(ok(&wt) && ok(&pw), false), &leaves, || {
+            ops::binary_cross_entropy_with_logits(&x.t, &q, wt.as_ref().map(|w| &w.0), pw.as_ref().map(|w| &w.0), reduction)
+        });
     }
 }

@@ -111,6 +111,56 @@ proptest! {
         ] {
             float_only(op, &args, &[da], || f(&a));
         }
+        // The reductions of issue 27 are float maths too, except cumsum (i64 wraps; bool
+        // sums as i64, as PyTorch's).
+        for (op, f) in [
+            ("var", (|t: &Tensor| t.var_dims(&[1], 1.0, false)) as fn(&Tensor) -> Result<Tensor>),
+            ("std", |t| t.std(0.0)),
+            ("prod", |t| t.prod_dim(0, true)),
+            ("prod", |t| t.prod()),
+            ("norm", |t| t.norm_dims(2.0, &[1], false)),
+            ("norm", |t| t.norm(f64::INFINITY)),
+            ("amax", |t| t.amax(&[0], false)),
+            ("amin", |t| t.amin(&[], true)),
+            ("max", |t| t.max()),
+            ("min", |t| t.min()),
+            ("min", |t| t.min_dim(1, false).map(|(v, _)| v)),
+        ] {
+            float_only(op, &args, &[da], || f(&a));
+        }
+        let c = a.cumsum(1).unwrap();
+        prop_assert_eq!(c.dtype(), if da.is_float() { da } else { DType::I64 });
+        prop_assert_eq!(c.to_vec::<f64>()[5], a.to_vec::<f64>()[3..].iter().sum::<f64>());
+        // maximum/minimum take floats and i64; pow floats; both of one dtype.
+        prop_assert_eq!(run("maximum", &args, || a.maximum(&b)), da == db && da != DType::Bool);
+        prop_assert_eq!(run("minimum", &args, || a.minimum(&b)), da == db && da != DType::Bool);
+        float_only("pow", &args, &[da, db], || a.pow_tensor(&b));
+        for t in [a.rsqrt(), a.log1p(), a.expm1(), a.sin(), a.cos(), a.log_sigmoid(), a.clamp_min(0.0), a.clamp_max(0.0)] {
+            prop_assert_eq!(t.dtype(), if da.is_float() { da } else { DType::F32 });
+        }
+        // Losses: float operands of one dtype (class-index targets are i64).
+        let (p, q) = (tensor(&[2, 3], da, false), tensor(&[2, 3], db, false));
+        let red = ops::Reduction::Mean;
+        float_only("l1_loss", &args, &[da, db], || ops::l1_loss(&p, &q, red));
+        float_only("mse_loss", &args, &[da, db], || ops::mse_loss(&p, &q, red));
+        float_only("smooth_l1_loss", &args, &[da, db], || ops::smooth_l1_loss(&p, &q, red, 1.0));
+        float_only("huber_loss", &args, &[da, db], || ops::huber_loss(&p, &q, red, 1.0));
+        float_only("kl_div", &args, &[da, db], || ops::kl_div(&p, &q, red, true));
+        float_only("binary_cross_entropy_with_logits", &args, &[da, db], || ops::binary_cross_entropy_with_logits(&p, &q, None, None, red));
+        let unit = |t: &Tensor| if t.dtype().is_float() { t.sigmoid() } else { t.clone() };
+        float_only("binary_cross_entropy", &args, &[da, db], || ops::binary_cross_entropy(&unit(&p), &unit(&q), None, red));
+        let labels = Tensor::from_vec(vec![0i64, 2], &[2]).unwrap();
+        float_only("nll_loss", &args, &[da], || ops::nll_loss(&p, &labels, &Default::default()));
+        float_only("cross_entropy", &args, &[da], || ops::cross_entropy_with(&p, &labels, &Default::default()));
+        // A class weight of another dtype than the logits is an error naming the loss.
+        let weight = ops::CrossEntropyOptions { weight: Some(tensor(&[3], db, false)), ..Default::default() };
+        float_only("cross_entropy", &args, &[da, db], || ops::cross_entropy_with(&p, &labels, &weight));
+        // Targets must be i64 class indices.
+        let targets = Tensor::from_vec(vec![0.0f64, 1.0], &[2]).unwrap().try_to_dtype(db).unwrap();
+        prop_assert_eq!(run("nll_loss", &args, || ops::nll_loss(&p, &targets, &Default::default())), da.is_float() && db == DType::I64);
+        // Creation: eye of every dtype, linspace of floats.
+        prop_assert!(run("eye", &args, || Tensor::eye_dtype(2, 3, da)));
+        prop_assert_eq!(run("linspace", &args, || Tensor::linspace_dtype(0.0, 1.0, 4, da)), da.is_float());
         prop_assert!(run("argmax", &args, || a.argmax(1)) == da.is_float());
         let s = a.sum();
         prop_assert_eq!(s.dtype(), if da.is_float() { da } else { DType::I64 });

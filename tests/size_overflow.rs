@@ -282,6 +282,35 @@ proptest! {
         let got = attempt("gather", &args, || base.gather(1, &index));
         verify("gather", &args, &Expect::Shape(index_shape.to_vec()), got, |_| {});
     }
+    #[test]
+    fn eye_linspace_and_cumsum(rows in size(), cols in size()) {
+        let args = (rows, cols);
+        let all_small = small(rows) && small(cols);
+        // eye(rows, cols): its element count is the product.
+        if let Some(expect) = classify(&[rows as u128, cols as u128], true, all_small) {
+            let got = attempt("eye", &args, || Tensor::eye_dtype(rows, cols, autograd::DType::F64));
+            verify("eye", &args, &expect, got, |t| {
+                let v = t.to_vec::<f64>();
+                assert!(v.iter().enumerate().all(|(k, &e)| e == if k / cols == k % cols { 1.0 } else { 0.0 }), "eye values");
+            });
+        }
+        // linspace(.., steps = rows): one dim.
+        if let Some(expect) = classify(&[rows as u128], true, small(rows)) {
+            let got = attempt("linspace", &args, || Tensor::linspace_dtype(0.0, 1.0, rows, autograd::DType::F64));
+            verify("linspace", &args, &expect, got, |t| {
+                let v = t.to_vec::<f64>();
+                assert!(v.first().is_none_or(|&a| a == 0.0) && (rows < 2 || v[rows - 1] == 1.0), "linspace ends");
+            });
+        }
+        // cumsum of an expanded view of ones: its shape is the input's (which exists), and
+        // along dim 1 the values count up.
+        let Some(x) = ones_view(&[rows, cols]) else { return Ok(()) };
+        let Some(expect) = classify(&[rows as u128, cols as u128], true, all_small) else { return Ok(()) };
+        let got = attempt("cumsum", &args, || x.cumsum(1));
+        verify("cumsum", &args, &expect, got, |t| {
+            assert!(t.to_vec::<f64>().iter().enumerate().all(|(i, &v)| v == (i % cols + 1) as f64), "cumsum of ones");
+        });
+    }
 }
 
 #[test]
@@ -310,6 +339,9 @@ fn the_reported_cases_are_errors() {
     // Broadcasting to [2^63 + 1, 2].
     let row = Tensor::ones(&[1, 2]);
     assert!(matches!(row.expand(&[(1 << 63) + 1, 2]), Err(Error::SizeOverflow { op: "expand", .. })));
+    // eye and linspace sized past memory: errors naming them.
+    assert!(matches!(Tensor::eye(3, INV3), Err(Error::SizeOverflow { op: "eye", .. })));
+    assert!(matches!(Tensor::linspace(0.0, 1.0, MAX_NUMEL + 1), Err(Error::SizeOverflow { op: "linspace", .. })));
     // arange to infinity: an error, not a panic.
     assert!(Tensor::arange(0.0, f64::INFINITY, 1.0).is_err());
     // Printing a huge expanded view shows its edges without copying it.

@@ -86,22 +86,86 @@ impl Tensor {
 
     /// Limits every element to `[min, max]`; the gradient is zero outside the range. NaN
     /// stays NaN (as PyTorch; `f32::max`/`min` alone would clamp it to `min`), with a zero
-    /// gradient (PyTorch's rule: NaN is not inside the range).
+    /// gradient (PyTorch's rule: NaN is not inside the range). `min > max` gives `max`
+    /// everywhere, and a NaN bound gives NaN everywhere, as PyTorch's.
     pub fn clamp(&self, min: f64, max: f64) -> Tensor {
+        self.clamp_bounds("clamp", Some(min), Some(max))
+    }
+
+    /// `max(x, min)` element-wise (`torch.clamp(x, min=min)`): [`Tensor::clamp`] with no upper bound.
+    pub fn clamp_min(&self, min: f64) -> Tensor {
+        self.clamp_bounds("clamp_min", Some(min), None)
+    }
+
+    /// `min(x, max)` element-wise (`torch.clamp(x, max=max)`): [`Tensor::clamp`] with no lower bound.
+    pub fn clamp_max(&self, max: f64) -> Tensor {
+        self.clamp_bounds("clamp_max", None, Some(max))
+    }
+
+    /// `clamp` with either bound optional (a missing bound is infinite).
+    fn clamp_bounds(&self, op: &'static str, min: Option<f64>, max: Option<f64>) -> Tensor {
+        let (lo, hi) = (min.unwrap_or(f64::NEG_INFINITY), max.unwrap_or(f64::INFINITY));
+        let nan_bound = lo.is_nan() || hi.is_nan();
         let out = map_unary!(self, |v: T| {
-            let (lo, hi) = (T::from_f64(min), T::from_f64(max));
-            let c = if v < lo { lo } else { v };
-            if c > hi {
-                hi
+            let (l, h) = (T::from_f64(lo), T::from_f64(hi));
+            let c = if v < l { l } else { v };
+            let c = if c > h { h } else { c };
+            if nan_bound {
+                T::nan()
             } else {
                 c
             }
         });
-        record("clamp", out, &[self], move |ctx| {
+        record(op, out, &[self], move |ctx| {
             let x = ctx.input(0);
-            let inside = map_unary!(x, |v: T| if v >= T::from_f64(min) && v <= T::from_f64(max) { T::one() } else { T::zero() });
+            let inside = map_unary!(x, |v: T| if v >= T::from_f64(lo) && v <= T::from_f64(hi) { T::one() } else { T::zero() });
             Ok(vec![Some(ctx.grad_output().mul(&inside)?)])
         })
+    }
+
+    /// `1 / sqrt(x)`.
+    pub fn rsqrt(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| T::one() / v.sqrt());
+        record("rsqrt", out, &[self], |ctx| {
+            // d/dx x^(-1/2) = -y^3 / 2, from the output as PyTorch's rule.
+            let y = if ctx.create_graph() { ctx.input(0).rsqrt() } else { ctx.output().clone() };
+            Ok(vec![Some(ctx.grad_output().mul(&y.mul(&y)?.mul(&y)?.mul_scalar(-0.5))?)])
+        })
+    }
+
+    /// `ln(1 + x)`, accurate for small `x`.
+    pub fn log1p(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| v.ln_1p());
+        record("log1p", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().div(&ctx.input(0).add_scalar(1.0))?)]))
+    }
+
+    /// `e^x - 1`, accurate for small `x`.
+    pub fn expm1(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| v.exp_m1());
+        record("expm1", out, &[self], |ctx| {
+            let y = if ctx.create_graph() { ctx.input(0).expm1() } else { ctx.output().clone() };
+            Ok(vec![Some(ctx.grad_output().mul(&y.add_scalar(1.0))?)])
+        })
+    }
+
+    pub fn sin(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| v.sin());
+        record("sin", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).cos())?)]))
+    }
+
+    pub fn cos(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| v.cos());
+        record("cos", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).sin().neg())?)]))
+    }
+
+    /// `log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|)`, finite for every finite `x`
+    /// (`torch.nn.functional.logsigmoid`). The gradient is `sigmoid(-x)`.
+    pub fn log_sigmoid(&self) -> Tensor {
+        let out = map_unary!(self, |v: T| {
+            let m = if v < T::zero() { v } else { T::zero() };
+            m - (-v.abs()).exp().ln_1p()
+        });
+        record("log_sigmoid", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).neg().sigmoid())?)]))
     }
 
     /// Logistic function `1 / (1 + e^-x)`, computed without overflow for large |x|.
@@ -242,6 +306,53 @@ impl Tensor {
             ])
         }))
     }
+
+    /// `self^exponent` element-wise with broadcasting (`torch.pow` with a tensor exponent).
+    /// Gradients as PyTorch's: `b a^(b-1)` for the base (0 where `b = 0`) and `a^b ln a`
+    /// for the exponent (0 where `a = 0` and `b >= 0`).
+    pub fn pow_tensor(&self, exponent: &Tensor) -> Result<Tensor> {
+        let out = binary_kernel::<PowOp>("pow", self, exponent)?;
+        Ok(record("pow", out, &[self, exponent], |ctx| {
+            let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+            let zero = Tensor::zeros_dtype(&[], g.dtype());
+            let da = || {
+                let d = g.mul(&b.mul(&a.pow_tensor(&b.add_scalar(-1.0))?)?)?;
+                Tensor::where_(&b.eq(&zero)?, &zero, &d)?.sum_to(a.shape())
+            };
+            let db = || {
+                let y = if ctx.create_graph() { a.pow_tensor(b)? } else { ctx.output().clone() };
+                let d = g.mul(&y.mul(&a.log())?)?;
+                let flat = binary_kernel::<PowZeroBaseOp>("pow", a, b)?.gt(&zero)?;
+                Tensor::where_(&flat, &zero, &d)?.sum_to(b.shape())
+            };
+            Ok(vec![grad_if(ctx.needs_grad(0), da)?, grad_if(ctx.needs_grad(1), db)?])
+        }))
+    }
+
+    /// The larger of two tensors element-wise with broadcasting (`torch.maximum`); NaN if
+    /// either is NaN. Floats and i64. At a tie each side gets half the gradient (as PyTorch).
+    pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
+        let out = binary_kernel::<MaxOp>("maximum", self, other)?;
+        Ok(record("maximum", out, &[self, other], |ctx| split_grad::<MaxWeightOp>("maximum", ctx)))
+    }
+
+    /// The smaller of two tensors element-wise with broadcasting (`torch.minimum`); NaN if
+    /// either is NaN. Floats and i64. At a tie each side gets half the gradient (as PyTorch).
+    pub fn minimum(&self, other: &Tensor) -> Result<Tensor> {
+        let out = binary_kernel::<MinOp>("minimum", self, other)?;
+        Ok(record("minimum", out, &[self, other], |ctx| split_grad::<MinWeightOp>("minimum", ctx)))
+    }
+}
+
+/// The rule of `maximum`/`minimum`: `g` times a constant weight per side (1 where that
+/// side was chosen, 1/2 at ties, 0 where the other was; 1 for both at NaN), summed back to
+/// each operand's shape: `W(a, b)` weighs the first operand and `W(b, a)` the second.
+fn split_grad<W: BinaryFn>(op: &'static str, ctx: &crate::tape::BackwardCtx) -> Result<Vec<Option<Tensor>>> {
+    let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+    Ok(vec![
+        grad_if(ctx.needs_grad(0), || g.mul(&binary_kernel::<W>(op, a, b)?)?.sum_to(a.shape()))?,
+        grad_if(ctx.needs_grad(1), || g.mul(&binary_kernel::<W>(op, b, a)?)?.sum_to(b.shape()))?,
+    ])
 }
 
 /// Runs a gradient computation only for inputs that need one.
@@ -295,6 +406,38 @@ binary_fn!(AddOp, a, b, a + b, i64::wrapping_add);
 binary_fn!(SubOp, a, b, a - b, i64::wrapping_sub);
 binary_fn!(MulOp, a, b, a * b, i64::wrapping_mul);
 binary_fn!(DivOp, a, b, a / b);
+binary_fn!(PowOp, a, b, a.powf(b));
+// NaN wins (either side), as PyTorch's `maximum`/`minimum`.
+binary_fn!(MaxOp, a, b, if a.is_nan() || a > b { a } else { b }, std::cmp::max::<i64>);
+binary_fn!(MinOp, a, b, if a.is_nan() || a < b { a } else { b }, std::cmp::min::<i64>);
+// Gradient weight of `maximum`'s (`minimum`'s) first operand; the second's is the same
+// with the arguments swapped: 1/2 at ties, 0 where the other side wins, else (NaN too) 1.
+binary_fn!(
+    MaxWeightOp,
+    a,
+    b,
+    if a == b {
+        T::from_f64(0.5)
+    } else if a < b {
+        T::zero()
+    } else {
+        T::one()
+    }
+);
+binary_fn!(
+    MinWeightOp,
+    a,
+    b,
+    if a == b {
+        T::from_f64(0.5)
+    } else if a > b {
+        T::zero()
+    } else {
+        T::one()
+    }
+);
+// 1 where the exponent's gradient is 0 by PyTorch's convention: base 0, exponent >= 0.
+binary_fn!(PowZeroBaseOp, a, b, if a == T::zero() && b >= T::zero() { T::one() } else { T::zero() });
 // Fused first-order rules: (gradient, saved value) -> input gradient.
 binary_fn!(SigmoidGradOp, g, y, Activation::Sigmoid.grad_from_output(g, y));
 binary_fn!(TanhGradOp, g, y, Activation::Tanh.grad_from_output(g, y));

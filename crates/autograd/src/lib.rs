@@ -17,6 +17,7 @@
 pub mod activation;
 pub mod buffers;
 pub mod compare;
+pub mod creation;
 pub mod display;
 pub mod dtype;
 pub mod elementwise;
@@ -33,6 +34,7 @@ pub mod random;
 pub mod reduce;
 pub mod shape;
 pub mod shape_ops;
+pub mod stats;
 pub mod tape;
 pub mod tensor;
 #[cfg(feature = "testing")]

@@ -3,6 +3,7 @@
 //! which reproducible training and resuming need.
 
 use crate::dtype::DType;
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rand::{Rng as _, SeedableRng};
 
@@ -55,4 +56,34 @@ impl Tensor {
     pub fn randn(shape: &[usize], rng: &mut Rng) -> Tensor {
         Self::normal(shape, 0.0, 1.0, rng)
     }
+
+    /// i64 values uniform in `[low, high)` (`torch.randint(low, high, shape)`); an error
+    /// naming `randint` when the range is empty or the shape too large.
+    pub fn randint(low: i64, high: i64, shape: &[usize], rng: &mut Rng) -> Result<Tensor> {
+        let n = crate::shape::checked_numel("randint", shape)?;
+        if low >= high {
+            return Err(Error::invalid("randint", format!("expects low < high, got low={low}, high={high}")));
+        }
+        // The span fits u64 even for [i64::MIN, i64::MAX); the sum wraps back into range.
+        let span = (high as i128 - low as i128) as u64;
+        let v: Vec<i64> = (0..n).map(|_| low.wrapping_add(below(rng, span) as i64)).collect();
+        Tensor::from_vec(v, shape)
+    }
+
+    /// A random permutation of `0..n` as i64 (`torch.randperm`): Fisher-Yates, each of
+    /// the `n!` orders equally likely.
+    pub fn randperm(n: usize, rng: &mut Rng) -> Result<Tensor> {
+        crate::shape::checked_numel("randperm", &[n])?;
+        let mut v: Vec<i64> = (0..n as i64).collect();
+        for i in (1..n).rev() {
+            v.swap(i, below(rng, i as u64 + 1) as usize);
+        }
+        Tensor::from_vec(v, &[n])
+    }
+}
+
+/// A uniform draw from `0..n` (`n > 0`), without modulo bias: every integer draw of the
+/// library goes through here, so a change of generator is one place.
+fn below(rng: &mut Rng, n: u64) -> u64 {
+    rng.random_range(0..n)
 }

@@ -42,7 +42,7 @@ fn sum_axis<T: Element>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec<T>
     out
 }
 
-fn normalize_dims(op: &'static str, dims: &[isize], rank: usize) -> Result<Vec<usize>> {
+pub(crate) fn normalize_dims(op: &'static str, dims: &[isize], rank: usize) -> Result<Vec<usize>> {
     let mut ds = Vec::with_capacity(dims.len());
     for &d in dims {
         let d = normalize_dim(op, d, rank)?;
@@ -164,12 +164,23 @@ impl Tensor {
     /// `torch.max(x, dim)`: the values, and their indices as an i64 tensor of the same
     /// shape. Differentiable in the values.
     pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
-        self.check_float("max")?;
-        let d = normalize_dim("max", dim, self.rank())?;
+        self.extreme_dim("max", dim, keepdim, true)
+    }
+
+    /// Smallest element along `dim` and where it is (the first one on ties; NaN wins), as
+    /// `torch.min(x, dim)`: the values, and their indices as an i64 tensor of the same
+    /// shape. Differentiable in the values (the gradient goes to that one element).
+    pub fn min_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        self.extreme_dim("min", dim, keepdim, false)
+    }
+
+    fn extreme_dim(&self, op: &'static str, dim: isize, keepdim: bool, largest: bool) -> Result<(Tensor, Tensor)> {
+        self.check_float(op)?;
+        let d = normalize_dim(op, dim, self.rank())?;
         if self.shape()[d] == 0 {
-            return Err(Error::invalid_shape("max", format!("cannot take the max over empty dim {d}"), self.shape()));
+            return Err(Error::invalid_shape(op, format!("cannot take the {op} over empty dim {d}"), self.shape()));
         }
-        let idx = self.arg_extreme(d, true)?;
+        let idx = self.arg_extreme(d, largest)?;
         let mut kept = self.shape().to_vec();
         kept[d] = 1;
         let values = self.gather_positions(d, &idx, &kept)?;

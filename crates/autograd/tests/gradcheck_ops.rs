@@ -112,3 +112,114 @@ proptest! {
         both(|v| v[0].scatter_add(1, &idx, &v[1]), &[x, src]);
     }
 }
+
+/// Distinct values whose absolute values are distinct too (`k gap + gap / 4`), none near
+/// 0: for extremes and the inf-norm, whose gradient is undefined at ties.
+fn distinct_abs(shape: Vec<usize>) -> impl Strategy<Value = Tensor> {
+    distinct_tensor_f64(shape, 0.2).prop_map(|t| t.add_scalar(0.05))
+}
+
+/// A random subset of `0..rank` as dims (empty means every dim for the new reductions).
+fn some_dims(rank: usize, seed: u64) -> Vec<isize> {
+    (0..rank as isize).filter(|d| (seed >> d) & 1 == 1).collect()
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    #[test]
+    fn more_unary_ops(x in shape(3, 4).prop_flat_map(away_from_zero)) {
+        let x = x.requires_grad_();
+        both(|v| Ok(v[0].abs().rsqrt()), &[x.clone()]);
+        both(|v| Ok(v[0].abs().log1p()), &[x.clone()]);
+        both(|v| Ok(v[0].mul_scalar(-0.9).log1p()), &[x.mul_scalar(0.5).requires_grad_()]);
+        both(|v| Ok(v[0].expm1()), &[x.clone()]);
+        both(|v| Ok(v[0].sin()), &[x.clone()]);
+        both(|v| Ok(v[0].cos()), &[x.clone()]);
+        both(|v| Ok(v[0].log_sigmoid()), &[x.mul_scalar(5.0).requires_grad_()]);
+        both(|v| Ok(v[0].clamp_min(-1.1)), &[x.clone()]);
+        both(|v| Ok(v[0].clamp_max(1.1)), &[x.clone()]);
+    }
+
+    #[test]
+    fn pow_maximum_minimum((sa, sb) in broadcastable_pair(3, 3), seed in any::<u64>()) {
+        let mut r = autograd::rng(seed);
+        let base = Tensor::uniform_dtype(&sa, 0.3, 2.0, autograd::DType::F64, &mut r).requires_grad_();
+        let exp = Tensor::uniform_dtype(&sb, -2.0, 2.0, autograd::DType::F64, &mut r).requires_grad_();
+        both(|v| v[0].pow_tensor(&v[1]), &[base.clone(), exp.clone()]);
+        // Continuous draws: a tie (or one within the step of the finite differences) has
+        // probability about 1e-6.
+        let a = Tensor::uniform_dtype(&sa, -2.0, 2.0, autograd::DType::F64, &mut r).requires_grad_();
+        both(|v| v[0].maximum(&v[1]), &[a.clone(), exp.clone()]);
+        both(|v| v[0].minimum(&v[1]), &[a.clone(), exp.clone()]);
+        both(|v| v[0].maximum(&v[1])?.mul(&v[0].minimum(&v[1])?), &[a, exp]);
+    }
+
+    #[test]
+    fn variance_products_and_running_sums(s in shape(3, 4).prop_filter("rank >= 1", |s| !s.is_empty()), seed in any::<u64>(), keep in any::<bool>()) {
+        let rank = s.len();
+        let x = Tensor::uniform_dtype(&s, -2.0, 2.0, autograd::DType::F64, &mut autograd::rng(seed)).requires_grad_();
+        let dims = some_dims(rank, seed);
+        let dim = (seed % rank as u64) as isize;
+        let n: usize = if dims.is_empty() { s.iter().product() } else { dims.iter().map(|&d| s[d as usize]).product() };
+        // Keep N - correction > 0 (else the result is NaN or infinite, as PyTorch's).
+        let c = if n > 1 { 1.0 } else { 0.0 };
+        both(|v| v[0].var_dims(&dims, c, keep), &[x.clone()]);
+        both(|v| v[0].var(0.0), &[x.clone()]);
+        both(|v| v[0].std_dims(&dims, c, keep), &[x.clone()]);
+        both(|v| v[0].cumsum(dim), &[x.clone()]);
+        both(|v| v[0].cumsum(-1)?.mul(&v[0]), &[x.clone()]);
+        // Products away from zero (the rule g prod / x is differentiable there), of at
+        // most 6 factors: a product of 64 can reach 1e20, where finite differences are noise.
+        let y = x.abs().add_scalar(0.3).mul(&x.sign()).unwrap().detach().requires_grad_();
+        both(|v| v[0].prod_dim(dim, keep), &[y.clone()]);
+        let few = y.numel().min(6);
+        both(|v| v[0].reshape(&[-1])?.narrow(0, 0, few)?.prod(), &[y.clone()]);
+        both(|v| v[0].norm_dims(1.0, &dims, keep), &[y.clone()]);
+        both(|v| v[0].norm_dims(2.0, &dims, keep), &[y.clone()]);
+        both(|v| v[0].norm(2.0), &[y]);
+    }
+
+    #[test]
+    fn extremes(x in shape(3, 4).prop_filter("rank >= 1", |s| !s.is_empty()).prop_flat_map(distinct_abs), seed in any::<u64>(), keep in any::<bool>()) {
+        let rank = x.rank();
+        let dims = some_dims(rank, seed);
+        let dim = (seed % rank as u64) as isize;
+        let x = x.requires_grad_();
+        both(|v| v[0].max(), &[x.clone()]);
+        both(|v| v[0].min(), &[x.clone()]);
+        both(|v| v[0].amax(&dims, keep), &[x.clone()]);
+        both(|v| v[0].amin(&dims, keep), &[x.clone()]);
+        both(|v| Ok(v[0].min_dim(dim, keep)?.0), &[x.clone()]);
+        both(|v| v[0].norm_dims(f64::INFINITY, &dims, keep), &[x.clone()]);
+    }
+}
+
+#[test]
+fn prod_gradients_with_zeros_are_exact_and_first_order_only() {
+    // d prod / dx_i is the product of the others: nonzero only at a lone zero.
+    let x = Tensor::from_vec(vec![2.0f64, 0.0, 3.0, 0.0, 0.0, 5.0], &[2, 3]).unwrap().requires_grad_();
+    x.prod_dim(1, false).unwrap().sum().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec::<f64>(), vec![0.0, 6.0, 0.0, 0.0, 0.0, 0.0]);
+    // A second order through a zero is an error naming prod, never a silent zero.
+    let y = x.prod().unwrap();
+    let opts = autograd::BackwardOptions { create_graph: true, retain_graph: true };
+    let g = autograd::grad(&y, &[&x], None, opts).unwrap()[0].clone().unwrap();
+    let e = g.sum().backward().unwrap_err().to_string();
+    assert!(e.contains("prod"), "{e}");
+}
+
+#[test]
+fn std_and_norm_have_zero_gradient_at_zero() {
+    let fs: [fn(&Tensor) -> autograd::Result<Tensor>; 2] = [|t| t.std(1.0), |t| t.norm(2.0)];
+    for f in fs {
+        let x = Tensor::from_vec(vec![0.0f64; 3], &[3]).unwrap().requires_grad_();
+        let y = f(&x).unwrap();
+        let opts = autograd::BackwardOptions { create_graph: true, retain_graph: true };
+        let g = autograd::grad(&y, &[&x], None, opts).unwrap()[0].clone().unwrap();
+        assert_eq!(g.to_vec::<f64>(), vec![0.0; 3]);
+        // And the second order is finite too (no infinity inside the rule).
+        let h = autograd::grad(&g.sum(), &[&x], None, autograd::BackwardOptions::default()).unwrap()[0].clone();
+        assert!(h.is_none_or(|h| h.all_finite()));
+    }
+}

@@ -32,7 +32,9 @@ pub use io::{
 };
 pub use lenet::{lenet, xavier_init, Act, Pool};
 pub use linear::Linear;
-pub use loss::{accuracy, correct, CrossEntropyLoss, MseLoss};
+pub use loss::{
+    accuracy, correct, BceLoss, BceWithLogitsLoss, CrossEntropyLoss, HuberLoss, KlDivLoss, L1Loss, MseLoss, NllLoss, SmoothL1Loss,
+};
 pub use models::{bn_lenet, resnet18, resnet18_with_widths, Residual};
 pub use module::{Buffer, IncompatibleKeys, Module, Sequential, Training, Visitor};
 pub use optim::{Adagrad, Adam, AdamW, Optimizer, ParamGroup, RmsProp, Sgd};

@@ -29,7 +29,10 @@ pub use conv::{
     Conv2dAlgo, Conv2dArgs, Conv2dMap, Epilogue, Pair, Pool2x2,
 };
 pub use linear::linear;
-pub use loss::{cross_entropy, mse, Targets};
+pub use loss::{
+    binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, cross_entropy_with, huber_loss, kl_div, l1_loss, mse, mse_loss,
+    nll_loss, smooth_l1_loss, CrossEntropyOptions, NllLossOptions, Reduction, Targets,
+};
 pub use matmul::matmul;
 pub use pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, Pool2dArgs};
 
