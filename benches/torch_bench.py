@@ -71,8 +71,24 @@ def main():
         print(f"{name}_fwd_bwd {median_secs(fb) * 1e3:.3f} ms")
     xb = torch.rand(B, 1, 28, 28)
     yb = torch.randint(0, 10, (B,))
-    for name, pool, act in [("lenet_train_avgpool_sigmoid", "avg", "sigmoid"), ("lenet_train_maxpool_relu", "max", "relu")]:
-        net = lenet(pool, act)
+    for name, c, hw in [("batchnorm2d_64x14", 64, 14), ("batchnorm2d_6x24", 6, 24)]:
+        bn = torch.nn.BatchNorm2d(c)
+        x = torch.rand(B, c, hw, hw).mul(2).sub(1).requires_grad_()
+        seed = torch.rand(B, c, hw, hw).mul(2).sub(1)
+
+        def fb():
+            bn(x).backward(seed)
+            x.grad = None
+            bn.zero_grad()
+        print(f"{name}_fwd_bwd {median_secs(fb) * 1e3:.3f} ms")
+    bn_lenet = lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 5), torch.nn.BatchNorm2d(6), torch.nn.Sigmoid(), torch.nn.AvgPool2d(2, 2),
+        torch.nn.Conv2d(6, 16, 5), torch.nn.BatchNorm2d(16), torch.nn.Sigmoid(), torch.nn.AvgPool2d(2, 2), torch.nn.Flatten(),
+        torch.nn.Linear(256, 120), torch.nn.BatchNorm1d(120), torch.nn.Sigmoid(),
+        torch.nn.Linear(120, 84), torch.nn.BatchNorm1d(84), torch.nn.Sigmoid(), torch.nn.Linear(84, 10))
+    for name, make in [("lenet_train_avgpool_sigmoid", lambda: lenet("avg", "sigmoid")), ("lenet_train_maxpool_relu", lambda: lenet("max", "relu")),
+                       ("bn_lenet_train", bn_lenet)]:
+        net = make()
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
 
         def step():

@@ -134,18 +134,45 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
         });
         emit(Measurement { name: format!("{name}_fwd_bwd"), value: secs * 1e3, unit: "ms" });
     }
+    // Training-mode batch norm, forward and backward, at a ResNet and a BN-LeNet shape.
+    for (name, c, hw) in [("batchnorm2d_64x14", 64, 14), ("batchnorm2d_6x24", 6, 24)] {
+        let name = format!("{name}_fwd_bwd");
+        if !wanted(&name) {
+            continue;
+        }
+        let bn = nn::BatchNorm::new_2d(nn::BatchNormConfig::new(c));
+        let x = Tensor::uniform(&[batch, c, hw, hw], -1.0, 1.0, &mut r).requires_grad_();
+        let seed = Tensor::uniform(&[batch, c, hw, hw], -1.0, 1.0, &mut r);
+        let secs = median_secs(opts.reps, || {
+            let y = bn.forward(&x).expect("valid batch norm");
+            y.backward_with(Some(&seed), Default::default()).expect("backward");
+            x.zero_grad();
+            bn.zero_grad();
+        });
+        emit(Measurement { name, value: secs * 1e3, unit: "ms" });
+    }
     // The LeNet training step through the public path (nn layers, the tape, SGD), on one
-    // fixed batch of uniform random images with random labels.
+    // fixed batch of uniform random images with random labels; and BN-LeNet's (SPEC 7).
     let steps = if opts.quick { 2 } else { 30 };
     let xb = Tensor::rand(&[batch, 1, 28, 28], &mut r);
     let yb: Vec<usize> = (0..batch).map(|i| (i * 7 + 3) % 10).collect();
-    for (name, pool, act) in [("lenet_train_avgpool_sigmoid", Pool::Avg, Act::Sigmoid), ("lenet_train_maxpool_relu", Pool::Max, Act::Relu)]
-    {
+    let nets = [
+        ("lenet_train_avgpool_sigmoid", Some((Pool::Avg, Act::Sigmoid))),
+        ("lenet_train_maxpool_relu", Some((Pool::Max, Act::Relu))),
+        ("bn_lenet_train", None),
+    ];
+    for (name, lenet_kind) in nets {
         if !wanted(name) {
             continue;
         }
-        let net = lenet(pool, act, &mut r).expect("LeNet builds");
-        xavier_init(&net, &mut r).expect("init");
+        let net = match lenet_kind {
+            Some((pool, act)) => {
+                let net = lenet(pool, act, &mut r).expect("LeNet builds");
+                xavier_init(&net, &mut r).expect("init");
+                net
+            }
+            None => nn::bn_lenet(&mut r).expect("BN-LeNet builds"),
+        };
         let mut opt = Sgd::new(net.named_parameters(), 0.1).expect("valid SGD settings");
         let mut losses = Vec::new();
         let mut step = || {

@@ -4,14 +4,8 @@
 //! average pooling. The pooling and its backward are linear and each other's adjoint, so
 //! each is the other's gradient rule and both are differentiable to any order.
 
-use autograd::parallel::install;
+use crate::cpu::adaptive_pool as kernels;
 use autograd::{record, Error, Result, Tensor};
-use rayon::prelude::*;
-
-/// The bin of output cell `i` of `n` over a side of `len`.
-fn bin(i: usize, n: usize, len: usize) -> (usize, usize) {
-    (i * len / n, ((i + 1) * len).div_ceil(n))
-}
 
 /// `(planes, h, w)` of an `[N, C, H, W]` or `[C, H, W]` shape, and the output shape.
 fn geometry(op: &'static str, shape: &[usize], out: (usize, usize)) -> Result<(usize, usize, usize, Vec<usize>)> {
@@ -42,24 +36,7 @@ pub fn adaptive_avg_pool2d(input: &Tensor, output_size: (usize, usize)) -> Resul
     let (oh, ow) = output_size;
     let out = autograd::dispatch!(OP, input.storage(), |_s: T| {
         let x = input.contiguous_data::<T>()?;
-        let mut y = autograd::buffers::for_overwrite::<T>(planes * oh * ow);
-        let plane = |(yp, xp): (&mut [T], &[T])| {
-            for i in 0..oh {
-                let (y0, y1) = bin(i, oh, h);
-                for j in 0..ow {
-                    let (x0, x1) = bin(j, ow, w);
-                    let mut s = T::zero();
-                    for row in xp[y0 * w..y1 * w].chunks_exact(w) {
-                        for &v in &row[x0..x1] {
-                            s += v;
-                        }
-                    }
-                    yp[i * ow + j] = s / T::from_f64(((y1 - y0) * (x1 - x0)) as f64);
-                }
-            }
-        };
-        install(|| y.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(plane));
-        Tensor::from_vec(y, &yshape)?
+        Tensor::from_vec(kernels::forward(&x, planes, (h, w), (oh, ow)), &yshape)?
     });
     Ok(record(OP, out, &[input], move |ctx| Ok(vec![Some(adaptive_avg_pool2d_backward(ctx.grad_output(), ctx.input(0).shape())?)])))
 }
@@ -81,21 +58,7 @@ pub fn adaptive_avg_pool2d_backward(dy: &Tensor, input_shape: &[usize]) -> Resul
     let (oh, ow) = out;
     let dx = autograd::dispatch!(OP, dy.storage(), |_s: T| {
         let d = dy.contiguous_data::<T>()?;
-        let mut dx = autograd::buffers::zeroed::<T>(planes * h * w);
-        let plane = |(xp, dp): (&mut [T], &[T])| {
-            for i in 0..oh {
-                let (y0, y1) = bin(i, oh, h);
-                for j in 0..ow {
-                    let (x0, x1) = bin(j, ow, w);
-                    let share = dp[i * ow + j] / T::from_f64(((y1 - y0) * (x1 - x0)) as f64);
-                    for row in xp[y0 * w..y1 * w].chunks_exact_mut(w) {
-                        row[x0..x1].iter_mut().for_each(|v| *v += share);
-                    }
-                }
-            }
-        };
-        install(|| dx.par_chunks_mut(h * w).zip(d.par_chunks(oh * ow)).for_each(plane));
-        Tensor::from_vec(dx, input_shape)?
+        Tensor::from_vec(kernels::backward(&d, planes, (h, w), (oh, ow)), input_shape)?
     });
     let shape = dy.shape().to_vec();
     Ok(record(OP, dx, &[dy], move |ctx| {

@@ -10,9 +10,8 @@
 //! The running statistics are the caller's (the `BatchNorm` layers): this op returns the
 //! batch statistics they are updated from. See docs/gradients.md.
 
-use autograd::parallel::install;
-use autograd::{record, Element, Error, Result, Scalar, Tensor};
-use rayon::prelude::*;
+use crate::cpu::batch_norm as kernels;
+use autograd::{record, Error, Result, Scalar, Tensor};
 
 /// The result of a training-mode [`batch_norm_train`]: the output, and the batch's mean
 /// and unbiased variance per channel (detached, in the input's dtype), from which the
@@ -60,7 +59,7 @@ pub fn batch_norm_train(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tenso
     if m <= 1 {
         return Err(Error::invalid(OP, format!("expected more than 1 value per channel when training, got input {:?}", x.shape())));
     }
-    let (output, mean, var_u) = autograd::dispatch!(OP, x.storage(), |_s: T| {
+    let (output, mean, var_u, stats) = autograd::dispatch!(OP, x.storage(), |_s: T| {
         let xd = x.contiguous_data::<T>()?;
         let w = weight.map(|w| w.contiguous_data::<T>()).transpose()?;
         let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;
@@ -77,7 +76,7 @@ pub fn batch_norm_train(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tenso
         let y = kernels::affine(&xd, c, s, &scale, &shift);
         let mean: Vec<T> = stats.iter().map(|&(mu, _)| T::from_f64(mu)).collect();
         let var_u: Vec<T> = stats.iter().map(|&(_, v)| T::from_f64(v * m as f64 / (m - 1) as f64)).collect();
-        (Tensor::from_vec(y, x.shape())?, Tensor::from_vec(mean, &[c])?, Tensor::from_vec(var_u, &[c])?)
+        (Tensor::from_vec(y, x.shape())?, Tensor::from_vec(mean, &[c])?, Tensor::from_vec(var_u, &[c])?, stats)
     });
     let mut inputs = vec![x];
     inputs.extend(weight);
@@ -86,7 +85,7 @@ pub fn batch_norm_train(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tenso
     let output = record(OP, output, &inputs, move |ctx| {
         let (x, g) = (ctx.input(0), ctx.grad_output());
         let w = has_w.then(|| ctx.input(1));
-        let (dx, dw, db) = if ctx.create_graph() { composed_backward(x, w, g, eps)? } else { kernel_backward(x, w, g, eps)? };
+        let (dx, dw, db) = if ctx.create_graph() { composed_backward(x, w, g, eps)? } else { kernel_backward(x, w, g, &stats, eps)? };
         let mut grads = vec![Some(dx)];
         if has_w {
             grads.push(Some(dw));
@@ -124,15 +123,15 @@ pub fn batch_norm_eval(
     }
 }
 
-/// `(dx, dw, db)` of training-mode batch norm from the kernels (first order).
-fn kernel_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+/// `(dx, dw, db)` of training-mode batch norm from the kernels (first order), with the
+/// forward's per-channel `(mean, biased variance)`.
+fn kernel_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, stats: &[(f64, f64)], eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
     let (n, c, s) = geometry("batch_norm_backward", x, &[w])?;
     Ok(autograd::dispatch!("batch_norm_backward", x.storage(), |_s: T| {
         let xd = x.contiguous_data::<T>()?;
         let gd = g.contiguous_data::<T>()?;
         let wd = w.map(|w| w.contiguous_data::<T>()).transpose()?;
-        let stats = kernels::channel_stats(&xd, n, c, s);
-        let sums = kernels::grad_sums(&xd, &gd, n, c, s, &stats, eps);
+        let sums = kernels::grad_sums(&xd, &gd, n, c, s, stats, eps);
         let m = (n * s) as f64;
         // dx = w * invstd * (dy - sum_dy / M - x_hat * sum_dy_xhat / M), as an affine map
         // of dy and x per channel: dx = a * dy + b * x + d.
@@ -170,84 +169,4 @@ fn composed_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, eps: f64) -> Re
     };
     let c = [x.shape()[1]];
     Ok((inner.mul(&scale)?, sum_dy_xhat.reshape_to(&c)?, sum_dy.reshape_to(&c)?))
-}
-
-/// The loops, over contiguous `[N, C, S]` buffers. Parallel over channels (statistics)
-/// or over `[S]` planes (element-wise passes); every sum runs in a fixed order.
-mod kernels {
-    use super::*;
-
-    /// Each channel's mean and biased variance, accumulated in f64 (two passes).
-    pub(super) fn channel_stats<T: Element>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
-        let m = (n * s) as f64;
-        let one = |k: usize| {
-            let planes = (0..n).map(|i| &x[(i * c + k) * s..][..s]);
-            let sum: f64 = planes.clone().map(|p| p.iter().map(|v| Scalar::to_f64(*v)).sum::<f64>()).sum();
-            let mean = sum / m;
-            let sq: f64 = planes.map(|p| p.iter().map(|v| (Scalar::to_f64(*v) - mean).powi(2)).sum::<f64>()).sum();
-            (mean, sq / m)
-        };
-        install(|| (0..c).into_par_iter().map(one).collect())
-    }
-
-    /// Each channel's `(sum dy, sum dy * x_hat)`, accumulated in f64.
-    pub(super) fn grad_sums<T: Element>(
-        x: &[T],
-        dy: &[T],
-        n: usize,
-        c: usize,
-        s: usize,
-        stats: &[(f64, f64)],
-        eps: f64,
-    ) -> Vec<(f64, f64)> {
-        let one = |k: usize| {
-            let (mean, var) = stats[k];
-            let invstd = 1.0 / (var + eps).sqrt();
-            let (mut sd, mut sdx) = (0.0f64, 0.0f64);
-            for i in 0..n {
-                let at = (i * c + k) * s;
-                let (xp, gp) = (&x[at..][..s], &dy[at..][..s]);
-                let (mut a, mut b) = (0.0f64, 0.0f64);
-                for (&xv, &gv) in xp.iter().zip(gp) {
-                    let g = Scalar::to_f64(gv);
-                    a += g;
-                    b += g * (Scalar::to_f64(xv) - mean);
-                }
-                sd += a;
-                sdx += b;
-            }
-            (sd, sdx * invstd)
-        };
-        install(|| (0..c).into_par_iter().map(one).collect())
-    }
-
-    /// `y = x * scale[c] + shift[c]` plane by plane.
-    pub(super) fn affine<T: Element>(x: &[T], c: usize, s: usize, scale: &[T], shift: &[T]) -> Vec<T> {
-        let mut y = autograd::buffers::for_overwrite::<T>(x.len());
-        if s == 0 {
-            return y;
-        }
-        install(|| {
-            y.par_chunks_mut(s).zip(x.par_chunks(s)).enumerate().for_each(|(p, (yp, xp))| {
-                let (a, b) = (scale[p % c], shift[p % c]);
-                yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);
-            })
-        });
-        y
-    }
-
-    /// `dx = coef[c][0] * dy + coef[c][1] * x + coef[c][2]` plane by plane.
-    pub(super) fn grad_input<T: Element>(dy: &[T], x: &[T], c: usize, s: usize, coef: &[[T; 3]]) -> Vec<T> {
-        let mut dx = autograd::buffers::for_overwrite::<T>(x.len());
-        if s == 0 {
-            return dx;
-        }
-        install(|| {
-            dx.par_chunks_mut(s).zip(dy.par_chunks(s).zip(x.par_chunks(s))).enumerate().for_each(|(p, (dp, (gp, xp)))| {
-                let [a, b, d] = coef[p % c];
-                dp.iter_mut().zip(gp.iter().zip(xp)).for_each(|(o, (&g, &x))| *o = a * g + b * x + d);
-            })
-        });
-        dx
-    }
 }

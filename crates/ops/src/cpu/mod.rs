@@ -1,5 +1,5 @@
 //! The CPU kernels under the op front-ends. A front-end (`conv.rs`, `pool.rs`,
-//! `matmul.rs`, `linear.rs`) checks arguments, infers shapes, records the op and holds
+//! `matmul.rs`, `linear.rs`, `batch_norm.rs`, `adaptive_pool.rs`) checks arguments, infers shapes, records the op and holds
 //! its gradient rule; it calls in here with validated sizes and contiguous slices, and
 //! never picks a kernel itself: [`select`] does, for each convolution map.
 //!
@@ -8,8 +8,11 @@
 //! - `direct.rs`, `tiles.rs`: stride-1 convolution over wide rows (AVX-512);
 //! - `epilogue.rs`: a fused convolution's activation and pooling loops; `pool_rows.rs`:
 //!   the 2x2 pooling row kernels the pooling ops and the epilogue share;
-//! - `geom.rs`: a convolution's validated sizes; `scratch.rs`: per-task scratch.
+//! - `geom.rs`: a convolution's validated sizes; `scratch.rs`: per-task scratch;
+//! - `batch_norm.rs`, `adaptive_pool.rs`: the loops of those ops.
 
+pub(crate) mod adaptive_pool;
+pub(crate) mod batch_norm;
 mod direct;
 pub(crate) mod epilogue;
 pub(crate) mod gemm;

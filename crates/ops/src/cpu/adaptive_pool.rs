@@ -1,0 +1,52 @@
+//! The adaptive average pooling loops (`adaptive_pool.rs` is the front-end), plane by
+//! plane in parallel, over contiguous buffers of validated sizes.
+
+use autograd::parallel::install;
+use autograd::Element;
+use rayon::prelude::*;
+
+/// The bin of output cell `i` of `n` over a side of `len` (PyTorch's).
+fn bin(i: usize, n: usize, len: usize) -> (usize, usize) {
+    (i * len / n, ((i + 1) * len).div_ceil(n))
+}
+
+/// Each `(oh, ow)` output plane: the mean of every bin of its `(h, w)` input plane.
+pub(crate) fn forward<T: Element>(x: &[T], planes: usize, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Vec<T> {
+    let mut y = autograd::buffers::for_overwrite::<T>(planes * oh * ow);
+    let plane = |(yp, xp): (&mut [T], &[T])| {
+        for i in 0..oh {
+            let (y0, y1) = bin(i, oh, h);
+            for j in 0..ow {
+                let (x0, x1) = bin(j, ow, w);
+                let mut s = T::zero();
+                for row in xp[y0 * w..y1 * w].chunks_exact(w) {
+                    for &v in &row[x0..x1] {
+                        s += v;
+                    }
+                }
+                yp[i * ow + j] = s / T::from_f64(((y1 - y0) * (x1 - x0)) as f64);
+            }
+        }
+    };
+    install(|| y.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(plane));
+    y
+}
+
+/// The adjoint: each output gradient spread evenly over its bin (overlaps add up).
+pub(crate) fn backward<T: Element>(dy: &[T], planes: usize, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Vec<T> {
+    let mut dx = autograd::buffers::zeroed::<T>(planes * h * w);
+    let plane = |(xp, dp): (&mut [T], &[T])| {
+        for i in 0..oh {
+            let (y0, y1) = bin(i, oh, h);
+            for j in 0..ow {
+                let (x0, x1) = bin(j, ow, w);
+                let share = dp[i * ow + j] / T::from_f64(((y1 - y0) * (x1 - x0)) as f64);
+                for row in xp[y0 * w..y1 * w].chunks_exact_mut(w) {
+                    row[x0..x1].iter_mut().for_each(|v| *v += share);
+                }
+            }
+        }
+    };
+    install(|| dx.par_chunks_mut(h * w).zip(dy.par_chunks(oh * ow)).for_each(plane));
+    dx
+}
