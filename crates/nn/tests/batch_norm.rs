@@ -168,3 +168,22 @@ fn resnet18_has_spec_keys() {
     let y = full.forward(&Tensor::rand(&[2, 1, 28, 28], &mut rng(1))).unwrap();
     assert_eq!(y.shape(), &[2, 10]);
 }
+
+#[test]
+fn batch_norm_is_bitwise_identical_at_one_and_two_threads() {
+    let mut r = rng(5);
+    let x = Tensor::uniform(&[37, 6, 13, 11], -1.0, 3.0, &mut r).requires_grad_();
+    let seed = Tensor::uniform(&[37, 6, 13, 11], -1.0, 1.0, &mut r);
+    let run = |threads| {
+        autograd::set_num_threads(threads).unwrap();
+        let bn = BatchNorm::new_2d(BatchNormConfig::new(6));
+        x.zero_grad();
+        let y = bn.forward(&x).unwrap();
+        y.backward_with(Some(&seed), Default::default()).unwrap();
+        let p = bn.parameters();
+        let sd = map(bn.state_dict());
+        [y, x.grad().unwrap(), p[0].grad().unwrap(), p[1].grad().unwrap(), sd["running_mean"].clone(), sd["running_var"].clone()]
+            .map(|t| t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    assert!(run(1) == run(2));
+}
