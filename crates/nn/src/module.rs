@@ -198,6 +198,18 @@ pub trait Module: Any + Send + Sync {
         out
     }
 
+    /// PyTorch's `named_modules()`: this module (named `""`), then every module below it
+    /// with its dotted name, depth first. For a `&dyn Module` (which cannot name itself
+    /// as a trait object here), `named_descendants` gives the rest.
+    fn named_modules(&self) -> Vec<(String, &dyn Module)>
+    where
+        Self: Sized,
+    {
+        let mut out: Vec<(String, &dyn Module)> = vec![(String::new(), self)];
+        out.extend(self.named_descendants());
+        out
+    }
+
     /// Parameters and persistent buffers, keyed and ordered as PyTorch's `state_dict()`:
     /// for each module depth first, its own parameters, then its own buffers.
     fn state_dict(&self) -> Vec<(String, Tensor)> {

@@ -110,6 +110,8 @@ fn names_dtypes_and_order_are_pytorchs() {
     let names = |v: Vec<(String, &dyn Module)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
     assert_eq!(names(net.named_children()), ["0", "1", "2"]);
     assert_eq!(names(net.named_descendants()), ["0", "0.child", "1", "2", "2.inner", "2.inner.child"]);
+    assert_eq!(names(net.named_modules()), ["", "0", "0.child", "1", "2", "2.inner", "2.inner.child"]);
+    assert_eq!(names(net.named_children()[2].1.named_descendants()), ["inner", "inner.child"]);
     let buffers: Vec<String> = net.named_buffers().into_iter().map(|(n, _)| n).collect();
     assert_eq!(buffers, ["0.running_mean", "0.count", "0.scratch", "2.inner.running_mean", "2.inner.count", "2.inner.scratch"]);
     assert_eq!(net.named_parameters().len(), 6);
