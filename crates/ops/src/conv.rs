@@ -62,8 +62,10 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
         return Err(Error::invalid(op, format!("2x2 pooling needs a convolution output of at least 2x2, got {}x{}", g.oh, g.ow)));
     }
     // Taps that only ever see padding are cropped off the weight (a differentiable view,
-    // so their gradient is zero), and the smaller convolution goes to the selector.
-    if let Some((i0, ti, j0, tj)) = live_taps(&g) {
+    // so their gradient is zero), and the smaller convolution goes to the selector. Not
+    // when the weight holds a NaN or infinity: `0 * NaN` is NaN, and NaN in must be NaN
+    // out (docs/reliability.md), so such a weight takes the full convolution.
+    if let Some((i0, ti, j0, tj)) = live_taps(&g).filter(|_| weight.all_finite()) {
         let w = weight.narrow(2, i0, ti)?.narrow(3, j0, tj)?;
         let Pair(ph, pw) = args.padding;
         let a = Conv2dArgs { padding: Pair(ph - i0 * args.dilation.0, pw - j0 * args.dilation.1), ..args };

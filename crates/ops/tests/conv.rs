@@ -522,4 +522,12 @@ fn taps_wholly_in_padding_are_skipped() {
         assert!(max_error(&w.grad().unwrap().to_vec::<f64>(), &dw) < 1e-12, "case {i}");
         assert_gradgradcheck(|v| conv2d(&v[0], &v[1], None, a), &[x.detach(), w.detach()].map(|t| t.requires_grad_()));
     }
+    // A NaN at a padding-only tap still makes its output channel NaN (0 * NaN), as
+    // PyTorch's: the crop is skipped for a non-finite weight.
+    let x = Tensor::ones(&[1, 2, 1, 1]);
+    let mut wv = vec![0.5f32; 2 * 2 * 9];
+    wv[0] = f32::NAN; // channel 0's top-left corner: only ever reads padding here
+    let y = conv2d(&x, &Tensor::from_vec(wv, &[2, 2, 3, 3]).unwrap(), None, Conv2dArgs::new().padding(1)).unwrap();
+    let y = y.to_vec::<f32>();
+    assert!(y[0].is_nan() && y[1] == 1.0, "{y:?}");
 }
