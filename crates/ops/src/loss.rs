@@ -8,12 +8,9 @@
 
 use autograd::{DType, Error, Result, Tensor};
 
-/// Class labels for [`cross_entropy`]: an i64 tensor `[N]` as PyTorch takes them, or a
-/// slice of `usize` as a convenience.
+/// Class labels for [`cross_entropy`]: an i64 tensor as PyTorch takes them, or a slice
+/// of `usize` as a convenience.
 pub trait Targets {
-    /// The labels as indices; an error naming `cross_entropy` when they are not `[N]` i64
-    /// values that fit an index.
-    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>>;
     /// The class indices as i64 (an ignored index may be negative) and their shape; an
     /// error naming `op` for a tensor that is not i64.
     fn class_indices(&self, op: &'static str) -> Result<(Vec<i64>, Vec<usize>)>;
@@ -25,25 +22,16 @@ fn slice_indices(v: &[usize]) -> (Vec<i64>, Vec<usize>) {
 }
 
 impl Targets for &[usize] {
-    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>> {
-        Ok(std::borrow::Cow::Borrowed(self))
-    }
     fn class_indices(&self, _: &'static str) -> Result<(Vec<i64>, Vec<usize>)> {
         Ok(slice_indices(self))
     }
 }
 impl Targets for &Vec<usize> {
-    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>> {
-        Ok(std::borrow::Cow::Borrowed(self.as_slice()))
-    }
     fn class_indices(&self, _: &'static str) -> Result<(Vec<i64>, Vec<usize>)> {
         Ok(slice_indices(self))
     }
 }
 impl<const N: usize> Targets for &[usize; N] {
-    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>> {
-        Ok(std::borrow::Cow::Borrowed(self.as_slice()))
-    }
     fn class_indices(&self, _: &'static str) -> Result<(Vec<i64>, Vec<usize>)> {
         Ok(slice_indices(self.as_slice()))
     }
@@ -57,19 +45,6 @@ impl Targets for &Tensor {
             ));
         }
         Ok((self.contiguous_data::<i64>()?.into_owned(), self.shape().to_vec()))
-    }
-    fn labels(&self) -> Result<std::borrow::Cow<'_, [usize]>> {
-        if self.dtype() != DType::I64 || self.rank() != 1 {
-            return Err(Error::invalid(
-                "cross_entropy",
-                format!("targets must be an i64 tensor [N], got {} {:?}", self.dtype(), self.shape()),
-            ));
-        }
-        let v = self.contiguous_data::<i64>()?;
-        v.iter()
-            .map(|&l| usize::try_from(l).map_err(|_| Error::invalid("cross_entropy", format!("label {l} out of range"))))
-            .collect::<Result<Vec<usize>>>()
-            .map(std::borrow::Cow::Owned)
     }
 }
 
@@ -258,12 +233,18 @@ fn nll_rows(
     let index = Tensor::from_vec(t.iter().zip(&ignored).map(|(&y, &ig)| if ig { 0 } else { y }).collect::<Vec<i64>>(), &[m, 1])?;
     let picked = rows.gather(1, &index)?.reshape_to(&[m])?;
     let any_ignored = ignored.contains(&true);
-    let sample_w: Vec<f64> =
-        t.iter().zip(&ignored).map(|(&y, &ig)| if ig { 0.0 } else { w.as_ref().map_or(1.0, |w| w[y as usize]) }).collect();
+    // Each sample's class weight (0 where ignored); only built when there are weights.
+    let sample_w: Option<Vec<f64>> =
+        w.as_ref().map(|w| t.iter().zip(&ignored).map(|(&y, &ig)| if ig { 0.0 } else { w[y as usize] }).collect());
     let constant = |v: Vec<f64>, shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_vec(v, shape)?.to_dtype(dtype)) };
-    let mut loss = match &w {
+    // The weighted mean's denominator: the weights of the kept samples (their count without weights).
+    let denom: f64 = match &sample_w {
+        Some(sw) => sw.iter().sum(),
+        None => ignored.iter().filter(|&&ig| !ig).count() as f64,
+    };
+    let mut loss = match &sample_w {
         None => picked.neg(),
-        Some(_) => picked.mul(&constant(sample_w.clone(), &[m])?)?.neg(),
+        Some(sw) => picked.mul(&constant(sw.clone(), &[m])?)?.neg(),
     };
     if smoothing > 0.0 {
         let all = match &w {
@@ -281,7 +262,7 @@ fn nll_rows(
         Reduction::None => loss.reshape_to(tshape),
         Reduction::Sum => Ok(loss.sum()),
         Reduction::Mean if w.is_none() && !any_ignored && m > 0 => Ok(loss.mean()),
-        _ => loss.sum().div(&Tensor::scalar_dtype(sample_w.iter().sum(), dtype)),
+        _ => loss.sum().div(&Tensor::scalar_dtype(denom, dtype)),
     }
 }
 
