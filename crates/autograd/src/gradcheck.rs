@@ -109,7 +109,7 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], opt
             let mut seed = vec![0.0; n_out];
             seed[o] = 1.0;
             let seed = Tensor::from_vec(seed, out.shape())?;
-            let gs = grad(&out, &diff, Some(&seed), BackwardOptions { retain_graph: true, create_graph: false })?;
+            let gs = grad(&out, &diff, Some(&seed), BackwardOptions { retain_graph: true, allow_unused: true, ..Default::default() })?;
             for (k, g) in gs.into_iter().enumerate() {
                 if let Some(g) = g {
                     for (e, v) in g.to_vec::<f64>().into_iter().enumerate() {
@@ -167,7 +167,7 @@ pub fn gradgradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor],
     let g = move |xs: &[Tensor]| -> Result<Tensor> {
         let out = f(xs)?;
         let diff: Vec<&Tensor> = which.iter().map(|&i| &xs[i]).collect();
-        let gs = grad(&out, &diff, Some(&v), BackwardOptions { retain_graph: true, create_graph: true })?;
+        let gs = grad(&out, &diff, Some(&v), BackwardOptions { retain_graph: true, create_graph: true, allow_unused: true })?;
         let flat: Vec<Tensor> =
             gs.into_iter().zip(&diff).map(|(g, x)| g.unwrap_or_else(|| x.zeros_like()).reshape(&[-1])).collect::<Result<_>>()?;
         let refs: Vec<&Tensor> = flat.iter().collect();

@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorInner};
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -204,6 +204,9 @@ pub struct BackwardOptions {
     /// Record the backward pass on the tape, so gradients can be differentiated again.
     /// Implies `retain_graph`.
     pub create_graph: bool,
+    /// For [`grad`] only: an input the output does not depend on gets `None` instead of
+    /// an error (PyTorch's `allow_unused`).
+    pub allow_unused: bool,
 }
 
 impl Tensor {
@@ -223,6 +226,16 @@ impl Tensor {
 /// Gradients of `output` with respect to `inputs`, returned instead of accumulated
 /// (PyTorch's `torch.autograd.grad`). With `create_graph` the results are themselves on
 /// the tape, which gives Hessian-vector products and `gradgradcheck`.
+///
+/// A leaf input is matched by its gradient slot, so a parameter is passed as
+/// `&p.tensor()`: every handle of the parameter shares the slot, and its gradient is the
+/// sum over all its uses, as `backward` accumulates it (nothing is written to `p.grad()`).
+///
+/// # Errors
+/// An input that does not require grad, and an input the output does not depend on,
+/// unless `opts.allow_unused` (then its entry is `None`). An input the graph reaches but
+/// whose every rule returned no gradient gets zeros. Every entry of a used input is
+/// `Some`.
 pub fn grad(output: &Tensor, inputs: &[&Tensor], seed: Option<&Tensor>, opts: BackwardOptions) -> Result<Vec<Option<Tensor>>> {
     for t in inputs {
         if !t.requires_grad() {
@@ -230,6 +243,12 @@ pub fn grad(output: &Tensor, inputs: &[&Tensor], seed: Option<&Tensor>, opts: Ba
         }
     }
     run_backward(output, seed, opts, Some(inputs)).map(|r| r.unwrap_or_default())
+}
+
+/// The key a leaf's gradient is gathered under: its gradient slot, which every handle of
+/// a parameter shares (0 for a leaf without one, which needs no gradient).
+fn leaf_key(leaf: &Tensor) -> usize {
+    leaf.0.grad_slot.as_ref().map(|s| Arc::as_ptr(s) as usize).unwrap_or(0)
 }
 
 /// Sums two gradient contributions (recorded when building a graph).
@@ -266,19 +285,29 @@ fn run_backward(
 
     // Collect the tape entries that lead to the root, then order them by tape position.
     let mut nodes: HashMap<u64, Arc<Node>> = HashMap::new();
+    // The gradient slots of the leaves the graph reaches (for `grad`'s unused check).
+    let mut used_leaves: HashSet<usize> = HashSet::new();
     let mut stack: Vec<Arc<Node>> = root.0.grad_fn.iter().cloned().collect();
     while let Some(n) = stack.pop() {
         if nodes.contains_key(&n.seq) {
             continue;
         }
         for inp in &n.inputs {
-            if let Some(f) = &inp.0.grad_fn {
-                if !nodes.contains_key(&f.seq) {
-                    stack.push(f.clone());
+            match &inp.0.grad_fn {
+                Some(f) => {
+                    if !nodes.contains_key(&f.seq) {
+                        stack.push(f.clone());
+                    }
+                }
+                None => {
+                    used_leaves.insert(leaf_key(inp));
                 }
             }
         }
         nodes.insert(n.seq, n);
+    }
+    if root.0.grad_fn.is_none() {
+        used_leaves.insert(leaf_key(root));
     }
     let mut order: Vec<u64> = nodes.keys().copied().collect();
     order.sort_unstable_by(|a, b| b.cmp(a));
@@ -294,7 +323,7 @@ fn run_backward(
         for (i, t) in ts.iter().enumerate() {
             match &t.0.grad_fn {
                 Some(f) => target_of_node.entry(f.seq).or_default().push(i),
-                None => target_of_leaf.entry(t.id()).or_default().push(i),
+                None => target_of_leaf.entry(leaf_key(t)).or_default().push(i),
             }
         }
     }
@@ -304,14 +333,14 @@ fn run_backward(
     let mut leaf_index: HashMap<usize, usize> = HashMap::new();
     let mut deliver_leaf = |leaf: &Tensor, g: Tensor, results: &mut Vec<Option<Tensor>>| -> Result<()> {
         if targets.is_some() {
-            if let Some(ix) = target_of_leaf.get(&leaf.id()) {
+            if let Some(ix) = target_of_leaf.get(&leaf_key(leaf)) {
                 for &i in ix {
                     results[i] = Some(accumulate(results[i].take(), g.clone())?);
                 }
             }
             return Ok(());
         }
-        let key = leaf.0.grad_slot.as_ref().map(|s| Arc::as_ptr(s) as usize).unwrap_or(0);
+        let key = leaf_key(leaf);
         if key == 0 {
             return Ok(());
         }
@@ -407,7 +436,25 @@ fn run_backward(
         }
     }
 
-    if targets.is_some() {
+    if let Some(ts) = targets {
+        for (r, t) in results.iter_mut().zip(ts) {
+            if r.is_some() {
+                continue;
+            }
+            let used = match &t.0.grad_fn {
+                Some(f) => nodes.contains_key(&f.seq),
+                None => used_leaves.contains(&leaf_key(t)),
+            };
+            if used {
+                // Reached, but every rule on the way returned no gradient: it is zero.
+                *r = Some(Tensor::zeros_dtype(t.shape(), t.dtype()));
+            } else if !opts.allow_unused {
+                return Err(Error::invalid(
+                    "grad",
+                    "one of the differentiated tensors was not used to compute the output (pass allow_unused to get None for it)",
+                ));
+            }
+        }
         return Ok(Some(results));
     }
     for (leaf, g) in leaf_grads {

@@ -203,7 +203,7 @@ fn prod_gradients_with_zeros_are_exact_and_first_order_only() {
     assert_eq!(x.grad().unwrap().to_vec::<f64>(), vec![0.0, 6.0, 0.0, 0.0, 0.0, 0.0]);
     // A second order through a zero is an error naming prod, never a silent zero.
     let y = x.prod().unwrap();
-    let opts = autograd::BackwardOptions { create_graph: true, retain_graph: true };
+    let opts = autograd::BackwardOptions { create_graph: true, retain_graph: true, ..Default::default() };
     let g = autograd::grad(&y, &[&x], None, opts).unwrap()[0].clone().unwrap();
     let e = g.sum().backward().unwrap_err().to_string();
     assert!(e.contains("prod"), "{e}");
@@ -215,7 +215,7 @@ fn std_and_norm_have_zero_gradient_at_zero() {
     for f in fs {
         let x = Tensor::from_vec(vec![0.0f64; 3], &[3]).unwrap().requires_grad_();
         let y = f(&x).unwrap();
-        let opts = autograd::BackwardOptions { create_graph: true, retain_graph: true };
+        let opts = autograd::BackwardOptions { create_graph: true, retain_graph: true, ..Default::default() };
         let g = autograd::grad(&y, &[&x], None, opts).unwrap()[0].clone().unwrap();
         assert_eq!(g.to_vec::<f64>(), vec![0.0; 3]);
         // And the second order is finite too (no infinity inside the rule).

@@ -79,7 +79,7 @@ fn second_backward_through_consumed_graph_is_an_error_unless_retained() {
 
     let x = t(&[0.0], &[1]).requires_grad_();
     let y = x.exp().sum();
-    let keep = BackwardOptions { retain_graph: true, create_graph: false };
+    let keep = BackwardOptions { retain_graph: true, ..Default::default() };
     y.backward_with(None, keep).unwrap();
     y.backward_with(None, keep).unwrap();
     assert_eq!(x.grad().unwrap().to_vec::<f64>(), vec![2.0]);
@@ -112,7 +112,7 @@ fn second_derivative_of_a_scalar_function() {
     // f = x^3: f' = 3x^2, f'' = 6x.
     let x = t(&[2.0], &[]).requires_grad_();
     let y = x.pow(3.0);
-    let g = grad(&y, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true }).unwrap()[0].clone().unwrap();
+    let g = grad(&y, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() }).unwrap()[0].clone().unwrap();
     assert_eq!(g.item().unwrap(), 12.0);
     let gg = grad(&g, &[&x], None, BackwardOptions::default()).unwrap()[0].clone().unwrap();
     assert_eq!(gg.item().unwrap(), 12.0);
@@ -126,7 +126,7 @@ fn first_order_only_ops_refuse_double_backward_by_name() {
         Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).mul_scalar(2.0))?)])
     })
     .sum();
-    let g = grad(&y, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true }).unwrap()[0].clone().unwrap();
+    let g = grad(&y, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() }).unwrap()[0].clone().unwrap();
     assert_eq!(g.to_vec::<f64>(), vec![2.0, 4.0]);
     let err = g.sum().backward().unwrap_err();
     assert_eq!(err, Error::NoSecondOrder { op: "square_kernel" });
@@ -160,4 +160,58 @@ fn a_frozen_parameter_is_a_constant_and_converts_between_floats() {
     assert_eq!((p.dtype(), p.grad().is_none()), (autograd::DType::F64, true));
     assert!(p.convert(autograd::DType::I64).unwrap_err().to_string().starts_with("Parameter::convert: "));
     assert!(p.same_as(&p.clone()) && !p.same_as(&autograd::Parameter::new(&Tensor::zeros(&[2]))));
+}
+
+#[test]
+fn grad_with_parameters_equals_what_backward_accumulates() {
+    // Two uses of w (each `tensor()` is a new handle on the same gradient slot) and a bias.
+    let w = Parameter::new(&t(&[0.5, -1.5, 2.0, 0.25], &[2, 2]));
+    let b = Parameter::new(&t(&[0.1, -0.2], &[2]));
+    let x = t(&[1.0, 2.0, -3.0, 0.5], &[2, 2]);
+    let forward = || {
+        let h = x.mul(&w.tensor()).unwrap().add(&b.tensor()).unwrap().tanh();
+        h.mul(&w.tensor()).unwrap().sum()
+    };
+    let y = forward();
+    let gs = grad(&y, &[&w.tensor(), &b.tensor()], None, BackwardOptions::default()).unwrap();
+    assert!(w.grad().is_none() && b.grad().is_none(), "grad leaves .grad alone");
+    forward().backward().unwrap();
+    assert_eq!(gs[0].as_ref().unwrap().to_vec::<f64>(), w.grad().unwrap().to_vec::<f64>());
+    assert_eq!(gs[1].as_ref().unwrap().to_vec::<f64>(), b.grad().unwrap().to_vec::<f64>());
+}
+
+#[test]
+fn an_unused_input_is_an_error_unless_allowed() {
+    let x = t(&[1.0, 2.0], &[2]).requires_grad_();
+    let unused = t(&[3.0], &[1]).requires_grad_();
+    let p = Parameter::new(&t(&[4.0], &[1]));
+    let y = x.mul(&x).unwrap().sum();
+    let keep = BackwardOptions { retain_graph: true, ..Default::default() };
+    for z in [&unused, &p.tensor()] {
+        let e = grad(&y, &[&x, z], None, keep).unwrap_err();
+        assert!(e.to_string().contains("not used"), "{e}");
+    }
+    let allow = BackwardOptions { retain_graph: true, allow_unused: true, ..Default::default() };
+    let gs = grad(&y, &[&x, &unused], None, allow).unwrap();
+    assert_eq!(gs[0].as_ref().unwrap().to_vec::<f64>(), vec![2.0, 4.0]);
+    assert!(gs[1].is_none());
+    // An intermediate result off the output's path is unused too.
+    let off_path = x.exp();
+    assert!(grad(&y, &[&off_path], None, keep).is_err());
+    // The output itself and an intermediate on its path are used.
+    let h = x.mul_scalar(3.0);
+    let y2 = h.sum();
+    let gs = grad(&y2, &[&h, &y2], None, keep).unwrap();
+    assert_eq!(gs[0].as_ref().unwrap().to_vec::<f64>(), vec![1.0, 1.0]);
+    assert_eq!(gs[1].as_ref().unwrap().to_vec::<f64>(), vec![1.0]);
+}
+
+#[test]
+fn a_used_input_whose_rules_give_no_gradient_gets_zeros() {
+    // A custom op whose rule returns no gradient: the input is used, so it gets zeros,
+    // never a silent `None`.
+    let x = t(&[1.0, -2.0], &[2]).requires_grad_();
+    let y = autograd::record("constant_op", x.detach().sign(), &[&x], |_| Ok(vec![None])).sum();
+    let g = grad(&y, &[&x], None, BackwardOptions::default()).unwrap();
+    assert_eq!(g[0].as_ref().unwrap().to_vec::<f64>(), vec![0.0, 0.0]);
 }
