@@ -49,7 +49,7 @@ pub use gradcheck::{gradcheck, gradgradcheck, GradcheckOptions, GradcheckReport}
 pub use num_traits;
 pub use parallel::{num_threads, set_num_threads, MAX_THREADS};
 pub use param::Parameter;
-pub use random::{rng, Rng};
+pub use random::{manual_seed, rng, rng_state, set_rng_state, with_default_generator, Draws, Generator, Rng};
 pub use shape::Shape;
 pub use tape::{
     check_finite_graph, grad, is_anomaly_enabled, is_grad_enabled, no_grad, record, record_first_order, record_with_internals,

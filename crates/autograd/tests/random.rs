@@ -2,7 +2,7 @@
 //! value at every position) must come up within 4 standard deviations of its expected
 //! count, permutations must be permutations, and a seed must fix the stream.
 
-use autograd::{rng, Error, Tensor};
+use autograd::{rng, DType, Error, Generator, Tensor};
 
 /// Asserts that each count is within 4 standard deviations of `trials * p`.
 fn within_4_sigma(what: &str, counts: &[u64], trials: u64, p: f64) {
@@ -65,4 +65,84 @@ fn a_seed_fixes_the_stream_and_bad_arguments_are_errors() {
     assert!(e.starts_with("randint: expects low < high"), "{e}");
     assert!(matches!(Tensor::randint(0, 2, &[usize::MAX, 2], &mut rng(0)), Err(Error::SizeOverflow { op: "randint", .. })));
     assert!(matches!(Tensor::randperm(usize::MAX, &mut rng(0)), Err(Error::SizeOverflow { op: "randperm", .. })));
+}
+
+#[test]
+fn generator_draws_depend_only_on_seed_and_position() {
+    // One block of 20,000 equals two consecutive blocks, and the state is (seed, offset).
+    let mut whole = Generator::new(7);
+    let all = Tensor::rand_with(&[20_000], DType::F64, &mut whole).unwrap().to_vec::<f64>();
+    assert_eq!((whole.seed(), whole.offset()), (7, 20_000));
+    let mut split = Generator::new(7);
+    let mut parts = Tensor::rand_with(&[12_345], DType::F64, &mut split).unwrap().to_vec::<f64>();
+    let resumed = &mut Generator::from_state(split.seed(), split.offset());
+    parts.extend(Tensor::rand_with(&[20_000 - 12_345], DType::F64, resumed).unwrap().to_vec::<f64>());
+    assert_eq!(all, parts);
+    // Another seed, another stream; every value in [0, 1); f32 is the f64 draw rounded down.
+    let other = Tensor::rand_with(&[20_000], DType::F64, &mut Generator::new(8)).unwrap().to_vec::<f64>();
+    assert_ne!(all, other);
+    assert!(all.iter().all(|u| (0.0..1.0).contains(u)));
+    let f32s = Tensor::rand_with(&[20_000], DType::F32, &mut Generator::new(7)).unwrap().to_vec::<f32>();
+    for (a, b) in all.iter().zip(&f32s) {
+        assert!(*b as f64 <= *a && *a - (*b as f64) < 2f64.powi(-24) && *b < 1.0);
+    }
+    // The mean of 20,000 uniforms is within 4 standard deviations of 1/2.
+    let mean = all.iter().sum::<f64>() / all.len() as f64;
+    assert!((mean - 0.5).abs() < 4.0 * (1.0f64 / 12.0 / 20_000.0).sqrt(), "{mean}");
+}
+
+#[test]
+fn generator_draws_are_bitwise_the_same_at_one_and_two_threads() {
+    // Large enough to be filled in parallel blocks.
+    let draw = |threads| {
+        autograd::set_num_threads(threads).unwrap();
+        let mut g = Generator::new(3);
+        let u = Tensor::rand_with(&[300_001], DType::F32, &mut g).unwrap().to_vec::<f32>();
+        let b = Tensor::bernoulli_with(&[300_001], 0.3, DType::F64, &mut g).unwrap().to_vec::<f64>();
+        (u, b, g)
+    };
+    let one = draw(1);
+    let two = draw(2);
+    assert!(one.0.iter().zip(&two.0).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(one.1.iter().zip(&two.1).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert_eq!(one.2, two.2);
+}
+
+#[test]
+fn bernoulli_has_rate_p_and_checks_its_arguments() {
+    for (seed, p) in [(1u64, 0.5), (2, 0.1), (3, 0.9)] {
+        let n = 100_000u64;
+        let m = Tensor::bernoulli_with(&[n as usize], p, DType::F32, &mut Generator::new(seed)).unwrap().to_vec::<f32>();
+        assert!(m.iter().all(|&v| v == 0.0 || v == 1.0));
+        let ones = m.iter().filter(|&&v| v == 1.0).count() as u64;
+        within_4_sigma(&format!("bernoulli({p})"), &[ones], n, p);
+    }
+    let mut g = Generator::new(4);
+    assert!(Tensor::bernoulli_with(&[1000], 0.0, DType::F64, &mut g).unwrap().to_vec::<f64>().iter().all(|&v| v == 0.0));
+    assert!(Tensor::bernoulli_with(&[1000], 1.0, DType::F64, &mut g).unwrap().to_vec::<f64>().iter().all(|&v| v == 1.0));
+    let before = g;
+    for p in [-0.1, 1.5, f64::NAN] {
+        let e = Tensor::bernoulli_with(&[3], p, DType::F32, &mut g).unwrap_err();
+        assert!(e.to_string().contains("bernoulli"), "{e}");
+    }
+    assert!(Tensor::bernoulli_with(&[3], 0.5, DType::I64, &mut g).is_err());
+    assert!(Tensor::rand_with(&[3], DType::Bool, &mut g).is_err());
+    assert!(Tensor::rand_with(&[usize::MAX, 2], DType::F32, &mut g).is_err());
+    assert_eq!(g, before, "a refused draw reserves nothing");
+}
+
+#[test]
+fn the_default_generator_is_per_thread_and_restorable() {
+    autograd::manual_seed(11);
+    let a = Tensor::rand_default(&[5], DType::F64).unwrap().to_vec::<f64>();
+    let state = autograd::rng_state();
+    assert_eq!(state, Generator::from_state(11, 5));
+    let b = Tensor::rand_default(&[5], DType::F64).unwrap().to_vec::<f64>();
+    autograd::set_rng_state(state);
+    assert_eq!(Tensor::rand_default(&[5], DType::F64).unwrap().to_vec::<f64>(), b);
+    autograd::manual_seed(11);
+    assert_eq!(Tensor::rand_default(&[5], DType::F64).unwrap().to_vec::<f64>(), a);
+    // Another thread starts from its own generator (seed 0), untouched by this one's.
+    let other = std::thread::spawn(autograd::rng_state).join().unwrap();
+    assert_eq!(other, Generator::new(0));
 }
