@@ -5,6 +5,34 @@
 //! resume path adds the file.
 
 use std::fmt::Display;
+
+/// What an example's run fails with: a usage error, which is the command line's (exit
+/// status 2, as clap's own), or the library's error (1). Usage errors live here, not in
+/// the library: a library call never has a command line to blame.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A flag that contradicts another or a saved run; the message ends `(try --help)`.
+    #[error("{0} (try --help)")]
+    Usage(String),
+    #[error(transparent)]
+    Failed(#[from] nn::Error),
+}
+
+impl From<autograd::Error> for RunError {
+    fn from(e: autograd::Error) -> Self {
+        RunError::Failed(e.into())
+    }
+}
+
+impl RunError {
+    /// The process's exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Usage(_) => 2,
+            RunError::Failed(_) => 1,
+        }
+    }
+}
 use std::str::FromStr;
 
 /// The most threads `--threads` accepts: far above any core count, low enough that a typo

@@ -1,7 +1,8 @@
 //! The main job: train the book's LeNet on Fashion-MNIST (`examples/lenet.rs` is a thin
 //! `main` over [`parse_args`] and [`run`]). `lenet --help` lists the flags ([`LenetArgs`]).
 
-use crate::{cli, plot};
+use crate::cli::{self, RunError};
+use crate::plot;
 use autograd::{no_grad, rng, set_num_threads, Tensor};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::parser::ValueSource;
@@ -110,17 +111,9 @@ where
 }
 
 /// A usage error; `main` adds the `lenet: ` prefix (exactly once) and exits with
-/// [`exit_code`].
-fn usage(msg: String) -> nn::Error {
-    nn::Error::Usage(format!("{msg} (try --help)"))
-}
-
-/// The exit status for an error of [`run`]: 2 for a usage error (as clap's own), 1 otherwise.
-pub fn exit_code(e: &nn::Error) -> i32 {
-    match e {
-        nn::Error::Usage(_) => 2,
-        _ => 1,
-    }
+/// [`RunError::exit_code`].
+fn usage(msg: String) -> RunError {
+    RunError::Usage(msg)
 }
 
 /// One epoch's numbers.
@@ -189,7 +182,7 @@ fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> indicati
 }
 
 /// Trains (or evaluates) as the flags say, writing the book's output to `out`.
-pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
+pub fn run(args: &LenetArgs, out: &mut impl Write) -> Result<Report, RunError> {
     let io = |e: std::io::Error| nn::Error::io("<stdout>", e);
     let mut args = args.clone();
     // A resumed run takes its shape from the checkpoint.
@@ -294,7 +287,7 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
             }
             let lv = loss.item()?;
             if !lv.is_finite() {
-                return Err(stop(format!("the loss became {lv}")));
+                return Err(stop(format!("the loss became {lv}")).into());
             }
             opt.zero_grad();
             loss.backward().map_err(|e| match e {
@@ -312,7 +305,7 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
             // wrote, so a save never holds NaN or infinity and the run stops at the step
             // that broke them (a pass over the parameters: small next to the step).
             if let Some((name, i, v)) = params.iter().find_map(|(n, p)| nn::module::first_non_finite(&p.data()).map(|(i, v)| (n, i, v))) {
-                return Err(stop(format!("the update left parameter '{name}' holding {v} at index {i}")));
+                return Err(stop(format!("the update left parameter '{name}' holding {v} at index {i}")).into());
             }
             if epoch == 0 {
                 report.first_epoch_losses.push(lv);
@@ -367,7 +360,7 @@ pub fn run(args: &LenetArgs, out: &mut impl Write) -> nn::Result<Report> {
             // so the last good checkpoint is all finite and resumes.
             if let Some((key, i, v)) = entries.iter().find_map(|(k, t)| nn::module::first_non_finite(t).map(|(i, v)| (k, i, v))) {
                 let what = format!("'{key}' holds {v} at index {i}, so it was not saved");
-                return Err(diverged(format!("epoch {}, end", epoch + 1), what, &last_good));
+                return Err(diverged(format!("epoch {}, end", epoch + 1), what, &last_good).into());
             }
             nn::save(path, &entries)?;
             last_good = Some((path.clone(), epoch + 1));
@@ -554,7 +547,7 @@ impl TrainState {
 
     /// Applies the saved run's settings to `args`; a flag given on the command line that
     /// contradicts them is an error.
-    pub fn apply_to(&self, args: &mut LenetArgs, path: &std::path::Path) -> nn::Result<()> {
+    pub fn apply_to(&self, args: &mut LenetArgs, path: &std::path::Path) -> Result<(), RunError> {
         let given = |f: &str| args.explicit.iter().any(|e| e == f);
         let fmt_limit = |l: Option<usize>| l.map_or("none".to_string(), |n| n.to_string());
         let checks: [(&str, String, String); 8] = [

@@ -2,7 +2,7 @@
 //! saved settings are checked like flags, errors name the file and exit codes are as
 //! documented. Everything happens in temp dirs.
 
-use convnet::lenet::{exit_code, parse_args, run, LenetArgs};
+use convnet::lenet::{parse_args, run, LenetArgs};
 use std::path::{Path, PathBuf};
 
 fn data_dir() -> PathBuf {
@@ -149,7 +149,7 @@ fn load_errors_name_the_file_and_usage_errors_exit_2_with_one_prefix() {
     let mut a = parsed(&SMALL);
     a.load = Some(path.clone());
     let e = run(&a, &mut Vec::new()).unwrap_err();
-    assert_eq!(exit_code(&e), 1);
+    assert_eq!(e.exit_code(), 1);
     let msg = e.to_string();
     assert!(msg.starts_with(&format!("{}: load_state_dict: missing key", path.display())), "{msg}");
     assert!(msg.ends_with("; and 1 more"), "at most 10 problems listed: {msg}");
@@ -163,6 +163,6 @@ fn load_errors_name_the_file_and_usage_errors_exit_2_with_one_prefix() {
     let mut a = parsed(&["--epochs", "2", "--batch-size", "128"]);
     a.resume = Some(ckpt);
     let e = run(&a, &mut Vec::new()).unwrap_err();
-    assert_eq!(exit_code(&e), 2);
+    assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().starts_with("--batch-size 128 contradicts"), "{e}");
 }

@@ -669,7 +669,7 @@ fn the_divergence_guard_keeps_only_finite_checkpoints_and_names_only_written_fil
                 Ok(_) => assert_all_finite(&path),
                 Err(e) => {
                     let msg = e.to_string();
-                    assert!(matches!(e, nn::Error::Diverged(_)), "{msg}");
+                    assert!(matches!(e, convnet::cli::RunError::Failed(nn::Error::Diverged(_))), "{msg}");
                     match named_checkpoint(&msg) {
                         Some(p) => assert_all_finite(&p),
                         None => assert!(!path.exists(), "{msg}"),

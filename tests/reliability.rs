@@ -186,7 +186,7 @@ fn a_diverging_run_stops_with_a_clear_message_and_keeps_the_last_checkpoint() {
     ];
     let e = run(&with_save(parsed(&flags), &path), &mut Vec::new()).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, nn::Error::Diverged(_)), "{msg}");
+    assert!(matches!(e, convnet::cli::RunError::Failed(nn::Error::Diverged(_))), "{msg}");
     assert!(msg.contains("the loss became") && msg.contains("training stopped"), "{msg}");
     // "epoch E, step S: ...": the file holds epoch E - 1, the last one that finished.
     let epoch: usize = msg.strip_prefix("epoch ").unwrap().split(',').next().unwrap().parse().unwrap();

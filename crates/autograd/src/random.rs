@@ -138,6 +138,27 @@ impl Generator {
         self.offset
     }
 
+    /// The state as an i64 tensor `[seed, offset]` (each u64's bits), for a checkpoint,
+    /// as PyTorch's `get_rng_state()` gives a tensor.
+    pub fn state_tensor(&self) -> Tensor {
+        Tensor::from_vec(vec![self.seed as i64, self.offset as i64], &[2]).expect("two values, shape [2]")
+    }
+
+    /// The generator whose [`state_tensor`](Generator::state_tensor) is `t`.
+    ///
+    /// # Errors
+    /// Unless `t` is an i64 tensor of shape `[2]`.
+    pub fn from_state_tensor(t: &Tensor) -> Result<Generator> {
+        if t.dtype() != DType::I64 || t.shape() != [2] {
+            return Err(Error::invalid(
+                "Generator::from_state_tensor",
+                format!("expects an i64 tensor of shape [2] (seed, offset), got {} {:?}", t.dtype(), t.shape()),
+            ));
+        }
+        let v = t.to_vec::<i64>();
+        Ok(Generator { seed: v[0] as u64, offset: v[1] as u64 })
+    }
+
     /// Reserves the next `n` draws and returns them; the generator moves past them. The
     /// [`Draws`] can be read from any thread, in any order.
     ///

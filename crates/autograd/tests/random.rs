@@ -146,3 +146,14 @@ fn the_default_generator_is_per_thread_and_restorable() {
     let other = std::thread::spawn(autograd::rng_state).join().unwrap();
     assert_eq!(other, Generator::new(0));
 }
+
+#[test]
+fn a_generator_round_trips_through_its_state_tensor() {
+    let g = Generator::from_state(u64::MAX - 3, 1 << 63);
+    let t = g.state_tensor();
+    assert_eq!((t.dtype(), t.shape()), (DType::I64, &[2][..]));
+    assert_eq!(Generator::from_state_tensor(&t).unwrap(), g);
+    for bad in [Tensor::zeros(&[2]), Tensor::from_vec(vec![1i64, 2, 3], &[3]).unwrap()] {
+        assert!(Generator::from_state_tensor(&bad).unwrap_err().to_string().contains("Generator::from_state_tensor"));
+    }
+}

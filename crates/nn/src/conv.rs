@@ -56,13 +56,16 @@ impl Conv2d {
         let g = config.args.groups;
         let Pair(kh, kw) = config.kernel;
         if g == 0 || !config.in_channels.is_multiple_of(g) || !config.out_channels.is_multiple_of(g) || kh == 0 || kw == 0 {
-            return Err(Error::Usage(format!(
-                "Conv2d: in_channels {} and out_channels {} must be divisible by groups {}, and the kernel {:?} positive",
-                config.in_channels,
-                config.out_channels,
-                g,
-                (kh, kw)
-            )));
+            return Err(Error::config(
+                "Conv2d",
+                format!(
+                    "in_channels {} and out_channels {} must be divisible by groups {}, and the kernel {:?} positive",
+                    config.in_channels,
+                    config.out_channels,
+                    g,
+                    (kh, kw)
+                ),
+            ));
         }
         let shape = [config.out_channels, config.in_channels / g, kh, kw];
         let weight = Parameter::new(&Tensor::zeros(&shape));

@@ -28,9 +28,6 @@ pub enum Error {
     /// learning rate, Nesterov without momentum, ...), named, as PyTorch's `ValueError`.
     #[error("{what}: {message}")]
     Config { what: &'static str, message: String },
-    /// A bad command-line flag or value.
-    #[error("{0}")]
-    Usage(String),
     /// Training stopped: a non-finite loss, or a NaN/infinity found by anomaly mode.
     #[error("{0}")]
     Diverged(String),
