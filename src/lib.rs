@@ -22,6 +22,7 @@ pub mod cli;
 pub mod conv_sweep;
 pub mod lenet;
 pub mod plot;
+pub mod train;
 
 /// The one error type at the surface: every call of [`autograd`], [`ops`] and [`nn`]
 /// converts into it with `?` (an autograd or ops error becomes [`nn::Error::Tensor`]), so

@@ -1,7 +1,7 @@
 //! The book's training figure (train loss, train accuracy, test accuracy per epoch) as a
 //! self-contained SVG: no fonts or system libraries needed.
 
-use crate::lenet::EpochStats;
+use nn::EpochStats;
 use std::fmt::Write;
 use std::path::Path;
 

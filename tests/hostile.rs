@@ -137,7 +137,7 @@ fn resume_refuses_entries_that_are_not_the_run_before_reading_them() {
     let mut a = parsed(&["--epochs", "2"]);
     a.resume = Some(path.clone());
     let e = fails_before_training(&a);
-    assert!(e.starts_with(&format!("{}: not a resumable lenet checkpoint: unexpected entry", path.display())), "{e}");
+    assert!(e.starts_with(&format!("{}: not a checkpoint of this run: unexpected entry", path.display())), "{e}");
     assert!(e.contains("'extra'") && e.contains("99.weight.momentum_buffer"), "{e}");
 }
 

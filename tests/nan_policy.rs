@@ -684,7 +684,8 @@ fn the_divergence_guard_keeps_only_finite_checkpoints_and_names_only_written_fil
     a.save = Some(a_path.clone());
     run(&a, &mut Vec::new()).unwrap();
     let steep = dir.path().join("steep.npz");
-    nn::save(&steep, &poisoned(&nn::load(&a_path).unwrap(), "_train.config", 7, 1e38)).unwrap();
+    let steeper = poisoned(&nn::load(&a_path).unwrap(), "_train.setting.lr", 0, 1e38);
+    nn::save(&steep, &poisoned(&steeper, "_train.optimizer.param_groups.0.lr", 0, 1e38)).unwrap();
     let b_path = dir.path().join("b.npz");
     let mut r = parsed(&["--epochs", "3"]);
     r.resume = Some(steep.clone());

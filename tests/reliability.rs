@@ -107,61 +107,62 @@ fn resume_rejects_contradicting_flags_and_reports_nothing_to_do() {
 
 #[test]
 fn resume_checks_every_saved_setting_like_its_flag() {
-    use convnet::lenet::TrainState;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.npz");
     run(&with_save(parsed(&["--epochs", "1", "--train-limit", "64", "--test-limit", "10", "--batch-size", "32"]), &path), &mut Vec::new())
         .unwrap();
     let good = nn::load_npz(&path).unwrap();
-    let state = TrainState::from_entries(&good, &path).unwrap();
+    let saved = nn::train::read_settings(&path).unwrap();
+    let num = |k: &str| saved.get_number(k).unwrap();
+    assert_eq!((num("seed"), num("batch_size"), num("train_limit"), num("test_limit"), num("lr")), (42.0, 32.0, 64.0, 10.0, 0.9));
     assert_eq!(
-        (state.epoch, state.seed, state.batch_size, state.train_limit, state.test_limit, state.lr),
-        (1, 42, 32, Some(64), Some(10), 0.9)
+        (saved.get_text("pool").unwrap(), saved.get_text("act").unwrap(), saved.get_text("optimizer").unwrap()),
+        ("avg", "sigmoid", "sgd")
     );
-    // The config slots: seed, batch size, train limit, test limit, pool, act, optimiser, lr.
-    let cases: [(usize, f64, &str); 15] = [
-        (0, -1.0, "saved seed expects a non-negative whole number, got -1"),
-        (0, 1e19, "saved seed expects a whole number from 0 to 9007199254740992, got 10000000000000000000"),
-        (0, 2.5, "saved seed expects a non-negative whole number, got 2.5"),
-        (1, 0.0, "saved batch size expects a whole number >= 1, got 0"),
-        (1, 1e30, "saved batch size is too large: 1000000000000000000000000000000"),
-        (1, f64::NAN, "saved batch size expects a non-negative whole number, got NaN"),
-        (2, 0.0, "saved train limit expects a whole number >= 1, got 0"),
-        (2, -2.0, "saved train limit expects a non-negative whole number, got -2"),
-        (3, 0.5, "saved test limit expects a non-negative whole number, got 0.5"),
-        (4, 2.0, "saved pool expects 0 or 1, got 2"),
-        (5, -1.0, "saved act expects 0 or 1, got -1"),
-        (6, 0.5, "saved optimizer expects 0 or 1, got 0.5"),
-        (7, 0.0, "saved learning rate expects a finite number > 0, got 0"),
-        (7, f64::INFINITY, "saved learning rate expects a finite number > 0, got inf"),
-        (7, f64::NAN, "saved learning rate expects a finite number > 0, got NaN"),
+    let number = |x: f64| autograd::Tensor::scalar_dtype(x, autograd::DType::F64);
+    let text = |s: &str| {
+        let b: Vec<i64> = s.bytes().map(i64::from).collect();
+        let n = b.len();
+        autograd::Tensor::from_vec(b, &[n]).unwrap()
+    };
+    let cases: Vec<(&str, autograd::Tensor, &str)> = vec![
+        ("seed", number(-1.0), "saved seed expects a non-negative whole number, got -1"),
+        ("seed", number(1e19), "saved seed expects a whole number from 0 to 9007199254740992, got 10000000000000000000"),
+        ("seed", number(2.5), "saved seed expects a non-negative whole number, got 2.5"),
+        ("batch_size", number(0.0), "saved batch size expects a whole number >= 1, got 0"),
+        ("batch_size", number(1e30), "saved batch size is too large: 1000000000000000000000000000000"),
+        ("batch_size", number(f64::NAN), "saved batch size expects a non-negative whole number, got NaN"),
+        ("train_limit", number(0.0), "saved train limit expects a whole number >= 1, got 0"),
+        ("train_limit", number(-2.0), "saved train limit expects a non-negative whole number, got -2"),
+        ("test_limit", number(0.5), "saved test limit expects a non-negative whole number, got 0.5"),
+        ("pool", text("median"), "saved pool expects one of avg, max, got 'median'"),
+        ("act", number(1.0), "setting 'act' is a number, expected a text"),
+        ("optimizer", text("lbfgs"), "saved optimizer expects one of sgd, adam, adamw, rmsprop, got 'lbfgs'"),
+        ("lr", number(0.0), "saved learning rate expects a finite number > 0, got 0"),
+        ("lr", number(f64::INFINITY), "saved learning rate expects a finite number > 0, got inf"),
+        ("lr", number(f64::NAN), "saved learning rate expects a finite number > 0, got NaN"),
+        ("momentum", number(-0.5), "saved momentum expects a finite number >= 0, got -0.5"),
+        ("gamma", number(2.0), "saved gamma expects a number in (0, 1], got 2"),
+        ("scheduler", text("cyclic"), "saved scheduler expects one of none, step, multistep, cosine, onecycle, got 'cyclic'"),
+        ("milestones", text("5,3"), "saved milestones expects increasing epochs, got 5,3"),
     ];
-    for (slot, value, msg) in cases {
+    let bad = dir.path().join("bad.npz");
+    for (key, value, msg) in cases {
         let mut entries = good.clone();
-        let config = &mut entries.iter_mut().find(|(k, _)| k == "_train.config").unwrap().1;
-        let mut c = config.to_vec::<f64>();
-        c[slot] = value;
-        *config = autograd::Tensor::from_vec(c, &[8]).unwrap();
-        let e = TrainState::from_entries(&entries, &path).unwrap_err().to_string();
-        assert_eq!(e, format!("{}: at byte 0: not a resumable lenet checkpoint: {msg}", path.display()));
+        entries.iter_mut().find(|(k, _)| k == &format!("_train.setting.{key}")).unwrap().1 = value;
+        nn::save_npz(&bad, &entries).unwrap();
+        let mut a = parsed(&["--epochs", "2"]);
+        a.resume = Some(bad.clone());
+        let e = run(&a, &mut Vec::new()).unwrap_err().to_string();
+        assert_eq!(e, format!("{}: at byte 0: not a resumable checkpoint: {msg}", bad.display()), "{key}");
     }
     let mut entries = good.clone();
-    entries.iter_mut().find(|(k, _)| k == "_train.epoch").unwrap().1 = autograd::Tensor::from_vec(vec![0.5f64], &[]).unwrap();
-    let e = TrainState::from_entries(&entries, &path).unwrap_err().to_string();
-    assert!(e.contains("saved epoch expects a non-negative whole number, got 0.5"), "{e}");
-
-    // Through `--resume`: the run refuses the file and names it.
-    let mut entries = good.clone();
-    let config = &mut entries.iter_mut().find(|(k, _)| k == "_train.config").unwrap().1;
-    let mut c = config.to_vec::<f64>();
-    c[7] = -0.5;
-    *config = autograd::Tensor::from_vec(c, &[8]).unwrap();
-    let bad = dir.path().join("bad.npz");
+    entries.iter_mut().find(|(k, _)| k == "_train.epoch").unwrap().1 = number(0.5);
     nn::save_npz(&bad, &entries).unwrap();
     let mut a = parsed(&["--epochs", "2"]);
     a.resume = Some(bad.clone());
     let e = run(&a, &mut Vec::new()).unwrap_err().to_string();
-    assert!(e.starts_with(&bad.display().to_string()) && e.contains("saved learning rate expects a finite number > 0, got -0.5"), "{e}");
+    assert!(e.starts_with(&bad.display().to_string()) && e.contains("saved epoch expects a non-negative whole number, got 0.5"), "{e}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod models;
 pub mod module;
 pub mod optim;
 pub mod pool;
+pub mod train;
 
 pub use activation::{Flatten, Identity, ReLU, Sigmoid, Tanh};
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
@@ -39,3 +40,4 @@ pub use models::{bn_lenet, resnet18, resnet18_with_widths, Residual};
 pub use module::{Buffer, IncompatibleKeys, Module, Sequential, Training, Visitor};
 pub use optim::{Adagrad, Adam, AdamW, Optimizer, ParamGroup, RmsProp, Sgd};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
+pub use train::{Callback, EpochStats, SchedulerStep, TrainConfig, Trainer};
