@@ -23,6 +23,8 @@ mod scratch;
 pub(crate) mod select;
 mod tiles;
 mod unfold;
+pub(crate) mod norm;
+pub(crate) mod unary;
 
 use crate::args::{Conv2dAlgo, Epilogue};
 use autograd::parallel::install;
