@@ -23,6 +23,7 @@ mod scratch;
 pub(crate) mod select;
 mod tiles;
 mod unfold;
+pub(crate) mod interpolate;
 pub(crate) mod norm;
 pub(crate) mod unary;
 
