@@ -39,3 +39,19 @@ pub use models::{bn_lenet, resnet18, resnet18_with_widths, Residual};
 pub use module::{Buffer, IncompatibleKeys, Module, Sequential, Training, Visitor};
 pub use optim::{Adagrad, Adam, AdamW, Optimizer, ParamGroup, RmsProp, Sgd};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
+
+// Issue 26: more layers.
+pub mod conv_transpose;
+pub mod dropout;
+pub mod embedding;
+pub mod group_norm;
+pub mod layer_norm;
+pub mod upsample;
+pub use activation::{LeakyReLU, LogSoftmax, Hardtanh, Softmax, Softplus, ELU, GELU, SiLU};
+pub use conv_transpose::{ConvTranspose2d, ConvTranspose2dConfig};
+pub use dropout::{Dropout, Dropout2d};
+pub use embedding::Embedding;
+pub use group_norm::{GroupNorm, GroupNormConfig};
+pub use layer_norm::{LayerNorm, LayerNormConfig};
+pub use pool::AdaptiveMaxPool2d;
+pub use upsample::Upsample;
