@@ -4,10 +4,10 @@
 //! The output size and the source coordinates follow PyTorch's CPU kernels to the
 //! rounding: `out = floor(in * scale_factor)`; a given scale factor (unless
 //! `recompute_scale_factor`) sets the coordinate map, `src = dst / scale_factor`, else
-//! `in / out`; bilinear without `align_corners` samples pixel centres,
-//! `src = max((dst + 0.5) in / out - 0.5, 0)`, with `align_corners` the corners,
-//! `src = dst (in - 1) / (out - 1)`; the coordinates are computed in the tensor's dtype,
-//! as PyTorch's are. Each axis becomes a table of (at most two) source indices and
+//! `in / out`. Nearest reads `floor(src)` (in f32, with PyTorch's exact cases: the same
+//! size copies, twice the size reads `dst / 2`); bilinear without `align_corners` samples
+//! pixel centres, `src = max((dst + 0.5) in / out - 0.5, 0)`, with `align_corners` the
+//! corners, `src = dst (in - 1) / (out - 1)`, in the tensor's dtype, as PyTorch's. Each axis becomes a table of (at most two) source indices and
 //! weights (`cpu/interpolate.rs`), shared by the forward and its adjoint, so the map and
 //! its backward are each other's gradient rules and differentiable to any order.
 
@@ -136,18 +136,29 @@ fn floor_index(real: f64, input: usize) -> usize {
     ((real as f32).floor().max(0.0) as usize).min(input - 1)
 }
 
-fn nearest_taps(input: usize, out: usize, scale: Option<f64>, f: fn(f64) -> f64) -> Taps {
-    let s = if out > 1 { scales_value(scale, input, out, f) } else { 0.0 };
-    let i0: Vec<usize> = (0..out).map(|o| floor_index(f(s * f(o as f64)), input)).collect();
+/// PyTorch's `nearest_idx`: a copy when the sizes agree, `dst / 2` when the output is
+/// twice the input, else `floor(dst * scale)` in f32 (whatever the dtype), capped.
+fn nearest_taps(input: usize, out: usize, scale: Option<f64>) -> Taps {
+    let f32_round: fn(f64) -> f64 = |v| v as f32 as f64;
+    let s = scales_value(scale, input, out, f32_round) as f32;
+    let i0: Vec<usize> = (0..out)
+        .map(|o| match () {
+            _ if out == input => o,
+            _ if out == 2 * input => o >> 1,
+            _ => floor_index((o as f32 * s) as f64, input),
+        })
+        .collect();
     Taps { i1: i0.clone(), i0, l0: vec![1.0; out], l1: vec![0.0; out] }
 }
 
 fn linear_taps(input: usize, out: usize, align: bool, scale: Option<f64>, f: fn(f64) -> f64) -> Taps {
     let mut t = Taps::default();
-    let s = match (out > 1, align) {
-        (false, _) => 0.0,
+    // PyTorch's `area_pixel_compute_scale` (a single output with corners aligned reads
+    // the first corner).
+    let s = match (align, out > 1) {
         (true, true) => f(f((input - 1) as f64) / f((out - 1) as f64)),
-        (true, false) => scales_value(scale, input, out, f),
+        (true, false) => 0.0,
+        (false, _) => scales_value(scale, input, out, f),
     };
     for o in 0..out {
         if out == input {
@@ -175,7 +186,7 @@ pub fn interpolate(input: &Tensor, args: InterpolateArgs) -> Result<Tensor> {
     let (h, w) = (input.shape()[2], input.shape()[3]);
     let f: fn(f64) -> f64 = if input.dtype() == DType::F32 { |v| v as f32 as f64 } else { |v| v };
     let plan = Arc::new(match args.mode {
-        InterpolateMode::Nearest => Plan { h: nearest_taps(h, oh, sh, f), w: nearest_taps(w, ow, sw, f), nearest: true },
+        InterpolateMode::Nearest => Plan { h: nearest_taps(h, oh, sh), w: nearest_taps(w, ow, sw), nearest: true },
         InterpolateMode::Bilinear => {
             let align = args.align_corners.unwrap_or(false);
             Plan { h: linear_taps(h, oh, align, sh, f), w: linear_taps(w, ow, align, sw, f), nearest: false }

@@ -1,0 +1,183 @@
+//! Issue 26's layers and functions against PyTorch (tests/fixtures/layers26/make_fixture.py,
+//! a kept script run by hand): each case's f64 inputs, PyTorch's output and the gradients
+//! of `sum(out * v)` must agree to 1e-12 (relative above 1). Then the layers themselves:
+//! PyTorch's reprs, state_dict keys and initialisation.
+
+use autograd::{BackwardOptions, DType, Result, Tensor};
+use nn::Module;
+use ops::{ConvTranspose2dArgs, EmbeddingOptions, GeluApproximate, InterpolateArgs, InterpolateMode};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+struct Cases(HashMap<String, Tensor>);
+
+fn cases() -> Cases {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/layers26/layers26.npz");
+    Cases(nn::load_npz(&path).unwrap().into_iter().collect())
+}
+
+/// The fixture's tolerance: 1e-12, relative above 1.
+const TOL: f64 = 1e-12;
+
+fn close(name: &str, what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.shape(), want.shape(), "{name}.{what}: shape");
+    for (i, (g, w)) in got.to_vec::<f64>().iter().zip(want.to_vec::<f64>()).enumerate() {
+        let ok = g == &w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= TOL * w.abs().max(1.0);
+        assert!(ok, "{name}.{what}[{i}]: got {g}, PyTorch {w}");
+    }
+}
+
+impl Cases {
+    fn get(&self, key: &str) -> Tensor {
+        self.0.get(key).unwrap_or_else(|| panic!("{key} missing from the fixture")).clone()
+    }
+
+    /// Runs `f` on the case's inputs `keys` (those with a stored gradient require grad)
+    /// and compares the output and the gradients of `sum(out * v)`.
+    fn run(&self, name: &str, keys: &[&str], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+        let inputs: Vec<Tensor> = keys
+            .iter()
+            .map(|k| {
+                let t = self.get(&format!("{name}.{k}"));
+                if self.0.contains_key(&format!("{name}.g{k}")) {
+                    t.requires_grad_()
+                } else {
+                    t
+                }
+            })
+            .collect();
+        let out = f(&inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+        close(name, "out", &out, &self.get(&format!("{name}.out")));
+        let diff: Vec<(&str, &Tensor)> = keys.iter().zip(&inputs).filter(|(_, t)| t.requires_grad()).map(|(k, t)| (*k, t)).collect();
+        let v = self.get(&format!("{name}.v"));
+        let leaves: Vec<&Tensor> = diff.iter().map(|(_, t)| *t).collect();
+        let gs = autograd::grad(&out.mul(&v).unwrap().sum(), &leaves, None, BackwardOptions::default()).unwrap();
+        for ((k, x), g) in diff.iter().zip(gs) {
+            let g = g.unwrap_or_else(|| x.zeros_like());
+            close(name, &format!("g{k}"), &g, &self.get(&format!("{name}.g{k}")));
+        }
+    }
+}
+
+#[test]
+fn activations_match_pytorch() {
+    let c = cases();
+    c.run("leaky_relu", &["a"], |v| ops::leaky_relu(&v[0], 0.01));
+    c.run("leaky_relu_02", &["a"], |v| ops::leaky_relu(&v[0], 0.2));
+    c.run("elu", &["a"], |v| ops::elu(&v[0], 1.0));
+    c.run("elu_05", &["a"], |v| ops::elu(&v[0], 0.5));
+    c.run("gelu", &["a"], |v| ops::gelu(&v[0], GeluApproximate::None));
+    c.run("gelu_tanh", &["a"], |v| ops::gelu(&v[0], GeluApproximate::Tanh));
+    c.run("silu", &["a"], |v| ops::silu(&v[0]));
+    c.run("softplus", &["a"], |v| ops::softplus(&v[0], 1.0, 20.0));
+    c.run("softplus_b2_t5", &["a"], |v| ops::softplus(&v[0], 2.0, 5.0));
+    c.run("hardtanh", &["a"], |v| ops::hardtanh(&v[0], -1.0, 1.0));
+    c.run("hardtanh_wide", &["a"], |v| ops::hardtanh(&v[0], -0.5, 2.0));
+    c.run("erf", &["a"], |v| ops::erf(&v[0]));
+    // The layers run the same maths.
+    c.run("softmax", &["a"], |v| nn::Softmax::new(1).forward(&v[0]).map_err(to_autograd));
+    c.run("log_softmax", &["a"], |v| nn::LogSoftmax::new(0).forward(&v[0]).map_err(to_autograd));
+    c.run("gelu_tanh", &["a"], |v| nn::GELU::new(GeluApproximate::Tanh).forward(&v[0]).map_err(to_autograd));
+    c.run("softplus_b2_t5", &["a"], |v| nn::Softplus::new(2.0, 5.0).forward(&v[0]).map_err(to_autograd));
+}
+
+fn to_autograd(e: nn::Error) -> autograd::Error {
+    match e {
+        nn::Error::Tensor(t) => t,
+        other => autograd::Error::invalid("layer", other.to_string()),
+    }
+}
+
+#[test]
+fn layer_and_group_norm_match_pytorch() {
+    let c = cases();
+    c.run("layer_norm_last", &["a", "w", "b"], |v| ops::layer_norm(&v[0], &[5], Some(&v[1]), Some(&v[2]), 1e-5));
+    c.run("layer_norm_two", &["a", "w", "b"], |v| ops::layer_norm(&v[0], &[4, 5], Some(&v[1]), Some(&v[2]), 1e-3));
+    c.run("layer_norm_plain", &["a"], |v| ops::layer_norm(&v[0], &[4, 5], None, None, 1e-5));
+    c.run("layer_norm_weight_only", &["a", "w"], |v| ops::layer_norm(&v[0], &[5], Some(&v[1]), None, 1e-5));
+    c.run("group_norm_3", &["a", "w", "b"], |v| ops::group_norm(&v[0], 3, Some(&v[1]), Some(&v[2]), 1e-5));
+    c.run("group_norm_1", &["a", "w", "b"], |v| ops::group_norm(&v[0], 1, Some(&v[1]), Some(&v[2]), 1e-3));
+    c.run("group_norm_6", &["a", "w", "b"], |v| ops::group_norm(&v[0], 6, Some(&v[1]), Some(&v[2]), 1e-5));
+    c.run("group_norm_plain", &["a"], |v| ops::group_norm(&v[0], 2, None, None, 1e-5));
+    c.run("group_norm_3d", &["a", "w", "b"], |v| ops::group_norm(&v[0], 2, Some(&v[1]), Some(&v[2]), 1e-5));
+    // The layers, with the fixture's parameters loaded.
+    let ln = nn::LayerNorm::new(nn::LayerNormConfig::new(&[4, 5]).eps(1e-3)).unwrap();
+    ln.to_dtype(DType::F64).unwrap();
+    ln.load_state_dict(&[("weight".into(), c.get("layer_norm_two.w")), ("bias".into(), c.get("layer_norm_two.b"))]).unwrap();
+    close("LayerNorm", "out", &ln.forward(&c.get("layer_norm_two.a")).unwrap(), &c.get("layer_norm_two.out"));
+    let gn = nn::GroupNorm::new(nn::GroupNormConfig::new(3, 6)).unwrap();
+    gn.to_dtype(DType::F64).unwrap();
+    gn.load_state_dict(&[("weight".into(), c.get("group_norm_3.w")), ("bias".into(), c.get("group_norm_3.b"))]).unwrap();
+    close("GroupNorm", "out", &gn.forward(&c.get("group_norm_3.a")).unwrap(), &c.get("group_norm_3.out"));
+}
+
+#[test]
+fn conv_transpose2d_matches_pytorch_with_every_argument() {
+    let c = cases();
+    type Ct = (&'static str, (usize, usize), (usize, usize), (usize, usize), usize, (usize, usize), bool);
+    let table: [Ct; 7] = [
+        ("ct_s2_p1_op1", (2, 2), (1, 1), (1, 1), 1, (1, 1), true),
+        ("ct_groups_dil", (2, 1), (0, 1), (0, 0), 2, (1, 2), true),
+        ("ct_op_ge_stride", (1, 1), (0, 0), (1, 1), 1, (2, 2), true),
+        ("ct_gaps", (3, 3), (0, 0), (2, 1), 1, (1, 1), false),
+        ("ct_1x1", (1, 1), (0, 0), (0, 0), 1, (1, 1), true),
+        ("ct_3x3_same", (1, 1), (1, 1), (0, 0), 1, (1, 1), true),
+        ("ct_rect", (2, 3), (1, 0), (1, 2), 3, (1, 1), true),
+    ];
+    for (name, s, p, op, g, d, bias) in table {
+        let args = ConvTranspose2dArgs::new().stride(s).padding(p).output_padding(op).groups(g).dilation(d);
+        let keys: &[&str] = if bias { &["a", "w", "b"] } else { &["a", "w"] };
+        c.run(name, keys, |v| ops::conv_transpose2d(&v[0], &v[1], v.get(2), args));
+    }
+}
+
+#[test]
+fn embedding_and_adaptive_max_pool_match_pytorch() {
+    let c = cases();
+    let opts = |padding_idx, scale_grad_by_freq| EmbeddingOptions { padding_idx, scale_grad_by_freq };
+    c.run("embedding", &["w", "i"], |v| ops::embedding(&v[0], &v[1], opts(None, false)));
+    c.run("embedding_pad", &["w", "i"], |v| ops::embedding(&v[0], &v[1], opts(Some(2), false)));
+    c.run("embedding_pad_neg_freq", &["w", "i"], |v| ops::embedding(&v[0], &v[1], opts(Some(-1), true)));
+    for (oh, ow) in [(2, 3), (3, 3), (5, 7), (1, 1), (4, 6)] {
+        let name = format!("adaptive_max_{oh}x{ow}");
+        c.run(&name, &["a"], |v| ops::adaptive_max_pool2d(&v[0], (oh, ow)));
+        let (_, idx) = ops::adaptive_max_pool2d_with_indices(&c.get(&format!("{name}.a")), (oh, ow)).unwrap();
+        assert_eq!(idx.to_vec::<i64>(), c.get(&format!("{name}.idx")).to_vec::<i64>(), "{name}: indices");
+    }
+}
+
+#[test]
+fn interpolate_matches_pytorch() {
+    let c = cases();
+    use InterpolateMode::{Bilinear, Nearest};
+    let size = |h, w| InterpolateArgs::size((h, w));
+    let scale = InterpolateArgs::scale_factor;
+    let nearest: [(&str, InterpolateArgs); 8] = [
+        ("nearest_size_up", size(8, 10)),
+        ("nearest_size_odd", size(3, 7)),
+        ("nearest_size_down", size(2, 2)),
+        ("nearest_scale_2", scale(2.0, 2.0)),
+        ("nearest_scale_mixed", scale(1.5, 0.7)),
+        ("nearest_scale_21", scale(2.1, 1.3)),
+        ("nearest_scale_half", scale(0.5, 0.5)),
+        ("nearest_recompute", scale(1.5, 0.7).recompute_scale_factor(true)),
+    ];
+    for (name, a) in nearest {
+        c.run(&format!("interp_{name}"), &["a"], |v| ops::interpolate(&v[0], a.mode(Nearest)));
+    }
+    for align in [false, true] {
+        let tag = if align { "ac" } else { "noac" };
+        let bilinear: [(&str, InterpolateArgs); 7] = [
+            ("size_up", size(7, 9)),
+            ("size_down", size(3, 2)),
+            ("same", size(4, 5)),
+            ("one", size(1, 1)),
+            ("scale_2", scale(2.0, 2.0)),
+            ("scale_mixed", scale(1.7, 0.6)),
+            ("recompute", scale(1.7, 0.6).recompute_scale_factor(true)),
+        ];
+        for (name, a) in bilinear {
+            c.run(&format!("interp_bilinear_{tag}_{name}"), &["a"], |v| ops::interpolate(&v[0], a.mode(Bilinear).align_corners(align)));
+        }
+    }
+}
