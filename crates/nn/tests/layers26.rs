@@ -181,3 +181,125 @@ fn interpolate_matches_pytorch() {
         }
     }
 }
+
+// ----- gradients against finite differences, first and second order, in f64 ------------
+
+mod gradients {
+    use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
+    use autograd::{rng, DType, Result, Tensor};
+    use ops::{ConvTranspose2dArgs, EmbeddingOptions, GeluApproximate, InterpolateArgs, InterpolateMode};
+    use proptest::prelude::*;
+
+    fn both(f: impl Fn(&[Tensor]) -> Result<Tensor> + Copy, inputs: &[Tensor]) {
+        assert_gradcheck(f, inputs);
+        assert_gradgradcheck(f, inputs);
+    }
+
+    /// Values in `[0.2, 2.5]` with random signs: away from every kink at 0 and from the
+    /// bounds used below.
+    fn away_from_kinks(n: usize, seed: u64) -> Tensor {
+        let mut r = rng(seed);
+        let mag = Tensor::uniform_dtype(&[n], 0.2, 2.5, DType::F64, &mut r).to_vec::<f64>();
+        let sign = Tensor::uniform_dtype(&[n], -1.0, 1.0, DType::F64, &mut r).to_vec::<f64>();
+        let v: Vec<f64> = mag.iter().zip(&sign).map(|(&m, &s)| if s < 0.0 { -m } else { m }).map(|v| if (v.abs() - 1.0).abs() < 0.05 { v * 1.2 } else { v }).collect();
+        Tensor::from_vec(v, &[n]).unwrap()
+    }
+
+    fn cfg() -> ProptestConfig {
+        autograd::testing::config_from_env(12)
+    }
+
+    proptest! {
+        #![proptest_config(cfg())]
+
+        #[test]
+        fn activations(n in 1usize..12, seed in any::<u64>(), beta in 0.5f64..2.0) {
+            let x = away_from_kinks(n, seed).requires_grad_();
+            let i = [x];
+            both(|v| ops::leaky_relu(&v[0], 0.2), &i);
+            both(|v| ops::elu(&v[0], 0.7), &i);
+            both(|v| ops::gelu(&v[0], GeluApproximate::None), &i);
+            both(|v| ops::gelu(&v[0], GeluApproximate::Tanh), &i);
+            both(|v| ops::erf(&v[0]), &i);
+            both(|v| ops::silu(&v[0]), &i);
+            both(move |v| ops::softplus(&v[0], beta, 20.0), &i);
+            // Past the threshold (beta x > 0.1 for x >= 0.2 and beta >= 0.5): the identity.
+            both(|v| ops::softplus(&v[0], 1.0, 0.1), &i);
+            both(|v| ops::hardtanh(&v[0], -1.5, 0.9), &i);
+            both(|v| v[0].reshape(&[1, -1])?.softmax(1), &i);
+            both(|v| v[0].reshape(&[1, -1])?.log_softmax(-1), &i);
+        }
+
+        #[test]
+        fn layer_and_group_norm(a in 1usize..4, g in 1usize..4, cg in 1usize..3, s in 1usize..4, seed in any::<u64>()) {
+            let mut r = rng(seed);
+            let c = g * cg;
+            let x = Tensor::uniform_dtype(&[a, c, s], -2.0, 2.0, DType::F64, &mut r).requires_grad_();
+            let w = Tensor::uniform_dtype(&[c], 0.5, 1.5, DType::F64, &mut r).requires_grad_();
+            let b = Tensor::uniform_dtype(&[c], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+            // tanh after the norm, so the second order is not trivially zero.
+            both(|v| Ok(ops::group_norm(&v[0], g, Some(&v[1]), Some(&v[2]), 1e-5)?.tanh()), &[x.clone(), w.clone(), b.clone()]);
+            both(|v| Ok(ops::group_norm(&v[0], g, None, None, 1e-5)?.tanh()), &[x.clone()]);
+            let wl = Tensor::uniform_dtype(&[c, s], 0.5, 1.5, DType::F64, &mut r).requires_grad_();
+            let bl = Tensor::uniform_dtype(&[c, s], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+            both(|v| Ok(ops::layer_norm(&v[0], &[c, s], Some(&v[1]), Some(&v[2]), 1e-5)?.tanh()), &[x.clone(), wl, bl]);
+            both(|v| Ok(ops::layer_norm(&v[0], &[s], None, None, 1e-5)?.tanh()), &[x]);
+        }
+
+        #[test]
+        fn conv_transpose2d(
+            (n, g, cin_g, cout_g) in (1usize..3, 1usize..3, 1usize..3, 1usize..3),
+            (h, w, kh, kw) in (1usize..4, 1usize..4, 1usize..4, 1usize..4),
+            (s, p, d) in (1usize..4, 0usize..3, 1usize..3),
+            op in 0usize..3,
+            seed in any::<u64>(),
+        ) {
+            let op = op % s.max(d);
+            let args = ConvTranspose2dArgs::new().stride(s).padding(p).output_padding(op).dilation(d).groups(g);
+            let mut r = rng(seed);
+            let x = Tensor::uniform_dtype(&[n, cin_g * g, h, w], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+            let wt = Tensor::uniform_dtype(&[cin_g * g, cout_g, kh, kw], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+            let b = Tensor::uniform_dtype(&[cout_g * g], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+            let f = move |v: &[Tensor]| Ok(ops::conv_transpose2d(&v[0], &v[1], Some(&v[2]), args)?.tanh());
+            // Geometries whose output would be empty are errors; skip them.
+            if f(&[x.clone(), wt.clone(), b.clone()]).is_ok() {
+                both(f, &[x, wt, b]);
+            }
+        }
+
+        #[test]
+        fn embedding_adaptive_max_pool_and_interpolate(
+            (h, w) in (1usize..6, 1usize..6),
+            (oh, ow) in (1usize..6, 1usize..6),
+            align in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let mut r = rng(seed);
+            let weight = Tensor::uniform_dtype(&[5, 3], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+            let idx = Tensor::randint(0, 5, &[2, 3], &mut r).unwrap();
+            // The plain lookup (padding_idx and scale_grad_by_freq change the gradient on
+            // purpose, so finite differences do not apply; the fixture checks them).
+            both(|v| Ok(ops::embedding(&v[0], &idx, EmbeddingOptions::default())?.tanh()), &[weight]);
+            // Distinct values, so no window holds a tie.
+            let n = 2 * h * w;
+            let perm = Tensor::randperm(n, &mut r).unwrap().to_vec::<i64>();
+            let x = Tensor::from_vec(perm.iter().map(|&p| p as f64 * 0.1 - 1.0).collect::<Vec<_>>(), &[1, 2, h, w]).unwrap().requires_grad_();
+            both(|v| Ok(ops::adaptive_max_pool2d(&v[0], (oh, ow))?.tanh()), &[x.clone()]);
+            for mode in [InterpolateMode::Nearest, InterpolateMode::Bilinear] {
+                let mut a = InterpolateArgs::size((oh, ow)).mode(mode);
+                if mode == InterpolateMode::Bilinear {
+                    a = a.align_corners(align);
+                }
+                both(move |v| Ok(ops::interpolate(&v[0], a)?.tanh()), &[x.clone()]);
+            }
+        }
+
+        #[test]
+        fn dropout_with_a_fixed_mask(n in 1usize..10, c in 1usize..4, p in 0.1f64..0.9, seed in any::<u64>()) {
+            let x = Tensor::uniform_dtype(&[n, c, 2, 2], -1.0, 1.0, DType::F64, &mut rng(seed)).requires_grad_();
+            // Reseeded in each evaluation: the same mask every time.
+            both(move |v| { autograd::manual_seed(seed); Ok(ops::dropout(&v[0], p, true)?.tanh()) }, &[x.clone()]);
+            both(move |v| { autograd::manual_seed(seed); Ok(ops::dropout2d(&v[0], p, true)?.tanh()) }, &[x]);
+        }
+    }
+}
