@@ -303,3 +303,109 @@ mod gradients {
         }
     }
 }
+
+// ----- the layers: PyTorch's reprs, state_dict keys, initialisation, config errors -------
+
+#[test]
+fn layers_have_pytorch_reprs_and_keys() {
+    let mut r = autograd::rng(0);
+    let keys = |m: &dyn Module| m.state_dict().into_iter().map(|(k, t)| (k, t.shape().to_vec())).collect::<Vec<_>>();
+    let ln = nn::LayerNorm::new(nn::LayerNormConfig::new(&[10])).unwrap();
+    assert_eq!(ln.describe(), "LayerNorm((10,), eps=1e-05, elementwise_affine=True, bias=True)");
+    assert_eq!(keys(&ln), [("weight".into(), vec![10]), ("bias".into(), vec![10])]);
+    let plain = nn::LayerNorm::new(nn::LayerNormConfig::new(&[2, 3]).elementwise_affine(false)).unwrap();
+    assert_eq!(plain.describe(), "LayerNorm((2, 3), eps=1e-05, elementwise_affine=False, bias=False)");
+    assert!(plain.state_dict().is_empty());
+    assert_eq!(keys(&nn::LayerNorm::new(nn::LayerNormConfig::new(&[4]).bias(false)).unwrap()), [("weight".into(), vec![4])]);
+    let gn = nn::GroupNorm::new(nn::GroupNormConfig::new(2, 6)).unwrap();
+    assert_eq!(gn.describe(), "GroupNorm(2, 6, eps=1e-05, affine=True, bias=True)");
+    assert_eq!(keys(&gn), [("weight".into(), vec![6]), ("bias".into(), vec![6])]);
+    assert_eq!(gn.weight.as_ref().unwrap().data().to_vec::<f32>(), [1.0; 6]);
+    let ct = nn::ConvTranspose2d::new(nn::ConvTranspose2dConfig::new(4, 6, 3).groups(2), &mut r).unwrap();
+    assert_eq!(ct.describe(), "ConvTranspose2d(4, 6, kernel_size=(3, 3), stride=(1, 1), groups=2)");
+    assert_eq!(keys(&ct), [("weight".into(), vec![4, 3, 3, 3]), ("bias".into(), vec![6])]);
+    let ct2 = nn::ConvTranspose2dConfig::new(2, 3, (2, 3)).stride(2).padding(1).output_padding(1).dilation(2).bias(false);
+    assert_eq!(
+        nn::ConvTranspose2d::new(ct2, &mut r).unwrap().describe(),
+        "ConvTranspose2d(2, 3, kernel_size=(2, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2), output_padding=(1, 1), bias=False)"
+    );
+    let emb = nn::Embedding::new(10, 3, Some(0), &mut r).unwrap();
+    assert_eq!(emb.describe(), "Embedding(10, 3, padding_idx=0)");
+    assert_eq!(keys(&emb), [("weight".into(), vec![10, 3])]);
+    assert_eq!(emb.weight.data().narrow(0, 0, 1).unwrap().to_vec::<f32>(), [0.0; 3], "the padding row starts at zero");
+    let reprs: [(Box<dyn Module>, &str); 14] = [
+        (Box::new(nn::Upsample::by_scale(2.0, 2.0, InterpolateMode::Nearest).unwrap()), "Upsample(scale_factor=2.0, mode='nearest')"),
+        (Box::new(nn::Upsample::to_size((3, 4), InterpolateMode::Bilinear).unwrap()), "Upsample(size=(3, 4), mode='bilinear')"),
+        (Box::new(nn::Upsample::nearest2d(InterpolateArgs::scale_factor(2.0, 2.0)).unwrap()), "UpsamplingNearest2d(scale_factor=2.0, mode='nearest')"),
+        (Box::new(nn::Upsample::bilinear2d(InterpolateArgs::scale_factor(2.0, 2.0)).unwrap()), "UpsamplingBilinear2d(scale_factor=2.0, mode='bilinear')"),
+        (Box::new(nn::AdaptiveMaxPool2d::new((2, 3))), "AdaptiveMaxPool2d(output_size=(2, 3))"),
+        (Box::new(nn::LeakyReLU::default()), "LeakyReLU(negative_slope=0.01)"),
+        (Box::new(nn::ELU::default()), "ELU(alpha=1.0)"),
+        (Box::new(nn::GELU::default()), "GELU(approximate='none')"),
+        (Box::new(nn::GELU::new(GeluApproximate::Tanh)), "GELU(approximate='tanh')"),
+        (Box::new(nn::SiLU), "SiLU()"),
+        (Box::new(nn::Softplus::default()), "Softplus(beta=1.0, threshold=20.0)"),
+        (Box::new(nn::Hardtanh::default()), "Hardtanh(min_val=-1.0, max_val=1.0)"),
+        (Box::new(nn::Softmax::new(1)), "Softmax(dim=1)"),
+        (Box::new(nn::LogSoftmax::new(1)), "LogSoftmax(dim=1)"),
+    ];
+    for (m, want) in reprs {
+        assert_eq!(m.describe(), want);
+        assert!(m.state_dict().is_empty());
+    }
+}
+
+#[test]
+fn initialisation_follows_pytorch() {
+    // ConvTranspose2d: kaiming_uniform(a = sqrt(5)) over PyTorch's fan_in, weight.size(1) k k:
+    // uniform in +-1/sqrt(fan_in), the bias too.
+    let ct = nn::ConvTranspose2d::new(nn::ConvTranspose2dConfig::new(64, 8, 3).groups(2), &mut autograd::rng(1)).unwrap();
+    let bound = 1.0 / ((4 * 3 * 3) as f64).sqrt();
+    let w = ct.weight.data().to_vec::<f32>();
+    let max = w.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    assert!(max <= bound && max > 0.9 * bound, "weights within +-{bound}, max {max}");
+    assert!(ct.bias.as_ref().unwrap().data().to_vec::<f32>().iter().all(|v| (v.abs() as f64) <= bound));
+    // Embedding: N(0, 1).
+    let e = nn::Embedding::new(1000, 50, None, &mut autograd::rng(2)).unwrap().weight.data().to_vec::<f32>();
+    let mean = e.iter().map(|&v| v as f64).sum::<f64>() / e.len() as f64;
+    let var = e.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / e.len() as f64;
+    assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.03, "mean {mean}, var {var}");
+}
+
+#[test]
+fn invalid_configurations_are_errors_naming_the_layer() {
+    let mut r = autograd::rng(0);
+    let starts = |e: nn::Error, with: &str| assert!(e.to_string().starts_with(with), "{e}");
+    starts(nn::LayerNorm::new(nn::LayerNormConfig::new(&[])).err().unwrap(), "LayerNorm: ");
+    starts(nn::GroupNorm::new(nn::GroupNormConfig::new(4, 6)).err().unwrap(), "GroupNorm: ");
+    starts(nn::GroupNorm::new(nn::GroupNormConfig::new(0, 6)).err().unwrap(), "GroupNorm: ");
+    starts(nn::ConvTranspose2d::new(nn::ConvTranspose2dConfig::new(3, 4, 3).groups(2), &mut r).err().unwrap(), "ConvTranspose2d: ");
+    starts(nn::ConvTranspose2d::new(nn::ConvTranspose2dConfig::new(2, 4, 3).stride(2).output_padding(2), &mut r).err().unwrap(), "ConvTranspose2d: ");
+    starts(nn::ConvTranspose2d::new(nn::ConvTranspose2dConfig::new(2, 4, 0), &mut r).err().unwrap(), "ConvTranspose2d: ");
+    starts(nn::Embedding::new(5, 2, Some(5), &mut r).err().unwrap(), "Embedding: ");
+    starts(nn::Embedding::new(5, 2, Some(-6), &mut r).err().unwrap(), "Embedding: ");
+    starts(nn::Hardtanh::new(1.0, -1.0).err().unwrap(), "Hardtanh: ");
+    starts(nn::Upsample::new(InterpolateArgs::default()).err().unwrap(), "Upsample: ");
+    starts(nn::Upsample::new(InterpolateArgs::size((2, 2)).align_corners(true)).err().unwrap(), "Upsample: ");
+    // Inputs that do not fit a layer: errors naming the op.
+    let gn = nn::GroupNorm::new(nn::GroupNormConfig::new(2, 6)).unwrap();
+    starts(gn.forward(&Tensor::zeros(&[2, 4, 3])).err().unwrap(), "group_norm: ");
+    let emb = nn::Embedding::new(5, 2, None, &mut r).unwrap();
+    starts(emb.forward(&Tensor::from_vec(vec![0i64, 5], &[2]).unwrap()).err().unwrap(), "embedding: ");
+    starts(emb.forward(&Tensor::zeros(&[2])).err().unwrap(), "embedding: ");
+}
+
+#[test]
+fn embedding_layer_keeps_the_padding_row_out_of_training() {
+    let emb = nn::Embedding::new(4, 3, Some(1), &mut autograd::rng(3)).unwrap();
+    let idx = Tensor::from_vec(vec![1i64, 2, 1, 3], &[2, 2]).unwrap();
+    let y = emb.forward(&idx).unwrap();
+    assert_eq!(y.shape(), &[2, 2, 3]);
+    y.sum().backward().unwrap();
+    let g = emb.weight.grad().unwrap().to_vec::<f32>();
+    assert_eq!(&g[..3], &[0.0; 3], "row 0 is not used");
+    assert_eq!(&g[3..6], &[0.0; 3], "row 1 is the padding row");
+    assert_eq!(&g[6..], &[1.0; 6]);
+    let frozen = nn::Embedding::from_pretrained(&Tensor::ones(&[3, 2]), true, None).unwrap();
+    assert!(!frozen.weight.requires_grad());
+}
