@@ -157,21 +157,10 @@ pub fn conv_transpose2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, 
     let (h, w) = (input.shape()[2], input.shape()[3]);
     let padded = (g.oh, g.ow) != (h, w);
     let algo = select(Conv2dMap::InputGrad, &g);
-    let out = autograd::dispatch!(OP, input.storage(), |_s: T| {
-        let xp = if padded { no_grad(|| pad_end(&input.detach(), g.oh, g.ow))? } else { input.clone() };
-        let (x, wd) = (xp.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
-        record_algo(Conv2dMap::InputGrad, algo);
-        let mut y = crate::cpu::input_grad(&g, algo, &x, &wd);
-        if let Some(b) = bias {
-            let b = b.contiguous_data::<T>()?;
-            let plane = yshape[2] * yshape[3];
-            for (i, p) in y.chunks_mut(plane).enumerate() {
-                let v = b[i % yshape[1]];
-                p.iter_mut().for_each(|e| *e += v);
-            }
-        }
-        Tensor::from_vec(y, &yshape)?
-    });
+    input.check_float(OP)?;
+    // An empty output reads nothing (the input may be a huge expanded view).
+    let empty = yshape.contains(&0);
+    let out = if empty { Tensor::zeros_dtype(&yshape, input.dtype()) } else { forward(input, weight, bias, &g, algo, yshape, padded)? };
     let conv = args.conv;
     let mut inputs = vec![input, weight];
     inputs.extend(bias);
@@ -194,5 +183,25 @@ pub fn conv_transpose2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, 
             grads.push(if ctx.needs_grad(2) { Some(gy.sum_dims(&[0, 2, 3], false)?) } else { None });
         }
         Ok(grads)
+    }))
+}
+
+/// The forward values: the input-gradient map of the convolution `g` (over the output),
+/// with `x` zero-padded to that convolution's output size when needed, plus the bias.
+fn forward(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, g: &Geom, algo: crate::args::Conv2dAlgo, yshape: [usize; 4], padded: bool) -> Result<Tensor> {
+    Ok(autograd::dispatch!(OP, input.storage(), |_s: T| {
+        let xp = if padded { no_grad(|| pad_end(&input.detach(), g.oh, g.ow))? } else { input.clone() };
+        let (x, wd) = (xp.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
+        record_algo(Conv2dMap::InputGrad, algo);
+        let mut y = crate::cpu::input_grad(g, algo, &x, &wd);
+        if let Some(b) = bias {
+            let b = b.contiguous_data::<T>()?;
+            let plane = yshape[2] * yshape[3];
+            for (i, p) in y.chunks_mut(plane).enumerate() {
+                let v = b[i % yshape[1]];
+                p.iter_mut().for_each(|e| *e += v);
+            }
+        }
+        Tensor::from_vec(y, &yshape)?
     }))
 }
