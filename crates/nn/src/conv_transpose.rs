@@ -74,7 +74,10 @@ impl ConvTranspose2d {
             ));
         }
         if [kh, kw, sh, sw, dh, dw].contains(&0) {
-            return Err(Error::config("ConvTranspose2d", format!("kernel {:?}, stride {:?} and dilation {:?} must be positive", (kh, kw), (sh, sw), (dh, dw))));
+            return Err(Error::config(
+                "ConvTranspose2d",
+                format!("kernel {:?}, stride {:?} and dilation {:?} must be positive", (kh, kw), (sh, sw), (dh, dw)),
+            ));
         }
         if (oph >= sh && oph >= dh) || (opw >= sw && opw >= dw) {
             return Err(Error::config(

@@ -22,7 +22,8 @@ impl Embedding {
     /// the padding row zeros. An error naming `Embedding` for a `padding_idx` outside
     /// `[-num_embeddings, num_embeddings)`.
     pub fn new(num_embeddings: usize, embedding_dim: usize, padding_idx: Option<isize>, rng: &mut Rng) -> Result<Embedding> {
-        let row = ops::embedding::normalize_padding_idx("Embedding", padding_idx, num_embeddings).map_err(|e| Error::config("Embedding", e.to_string()))?;
+        let row = ops::embedding::normalize_padding_idx("Embedding", padding_idx, num_embeddings)
+            .map_err(|e| Error::config("Embedding", e.to_string()))?;
         let shape = [num_embeddings, embedding_dim];
         autograd::shape::checked_numel("Embedding", &shape)?;
         let mut w = Tensor::randn(&shape, rng);

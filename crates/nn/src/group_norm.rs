@@ -83,6 +83,13 @@ impl Module for GroupNorm {
     fn describe(&self) -> String {
         let c = &self.config;
         let py = |b: bool| if b { "True" } else { "False" };
-        format!("GroupNorm({}, {}, eps={}, affine={}, bias={})", c.num_groups, c.num_channels, py_float(c.eps), py(c.affine), py(c.affine && c.bias))
+        format!(
+            "GroupNorm({}, {}, eps={}, affine={}, bias={})",
+            c.num_groups,
+            c.num_channels,
+            py_float(c.eps),
+            py(c.affine),
+            py(c.affine && c.bias)
+        )
     }
 }

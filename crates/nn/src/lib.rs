@@ -47,7 +47,7 @@ pub mod embedding;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod upsample;
-pub use activation::{LeakyReLU, LogSoftmax, Hardtanh, Softmax, Softplus, ELU, GELU, SiLU};
+pub use activation::{Hardtanh, LeakyReLU, LogSoftmax, SiLU, Softmax, Softplus, ELU, GELU};
 pub use conv_transpose::{ConvTranspose2d, ConvTranspose2dConfig};
 pub use dropout::{Dropout, Dropout2d};
 pub use embedding::Embedding;

@@ -201,7 +201,12 @@ mod gradients {
         let mut r = rng(seed);
         let mag = Tensor::uniform_dtype(&[n], 0.2, 2.5, DType::F64, &mut r).to_vec::<f64>();
         let sign = Tensor::uniform_dtype(&[n], -1.0, 1.0, DType::F64, &mut r).to_vec::<f64>();
-        let v: Vec<f64> = mag.iter().zip(&sign).map(|(&m, &s)| if s < 0.0 { -m } else { m }).map(|v| if (v.abs() - 1.0).abs() < 0.05 { v * 1.2 } else { v }).collect();
+        let v: Vec<f64> = mag
+            .iter()
+            .zip(&sign)
+            .map(|(&m, &s)| if s < 0.0 { -m } else { m })
+            .map(|v| if (v.abs() - 1.0).abs() < 0.05 { v * 1.2 } else { v })
+            .collect();
         Tensor::from_vec(v, &[n]).unwrap()
     }
 
@@ -336,8 +341,14 @@ fn layers_have_pytorch_reprs_and_keys() {
     let reprs: [(Box<dyn Module>, &str); 14] = [
         (Box::new(nn::Upsample::by_scale(2.0, 2.0, InterpolateMode::Nearest).unwrap()), "Upsample(scale_factor=2.0, mode='nearest')"),
         (Box::new(nn::Upsample::to_size((3, 4), InterpolateMode::Bilinear).unwrap()), "Upsample(size=(3, 4), mode='bilinear')"),
-        (Box::new(nn::Upsample::nearest2d(InterpolateArgs::scale_factor(2.0, 2.0)).unwrap()), "UpsamplingNearest2d(scale_factor=2.0, mode='nearest')"),
-        (Box::new(nn::Upsample::bilinear2d(InterpolateArgs::scale_factor(2.0, 2.0)).unwrap()), "UpsamplingBilinear2d(scale_factor=2.0, mode='bilinear')"),
+        (
+            Box::new(nn::Upsample::nearest2d(InterpolateArgs::scale_factor(2.0, 2.0)).unwrap()),
+            "UpsamplingNearest2d(scale_factor=2.0, mode='nearest')",
+        ),
+        (
+            Box::new(nn::Upsample::bilinear2d(InterpolateArgs::scale_factor(2.0, 2.0)).unwrap()),
+            "UpsamplingBilinear2d(scale_factor=2.0, mode='bilinear')",
+        ),
         (Box::new(nn::AdaptiveMaxPool2d::new((2, 3))), "AdaptiveMaxPool2d(output_size=(2, 3))"),
         (Box::new(nn::LeakyReLU::default()), "LeakyReLU(negative_slope=0.01)"),
         (Box::new(nn::ELU::default()), "ELU(alpha=1.0)"),
@@ -380,7 +391,10 @@ fn invalid_configurations_are_errors_naming_the_layer() {
     starts(nn::GroupNorm::new(nn::GroupNormConfig::new(4, 6)).err().unwrap(), "GroupNorm: ");
     starts(nn::GroupNorm::new(nn::GroupNormConfig::new(0, 6)).err().unwrap(), "GroupNorm: ");
     starts(nn::ConvTranspose2d::new(nn::ConvTranspose2dConfig::new(3, 4, 3).groups(2), &mut r).err().unwrap(), "ConvTranspose2d: ");
-    starts(nn::ConvTranspose2d::new(nn::ConvTranspose2dConfig::new(2, 4, 3).stride(2).output_padding(2), &mut r).err().unwrap(), "ConvTranspose2d: ");
+    starts(
+        nn::ConvTranspose2d::new(nn::ConvTranspose2dConfig::new(2, 4, 3).stride(2).output_padding(2), &mut r).err().unwrap(),
+        "ConvTranspose2d: ",
+    );
     starts(nn::ConvTranspose2d::new(nn::ConvTranspose2dConfig::new(2, 4, 0), &mut r).err().unwrap(), "ConvTranspose2d: ");
     starts(nn::Embedding::new(5, 2, Some(5), &mut r).err().unwrap(), "Embedding: ");
     starts(nn::Embedding::new(5, 2, Some(-6), &mut r).err().unwrap(), "Embedding: ");

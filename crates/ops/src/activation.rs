@@ -234,7 +234,8 @@ impl Pointwise for Gelu {
                 let x2 = x.mul(x)?;
                 let t = x.add(&x2.mul(x)?.mul_scalar(GELU_KAPPA))?.mul_scalar(SQRT_2_OVER_PI).tanh();
                 let left = t.add_scalar(1.0).mul_scalar(0.5);
-                let slope = t.mul(&t)?.neg().add_scalar(1.0).mul(&x2.mul_scalar(3.0 * GELU_KAPPA).add_scalar(1.0))?.mul_scalar(SQRT_2_OVER_PI);
+                let slope =
+                    t.mul(&t)?.neg().add_scalar(1.0).mul(&x2.mul_scalar(3.0 * GELU_KAPPA).add_scalar(1.0))?.mul_scalar(SQRT_2_OVER_PI);
                 left.add(&x.mul_scalar(0.5).mul(&slope)?)
             }
         }
@@ -310,7 +311,10 @@ impl Pointwise for Softplus {
 /// defaults beta 1, threshold 20). `beta` must be non-zero and finite.
 pub fn softplus(x: &Tensor, beta: f64, threshold: f64) -> Result<Tensor> {
     if beta == 0.0 || !beta.is_finite() || threshold.is_nan() {
-        return Err(Error::invalid("softplus", format!("beta must be finite and non-zero and threshold a number, got beta={beta}, threshold={threshold}")));
+        return Err(Error::invalid(
+            "softplus",
+            format!("beta must be finite and non-zero and threshold a number, got beta={beta}, threshold={threshold}"),
+        ));
     }
     apply(Softplus { beta, threshold }, x)
 }

@@ -98,7 +98,10 @@ fn geometry(x: &[usize], w: &[usize], a: ConvTranspose2dArgs) -> Result<([usize;
         )
     };
     if x.len() != 4 || w.len() != 4 {
-        return Err(Error::invalid(OP, format!("expects a 4-d input [N, C_in, H, W] and a 4-d weight [C_in, C_out/groups, kh, kw] ({})", shapes())));
+        return Err(Error::invalid(
+            OP,
+            format!("expects a 4-d input [N, C_in, H, W] and a 4-d weight [C_in, C_out/groups, kh, kw] ({})", shapes()),
+        ));
     }
     let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw), Pair(oph, opw)) = (c.stride, c.padding, c.dilation, a.output_padding);
     if [sh, sw, dh, dw, c.groups, w[2], w[3]].contains(&0) {
@@ -151,7 +154,10 @@ pub fn conv_transpose2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, 
     }
     if let Some(b) = bias {
         if b.shape() != [yshape[1]] {
-            return Err(Error::invalid(OP, format!("bias must have shape [{}], got {} (weight {})", yshape[1], fmt(b.shape()), fmt(weight.shape()))));
+            return Err(Error::invalid(
+                OP,
+                format!("bias must have shape [{}], got {} (weight {})", yshape[1], fmt(b.shape()), fmt(weight.shape())),
+            ));
         }
     }
     let (h, w) = (input.shape()[2], input.shape()[3]);
@@ -188,7 +194,15 @@ pub fn conv_transpose2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, 
 
 /// The forward values: the input-gradient map of the convolution `g` (over the output),
 /// with `x` zero-padded to that convolution's output size when needed, plus the bias.
-fn forward(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, g: &Geom, algo: crate::args::Conv2dAlgo, yshape: [usize; 4], padded: bool) -> Result<Tensor> {
+fn forward(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    g: &Geom,
+    algo: crate::args::Conv2dAlgo,
+    yshape: [usize; 4],
+    padded: bool,
+) -> Result<Tensor> {
     Ok(autograd::dispatch!(OP, input.storage(), |_s: T| {
         let xp = if padded { no_grad(|| pad_end(&input.detach(), g.oh, g.ow))? } else { input.clone() };
         let (x, wd) = (xp.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);

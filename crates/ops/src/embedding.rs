@@ -25,7 +25,10 @@ pub fn normalize_padding_idx(op: &'static str, padding_idx: Option<isize>, num: 
     let n = num as i128;
     let p = p as i128;
     if !(-n..n).contains(&p) {
-        return Err(Error::invalid(op, format!("padding_idx must be within the number of embeddings {num} (or -{num} from the end), got {p}")));
+        return Err(Error::invalid(
+            op,
+            format!("padding_idx must be within the number of embeddings {num} (or -{num} from the end), got {p}"),
+        ));
     }
     Ok(Some(if p < 0 { (p + n) as usize } else { p as usize }))
 }

@@ -87,8 +87,11 @@ fn scaled_side(input: usize, scale: f64) -> Result<usize> {
     Ok(if v < 1.0 { 0 } else { v as usize })
 }
 
-/// The output size, and the scale factors that map coordinates (`None`: `in / out`).
-fn output_size(x: &[usize], a: &InterpolateArgs) -> Result<((usize, usize), (Option<f64>, Option<f64>))> {
+/// Scale factors per axis that map coordinates (`None`: `in / out`).
+type Scales = (Option<f64>, Option<f64>);
+
+/// The output size, and the scale factors that map coordinates.
+fn output_size(x: &[usize], a: &InterpolateArgs) -> Result<((usize, usize), Scales)> {
     if a.mode == InterpolateMode::Nearest && a.align_corners.is_some() {
         return Err(Error::invalid(OP, "align_corners option can only be set with the interpolating modes (bilinear)"));
     }

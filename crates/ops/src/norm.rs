@@ -17,10 +17,7 @@ use autograd::{record, Error, Result, Tensor};
 fn check_param(op: &'static str, what: &str, p: Option<&Tensor>, x: &Tensor, want: &[usize]) -> Result<()> {
     let Some(p) = p else { return Ok(()) };
     if p.shape() != want {
-        return Err(Error::invalid(
-            op,
-            format!("{what} must have shape {}, got {} (input {})", fmt(want), fmt(p.shape()), fmt(x.shape())),
-        ));
+        return Err(Error::invalid(op, format!("{what} must have shape {}, got {} (input {})", fmt(want), fmt(p.shape()), fmt(x.shape()))));
     }
     if p.dtype() != x.dtype() {
         return Err(Error::DTypeMismatch { op, lhs: x.dtype(), rhs: p.dtype() });
