@@ -3,9 +3,9 @@
 //! the `erf` that exact GELU is made of.
 //!
 //! Each is one pass forward (the loops in `cpu/unary.rs`) and one pass back: the maths of
-//! a function and of its derivative sit side by side in one [`Pointwise`] impl, which the
+//! a function and of its derivative sit side by side in one `Pointwise` impl, which the
 //! forward and the first-order backward both call. Under `create_graph` the rule instead
-//! builds the derivative from recorded ops ([`Pointwise::derivative`]), so every
+//! builds the derivative from recorded ops (`Pointwise::derivative`), so every
 //! activation is differentiable again; the gradchecks compare both paths with finite
 //! differences. NaN in gives NaN out, and the gradient at NaN follows PyTorch's kernels.
 //! The formulas are in docs/gradients.md ("More activations").
