@@ -61,6 +61,10 @@ def main():
             F.conv2d(x, w, b, padding=pad).backward(seed)
             w.grad = b.grad = x.grad = None
         print(f"{name}_fwd_bwd {median_secs(fb) * 1e3:.3f} ms")
+    with torch.no_grad():
+        x, w, b = torch.rand(B, 16, 7, 7) * 2 - 1, torch.rand(16, 8, 4, 4) * 0.4 - 0.2, torch.rand(8) * 0.4 - 0.2
+        ct = lambda: F.conv_transpose2d(x, w, b, stride=2, padding=1)
+        print(f"conv_transpose2d_16to8_s2_fwd {median_secs(ct) * 1e3:.3f} ms")
     for name, c, hw in [("avgpool1", 6, 28), ("avgpool2", 16, 10)]:
         x = torch.rand(B, c, hw, hw, requires_grad=True)
         seed = torch.rand(B, c, hw // 2, hw // 2)

@@ -121,6 +121,18 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
             emit(Measurement { name: format!("{name}_fwd_bwd"), value: secs * 1e3, unit: "ms" });
         }
     }
+    // A transposed convolution that doubles the side (DCGAN's upsampling step): the
+    // convolution's input-gradient map plus the bias.
+    if wanted("conv_transpose2d_16to8_s2_fwd") {
+        let x = Tensor::uniform(&[batch, 16, 7, 7], -1.0, 1.0, &mut r);
+        let w = Tensor::uniform(&[16, 8, 4, 4], -0.2, 0.2, &mut r);
+        let b = Tensor::uniform(&[8], -0.2, 0.2, &mut r);
+        let args = ops::ConvTranspose2dArgs::new().stride(2).padding(1);
+        let secs = median_secs(opts.reps, || {
+            std::hint::black_box(ops::conv_transpose2d(&x, &w, Some(&b), args).expect("valid transposed conv"));
+        });
+        emit(Measurement { name: "conv_transpose2d_16to8_s2_fwd".into(), value: secs * 1e3, unit: "ms" });
+    }
     for (name, c, hw) in [("avgpool1", 6, 28), ("avgpool2", 16, 10)] {
         if !wanted(&format!("{name}_fwd_bwd")) {
             continue;

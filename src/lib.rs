@@ -60,5 +60,9 @@ pub mod prelude {
         KlDivLoss, L1Loss, Linear, MaxPool2d, Module, MseLoss, NllLoss, Optimizer, ReLU, Residual, RmsProp, Sequential, Sgd, Sigmoid,
         SmoothL1Loss, Tanh, Training, Visitor,
     };
+    pub use nn::{
+        AdaptiveMaxPool2d, ConvTranspose2d, Dropout, Dropout2d, Embedding, GroupNorm, Hardtanh, LayerNorm, LeakyReLU, LogSoftmax, SiLU,
+        Softmax, Softplus, Trainer, Upsample, ELU, GELU,
+    };
     pub use ops::{self, cross_entropy, mse, Conv2dArgs, Pool2dArgs, Reduction, TensorOps};
 }

@@ -1090,3 +1090,173 @@ proptest! {
         });
     }
 }
+
+// ----- issue 26: the new layers' ops ----------------------------------------------------
+
+/// Output side of a transposed convolution, `None` when not positive.
+fn transposed_out(input: usize, k: usize, s: usize, p: usize, d: usize, op: usize) -> Option<usize> {
+    let v = (input as i128 - 1) * s as i128 - 2 * p as i128 + d as i128 * (k as i128 - 1) + op as i128 + 1;
+    (v >= 1).then_some(v as usize)
+}
+
+proptest! {
+    #![proptest_config(autograd::testing::config_from_env(256))]
+
+    /// The activations take any float tensor; only their own parameters can be invalid.
+    #[test]
+    fn issue26_activations(x in spec(4), beta in prop_oneof![4 => 0.5f64..2.0, 1 => Just(0.0)], bounds in (-2.0f64..2.0, -2.0f64..2.0)) {
+        let input = x.build();
+        let same = Expect::Shape(x.shape.clone());
+        let leaves = [&input.leaf];
+        let t = &input.t;
+        check_grad(&["leaky_relu"], &x, &same, &leaves, || ops::leaky_relu(t, 0.1));
+        check_grad(&["elu"], &x, &same, &leaves, || ops::elu(t, 1.0));
+        check_grad(&["gelu"], &x, &same, &leaves, || ops::gelu(t, ops::GeluApproximate::None));
+        check_grad(&["gelu"], &x, &same, &leaves, || ops::gelu(t, ops::GeluApproximate::Tanh));
+        check_grad(&["erf"], &x, &same, &leaves, || ops::erf(t));
+        check_grad(&["silu"], &x, &same, &leaves, || ops::silu(t));
+        let sp = if beta == 0.0 { Expect::Fail } else { same.clone() };
+        check_grad(&["softplus"], &(&x, beta), &sp, &leaves, || ops::softplus(t, beta, 20.0));
+        let ht = if bounds.0 > bounds.1 { Expect::Fail } else { same.clone() };
+        check_grad(&["hardtanh"], &(&x, bounds), &ht, &leaves, || ops::hardtanh(t, bounds.0, bounds.1));
+    }
+
+    /// Any rank, probabilities in and out of [0, 1]; dropout2d takes ranks 3 and 4.
+    #[test]
+    fn issue26_dropout(x in spec(5), p in prop_oneof![4 => 0.0f64..=1.0, 1 => Just(1.0), 1 => Just(0.0), 1 => -0.5f64..0.0, 1 => 1.01f64..2.0], training in any::<bool>()) {
+        let input = x.build();
+        let ok = (0.0..=1.0).contains(&p);
+        let args = (&x, p, training);
+        let same = if ok { Expect::Shape(x.shape.clone()) } else { Expect::Fail };
+        check_grad(&["dropout"], &args, &same, &[&input.leaf], || ops::dropout(&input.t, p, training));
+        let r = x.shape.len();
+        let d2 = if ok && (r == 3 || r == 4) { Expect::Shape(x.shape.clone()) } else { Expect::Fail };
+        check_grad(&["dropout2d"], &args, &d2, &[&input.leaf], || ops::dropout2d(&input.t, p, training));
+    }
+
+    /// Normalised shapes that are a suffix of the input's or not; parameters of the right
+    /// shape or not; group counts that divide the channels or not.
+    #[test]
+    fn issue26_layer_and_group_norm(x in spec(4), k in 0..4usize, wrong in prop::collection::vec(0..4usize, 0..=3), which in 0..4u8, groups in 0..5usize, affine in 0..3u8) {
+        let r = x.shape.len();
+        let normalized: Vec<usize> = if which == 0 { wrong } else { x.shape[r - k.min(r)..].to_vec() };
+        let dtype = if x.f64 { DType::F64 } else { DType::F32 };
+        let input = x.build();
+        let suffix = !normalized.is_empty() && normalized.len() <= r && x.shape[r - normalized.len()..] == normalized[..];
+        let (w, good) = match affine {
+            0 => (None, true),
+            1 => (Some(Tensor::ones_dtype(&normalized, dtype).requires_grad_()), true),
+            _ => (Some(Tensor::ones_dtype(&[normalized.iter().product::<usize>() + 1], dtype)), false),
+        };
+        let expect = if suffix && good { Expect::Shape(x.shape.clone()) } else { Expect::Fail };
+        let args = (&x, &normalized, affine);
+        check_grad(&["layer_norm"], &args, &expect, &[&input.leaf], || ops::layer_norm(&input.t, &normalized, w.as_ref(), None, 1e-5));
+        let c = x.shape.get(1).copied().unwrap_or(0);
+        let wc = match affine {
+            0 => None,
+            1 => Some(Tensor::ones_dtype(&[c], dtype).requires_grad_()),
+            _ => Some(Tensor::ones_dtype(&[c + 1], dtype)),
+        };
+        let ok = r >= 2 && groups > 0 && c % groups == 0 && affine != 2;
+        let expect = if ok { Expect::Shape(x.shape.clone()) } else { Expect::Fail };
+        check_grad(&["group_norm"], &(&x, groups, affine), &expect, &[&input.leaf], || ops::group_norm(&input.t, groups, wc.as_ref(), wc.as_ref(), 1e-5));
+    }
+
+    #[test]
+    fn issue26_conv_transpose2d(
+        nchw in (0..3usize, 0..5usize, 0..5usize, 0..5usize),
+        cout_g in 0..3usize,
+        kernel in (pos(3), pos(3)),
+        stride in (pos(3), pos(3)),
+        padding in (0..3usize, 0..3usize),
+        output_padding in (0..3usize, 0..3usize),
+        dilation in (pos(3), pos(3)),
+        groups in prop_oneof![1 => Just(0usize), 4 => Just(1usize), 3 => 2..=3usize],
+        weight_c in prop_oneof![5 => Just(None), 1 => (0..5usize).prop_map(Some)],
+        bias in 0..3u8,
+        rank in 0..8u8,
+        f in prop::bool::weighted(0.3),
+        grads in (any::<bool>(), any::<bool>()),
+    ) {
+        let (n, c, h, w) = nchw;
+        let mut xs = vec![n, c, h, w];
+        let ws = vec![weight_c.unwrap_or(c), cout_g, kernel.0, kernel.1];
+        if rank == 0 {
+            xs.remove(0);
+        }
+        let cout = cout_g * groups;
+        let bs: Option<Vec<usize>> = match bias { 0 => None, 1 => Some(vec![cout]), _ => Some(vec![cout + 1]) };
+        let args = ops::ConvTranspose2dArgs::new().stride(stride).padding(padding).output_padding(output_padding).dilation(dilation).groups(groups);
+        let sx = Spec::new(xs.clone(), f, grads.0, 0);
+        let sw = Spec::new(ws.clone(), f, grads.1, 0);
+        let (x, wt) = (sx.build(), sw.build());
+        let b = bs.as_ref().map(|s| Tensor::ones_dtype(s, sx.dtype()));
+        let (Pair(sh, sww), Pair(dh, dw), Pair(oph, opw)) = (args.conv.stride, args.conv.dilation, args.output_padding);
+        let valid = xs.len() == 4
+            && ![sh, sww, dh, dw, kernel.0, kernel.1].contains(&0)
+            && groups > 0
+            && ws[0] == c
+            && c % groups == 0
+            && (oph < sh || oph < dh)
+            && (opw < sww || opw < dw)
+            && h > 0
+            && w > 0
+            && bias != 2;
+        let expect = match (valid, transposed_out(h, kernel.0, sh, padding.0, dh, oph), transposed_out(w, kernel.1, sww, padding.1, dw, opw)) {
+            (true, Some(oh), Some(ow)) => Expect::Shape(vec![n, cout, oh, ow]),
+            _ => Expect::Fail,
+        };
+        let desc = (&sx, &sw, &bs, args);
+        check_grad(&["conv_transpose2d"], &desc, &expect, &[&x.leaf, &wt.leaf], || ops::conv_transpose2d(&x.t, &wt.t, b.as_ref(), args));
+    }
+
+    /// Weights of rank 1 to 3, indices in range or not, i64 or float, padding rows in
+    /// range or not.
+    #[test]
+    fn issue26_embedding(weight in (1..3usize).prop_flat_map(|r| prop::collection::vec(0..4usize, r)).prop_flat_map(spec_of), raw in prop::collection::vec(-1i64..6, 0..6), pad in prop_oneof![2 => Just(None), 1 => (-6isize..6).prop_map(Some)], float_idx in prop::bool::weighted(0.1)) {
+        let s = &weight.shape;
+        let num = s[0];
+        let idx = if float_idx { Tensor::zeros(&[raw.len()]) } else { Tensor::from_vec(raw.clone(), &[raw.len()]).unwrap() };
+        let pad_ok = pad.is_none_or(|p| (-(num as isize)..num as isize).contains(&p));
+        let valid = s.len() == 2 && !float_idx && pad_ok && raw.iter().all(|&i| (0..num as i64).contains(&i));
+        let expect = if valid { Expect::Shape(vec![raw.len(), s[1]]) } else { Expect::Fail };
+        let w = weight.build();
+        let opts = ops::EmbeddingOptions { padding_idx: pad, scale_grad_by_freq: pad.is_some() };
+        check_grad(&["embedding"], &(&weight, &raw, pad), &expect, &[&w.leaf], || ops::embedding(&w.t, &idx, opts));
+    }
+
+    #[test]
+    fn issue26_adaptive_max_pool2d(x in spec(5), out in (0..4usize, 0..4usize)) {
+        let r = x.shape.len();
+        let valid = (3..=4).contains(&r) && out.0 > 0 && out.1 > 0 && x.shape[r - 2] > 0 && x.shape[r - 1] > 0;
+        let expect = if valid { Expect::Shape([&x.shape[..r - 2], &[out.0, out.1]].concat()) } else { Expect::Fail };
+        let input = x.build();
+        check_grad(&["adaptive_max_pool2d"], &(&x, out), &expect, &[&input.leaf], || ops::adaptive_max_pool2d(&input.t, out));
+    }
+
+    #[test]
+    fn issue26_interpolate(
+        x in spec(5),
+        size in prop_oneof![2 => Just(None), 3 => (0..6usize, 0..6usize).prop_map(Some)],
+        scale in prop_oneof![2 => Just(None), 3 => (prop_oneof![4 => 0.3f64..3.0, 1 => Just(0.0), 1 => Just(-1.0), 1 => Just(f64::NAN)], 0.3f64..3.0).prop_map(Some)],
+        bilinear in any::<bool>(),
+        align in prop_oneof![Just(None), Just(Some(true)), Just(Some(false))],
+        recompute in prop_oneof![Just(None), Just(Some(true))],
+    ) {
+        let mode = if bilinear { ops::InterpolateMode::Bilinear } else { ops::InterpolateMode::Nearest };
+        let a = ops::InterpolateArgs { size: size.map(Pair::from), scale_factor: scale, mode, align_corners: align, recompute_scale_factor: recompute };
+        let s = &x.shape;
+        let out = match (size, scale) {
+            (Some(sz), None) if recompute != Some(true) => Some(sz),
+            (None, Some((sh, sw))) if s.len() == 4 && sh > 0.0 && sw > 0.0 => Some(((s[2] as f64 * sh) as usize, (s[3] as f64 * sw) as usize)),
+            _ => None,
+        };
+        let valid = s.len() == 4 && !s.contains(&0) && !(mode == ops::InterpolateMode::Nearest && align.is_some());
+        let expect = match out {
+            Some((oh, ow)) if valid && oh > 0 && ow > 0 => Expect::Shape(vec![s[0], s[1], oh, ow]),
+            _ => Expect::Fail,
+        };
+        let input = x.build();
+        check_grad(&["interpolate"], &(&x, a), &expect, &[&input.leaf], || ops::interpolate(&input.t, a));
+    }
+}

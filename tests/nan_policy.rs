@@ -697,3 +697,55 @@ fn the_divergence_guard_keeps_only_finite_checkpoints_and_names_only_written_fil
         assert!(msg.ends_with(&format!("after epoch 1, is {}", steep.display())), "{msg}");
     }
 }
+
+/// Issue 26: the new activations give NaN exactly where the input is NaN (and the same
+/// bits elsewhere); the normalisations make a NaN's row (group) NaN and leave the others;
+/// nearest upsampling copies a NaN to exactly the cells that read it; adaptive max pooling
+/// makes the bins holding a NaN NaN.
+#[test]
+fn issue26_layers_keep_nan() {
+    type Op = (&'static str, fn(&Tensor) -> Tensor);
+    let ops_list: Vec<Op> = vec![
+        ("leaky_relu", |x| ops::leaky_relu(x, 0.01).unwrap()),
+        ("elu", |x| ops::elu(x, 1.0).unwrap()),
+        ("gelu", |x| ops::gelu(x, ops::GeluApproximate::None).unwrap()),
+        ("gelu tanh", |x| ops::gelu(x, ops::GeluApproximate::Tanh).unwrap()),
+        ("erf", |x| ops::erf(x).unwrap()),
+        ("silu", |x| ops::silu(x).unwrap()),
+        ("softplus", |x| ops::softplus(x, 1.0, 20.0).unwrap()),
+        ("hardtanh", |x| ops::hardtanh(x, -1.0, 1.0).unwrap()),
+        ("dropout eval", |x| ops::dropout(x, 0.5, false).unwrap()),
+    ];
+    for dt in DTYPES {
+        for n in LENS {
+            let clean_x = tensor(base(n), &[n], dt);
+            for (name, op) in &ops_list {
+                let clean = op(&clean_x).to_vec::<f64>();
+                for p in positions(n) {
+                    let got = op(&tensor(with_nan(base(n), &[p]), &[n], dt)).to_vec::<f64>();
+                    assert_nan_exactly_at(&format!("{name} {dt} n={n} NaN at {p}"), &got, &clean, &mask(n, &[p]));
+                }
+            }
+        }
+        // Rows of 7 values: a NaN poisons its own row only.
+        let (rows, d) = (4, 7);
+        let clean_x = tensor(base(rows * d), &[rows, d], dt);
+        let at = 2 * d + 3;
+        let x = tensor(with_nan(base(rows * d), &[at]), &[rows, d], dt);
+        let row_mask: Vec<bool> = (0..rows * d).map(|i| i / d == 2).collect();
+        let ln = |x: &Tensor| ops::layer_norm(x, &[d], None, None, 1e-5).unwrap().to_vec::<f64>();
+        assert_nan_exactly_at(&format!("layer_norm {dt}"), &ln(&x), &ln(&clean_x), &row_mask);
+        let gn = |x: &Tensor| ops::group_norm(&x.reshape_to(&[1, rows, d]).unwrap(), rows, None, None, 1e-5).unwrap().to_vec::<f64>();
+        assert_nan_exactly_at(&format!("group_norm {dt}"), &gn(&x), &gn(&clean_x), &row_mask);
+        // Nearest 2x upsampling of a 4x7 plane: the NaN's 2x2 block.
+        let up = |x: &Tensor| {
+            let a = ops::InterpolateArgs::scale_factor(2.0, 2.0);
+            ops::interpolate(&x.reshape_to(&[1, 1, rows, d]).unwrap(), a).unwrap().to_vec::<f64>()
+        };
+        let up_mask: Vec<bool> = (0..4 * rows * d).map(|i| (i / (2 * d)) / 2 == 2 && (i % (2 * d)) / 2 == 3).collect();
+        assert_nan_exactly_at(&format!("interpolate {dt}"), &up(&x), &up(&clean_x), &up_mask);
+        // Adaptive max pooling to 2x2 (bins of 2 rows, 4 columns: [0, 4) and [3, 7)).
+        let pool = |x: &Tensor| ops::adaptive_max_pool2d(&x.reshape_to(&[1, rows, d]).unwrap(), (2, 2)).unwrap().to_vec::<f64>();
+        assert_nan_exactly_at(&format!("adaptive_max_pool2d {dt}"), &pool(&x), &pool(&clean_x), &[false, false, true, true]);
+    }
+}

@@ -349,3 +349,64 @@ fn the_reported_cases_are_errors() {
     let s = huge.to_string();
     assert!(s.contains("...") && s.len() < 1000, "{s}");
 }
+
+// ----- issue 26: transposed convolution and interpolation -------------------------------
+
+proptest! {
+    #![proptest_config(autograd::testing::config_from_env(512))]
+
+    /// `(h - 1) s - 2 p + d (k - 1) + output_padding + 1` per side, in exact arithmetic.
+    #[test]
+    fn conv_transpose2d_sizes(
+        (n, c, h, w) in (0..3usize, 0..3usize, size(), size()),
+        (cout, kh, kw) in (0..3usize, param(), param()),
+        (s, p, d) in (param(), size(), param()),
+        op in prop_oneof![3 => Just(0usize), 1 => 1..3usize, 1 => size()],
+    ) {
+        let a = ops::ConvTranspose2dArgs::new().stride(s).padding(p).dilation(d).output_padding(op);
+        let args = ((n, c, h, w), (cout, kh, kw), a);
+        let (Some(x), Some(wt)) = (ones_view(&[n, c, h, w]), ones_view(&[c, cout, kh, kw])) else { return Ok(()) };
+        let valid = s > 0 && d > 0 && kh > 0 && kw > 0 && (op < s || op < d) && h > 0 && w > 0;
+        let side = |i: usize, k: usize| -> Option<i128> {
+            let v = (i as i128 - 1) * s as i128 - 2 * p as i128 + d as i128 * (k as i128 - 1) + op as i128 + 1;
+            (v >= 1).then_some(v)
+        };
+        let all_small = [h, w, kh, kw, s, p, d, op].iter().all(|&v| small(v));
+        let out = match (valid, side(h, kh), side(w, kw)) {
+            (true, Some(oh), Some(ow)) => classify(&[n as u128, cout as u128, oh as u128, ow as u128], numel128(&[n, c, h, w]) <= SMALL, all_small),
+            _ => Some(Expect::Fail),
+        };
+        let Some(expect) = out else { return Ok(()) };
+        let got = attempt("conv_transpose2d", &args, || ops::conv_transpose2d(&x, &wt, None, a));
+        verify("conv_transpose2d", &args, &expect, got, |_| {});
+    }
+
+    /// Output sizes given or from scale factors up to 1e300 and infinity.
+    #[test]
+    fn interpolate_sizes(
+        (n, c, h, w) in (0..3usize, 1..3usize, size(), size()),
+        out in (size(), size()),
+        scale in prop_oneof![2 => Just(None), 1 => prop::sample::select(vec![0.5, 2.0, 3.7, 1e10, 1e300, f64::INFINITY]).prop_map(Some)],
+        bilinear in any::<bool>(),
+    ) {
+        let mode = if bilinear { ops::InterpolateMode::Bilinear } else { ops::InterpolateMode::Nearest };
+        let a = match scale {
+            Some(f) => ops::InterpolateArgs::scale_factor(f, f).mode(mode),
+            None => ops::InterpolateArgs::size(out).mode(mode),
+        };
+        let args = ((n, c, h, w), a);
+        let Some(x) = ones_view(&[n, c, h, w]) else { return Ok(()) };
+        let sized = |i: usize, f: f64| -> u128 {
+            let v = i as f64 * f;
+            if v >= u128::MAX as f64 { u128::MAX } else { v as u128 }
+        };
+        let (oh, ow) = match scale { Some(f) => (sized(h, f), sized(w, f)), None => (out.0 as u128, out.1 as u128) };
+        let all_small = [h, w].iter().all(|&v| small(v)) && oh <= 64 && ow <= 64;
+        let valid = n > 0 && h > 0 && w > 0 && oh > 0 && ow > 0;
+        let expect = if valid { classify(&[n as u128, c as u128, oh, ow], numel128(&[n, c, h, w]) <= SMALL, all_small) } else { Some(Expect::Fail) };
+        let Some(expect) = expect else { return Ok(()) };
+        let got = attempt("interpolate", &args, || ops::interpolate(&x, a));
+        let nearest = !bilinear;
+        verify("interpolate", &args, &expect, got, |t| assert!(!nearest || t.to_vec::<f64>().iter().all(|&v| v == 1.0), "nearest of ones"));
+    }
+}

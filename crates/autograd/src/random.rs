@@ -216,7 +216,7 @@ impl Draws {
     }
 
     /// Fills `out[j]` with `f(uniform draw first + j)`, drawing one ChaCha8 block per
-    /// [`DRAW_CHUNK`] values, in parallel for large `out`: the same result at any number of
+    /// `DRAW_CHUNK` values, in parallel for large `out`: the same result at any number of
     /// threads.
     pub fn fill_uniform<T: Send>(&self, first: u64, out: &mut [T], f: impl Fn(f64) -> T + Send + Sync) {
         let fill = |i: usize, chunk: &mut [T]| {

@@ -161,7 +161,7 @@ impl Module for BatchNorm {
 }
 
 /// A float as Python's repr writes it (`1e-05`, `0.001`).
-fn python_float(v: f64) -> String {
+pub(crate) fn python_float(v: f64) -> String {
     if v != 0.0 && v.abs() < 1e-4 {
         let s = format!("{v:e}");
         match s.split_once('e') {

@@ -66,3 +66,23 @@ impl Module for AdaptiveAvgPool2d {
         format!("AdaptiveAvgPool2d(output_size={:?})", self.0)
     }
 }
+
+/// Max pooling to a fixed output size (PyTorch's `nn.AdaptiveMaxPool2d`), the bins of
+/// [`AdaptiveAvgPool2d`]; `ops::adaptive_max_pool2d_with_indices` gives the winners too.
+#[derive(Clone, Copy, Debug)]
+pub struct AdaptiveMaxPool2d(pub (usize, usize));
+
+impl AdaptiveMaxPool2d {
+    pub fn new(output_size: (usize, usize)) -> Self {
+        AdaptiveMaxPool2d(output_size)
+    }
+}
+
+impl Module for AdaptiveMaxPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::adaptive_max_pool2d(x, self.0)?)
+    }
+    fn describe(&self) -> String {
+        format!("AdaptiveMaxPool2d(output_size={:?})", self.0)
+    }
+}

@@ -1,4 +1,5 @@
-//! Adaptive average pooling (`torch.nn.functional.adaptive_avg_pool2d`): any output size,
+//! Adaptive average and max pooling (`torch.nn.functional.adaptive_avg_pool2d`,
+//! `adaptive_max_pool2d`). Average pooling: any output size,
 //! each output cell the mean of the input cells of its bin, bin `i` of `n` over a side of
 //! `h` spanning `floor(i h / n) .. ceil((i + 1) h / n)` as in PyTorch. `(1, 1)` is global
 //! average pooling. The pooling and its backward are linear and each other's adjoint, so
@@ -65,4 +66,28 @@ pub fn adaptive_avg_pool2d_backward(dy: &Tensor, input_shape: &[usize]) -> Resul
         let g = adaptive_avg_pool2d(ctx.grad_output(), (shape[r - 2], shape[r - 1]))?;
         Ok(vec![Some(g)])
     }))
+}
+
+/// Maximum over each bin of an `output_size` grid (`F.adaptive_max_pool2d`), with the
+/// same bins as [`adaptive_avg_pool2d`]. NaN wins a bin, and on ties the first maximum in
+/// row-major order does.
+pub fn adaptive_max_pool2d(input: &Tensor, output_size: (usize, usize)) -> Result<Tensor> {
+    Ok(adaptive_max_pool2d_with_indices(input, output_size)?.0)
+}
+
+/// [`adaptive_max_pool2d`] and each output's winner as an i64 position in its input plane
+/// (`return_indices=True`). The values are the input read at the winners (`gather`), so
+/// the gradient goes to the winners (`scatter_add`) and the pair is differentiable to any
+/// order, as max pooling's.
+pub fn adaptive_max_pool2d_with_indices(input: &Tensor, output_size: (usize, usize)) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "adaptive_max_pool2d";
+    input.check_float(OP)?;
+    let (planes, h, w, yshape) = geometry(OP, input.shape(), output_size)?;
+    let (oh, ow) = output_size;
+    let idx = autograd::dispatch!(OP, input.storage(), |_s: T| {
+        let x = input.contiguous_data::<T>()?;
+        Tensor::from_vec(kernels::argmax(&x, planes, (h, w), (oh, ow)), &[planes, oh * ow])?
+    });
+    let values = input.reshape_to(&[planes, h * w])?.gather(1, &idx)?.reshape_to(&yshape)?;
+    Ok((values, idx.reshape_to(&yshape)?))
 }

@@ -36,6 +36,22 @@ pub use loss::{
 pub use matmul::matmul;
 pub use pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, Pool2dArgs};
 
+// Issue 26: more layers' ops (activations, normalisation, transposed convolution,
+// embeddings, resampling, dropout).
+pub mod activation;
+pub mod conv_transpose;
+pub mod dropout;
+pub mod embedding;
+pub mod interpolate;
+pub mod norm;
+pub use activation::{elu, erf, gelu, hardtanh, leaky_relu, silu, softplus, GeluApproximate};
+pub use adaptive_pool::{adaptive_max_pool2d, adaptive_max_pool2d_with_indices};
+pub use conv_transpose::{conv_transpose2d, ConvTranspose2dArgs};
+pub use dropout::{dropout, dropout2d};
+pub use embedding::{embedding, EmbeddingOptions};
+pub use interpolate::{interpolate, InterpolateArgs, InterpolateMode};
+pub use norm::{group_norm, layer_norm};
+
 use autograd::{Result, Tensor};
 
 /// Method syntax for the ops of this crate on [`Tensor`].

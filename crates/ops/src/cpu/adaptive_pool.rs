@@ -50,3 +50,32 @@ pub(crate) fn backward<T: Element>(dy: &[T], planes: usize, (h, w): (usize, usiz
     install(|| dx.par_chunks_mut(h * w).zip(dy.par_chunks(oh * ow)).for_each(plane));
     dx
 }
+
+/// Each bin's winner as a position in its `(h, w)` plane (PyTorch's `return_indices`):
+/// the first largest value in row-major order, or the first NaN (NaN wins, as in max
+/// pooling).
+pub(crate) fn argmax<T: Element>(x: &[T], planes: usize, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Vec<i64> {
+    let mut idx = vec![0i64; planes * oh * ow];
+    let plane = |(ip, xp): (&mut [i64], &[T])| {
+        for i in 0..oh {
+            let (y0, y1) = bin(i, oh, h);
+            for j in 0..ow {
+                let (x0, x1) = bin(j, ow, w);
+                let (mut best, mut at) = (T::neg_infinity(), y0 * w + x0);
+                for r in y0..y1 {
+                    for c in x0..x1 {
+                        if crate::cpu::pool_rows::wins(xp[r * w + c], best) {
+                            best = xp[r * w + c];
+                            at = r * w + c;
+                        }
+                    }
+                }
+                ip[i * ow + j] = at as i64;
+            }
+        }
+    };
+    if planes > 0 && oh * ow > 0 {
+        install(|| idx.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(plane));
+    }
+    idx
+}

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 /// `(sum f(x), sum g(x))` over a plane in eight f64 lanes (so the loop vectorises),
 /// combined in a fixed order: the same bits on every call.
 #[inline(always)]
-fn sums8<T: Element>(x: &[T], y: &[T], f: impl Fn(f64, f64) -> (f64, f64)) -> (f64, f64) {
+pub(crate) fn sums8<T: Element>(x: &[T], y: &[T], f: impl Fn(f64, f64) -> (f64, f64)) -> (f64, f64) {
     let (mut a, mut b) = ([0.0f64; 8], [0.0f64; 8]);
     let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
     let (xr, yr) = (xc.remainder(), yc.remainder());

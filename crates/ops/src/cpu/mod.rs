@@ -17,11 +17,14 @@ mod direct;
 pub(crate) mod epilogue;
 pub(crate) mod gemm;
 pub(crate) mod geom;
+pub(crate) mod interpolate;
+pub(crate) mod norm;
 mod pointwise;
 pub(crate) mod pool_rows;
 mod scratch;
 pub(crate) mod select;
 mod tiles;
+pub(crate) mod unary;
 mod unfold;
 
 use crate::args::{Conv2dAlgo, Epilogue};
