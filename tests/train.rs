@@ -28,7 +28,7 @@ fn checkpoint(path: &Path) -> Vec<(String, Vec<u64>)> {
 #[test]
 fn a_split_run_resumed_equals_the_straight_run_for_every_optimiser_and_scheduler() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [&[&str]; 7] = [
+    let cases: [&[&str]; 8] = [
         &["--optimizer", "sgd", "--momentum", "0.9", "--weight-decay", "1e-4", "--lr", "0.3"],
         &["--optimizer", "adam", "--scheduler", "step", "--step-size", "1", "--gamma", "0.5"],
         &["--optimizer", "adamw", "--scheduler", "multistep", "--milestones", "1,2"],
@@ -36,6 +36,8 @@ fn a_split_run_resumed_equals_the_straight_run_for_every_optimiser_and_scheduler
         &["--optimizer", "sgd", "--scheduler", "onecycle", "--lr", "0.5", "--momentum", "0.9"],
         &["--optimizer", "adam", "--scheduler", "cosine", "--warmup-epochs", "1"],
         &["--optimizer", "sgd", "--clip-grad-norm", "0.5", "--scheduler", "step", "--step-size", "2"],
+        // Random crops and flips: the generator's state is in the checkpoint.
+        &["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.1", "--augment"],
     ];
     let base = ["--train-limit", "768", "--test-limit", "50", "--batch-size", "128", "--act", "relu", "--pool", "max"];
     for (i, case) in cases.iter().enumerate() {
