@@ -133,3 +133,20 @@ fn a_resumed_run_refuses_another_schedule_length() {
     r.resume = Some(path);
     assert_eq!(run(&r, &mut Vec::new()).unwrap().epochs.len(), 3);
 }
+
+#[test]
+fn a_bn_lenet_trained_in_pytorch_evaluates_as_there() {
+    // tests/fixtures/train/make_fixture.py: SPEC's keys, int64 num_batches_tracked.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train");
+    let expected = std::fs::read_to_string(dir.join("bn_lenet_torch.expected")).unwrap();
+    let v: Vec<f64> = expected.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let weights = dir.join("bn_lenet_torch.npz");
+    let a = parsed(&["--model", "bn-lenet", "--eval-only", "--test-limit", "1000", "--load", weights.to_str().unwrap()]);
+    let mut out = Vec::new();
+    let (loss, acc) = run(&a, &mut out).unwrap().eval.unwrap();
+    // Both in f32, summed in other orders: the loss to rounding, the accuracy exactly.
+    assert!((loss - v[0]).abs() < 1e-5, "loss {loss} vs PyTorch's {}", v[0]);
+    assert_eq!((acc * 1000.0).round(), (v[1] * 1000.0).round());
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains(&format!("test loss {:.4}, test acc {:.4}", v[0], v[1])), "{text}");
+}
