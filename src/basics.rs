@@ -78,7 +78,9 @@ pub fn run() -> Result<Basics> {
     let w = Tensor::from_vec(vec![0.1f64, -0.2], &[2])?.requires_grad_();
     let v = Tensor::from_vec(vec![1.0f64, 0.0], &[2])?;
     let f = a.matmul(&w)?.sigmoid().pow(2.0).sum();
-    let gw = grad(&f, &[&w], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() })?[0].clone().expect("w requires grad");
+    let gw = grad(&f, &[&w], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() })?[0]
+        .clone()
+        .expect("w requires grad");
     let hv = grad(&gw.mul(&v)?.sum(), &[&w], None, BackwardOptions::default())?[0].clone().expect("w requires grad");
     writeln!(s, "f(w) = {f}\ngrad f = {gw}\nH v for v = [1, 0]: {hv}").unwrap();
     Ok(Basics { text: s, grad_x, accumulated, cube_grad: cg.to_vec(), hvp: hv.to_vec() })

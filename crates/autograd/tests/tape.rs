@@ -112,7 +112,9 @@ fn second_derivative_of_a_scalar_function() {
     // f = x^3: f' = 3x^2, f'' = 6x.
     let x = t(&[2.0], &[]).requires_grad_();
     let y = x.pow(3.0);
-    let g = grad(&y, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() }).unwrap()[0].clone().unwrap();
+    let g = grad(&y, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() }).unwrap()[0]
+        .clone()
+        .unwrap();
     assert_eq!(g.item().unwrap(), 12.0);
     let gg = grad(&g, &[&x], None, BackwardOptions::default()).unwrap()[0].clone().unwrap();
     assert_eq!(gg.item().unwrap(), 12.0);
@@ -126,7 +128,9 @@ fn first_order_only_ops_refuse_double_backward_by_name() {
         Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).mul_scalar(2.0))?)])
     })
     .sum();
-    let g = grad(&y, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() }).unwrap()[0].clone().unwrap();
+    let g = grad(&y, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() }).unwrap()[0]
+        .clone()
+        .unwrap();
     assert_eq!(g.to_vec::<f64>(), vec![2.0, 4.0]);
     let err = g.sum().backward().unwrap_err();
     assert_eq!(err, Error::NoSecondOrder { op: "square_kernel" });

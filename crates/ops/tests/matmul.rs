@@ -84,7 +84,9 @@ fn hessian_vector_product_matches_the_analytic_hessian() {
     let x = Tensor::uniform_dtype(&[n], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
     let v = Tensor::uniform_dtype(&[n], -1.0, 1.0, DType::F64, &mut r);
     let f = a.matmul(&x).unwrap().sigmoid().pow(2.0).sum();
-    let g = grad(&f, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() }).unwrap()[0].clone().unwrap();
+    let g = grad(&f, &[&x], None, BackwardOptions { retain_graph: true, create_graph: true, ..Default::default() }).unwrap()[0]
+        .clone()
+        .unwrap();
     let gv = g.mul(&v).unwrap().sum();
     let hv = grad(&gv, &[&x], None, BackwardOptions::default()).unwrap()[0].clone().unwrap().to_vec::<f64>();
 
