@@ -306,6 +306,26 @@ pub fn resnet18_step_peak_bytes(batch: usize, widths: [usize; 4]) -> nn::Result<
     Ok(held + peak_bytes().saturating_sub(base))
 }
 
+/// Bytes the recycled-buffer cache holds after two ordinary training steps (recycling on)
+/// of the network [`resnet18_step_peak_bytes`] measures: what a normal run holds on top of
+/// the live bytes (at most 128 MiB per element type).
+pub fn resnet18_cached_bytes(batch: usize, widths: [usize; 4]) -> nn::Result<usize> {
+    autograd::buffers::clear();
+    let mut r = rng(18);
+    let net = nn::resnet18_with_widths(widths, &mut r)?;
+    let mut opt = Sgd::new(net.named_parameters(), 0.1)?;
+    let x = Tensor::rand(&[batch, 1, 28, 28], &mut r);
+    let y: Vec<usize> = (0..batch).map(|i| (i * 7 + 3) % 10).collect();
+    for _ in 0..2 {
+        let loss = ops::cross_entropy(&net.forward(&x)?, &y)?;
+        opt.zero_grad();
+        loss.backward()?;
+        drop(loss);
+        opt.step()?;
+    }
+    Ok(autograd::buffers::cached_bytes())
+}
+
 /// The memory lines: `chain50_fwd_live_acts`, `chain50_bwd_peak_acts` (issue 25's
 /// bounds: at most 52 and 56) and `resnet18_train_peak_mb` (MiB). Skipped, with a note
 /// on stderr, when the counting allocator is not installed.
@@ -332,6 +352,8 @@ fn memory_lines(opts: &BenchOptions, wanted: &dyn Fn(&str) -> bool, emit: &mut d
     if wanted(resnet) {
         let (batch, widths) = if opts.quick { (4, [8, 16, 32, 64]) } else { (256, [64, 128, 256, 512]) };
         let bytes = resnet18_step_peak_bytes(batch, widths).expect("the ResNet-18 step runs");
+        let cached = resnet18_cached_bytes(batch, widths).expect("the ResNet-18 step runs");
+        eprintln!("resnet18: the buffer cache holds {:.1} MiB after two ordinary steps", cached as f64 / (1 << 20) as f64);
         emit(Measurement { name: resnet.into(), value: bytes as f64 / (1 << 20) as f64, unit: "MiB" });
     }
 }
