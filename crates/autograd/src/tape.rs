@@ -366,7 +366,15 @@ fn record_impl(
     if !is_grad_enabled() || !output.dtype().is_float() || !inputs.iter().any(|t| t.requires_grad()) {
         return output;
     }
-    let anomaly = if !is_anomaly_enabled() {
+    let anomaly = anomaly_at_record(&output, internals);
+    let saved_inputs = inputs.iter().enumerate().filter(|&(i, _)| saves.saves_input(i)).map(|(_, t)| (*t).clone()).collect();
+    push(name, output, inputs.iter().map(|t| Edge::to(t)).collect(), saves, saved_inputs, rule, second_order, anomaly)
+}
+
+/// In anomaly mode, what is wrong with an op's output (or with what a fused op computed
+/// inside it) as it is recorded; the node keeps only this verdict.
+fn anomaly_at_record(output: &Tensor, internals: &[&Tensor]) -> Option<&'static str> {
+    if !is_anomaly_enabled() {
         None
     } else if !output.all_finite() {
         Some("its forward produced a non-finite value")
@@ -374,9 +382,7 @@ fn record_impl(
         Some("its forward computed a non-finite value inside (before its last fused step)")
     } else {
         None
-    };
-    let saved_inputs = inputs.iter().enumerate().filter(|&(i, _)| saves.saves_input(i)).map(|(_, t)| (*t).clone()).collect();
-    push(name, output, inputs.iter().map(|t| Edge::to(t)).collect(), saves, saved_inputs, rule, second_order, anomaly)
+    }
 }
 
 /// Appends an entry and returns `output` as its result.
@@ -633,7 +639,8 @@ fn run_backward(
                     .map(|og| {
                         og.map(|t| {
                             let rule: Box<Rule> = Box::new(move |_| Err(Error::NoSecondOrder { op: name }));
-                            push(name, t, deps.clone(), Saves::NOTHING, Vec::new(), rule, true, None)
+                            let anomaly = anomaly_at_record(&t, &[]);
+                            push(name, t, deps.clone(), Saves::NOTHING, Vec::new(), rule, true, anomaly)
                         })
                     })
                     .collect()
