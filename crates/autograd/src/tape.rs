@@ -21,7 +21,7 @@ use crate::tensor::{Tensor, TensorInner};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Where a leaf accumulates its gradient; shared by every version of a `Parameter`.
 pub type GradSlot = Arc<Mutex<Option<Tensor>>>;
@@ -177,9 +177,10 @@ pub struct Node {
 /// What a gradient rule sees.
 pub struct BackwardCtx<'a> {
     node: &'a Node,
-    saved: &'a Saved,
-    /// Under `create_graph`: the saved output joined to this entry again.
-    output: Option<Tensor>,
+    saved: &'a Arc<Saved>,
+    /// Under `create_graph`: the saved output as the result of a twin entry, made when the
+    /// rule first asks for it.
+    recorded_output: OnceLock<Tensor>,
     grad_output: &'a Tensor,
     create_graph: bool,
 }
@@ -222,18 +223,39 @@ impl<'a> BackwardCtx<'a> {
     pub fn input_dtype(&self, i: usize) -> DType {
         self.node.edges[i].dtype
     }
-    /// The op's output. Detached in a first-order backward; under `create_graph` it is the
-    /// output as this op's result, so a rule written with it is differentiable again
-    /// (PyTorch's saved result).
+    /// The op's output. Detached in a first-order backward. Under `create_graph` it is on
+    /// the tape as the result of a twin of this entry (same op, edges, rule and saved
+    /// tensors, a new tape position): what recomputing the op from its saved inputs would
+    /// record, without recomputing it or saving the inputs, so a rule written with its
+    /// output (`exp`'s `g * y`) is differentiable again, bit for bit as a recomputation.
     ///
     /// # Panics
     /// If the op did not save its output ([`Saves::and_output`]); ops recorded with
     /// [`record`] do.
     pub fn output(&self) -> &Tensor {
-        match self.output.as_ref().or(self.saved.output.as_ref()) {
-            Some(t) => t,
-            None => panic!("{}: the gradient rule reads the output, which the op did not save (declare it in its Saves)", self.node.name),
+        let Some(y) = self.saved.output.as_ref() else {
+            panic!("{}: the gradient rule reads the output, which the op did not save (declare it in its Saves)", self.node.name)
+        };
+        if !self.create_graph {
+            return y;
         }
+        self.recorded_output.get_or_init(|| {
+            let twin = Node {
+                seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
+                name: self.node.name,
+                edges: self.node.edges.clone(),
+                saves: self.node.saves,
+                saved: Mutex::new(Some(self.saved.clone())),
+                second_order: self.node.second_order,
+                anomaly: None,
+            };
+            Tensor(Arc::new(TensorInner {
+                storage: y.0.storage.clone(),
+                layout: y.0.layout.clone(),
+                grad_fn: Some(Arc::new(twin)),
+                grad_slot: None,
+            }))
+        })
     }
     /// Whether input `i` needs a gradient; rules skip the work for the others.
     pub fn needs_grad(&self, i: usize) -> bool {
@@ -613,20 +635,7 @@ fn run_backward(
             s.ok_or(Error::GraphConsumed { op: node.name, seq })?
         };
         let grads = {
-            // Under create_graph the rule sees the output as this entry's result again.
-            let output = if create_graph {
-                saved.output.as_ref().map(|y| {
-                    Tensor(Arc::new(TensorInner {
-                        storage: y.0.storage.clone(),
-                        layout: y.0.layout.clone(),
-                        grad_fn: Some(node.clone()),
-                        grad_slot: None,
-                    }))
-                })
-            } else {
-                None
-            };
-            let ctx = BackwardCtx { node, saved: &saved, output, grad_output: &g, create_graph };
+            let ctx = BackwardCtx { node, saved: &saved, recorded_output: OnceLock::new(), grad_output: &g, create_graph };
             if create_graph && !node.second_order {
                 let grads = no_grad(|| (saved.rule)(&ctx))?;
                 // Mark each result as depending on the op, so that differentiating it

@@ -59,7 +59,8 @@ fn a_rule_reading_an_output_it_did_not_declare_names_the_op() {
 }
 
 /// `exp` written as a custom op that saves only its output: under `create_graph` the
-/// output a rule reads is the op's result again, so the second derivative is right.
+/// output a rule reads is on the tape (as a twin entry's result), so the second
+/// derivative is right.
 #[test]
 fn the_saved_output_is_differentiable_under_create_graph() {
     struct Exp;
