@@ -2,7 +2,11 @@
 warm-up (LeNet: 5 warm-up steps, median of 5 runs of 30 steps), same output format.
 
     MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=268435456 \
-        python benches/torch_bench.py --threads 2
+        python benches/torch_bench.py --threads 2 [--only NAME]
+
+The memory lines (chain50_*, resnet18_train_peak_mb) count PyTorch's own allocation
+events (torch.profiler with profile_memory), as examples/bench counts ours with a
+counting allocator: see memory_lines below.
 """
 import argparse
 import statistics
@@ -30,12 +34,110 @@ def lenet(pool, act):
                          nn.Flatten(), nn.Linear(400, 120), A(), nn.Linear(120, 84), A(), nn.Linear(84, 10))
 
 
+# Every timing line, for --only: they run as one block (they share their inputs).
+TIMING_LINES = ["sgemm_1024", "conv1_fwd", "conv1_dw", "conv1_fwd_bwd", "conv2_fwd", "conv2_dw", "conv2_dx", "conv2_fwd_bwd",
+                "avgpool1_fwd_bwd", "avgpool2_fwd_bwd", "batchnorm2d_64x14_fwd_bwd", "batchnorm2d_6x24_fwd_bwd",
+                "lenet_train_avgpool_sigmoid", "lenet_train_maxpool_relu", "bn_lenet_train", "lenet_infer_avgpool_sigmoid"]
+
+
+class Residual(nn.Module):
+    """D2L 8.6's residual block, as nn::Residual."""
+
+    def __init__(self, cin, cout, use_1x1conv, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, stride=stride)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv3 = nn.Conv2d(cin, cout, 1, stride=stride) if use_1x1conv else None
+        self.bn1, self.bn2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (self.conv3(x) if self.conv3 is not None else x))
+
+
+def resnet18(widths=(64, 128, 256, 512)):
+    """nn::resnet18_with_widths: a 7x7 stem, four stages of two blocks, global pooling."""
+    layers = [nn.Sequential(nn.Conv2d(1, widths[0], 7, stride=2, padding=3), nn.BatchNorm2d(widths[0]), nn.ReLU(),
+                            nn.MaxPool2d(3, stride=2, padding=1))]
+    cin = widths[0]
+    for i, cout in enumerate(widths):
+        blocks = [Residual(cin, cout, True, 2) if b == 0 and i > 0 else Residual(cout, cout, False, 1) for b in range(2)]
+        layers.append(nn.Sequential(*blocks))
+        cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(widths[3], 10))
+
+
+def peak_of(f):
+    """The most bytes f's allocations held at once above what was live before (PyTorch's own
+    allocation events, in time order), and the bytes still held when it returns."""
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        f()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak, live
+
+
+def memory_lines(wanted):
+    """chain50_fwd_live_acts, chain50_bwd_peak_acts and resnet18_train_peak_mb, defined as
+    in src/bench.rs (chain_memory, resnet18_step_peak_bytes)."""
+    if wanted("chain50_fwd_live_acts") or wanted("chain50_bwd_peak_acts"):
+        n, c, h, w = 8, 16, 32, 32
+        bound = (6.0 / (9 * c)) ** 0.5
+        ws = [(torch.rand(c, c, 3, 3) * 2 - 1).mul_(bound).requires_grad_() for _ in range(50)]
+        act = n * c * h * w * 4
+        state = {}
+
+        def forward():
+            y = torch.rand(n, c, h, w) * 2 - 1
+            for wi in ws:
+                y = F.relu(F.conv2d(y, wi, padding=1))
+            state["loss"] = y.sum()
+
+        for _ in range(2):  # the first run is a warm-up
+            for wi in ws:
+                wi.grad = None
+            _, fwd = peak_of(forward)
+            peak, _ = peak_of(lambda: state["loss"].backward())
+            del state["loss"]
+        for name, v in [("chain50_fwd_live_acts", fwd / act), ("chain50_bwd_peak_acts", (fwd + peak) / act)]:
+            if wanted(name):
+                print(f"{name} {v:.3f} activations")
+    if wanted("resnet18_train_peak_mb"):
+        B = 256
+        net = resnet18()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        x, y = torch.rand(B, 1, 28, 28), torch.randint(0, 10, (B,))
+
+        def step():
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            del loss
+            opt.step()
+            opt.zero_grad()
+
+        step()
+        held = sum(t.numel() * t.element_size() for t in net.state_dict().values()) + x.numel() * 4 + y.numel() * 8
+        peak, _ = peak_of(step)
+        print(f"resnet18_train_peak_mb {(held + peak) / 2 ** 20:.3f} MiB")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", help="run only the lines whose name contains this")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    wanted = lambda name: a.only is None or a.only in name
+    memory_lines(wanted)
+    if a.only is not None and not any(wanted(n) for n in TIMING_LINES):
+        return
     n = 1024
     x, y = torch.rand(n, n) * 2 - 1, torch.rand(n, n) * 2 - 1
     print(f"sgemm_1024 {2 * n ** 3 / median_secs(lambda: x @ y) / 1e9:.3f} GFLOP/s")

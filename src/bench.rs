@@ -213,5 +213,159 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
         });
         emit(Measurement { name: "lenet_infer_avgpool_sigmoid".into(), value: (steps * batch) as f64 / secs, unit: "examples/s" });
     }
+    memory_lines(opts, &wanted, &mut emit);
     results
+}
+
+// ----- memory -------------------------------------------------------------------------
+
+/// The chain of issue 25 (and `tests/memory.rs`): `[batch, channels, height, width]` of
+/// every activation. 512 KiB each; the 50 weights' gradients add up to 0.9 of one.
+pub const CHAIN_SHAPE: [usize; 4] = [8, 16, 32, 32];
+
+/// What a chain of `conv2d 3x3 (padding 1) -> relu` layers keeps, in units of one
+/// activation, as counted by [`crate::alloc_count`] with buffer recycling off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChainMemory {
+    /// Live at the end of the forward: the input batch and whatever the tape kept.
+    pub fwd_live_acts: f64,
+    /// The most live during the backward, the weights' gradients included.
+    pub bwd_peak_acts: f64,
+    /// Live once the backward is done, the graph still held (its root is alive).
+    pub after_bwd_acts: f64,
+}
+
+/// Turns buffer recycling off while alive, so the counting allocator sees exactly what
+/// tensors hold (the cache would count as live).
+struct RecyclingOff;
+impl RecyclingOff {
+    fn new() -> Self {
+        autograd::buffers::set_recycling(false);
+        RecyclingOff
+    }
+}
+impl Drop for RecyclingOff {
+    fn drop(&mut self) {
+        autograd::buffers::set_recycling(true);
+    }
+}
+
+/// Runs `layers` of `x -> relu(conv2d(x, w_i, padding 1))` on an input of `shape` (which
+/// needs no gradient), then the backward of the sum, and counts the live bytes above
+/// what existed before the input was made (the weights). Needs [`crate::alloc_count::CountingAlloc`]
+/// as the global allocator; `retain_graph` keeps every saved tensor for comparison.
+pub fn chain_memory(layers: usize, shape: [usize; 4], retain_graph: bool) -> autograd::Result<ChainMemory> {
+    use crate::alloc_count::{live_bytes, peak_bytes, reset_peak};
+    let _off = RecyclingOff::new();
+    let [n, c, h, w] = shape;
+    let mut r = rng(25);
+    // He-uniform for ReLU, so the values neither vanish nor blow up over 50 layers.
+    let bound = (6.0 / (9 * c) as f64).sqrt();
+    let ws: Vec<Tensor> = (0..layers).map(|_| Tensor::uniform(&[c, c, 3, 3], -bound, bound, &mut r).requires_grad_()).collect();
+    let args = Conv2dArgs::new().padding(1);
+    let act = (n * c * h * w * std::mem::size_of::<f32>()) as f64;
+    let opts = autograd::BackwardOptions { retain_graph, ..Default::default() };
+    let mut run = || -> autograd::Result<ChainMemory> {
+        ws.iter().for_each(Tensor::zero_grad);
+        let base = live_bytes() as f64;
+        let mut y = Tensor::uniform(&[n, c, h, w], -1.0, 1.0, &mut r);
+        for wi in &ws {
+            y = y.conv2d(wi, None, args)?.relu();
+        }
+        let loss = y.sum();
+        drop(y);
+        let fwd = live_bytes() as f64 - base;
+        reset_peak();
+        loss.backward_with(None, opts)?;
+        let peak = peak_bytes() as f64 - base;
+        let after = live_bytes() as f64 - base;
+        drop(loss);
+        Ok(ChainMemory { fwd_live_acts: fwd / act, bwd_peak_acts: peak / act, after_bwd_acts: after / act })
+    };
+    // The first run starts the pool's threads and fills lazily made statics.
+    run()?;
+    run()
+}
+
+/// Peak live bytes of one training step (forward, cross-entropy, backward, SGD update)
+/// of `nn::resnet18_with_widths(widths)` on a batch of `batch` 1x28x28 images: the
+/// model's state, the batch and its labels, plus the most the step added at once, as
+/// counted by [`crate::alloc_count`] with buffer recycling off (after one warm-up step,
+/// with the gradients cleared as `zero_grad` leaves them).
+pub fn resnet18_step_peak_bytes(batch: usize, widths: [usize; 4]) -> nn::Result<usize> {
+    use crate::alloc_count::{live_bytes, peak_bytes, reset_peak};
+    let _off = RecyclingOff::new();
+    let mut r = rng(18);
+    let net = nn::resnet18_with_widths(widths, &mut r)?;
+    let mut opt = Sgd::new(net.named_parameters(), 0.1)?;
+    let x = Tensor::rand(&[batch, 1, 28, 28], &mut r);
+    let y: Vec<usize> = (0..batch).map(|i| (i * 7 + 3) % 10).collect();
+    let mut step = || -> nn::Result<()> {
+        let loss = ops::cross_entropy(&net.forward(&x)?, &y)?;
+        opt.zero_grad();
+        loss.backward()?;
+        drop(loss);
+        opt.step()?;
+        opt.zero_grad();
+        Ok(())
+    };
+    step()?;
+    let state: usize = net.state_dict().iter().map(|(_, t)| t.numel() * t.dtype().size()).sum();
+    let held = state + x.numel() * x.dtype().size() + y.len() * std::mem::size_of::<i64>();
+    let base = live_bytes();
+    reset_peak();
+    step()?;
+    Ok(held + peak_bytes().saturating_sub(base))
+}
+
+/// Bytes the recycled-buffer cache holds after two ordinary training steps (recycling on)
+/// of the network [`resnet18_step_peak_bytes`] measures: what a normal run holds on top of
+/// the live bytes (at most 128 MiB per element type).
+pub fn resnet18_cached_bytes(batch: usize, widths: [usize; 4]) -> nn::Result<usize> {
+    autograd::buffers::clear();
+    let mut r = rng(18);
+    let net = nn::resnet18_with_widths(widths, &mut r)?;
+    let mut opt = Sgd::new(net.named_parameters(), 0.1)?;
+    let x = Tensor::rand(&[batch, 1, 28, 28], &mut r);
+    let y: Vec<usize> = (0..batch).map(|i| (i * 7 + 3) % 10).collect();
+    for _ in 0..2 {
+        let loss = ops::cross_entropy(&net.forward(&x)?, &y)?;
+        opt.zero_grad();
+        loss.backward()?;
+        drop(loss);
+        opt.step()?;
+    }
+    Ok(autograd::buffers::cached_bytes())
+}
+
+/// The memory lines: `chain50_fwd_live_acts`, `chain50_bwd_peak_acts` (issue 25's
+/// bounds: at most 52 and 56) and `resnet18_train_peak_mb` (MiB). Skipped, with a note
+/// on stderr, when the counting allocator is not installed.
+fn memory_lines(opts: &BenchOptions, wanted: &dyn Fn(&str) -> bool, emit: &mut dyn FnMut(Measurement)) {
+    let chain = ["chain50_fwd_live_acts", "chain50_bwd_peak_acts"];
+    let resnet = "resnet18_train_peak_mb";
+    if !chain.iter().any(|n| wanted(n)) && !wanted(resnet) {
+        return;
+    }
+    if !crate::alloc_count::installed() {
+        eprintln!("bench: the memory lines need convnet::alloc_count::CountingAlloc as the global allocator (examples/bench installs it); skipped");
+        return;
+    }
+    if chain.iter().any(|n| wanted(n)) {
+        let shape = if opts.quick { [2, 4, 8, 8] } else { CHAIN_SHAPE };
+        let m = chain_memory(50, shape, false).expect("the chain runs");
+        eprintln!("chain50: {shape:?} activations; {:.2} live after the backward", m.after_bwd_acts);
+        for (name, value) in chain.iter().zip([m.fwd_live_acts, m.bwd_peak_acts]) {
+            if wanted(name) {
+                emit(Measurement { name: (*name).into(), value, unit: "activations" });
+            }
+        }
+    }
+    if wanted(resnet) {
+        let (batch, widths) = if opts.quick { (4, [8, 16, 32, 64]) } else { (256, [64, 128, 256, 512]) };
+        let bytes = resnet18_step_peak_bytes(batch, widths).expect("the ResNet-18 step runs");
+        let cached = resnet18_cached_bytes(batch, widths).expect("the ResNet-18 step runs");
+        eprintln!("resnet18: the buffer cache holds {:.1} MiB after two ordinary steps", cached as f64 / (1 << 20) as f64);
+        emit(Measurement { name: resnet.into(), value: bytes as f64 / (1 << 20) as f64, unit: "MiB" });
+    }
 }

@@ -15,6 +15,7 @@ pub use autograd;
 pub use nn;
 pub use ops;
 
+pub mod alloc_count;
 pub mod basics;
 pub mod bench;
 pub mod book;

@@ -102,7 +102,7 @@ impl Cached for f64 {
 }
 
 fn reuse<T: Element>(len: usize) -> Option<Vec<T>> {
-    if len < MIN_LEN {
+    if len < MIN_LEN || !RECYCLE.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
     T::cache().lock().unwrap().take(len)
@@ -144,7 +144,7 @@ pub fn poison_for_overwrite() {
 /// Gives a buffer back for reuse (called when tensor storage is dropped).
 pub fn recycle<T: Element>(v: Vec<T>) {
     let len = v.len();
-    if len < MIN_LEN || v.capacity() != len {
+    if len < MIN_LEN || v.capacity() != len || !RECYCLE.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }
     let size = len * std::mem::size_of::<T>();
@@ -152,6 +152,27 @@ pub fn recycle<T: Element>(v: Vec<T>) {
         return;
     }
     T::cache().lock().unwrap().put(v);
+}
+
+/// Whether freed buffers are kept for reuse ([`set_recycling`]).
+static RECYCLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns buffer recycling on (the default) or off for the whole process. Off, freed
+/// tensor storage goes straight back to the allocator and kernels allocate fresh
+/// buffers, so the bytes an allocator counts as live are exactly what tensors and the
+/// tape hold: the memory measurements (`examples/bench`'s `chain50_*` and
+/// `resnet18_train_peak_mb`, `tests/memory.rs`) turn it off. Turning it off empties the
+/// cache. Values never depend on it.
+pub fn set_recycling(on: bool) {
+    RECYCLE.store(on, std::sync::atomic::Ordering::Relaxed);
+    if !on {
+        clear();
+    }
+}
+
+/// Bytes the cache holds now (at most 128 MiB per element type, f32 and f64).
+pub fn cached_bytes() -> usize {
+    f32::cache().lock().unwrap().bytes + f64::cache().lock().unwrap().bytes
 }
 
 /// Drops every cached buffer (memory goes back to the allocator).

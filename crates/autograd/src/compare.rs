@@ -8,7 +8,7 @@ use crate::dtype::{DType, Storage};
 use crate::elementwise::broadcast_layout;
 use crate::error::{Error, Result};
 use crate::shape::{broadcast_shapes, for_each_offset_pair};
-use crate::tape::record;
+use crate::tape::{record_saving, Saves};
 use crate::tensor::Tensor;
 
 /// `f(a, b)` over the broadcast of `a` and `b` (same dtype), as a bool tensor.
@@ -79,11 +79,11 @@ impl Tensor {
         });
         let out = Tensor::from_storage(storage, &shape);
         let cond = cond.clone();
-        Ok(record("where", out, &[a, b], move |ctx| {
+        Ok(record_saving("where", out, &[a, b], Saves::NOTHING, move |ctx| {
             let g = ctx.grad_output();
             let zero = Tensor::zeros_dtype(&[], g.dtype());
-            let ga = if ctx.needs_grad(0) { Some(Tensor::where_(&cond, g, &zero)?.sum_to(ctx.input(0).shape())?) } else { None };
-            let gb = if ctx.needs_grad(1) { Some(Tensor::where_(&cond, &zero, g)?.sum_to(ctx.input(1).shape())?) } else { None };
+            let ga = if ctx.needs_grad(0) { Some(Tensor::where_(&cond, g, &zero)?.sum_to(ctx.input_shape(0))?) } else { None };
+            let gb = if ctx.needs_grad(1) { Some(Tensor::where_(&cond, &zero, g)?.sum_to(ctx.input_shape(1))?) } else { None };
             Ok(vec![ga, gb])
         }))
     }

@@ -9,7 +9,7 @@ use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::parallel::for_each_chunk_mut;
 use crate::shape::{broadcast_shapes, Layout};
-use crate::tape::record;
+use crate::tape::{record_saving, Saves};
 use crate::tensor::Tensor;
 
 /// Applies `f` to every element (parallel for large tensors), keeping a float dtype. An
@@ -44,27 +44,25 @@ impl Tensor {
 
     pub fn neg(&self) -> Tensor {
         let out = map_unary!(self, |v: T| -v);
-        record("neg", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().neg())]))
+        record_saving("neg", out, &[self], Saves::NOTHING, |ctx| Ok(vec![Some(ctx.grad_output().neg())]))
     }
 
     pub fn exp(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.exp());
-        record("exp", out, &[self], |ctx| {
-            let y = if ctx.create_graph() { ctx.input(0).exp() } else { ctx.output().clone() };
-            Ok(vec![Some(ctx.grad_output().mul(&y)?)])
-        })
+        // The derivative is the output (differentiable again under create_graph).
+        record_saving("exp", out, &[self], Saves::OUTPUT, |ctx| Ok(vec![Some(ctx.grad_output().mul(ctx.output())?)]))
     }
 
     /// Natural logarithm.
     pub fn log(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.ln());
-        record("log", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().div(ctx.input(0))?)]))
+        record_saving("log", out, &[self], Saves::input(0), |ctx| Ok(vec![Some(ctx.grad_output().div(ctx.input(0))?)]))
     }
 
     /// `x^p` for a constant exponent.
     pub fn pow(&self, p: f64) -> Tensor {
         let out = map_unary!(self, |v: T| v.powf(T::from_f64(p)));
-        record("pow", out, &[self], move |ctx| {
+        record_saving("pow", out, &[self], Saves::input(0), move |ctx| {
             let d = ctx.input(0).pow(p - 1.0).mul_scalar(p);
             Ok(vec![Some(ctx.grad_output().mul(&d)?)])
         })
@@ -72,16 +70,13 @@ impl Tensor {
 
     pub fn sqrt(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.sqrt());
-        record("sqrt", out, &[self], |ctx| {
-            let y = if ctx.create_graph() { ctx.input(0).sqrt() } else { ctx.output().clone() };
-            Ok(vec![Some(ctx.grad_output().div(&y.mul_scalar(2.0))?)])
-        })
+        record_saving("sqrt", out, &[self], Saves::OUTPUT, |ctx| Ok(vec![Some(ctx.grad_output().div(&ctx.output().mul_scalar(2.0))?)]))
     }
 
     /// Absolute value; its gradient at 0 is 0 (as PyTorch's).
     pub fn abs(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.abs());
-        record("abs", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).sign())?)]))
+        record_saving("abs", out, &[self], Saves::input(0), |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).sign())?)]))
     }
 
     /// Limits every element to `[min, max]`; the gradient is zero outside the range. NaN
@@ -116,7 +111,7 @@ impl Tensor {
                 c
             }
         });
-        record(op, out, &[self], move |ctx| {
+        record_saving(op, out, &[self], Saves::input(0), move |ctx| {
             let x = ctx.input(0);
             let inside = map_unary!(x, |v: T| if v >= T::from_f64(lo) && v <= T::from_f64(hi) { T::one() } else { T::zero() });
             Ok(vec![Some(ctx.grad_output().mul(&inside)?)])
@@ -126,36 +121,33 @@ impl Tensor {
     /// `1 / sqrt(x)`.
     pub fn rsqrt(&self) -> Tensor {
         let out = map_unary!(self, |v: T| T::one() / v.sqrt());
-        record("rsqrt", out, &[self], |ctx| {
+        record_saving("rsqrt", out, &[self], Saves::OUTPUT, |ctx| {
             // d/dx x^(-1/2) = -y^3 / 2, from the output as PyTorch's rule.
-            let y = if ctx.create_graph() { ctx.input(0).rsqrt() } else { ctx.output().clone() };
-            Ok(vec![Some(ctx.grad_output().mul(&y.mul(&y)?.mul(&y)?.mul_scalar(-0.5))?)])
+            let y = ctx.output();
+            Ok(vec![Some(ctx.grad_output().mul(&y.mul(y)?.mul(y)?.mul_scalar(-0.5))?)])
         })
     }
 
     /// `ln(1 + x)`, accurate for small `x`.
     pub fn log1p(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.ln_1p());
-        record("log1p", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().div(&ctx.input(0).add_scalar(1.0))?)]))
+        record_saving("log1p", out, &[self], Saves::input(0), |ctx| Ok(vec![Some(ctx.grad_output().div(&ctx.input(0).add_scalar(1.0))?)]))
     }
 
     /// `e^x - 1`, accurate for small `x`.
     pub fn expm1(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.exp_m1());
-        record("expm1", out, &[self], |ctx| {
-            let y = if ctx.create_graph() { ctx.input(0).expm1() } else { ctx.output().clone() };
-            Ok(vec![Some(ctx.grad_output().mul(&y.add_scalar(1.0))?)])
-        })
+        record_saving("expm1", out, &[self], Saves::OUTPUT, |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.output().add_scalar(1.0))?)]))
     }
 
     pub fn sin(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.sin());
-        record("sin", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).cos())?)]))
+        record_saving("sin", out, &[self], Saves::input(0), |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).cos())?)]))
     }
 
     pub fn cos(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.cos());
-        record("cos", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).sin().neg())?)]))
+        record_saving("cos", out, &[self], Saves::input(0), |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).sin().neg())?)]))
     }
 
     /// `log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|)`, finite for every finite `x`
@@ -165,18 +157,20 @@ impl Tensor {
             let m = if v < T::zero() { v } else { T::zero() };
             m - (-v.abs()).exp().ln_1p()
         });
-        record("log_sigmoid", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).neg().sigmoid())?)]))
+        record_saving("log_sigmoid", out, &[self], Saves::input(0), |ctx| {
+            Ok(vec![Some(ctx.grad_output().mul(&ctx.input(0).neg().sigmoid())?)])
+        })
     }
 
     /// Logistic function `1 / (1 + e^-x)`, computed without overflow for large |x|.
     pub fn sigmoid(&self) -> Tensor {
         let out = map_unary!(self, |v: T| Element::sigmoid(v));
-        record("sigmoid", out, &[self], |ctx| {
+        record_saving("sigmoid", out, &[self], Saves::OUTPUT, |ctx| {
             if !ctx.create_graph() {
                 // One fused pass instead of four (the composed rule below is the spec).
                 return Ok(vec![Some(binary_kernel::<SigmoidGradOp>("sigmoid_backward", ctx.grad_output(), ctx.output())?)]);
             }
-            let y = ctx.input(0).sigmoid();
+            let y = ctx.output();
             let dy = y.mul(&y.neg().add_scalar(1.0))?;
             Ok(vec![Some(ctx.grad_output().mul(&dy)?)])
         })
@@ -184,12 +178,12 @@ impl Tensor {
 
     pub fn tanh(&self) -> Tensor {
         let out = map_unary!(self, |v: T| v.tanh());
-        record("tanh", out, &[self], |ctx| {
+        record_saving("tanh", out, &[self], Saves::OUTPUT, |ctx| {
             if !ctx.create_graph() {
                 return Ok(vec![Some(binary_kernel::<TanhGradOp>("tanh_backward", ctx.grad_output(), ctx.output())?)]);
             }
-            let y = ctx.input(0).tanh();
-            let dy = y.mul(&y)?.neg().add_scalar(1.0);
+            let y = ctx.output();
+            let dy = y.mul(y)?.neg().add_scalar(1.0);
             Ok(vec![Some(ctx.grad_output().mul(&dy)?)])
         })
     }
@@ -198,11 +192,13 @@ impl Tensor {
     /// gradient (as PyTorch's).
     pub fn relu(&self) -> Tensor {
         let out = map_unary!(self, |v: T| relu(v));
-        record("relu", out, &[self], |ctx| {
+        // The output, not the input: the next op usually keeps it anyway (a convolution
+        // saves its input), and `relu(x) > 0` exactly where `x > 0` (NaN passes in both).
+        record_saving("relu", out, &[self], Saves::OUTPUT, |ctx| {
             if !ctx.create_graph() {
-                return Ok(vec![Some(binary_kernel::<ReluGradOp>("relu_backward", ctx.grad_output(), ctx.input(0))?)]);
+                return Ok(vec![Some(binary_kernel::<ReluGradOp>("relu_backward", ctx.grad_output(), ctx.output())?)]);
             }
-            let mask = ctx.input(0).relu_mask();
+            let mask = ctx.output().relu_mask();
             Ok(vec![Some(ctx.grad_output().mul(&mask)?)])
         })
     }
@@ -210,13 +206,13 @@ impl Tensor {
     /// `x + c` for a constant.
     pub fn add_scalar(&self, c: f64) -> Tensor {
         let out = map_unary!(self, |v: T| v + T::from_f64(c));
-        record("add_scalar", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().clone())]))
+        record_saving("add_scalar", out, &[self], Saves::NOTHING, |ctx| Ok(vec![Some(ctx.grad_output().clone())]))
     }
 
     /// `x * c` for a constant.
     pub fn mul_scalar(&self, c: f64) -> Tensor {
         let out = map_unary!(self, |v: T| v * T::from_f64(c));
-        record("mul_scalar", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().mul_scalar(c))]))
+        record_saving("mul_scalar", out, &[self], Saves::NOTHING, move |ctx| Ok(vec![Some(ctx.grad_output().mul_scalar(c))]))
     }
 
     // ----- non-differentiable helpers (constants in gradient rules) ----------------------
@@ -259,33 +255,35 @@ impl Tensor {
 
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
         let out = binary_kernel::<AddOp>("add", self, rhs)?;
-        Ok(record("add", out, &[self, rhs], |ctx| {
+        Ok(record_saving("add", out, &[self, rhs], Saves::NOTHING, |ctx| {
             let g = ctx.grad_output();
             Ok(vec![
-                grad_if(ctx.needs_grad(0), || g.sum_to(ctx.input(0).shape()))?,
-                grad_if(ctx.needs_grad(1), || g.sum_to(ctx.input(1).shape()))?,
+                grad_if(ctx.needs_grad(0), || g.sum_to(ctx.input_shape(0)))?,
+                grad_if(ctx.needs_grad(1), || g.sum_to(ctx.input_shape(1)))?,
             ])
         }))
     }
 
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
         let out = binary_kernel::<SubOp>("sub", self, rhs)?;
-        Ok(record("sub", out, &[self, rhs], |ctx| {
+        Ok(record_saving("sub", out, &[self, rhs], Saves::NOTHING, |ctx| {
             let g = ctx.grad_output();
             Ok(vec![
-                grad_if(ctx.needs_grad(0), || g.sum_to(ctx.input(0).shape()))?,
-                grad_if(ctx.needs_grad(1), || g.neg().sum_to(ctx.input(1).shape()))?,
+                grad_if(ctx.needs_grad(0), || g.sum_to(ctx.input_shape(0)))?,
+                grad_if(ctx.needs_grad(1), || g.neg().sum_to(ctx.input_shape(1)))?,
             ])
         }))
     }
 
     pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
         let out = binary_kernel::<MulOp>("mul", self, rhs)?;
-        Ok(record("mul", out, &[self, rhs], |ctx| {
-            let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+        // Each side's gradient reads the other side only.
+        let saves = Saves::NOTHING.and_input_if(1, self.requires_grad()).and_input_if(0, rhs.requires_grad());
+        Ok(record_saving("mul", out, &[self, rhs], saves, |ctx| {
+            let g = ctx.grad_output();
             Ok(vec![
-                grad_if(ctx.needs_grad(0), || g.mul(b)?.sum_to(a.shape()))?,
-                grad_if(ctx.needs_grad(1), || g.mul(a)?.sum_to(b.shape()))?,
+                grad_if(ctx.needs_grad(0), || g.mul(ctx.input(1))?.sum_to(ctx.input_shape(0)))?,
+                grad_if(ctx.needs_grad(1), || g.mul(ctx.input(0))?.sum_to(ctx.input_shape(1)))?,
             ])
         }))
     }
@@ -297,12 +295,16 @@ impl Tensor {
             return self.to_dtype(crate::DType::F32).div(&rhs.to_dtype(crate::DType::F32));
         }
         let out = binary_kernel::<DivOp>("div", self, rhs)?;
-        Ok(record("div", out, &[self, rhs], |ctx| {
-            let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+        // Both gradients read the divisor; only the divisor's reads the dividend.
+        Ok(record_saving("div", out, &[self, rhs], Saves::input(1).and_input_if(0, rhs.requires_grad()), |ctx| {
+            let g = ctx.grad_output();
             Ok(vec![
-                grad_if(ctx.needs_grad(0), || g.div(b)?.sum_to(a.shape()))?,
+                grad_if(ctx.needs_grad(0), || g.div(ctx.input(1))?.sum_to(ctx.input_shape(0)))?,
                 // d(a/b)/db = -a / b^2
-                grad_if(ctx.needs_grad(1), || g.mul(a)?.div(&b.mul(b)?)?.neg().sum_to(b.shape()))?,
+                grad_if(ctx.needs_grad(1), || {
+                    let (a, b) = (ctx.input(0), ctx.input(1));
+                    g.mul(a)?.div(&b.mul(b)?)?.neg().sum_to(b.shape())
+                })?,
             ])
         }))
     }
@@ -312,7 +314,8 @@ impl Tensor {
     /// for the exponent (0 where `a = 0` and `b >= 0`).
     pub fn pow_tensor(&self, exponent: &Tensor) -> Result<Tensor> {
         let out = binary_kernel::<PowOp>("pow", self, exponent)?;
-        Ok(record("pow", out, &[self, exponent], |ctx| {
+        let saves = if exponent.requires_grad() { Saves::ALL } else { Saves::INPUTS };
+        Ok(record_saving("pow", out, &[self, exponent], saves, |ctx| {
             let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad_output());
             let zero = Tensor::zeros_dtype(&[], g.dtype());
             let da = || {
@@ -333,14 +336,14 @@ impl Tensor {
     /// either is NaN. Floats and i64. At a tie each side gets half the gradient (as PyTorch).
     pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
         let out = binary_kernel::<MaxOp>("maximum", self, other)?;
-        Ok(record("maximum", out, &[self, other], |ctx| split_grad::<MaxWeightOp>("maximum", ctx)))
+        Ok(record_saving("maximum", out, &[self, other], Saves::INPUTS, |ctx| split_grad::<MaxWeightOp>("maximum", ctx)))
     }
 
     /// The smaller of two tensors element-wise with broadcasting (`torch.minimum`); NaN if
     /// either is NaN. Floats and i64. At a tie each side gets half the gradient (as PyTorch).
     pub fn minimum(&self, other: &Tensor) -> Result<Tensor> {
         let out = binary_kernel::<MinOp>("minimum", self, other)?;
-        Ok(record("minimum", out, &[self, other], |ctx| split_grad::<MinWeightOp>("minimum", ctx)))
+        Ok(record_saving("minimum", out, &[self, other], Saves::INPUTS, |ctx| split_grad::<MinWeightOp>("minimum", ctx)))
     }
 }
 

@@ -24,7 +24,7 @@
 //! ```
 
 use crate::error::Result;
-use crate::tape::{no_grad, record, record_first_order, BackwardCtx};
+use crate::tape::{no_grad, record_first_order_saving, record_saving, BackwardCtx, Saves};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -41,14 +41,19 @@ pub trait Function: Send + Sync + 'static {
     fn differentiable_backward(&self) -> bool {
         false
     }
+    /// What `backward` reads through `ctx.input(i)` and `ctx.output()`; the tape keeps
+    /// only these until the rule has run. Every input and the output unless declared.
+    fn saves(&self) -> Saves {
+        Saves::ALL
+    }
 }
 
 /// Runs a [`Function`] on `inputs` and records it on the tape.
 pub fn apply<F: Function>(f: F, inputs: &[&Tensor]) -> Result<Tensor> {
     let out = no_grad(|| f.forward(inputs))?;
     let name = f.name();
-    let twice = f.differentiable_backward();
+    let (twice, saves) = (f.differentiable_backward(), f.saves());
     let f = Arc::new(f);
     let rule = move |ctx: &BackwardCtx| f.backward(ctx);
-    Ok(if twice { record(name, out, inputs, rule) } else { record_first_order(name, out, inputs, rule) })
+    Ok(if twice { record_saving(name, out, inputs, saves, rule) } else { record_first_order_saving(name, out, inputs, saves, rule) })
 }

@@ -8,7 +8,7 @@
 use crate::dtype::{DType, Scalar, Storage};
 use crate::error::{Error, Result};
 use crate::shape::{checked_numel, normalize_dim, Layout};
-use crate::tape::record;
+use crate::tape::{record_saving, Saves};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -195,8 +195,8 @@ impl Tensor {
         });
         let out = Tensor::from_storage(storage, &shape);
         let index = index.clone();
-        Ok(record("index_select", out, &[self], move |ctx| {
-            Ok(vec![Some(ctx.grad_output().index_add_into(None, dim, &index, ctx.input(0).shape())?)])
+        Ok(record_saving("index_select", out, &[self], Saves::NOTHING, move |ctx| {
+            Ok(vec![Some(ctx.grad_output().index_add_into(None, dim, &index, ctx.input_shape(0))?)])
         }))
     }
 
@@ -246,8 +246,8 @@ impl Tensor {
             Ok(if has_base { vec![Some(g.clone()), gs] } else { vec![gs] })
         };
         Ok(match base {
-            Some(b) => record(OP, out, &[b, self], rule),
-            None => record(OP, out, &[self], rule),
+            Some(b) => record_saving(OP, out, &[b, self], Saves::NOTHING, rule),
+            None => record_saving(OP, out, &[self], Saves::NOTHING, rule),
         })
     }
 
@@ -301,7 +301,7 @@ impl Tensor {
             T::into_storage(out)
         });
         let out = Tensor::from_storage(storage, &map.ishape);
-        record("gather", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().put_add(None, map.clone())?)]))
+        record_saving("gather", out, &[self], Saves::NOTHING, move |ctx| Ok(vec![Some(ctx.grad_output().put_add(None, map.clone())?)]))
     }
 
     /// `base` (or zeros of the indexed shape) with this tensor's elements added at the
@@ -324,8 +324,8 @@ impl Tensor {
             Ok(if has_base { vec![Some(g.clone()), gs] } else { vec![gs] })
         };
         Ok(match base {
-            Some(b) => record(OP, out, &[b, self], rule),
-            None => record(OP, out, &[self], rule),
+            Some(b) => record_saving(OP, out, &[b, self], Saves::NOTHING, rule),
+            None => record_saving(OP, out, &[self], Saves::NOTHING, rule),
         })
     }
 }

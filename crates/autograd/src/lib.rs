@@ -52,7 +52,7 @@ pub use param::Parameter;
 pub use random::{manual_seed, rng, rng_state, set_rng_state, with_default_generator, Draws, Generator, Rng};
 pub use shape::Shape;
 pub use tape::{
-    check_finite_graph, grad, is_anomaly_enabled, is_grad_enabled, no_grad, record, record_first_order, record_with_internals,
-    set_detect_anomaly, BackwardCtx, BackwardOptions,
+    check_finite_graph, grad, is_anomaly_enabled, is_grad_enabled, no_grad, record, record_first_order, record_first_order_saving,
+    record_saving, record_saving_with_internals, record_with_internals, set_detect_anomaly, BackwardCtx, BackwardOptions, Saves,
 };
 pub use tensor::Tensor;

@@ -8,7 +8,7 @@ use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::parallel::{deterministic_sum, install, PAR_MIN_ELEMS};
 use crate::shape::normalize_dim;
-use crate::tape::record;
+use crate::tape::{record_saving, Saves};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -77,7 +77,7 @@ impl Tensor {
             }),
         };
         let out = Tensor::from_storage(storage, &[]);
-        record("sum", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().expand(ctx.input(0).shape())?)]))
+        record_saving("sum", out, &[self], Saves::NOTHING, |ctx| Ok(vec![Some(ctx.grad_output().expand(ctx.input_shape(0))?)]))
     }
 
     /// Sum over `dims` (negative dims count from the end); `keepdim` keeps them as size 1.
@@ -117,9 +117,9 @@ impl Tensor {
         let out_shape: Vec<usize> =
             if keepdim { kept.clone() } else { kept.iter().enumerate().filter(|(i, _)| !ds.contains(i)).map(|(_, &s)| s).collect() };
         let out = Tensor::from_storage(storage, &out_shape);
-        Ok(record("sum_dims", out, &[self], move |ctx| {
+        Ok(record_saving("sum_dims", out, &[self], Saves::NOTHING, move |ctx| {
             let g = ctx.grad_output().reshape_to(&kept)?;
-            Ok(vec![Some(g.expand(ctx.input(0).shape())?)])
+            Ok(vec![Some(g.expand(ctx.input_shape(0))?)])
         }))
     }
 

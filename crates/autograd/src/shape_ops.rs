@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::shape::{checked_numel, contiguous_strides, normalize_dim, Layout};
-use crate::tape::record;
+use crate::tape::{record_saving, Saves};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -53,7 +53,7 @@ impl Tensor {
         }
         let src = if self.is_contiguous() { self.clone() } else { self.contiguous() };
         let out = src.view(Layout { shape: shape.into(), strides: contiguous_strides(shape), offset: src.layout().offset });
-        Ok(record("reshape", out, &[&src], |ctx| Ok(vec![Some(ctx.grad_output().reshape_to(ctx.input(0).shape())?)])))
+        Ok(record_saving("reshape", out, &[&src], Saves::NOTHING, |ctx| Ok(vec![Some(ctx.grad_output().reshape_to(ctx.input_shape(0))?)])))
     }
 
     /// Reorders dims: output dim `i` is input dim `dims[i]` (a view).
@@ -80,7 +80,7 @@ impl Tensor {
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i as isize;
         }
-        Ok(record("permute", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().permute(&inverse)?)])))
+        Ok(record_saving("permute", out, &[self], Saves::NOTHING, move |ctx| Ok(vec![Some(ctx.grad_output().permute(&inverse)?)])))
     }
 
     /// Swaps two dims (a view).
@@ -115,7 +115,7 @@ impl Tensor {
         shape[d] = len;
         let out = self.view(Layout { shape, strides: l.strides.clone(), offset: l.offset + start * l.strides[d] });
         let full = self.shape()[d];
-        Ok(record("narrow", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().unnarrow(d, start, full)?)])))
+        Ok(record_saving("narrow", out, &[self], Saves::NOTHING, move |ctx| Ok(vec![Some(ctx.grad_output().unnarrow(d, start, full)?)])))
     }
 
     /// The adjoint of `narrow(d, start, len)`: `self` (of length `len` in dim `d`) placed at
@@ -142,7 +142,9 @@ impl Tensor {
             T::into_storage(out)
         });
         let out = Tensor::from_storage(storage, &shape);
-        Ok(record("narrow_backward", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().narrow(d as isize, start, len)?)])))
+        Ok(record_saving("narrow_backward", out, &[self], Saves::NOTHING, move |ctx| {
+            Ok(vec![Some(ctx.grad_output().narrow(d as isize, start, len)?)])
+        }))
     }
 
     /// Joins tensors along an existing dim; all other dims must agree.
@@ -178,7 +180,7 @@ impl Tensor {
         });
         let out = Tensor::from_storage(storage, &shape);
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
-        Ok(record("cat", out, tensors, move |ctx| {
+        Ok(record_saving("cat", out, tensors, Saves::NOTHING, move |ctx| {
             let mut start = 0;
             let mut grads = Vec::with_capacity(sizes.len());
             for (i, &n) in sizes.iter().enumerate() {
@@ -252,6 +254,6 @@ impl Tensor {
         }
         let layout = crate::elementwise::broadcast_layout(self.layout(), shape);
         let out = self.view(layout);
-        Ok(record("expand", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().sum_to(ctx.input(0).shape())?)])))
+        Ok(record_saving("expand", out, &[self], Saves::NOTHING, |ctx| Ok(vec![Some(ctx.grad_output().sum_to(ctx.input_shape(0))?)])))
     }
 }

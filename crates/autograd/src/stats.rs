@@ -13,7 +13,7 @@ use crate::elementwise::{binary_kernel, BinaryFn};
 use crate::error::{Error, Result};
 use crate::reduce::normalize_dims;
 use crate::shape::normalize_dim;
-use crate::tape::record;
+use crate::tape::{record_saving, Saves};
 use crate::tensor::Tensor;
 
 /// `dims` normalised and sorted, or every dim when empty.
@@ -185,7 +185,7 @@ impl Tensor {
     /// any order.
     fn sqrt_zero_grad(&self, op: &'static str) -> Tensor {
         let out = self.detach().sqrt();
-        record(op, out, &[self], |ctx| {
+        record_saving(op, out, &[self], Saves::input(0), |ctx| {
             let x = ctx.input(0);
             let zero = Tensor::zeros_dtype(&[], x.dtype());
             let at_zero = x.eq(&zero)?;
@@ -217,7 +217,7 @@ impl Tensor {
             T::into_storage(prod_kernel(&self.contiguous_data::<T>()?, outer, r, inner))
         });
         let out = Tensor::from_storage(storage, &shape);
-        Ok(record("prod", out, &[self], move |ctx| {
+        Ok(record_saving("prod", out, &[self], Saves::input(0), move |ctx| {
             let x = ctx.input(0);
             let g = ctx.grad_output().reshape_to(&kept)?.expand(x.shape())?;
             let (others, has_zero) = crate::dispatch!("prod", x.storage(), |_s: T| {
@@ -235,7 +235,7 @@ impl Tensor {
             // With a zero in the input the rule is the kernel above, which is first-order
             // only: differentiating it again is an error naming prod, never a silent zero.
             let gx = g.mul(&others)?.detach();
-            Ok(vec![Some(record("prod", gx, &[x, ctx.grad_output()], |_| Err(Error::NoSecondOrder { op: "prod" })))])
+            Ok(vec![Some(record_saving("prod", gx, &[x, ctx.grad_output()], Saves::NOTHING, |_| Err(Error::NoSecondOrder { op: "prod" })))])
         }))
     }
 
@@ -264,7 +264,7 @@ impl Tensor {
             }
         };
         let out = Tensor::from_storage(storage, self.shape());
-        Ok(record("cumsum", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().scan(d, !reverse)?)])))
+        Ok(record_saving("cumsum", out, &[self], Saves::NOTHING, move |ctx| Ok(vec![Some(ctx.grad_output().scan(d, !reverse)?)])))
     }
 
     /// Largest element (`torch.max(x)`), NaN if there is one. The gradient is shared
@@ -313,7 +313,7 @@ impl Tensor {
         });
         let out = Tensor::from_storage(storage, &shape);
         let sd = as_isize(&ds);
-        Ok(record(op, out, &[self], move |ctx| {
+        Ok(record_saving(op, out, &[self], Saves::ALL, move |ctx| {
             let x = ctx.input(0);
             let hit = binary_kernel::<HitOp>(op, x, &ctx.output().reshape_to(&kept)?)?;
             let share = hit.div(&hit.sum_dims(&sd, true)?)?;

@@ -307,7 +307,7 @@ impl Tensor {
             T::into_storage(out)
         });
         let out = Tensor::from_storage(storage, self.shape());
-        crate::tape::record("contiguous", out, &[self], |ctx| Ok(vec![Some(ctx.grad_output().clone())]))
+        crate::tape::record_saving("contiguous", out, &[self], crate::tape::Saves::NOTHING, |ctx| Ok(vec![Some(ctx.grad_output().clone())]))
     }
 
     /// Converts to another dtype. Differentiable between f32 and f64: the gradient is cast
@@ -326,7 +326,9 @@ impl Tensor {
         if !(from.is_float() && dtype.is_float()) {
             return out;
         }
-        crate::tape::record("to_dtype", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().to_dtype(from))]))
+        crate::tape::record_saving("to_dtype", out, &[self], crate::tape::Saves::NOTHING, move |ctx| {
+            Ok(vec![Some(ctx.grad_output().to_dtype(from))])
+        })
     }
 
     /// [`Tensor::to_dtype`] for every pair of dtypes: a float value that is NaN, infinite

@@ -6,7 +6,7 @@
 //! each is the other's gradient rule and both are differentiable to any order.
 
 use crate::cpu::adaptive_pool as kernels;
-use autograd::{record, Error, Result, Tensor};
+use autograd::{record_saving, Error, Result, Saves, Tensor};
 
 /// `(planes, h, w)` of an `[N, C, H, W]` or `[C, H, W]` shape, and the output shape.
 fn geometry(op: &'static str, shape: &[usize], out: (usize, usize)) -> Result<(usize, usize, usize, Vec<usize>)> {
@@ -39,7 +39,9 @@ pub fn adaptive_avg_pool2d(input: &Tensor, output_size: (usize, usize)) -> Resul
         let x = input.contiguous_data::<T>()?;
         Tensor::from_vec(kernels::forward(&x, planes, (h, w), (oh, ow)), &yshape)?
     });
-    Ok(record(OP, out, &[input], move |ctx| Ok(vec![Some(adaptive_avg_pool2d_backward(ctx.grad_output(), ctx.input(0).shape())?)])))
+    Ok(record_saving(OP, out, &[input], Saves::NOTHING, move |ctx| {
+        Ok(vec![Some(adaptive_avg_pool2d_backward(ctx.grad_output(), ctx.input_shape(0))?)])
+    }))
 }
 
 /// Gradient of [`adaptive_avg_pool2d`] for an input of `input_shape`: each output
@@ -62,7 +64,7 @@ pub fn adaptive_avg_pool2d_backward(dy: &Tensor, input_shape: &[usize]) -> Resul
         Tensor::from_vec(kernels::backward(&d, planes, (h, w), (oh, ow)), input_shape)?
     });
     let shape = dy.shape().to_vec();
-    Ok(record(OP, dx, &[dy], move |ctx| {
+    Ok(record_saving(OP, dx, &[dy], Saves::NOTHING, move |ctx| {
         let g = adaptive_avg_pool2d(ctx.grad_output(), (shape[r - 2], shape[r - 1]))?;
         Ok(vec![Some(g)])
     }))

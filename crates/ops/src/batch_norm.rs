@@ -11,7 +11,7 @@
 //! batch statistics they are updated from. See docs/gradients.md.
 
 use crate::cpu::batch_norm as kernels;
-use autograd::{record, Error, Result, Scalar, Tensor};
+use autograd::{record_saving, Error, Result, Saves, Scalar, Tensor};
 
 /// The result of a training-mode [`batch_norm_train`]: the output, and the batch's mean
 /// and unbiased variance per channel (detached, in the input's dtype), from which the
@@ -82,7 +82,8 @@ pub fn batch_norm_train(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tenso
     inputs.extend(weight);
     inputs.extend(bias);
     let (has_w, has_b) = (weight.is_some(), bias.is_some());
-    let output = record(OP, output, &inputs, move |ctx| {
+    // The input and the weight (the statistics are in the closure); not the bias.
+    let output = record_saving(OP, output, &inputs, Saves::input(0).and_input_if(1, has_w), move |ctx| {
         let (x, g) = (ctx.input(0), ctx.grad_output());
         let w = has_w.then(|| ctx.input(1));
         let (dx, dw, db) = if ctx.create_graph() { composed_backward(x, w, g, eps)? } else { kernel_backward(x, w, g, &stats, eps)? };

@@ -22,7 +22,7 @@ pub use crate::cpu::select::{conv2d_algo_applies, conv2d_algo_for, last_conv2d_a
 use crate::cpu::geom::Geom;
 use crate::cpu::select::{live_taps, record as record_algo, select};
 use crate::pool::{avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2x2_grad, Pool2dArgs};
-use autograd::{no_grad, record, record_with_internals, Error, Result, Tensor};
+use autograd::{no_grad, record_saving, record_saving_with_internals, Error, Result, Saves, Tensor};
 
 fn fmt(s: &[usize]) -> String {
     autograd::error::fmt_shape(s)
@@ -88,19 +88,34 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
         };
         (y, pooled)
     });
-    // With pooling, the op's output is the pooled tensor; the backward pass needs the
-    // activation before it, which the rule keeps.
-    let saved = pooled.is_some().then(|| full.clone());
+    // What the backward reads besides the inputs: the activation's output (its derivative
+    // comes from it), and max pooling's input (its winners are found again in it). With
+    // pooling the op's output is the pooled tensor, so the rule keeps the activation
+    // itself; without, it is the op's output.
+    let needs_y = epilogue.act.is_some() || epilogue.pool == Some(Pool2x2::Max);
+    let before_pool = if pooled.is_some() { Some(full.clone()) } else { None };
+    let kept = before_pool.clone().filter(|_| needs_y);
     let out = pooled.unwrap_or(full);
+    let saves = if epilogue.act.is_some() {
+        // A differentiated backward recomputes the activation's input from all three.
+        Saves::INPUTS
+    } else {
+        // The input gradient reads the weight, the weight gradient the input, the bias
+        // gradient nothing.
+        Saves::NOTHING.and_input_if(1, input.requires_grad()).and_input_if(0, weight.requires_grad())
+    };
+    let saves = if needs_y && kept.is_none() { saves.and_output() } else { saves };
     let mut inputs = vec![input, weight];
     inputs.extend(bias);
     // Anomaly mode checks the activation before the pooling too: pooling can hide a
     // non-finite value (max drops a -inf, an odd last row is never read).
-    let before_pool = saved.clone();
-    Ok(record_with_internals(op, out, &inputs, &before_pool.iter().collect::<Vec<_>>(), move |ctx| {
-        let (x, w) = (ctx.input(0), ctx.input(1));
-        let bias = ctx.inputs().get(2);
-        let y = saved.as_ref().unwrap_or(ctx.output());
+    let internals: Vec<&Tensor> = before_pool.iter().collect();
+    Ok(record_saving_with_internals(op, out, &inputs, &internals, saves, move |ctx| {
+        let y = match &kept {
+            Some(y) => Some(y),
+            None if needs_y => Some(ctx.output()),
+            None => None,
+        };
         // The direct kernels compute every gradient (and take the epilogue back) in one
         // pass, when the selector picks them for both gradient maps; the differentiable
         // path below runs each map through its own op, which asks the selector again.
@@ -111,21 +126,27 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
         }
         // The gradient before the pooling, then before the activation.
         let mut dy = ctx.grad_output().clone();
-        match epilogue.pool {
-            Some(Pool2x2::Avg) => dy = avg_pool2d_backward(&dy, &g.y_shape(), pool)?,
+        match (epilogue.pool, y) {
+            (Some(Pool2x2::Avg), _) => dy = avg_pool2d_backward(&dy, &g.y_shape(), pool)?,
             // The winners are those of the activation, which is what the pooling read.
-            Some(Pool2x2::Max) => dy = max_pool2x2_grad(y, &dy)?,
-            None => {}
+            (Some(Pool2x2::Max), Some(y)) => dy = max_pool2x2_grad(y, &dy)?,
+            (Some(Pool2x2::Max), None) => return Err(Error::invalid(op, "max pooling's input was not saved")),
+            (None, _) => {}
         }
-        let dy = match epilogue.act {
-            None => dy,
+        let dy = match (epilogue.act, y) {
+            (None, _) => dy,
             // A differentiated backward needs it as a function of the inputs.
-            Some(a) if ctx.create_graph() => a.backward_from_input(&dy, &conv2d(x, w, bias, args)?)?,
-            Some(a) => a.backward_from_output(&dy, y)?,
+            (Some(a), _) if ctx.create_graph() => {
+                let bias = (ctx.num_inputs() == 3).then(|| ctx.input(2));
+                a.backward_from_input(&dy, &conv2d(ctx.input(0), ctx.input(1), bias, args)?)?
+            }
+            (Some(a), Some(y)) => a.backward_from_output(&dy, y)?,
+            (Some(_), None) => return Err(Error::invalid(op, "the activation's output was not saved")),
         };
-        let dw = if ctx.needs_grad(1) { Some(conv2d_weight_grad(x, &dy, w.shape(), args)?) } else { None };
-        let mut grads = vec![if ctx.needs_grad(0) { Some(conv2d_input_grad(&dy, w, x.shape(), args)?) } else { None }, dw];
-        if bias.is_some() {
+        let dw = if ctx.needs_grad(1) { Some(conv2d_weight_grad(ctx.input(0), &dy, ctx.input_shape(1), args)?) } else { None };
+        let dx = if ctx.needs_grad(0) { Some(conv2d_input_grad(&dy, ctx.input(1), ctx.input_shape(0), args)?) } else { None };
+        let mut grads = vec![dx, dw];
+        if ctx.num_inputs() == 3 {
             grads.push(if ctx.needs_grad(2) { Some(dy.sum_dims(&[0, 2, 3], false)?) } else { None });
         }
         Ok(grads)
@@ -134,22 +155,16 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
 
 /// The first-order backward of [`conv2d_fused`] on the direct path: pooling, activation,
 /// bias, input and weight gradients in one pass over the samples. `y` is the convolution's
-/// output after the activation.
-fn backward_direct(g: &Geom, ctx: &autograd::BackwardCtx, y: &Tensor, ep: Epilogue) -> Result<Option<Vec<Option<Tensor>>>> {
-    let (x, w, dy) = (ctx.input(0), ctx.input(1), ctx.grad_output());
-    let bias = ctx.inputs().len() == 3 && ctx.needs_grad(2);
+/// output after the activation, when the epilogue needs it.
+fn backward_direct(g: &Geom, ctx: &autograd::BackwardCtx, y: Option<&Tensor>, ep: Epilogue) -> Result<Option<Vec<Option<Tensor>>>> {
+    let dy = ctx.grad_output();
+    let bias = ctx.num_inputs() == 3 && ctx.needs_grad(2);
     autograd::dispatch!("conv2d_backward", dy.storage(), |_s: T| {
-        let (xd, wd, dyd, y) =
-            (x.contiguous_data::<T>()?, w.contiguous_data::<T>()?, dy.contiguous_data::<T>()?, y.contiguous_data::<T>()?);
-        let b = crate::cpu::Backward {
-            dy: &dyd,
-            y: Some(&y),
-            act: ep.act,
-            pool: ep.pool,
-            x: ctx.needs_grad(1).then_some(&xd[..]),
-            w: ctx.needs_grad(0).then_some(&wd[..]),
-            bias,
-        };
+        // The weight gradient reads the input, the input gradient the weight.
+        let xd = if ctx.needs_grad(1) { Some(ctx.input(0).contiguous_data::<T>()?) } else { None };
+        let wd = if ctx.needs_grad(0) { Some(ctx.input(1).contiguous_data::<T>()?) } else { None };
+        let (dyd, yd) = (dy.contiguous_data::<T>()?, y.map(|y| y.contiguous_data::<T>()).transpose()?);
+        let b = crate::cpu::Backward { dy: &dyd, y: yd.as_deref(), act: ep.act, pool: ep.pool, x: xd.as_deref(), w: wd.as_deref(), bias };
         let Some(grads) = crate::cpu::backward_direct(g, b) else { return Ok(None) };
         for (map, ran) in [(Conv2dMap::InputGrad, ctx.needs_grad(0)), (Conv2dMap::WeightGrad, ctx.needs_grad(1))] {
             if ran {
@@ -160,7 +175,7 @@ fn backward_direct(g: &Geom, ctx: &autograd::BackwardCtx, y: &Tensor, ep: Epilog
             grads.dx.map(|v| Tensor::from_vec(v, &g.x_shape())).transpose()?,
             grads.dw.map(|v| Tensor::from_vec(v, &g.w_shape())).transpose()?,
         ];
-        if ctx.inputs().len() == 3 {
+        if ctx.num_inputs() == 3 {
             out.push(grads.db.map(|v| Tensor::from_vec(v, &[g.o])).transpose()?);
         }
         Ok(Some(out))
@@ -180,11 +195,13 @@ pub fn conv2d_input_grad(dy: &Tensor, weight: &Tensor, input_shape: &[usize], ar
         record_algo(Conv2dMap::InputGrad, algo);
         Tensor::from_vec(crate::cpu::input_grad(&g, algo, &d, &w), &g.x_shape())?
     });
-    Ok(record("conv2d_input_grad", out, &[dy, weight], move |ctx| {
-        let (dy, w, u) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+    // Each argument's gradient reads the other one.
+    let saves = Saves::NOTHING.and_input_if(1, dy.requires_grad()).and_input_if(0, weight.requires_grad());
+    Ok(record_saving("conv2d_input_grad", out, &[dy, weight], saves, move |ctx| {
+        let u = ctx.grad_output();
         Ok(vec![
-            if ctx.needs_grad(0) { Some(conv2d(u, w, None, args)?) } else { None },
-            if ctx.needs_grad(1) { Some(conv2d_weight_grad(u, dy, w.shape(), args)?) } else { None },
+            if ctx.needs_grad(0) { Some(conv2d(u, ctx.input(1), None, args)?) } else { None },
+            if ctx.needs_grad(1) { Some(conv2d_weight_grad(u, ctx.input(0), ctx.input_shape(1), args)?) } else { None },
         ])
     }))
 }
@@ -201,11 +218,12 @@ pub fn conv2d_weight_grad(input: &Tensor, dy: &Tensor, weight_shape: &[usize], a
         record_algo(Conv2dMap::WeightGrad, algo);
         Tensor::from_vec(crate::cpu::weight_grad(&g, algo, &x, &d), &g.w_shape())?
     });
-    Ok(record("conv2d_weight_grad", out, &[input, dy], move |ctx| {
-        let (x, dy, v) = (ctx.input(0), ctx.input(1), ctx.grad_output());
+    let saves = Saves::NOTHING.and_input_if(1, input.requires_grad()).and_input_if(0, dy.requires_grad());
+    Ok(record_saving("conv2d_weight_grad", out, &[input, dy], saves, move |ctx| {
+        let v = ctx.grad_output();
         Ok(vec![
-            if ctx.needs_grad(0) { Some(conv2d_input_grad(dy, v, x.shape(), args)?) } else { None },
-            if ctx.needs_grad(1) { Some(conv2d(x, v, None, args)?) } else { None },
+            if ctx.needs_grad(0) { Some(conv2d_input_grad(ctx.input(1), v, ctx.input_shape(0), args)?) } else { None },
+            if ctx.needs_grad(1) { Some(conv2d(ctx.input(0), v, None, args)?) } else { None },
         ])
     }))
 }

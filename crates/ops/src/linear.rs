@@ -6,7 +6,7 @@
 
 use crate::cpu::gemm::{gemm_batch, MatRef, Product};
 use crate::matmul::matmul;
-use autograd::{record, Element, Error, Result, Tensor};
+use autograd::{record_saving, Element, Error, Result, Saves, Tensor};
 
 /// `x wᵀ + b` over the last dim of `x`: `x` is `[..., in]`, `w` is `[out, in]`, `b` is
 /// `[out]`; the result is `[..., out]`.
@@ -41,13 +41,14 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     });
     let mut inputs = vec![&x, w];
     inputs.extend(b);
-    Ok(record("linear", out, &inputs, move |ctx| {
-        let (x, w) = (ctx.input(0), ctx.input(1));
+    // The input's gradient reads the weight, the weight's the input, the bias's nothing.
+    let saves = Saves::NOTHING.and_input_if(1, x.requires_grad()).and_input_if(0, w.requires_grad());
+    Ok(record_saving("linear", out, &inputs, saves, move |ctx| {
         let g = ctx.grad_output().reshape(&[rows as isize, out_f as isize])?;
-        let gx = if ctx.needs_grad(0) { Some(matmul(&g, w)?.reshape_to(x.shape())?) } else { None };
-        let gw = if ctx.needs_grad(1) { Some(matmul(&g.t()?, &x.reshape(&[rows as isize, in_f as isize])?)?) } else { None };
+        let gx = if ctx.needs_grad(0) { Some(matmul(&g, ctx.input(1))?.reshape_to(ctx.input_shape(0))?) } else { None };
+        let gw = if ctx.needs_grad(1) { Some(matmul(&g.t()?, &ctx.input(0).reshape(&[rows as isize, in_f as isize])?)?) } else { None };
         let mut grads = vec![gx, gw];
-        if ctx.inputs().len() == 3 {
+        if ctx.num_inputs() == 3 {
             grads.push(if ctx.needs_grad(2) { Some(g.sum_dims(&[0], false)?) } else { None });
         }
         Ok(grads)

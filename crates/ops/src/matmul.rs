@@ -8,7 +8,7 @@
 
 use crate::cpu::gemm::{gemm_batch, MatRef, Product};
 use autograd::shape::{broadcast_shapes, checked_numel, Layout};
-use autograd::{record, Element, Error, Result, Tensor};
+use autograd::{record_saving, Element, Error, Result, Saves, Tensor};
 
 /// `a @ b`.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -52,10 +52,12 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let c = matmul_kernel::<T>(a, b, &batch, m, k, n);
         Tensor::from_vec(c, &out_shape)?
     });
-    Ok(record("matmul", out, &[a, b], |ctx| {
-        let (a, b, g) = (ctx.input(0), ctx.input(1), ctx.grad_output());
-        let ga = if ctx.needs_grad(0) { Some(matmul(g, &b.transpose(-1, -2)?)?.sum_to(a.shape())?) } else { None };
-        let gb = if ctx.needs_grad(1) { Some(matmul(&a.transpose(-1, -2)?, g)?.sum_to(b.shape())?) } else { None };
+    // Each side's gradient reads the other side only.
+    let saves = Saves::NOTHING.and_input_if(1, a.requires_grad()).and_input_if(0, b.requires_grad());
+    Ok(record_saving("matmul", out, &[a, b], saves, |ctx| {
+        let g = ctx.grad_output();
+        let ga = if ctx.needs_grad(0) { Some(matmul(g, &ctx.input(1).transpose(-1, -2)?)?.sum_to(ctx.input_shape(0))?) } else { None };
+        let gb = if ctx.needs_grad(1) { Some(matmul(&ctx.input(0).transpose(-1, -2)?, g)?.sum_to(ctx.input_shape(1))?) } else { None };
         Ok(vec![ga, gb])
     }))
 }

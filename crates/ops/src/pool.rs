@@ -12,7 +12,7 @@
 use crate::args::{out_size, Pair};
 use crate::cpu::pool_rows::{avg2x2_row, max2x2_row, max2x2_scatter_rows, spread2x2_row, winner4, wins};
 use autograd::parallel::install;
-use autograd::{record, Element, Error, Result, Tensor};
+use autograd::{record_saving, Element, Error, Result, Saves, Tensor};
 use rayon::prelude::*;
 
 /// Arguments of the pooling ops: window, stride (defaults to the window) and padding.
@@ -180,7 +180,10 @@ pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         });
         Tensor::from_vec(y, &g.out_shape(input.shape()))?
     });
-    Ok(record("max_pool2d", out, &[input], move |ctx| Ok(vec![Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])))
+    // The input: the winners are found again in it.
+    Ok(record_saving("max_pool2d", out, &[input], Saves::input(0), move |ctx| {
+        Ok(vec![Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])
+    }))
 }
 
 /// The gradient of max pooling: each output gradient added at its window's winner in `x`.
@@ -215,7 +218,7 @@ fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
         }
         Tensor::from_vec(dx, x.shape())?
     });
-    Ok(record("max_pool2d_backward", out, &[x, dy], move |ctx| {
+    Ok(record_saving("max_pool2d_backward", out, &[x, dy], Saves::input(0), move |ctx| {
         Ok(vec![None, Some(max_pool2d_gather(ctx.input(0), ctx.grad_output(), g)?)])
     }))
 }
@@ -232,7 +235,9 @@ fn max_pool2d_gather(x: &Tensor, v: &Tensor, g: Geom) -> Result<Tensor> {
         });
         Tensor::from_vec(y, &g.out_shape(x.shape()))?
     });
-    Ok(record("max_pool2d_gather", out, &[x, v], move |ctx| Ok(vec![None, Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])))
+    Ok(record_saving("max_pool2d_gather", out, &[x, v], Saves::input(0), move |ctx| {
+        Ok(vec![None, Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])
+    }))
 }
 
 /// Average pooling (padded cells count toward the window size).
@@ -264,7 +269,9 @@ pub fn avg_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         });
         Tensor::from_vec(y, &g.out_shape(input.shape()))?
     });
-    Ok(record("avg_pool2d", out, &[input], move |ctx| Ok(vec![Some(avg_pool2d_backward(ctx.grad_output(), ctx.input(0).shape(), args)?)])))
+    Ok(record_saving("avg_pool2d", out, &[input], Saves::NOTHING, move |ctx| {
+        Ok(vec![Some(avg_pool2d_backward(ctx.grad_output(), ctx.input_shape(0), args)?)])
+    }))
 }
 
 /// Gradient of [`avg_pool2d`]: each output gradient spread evenly over its window.
@@ -311,5 +318,5 @@ pub fn avg_pool2d_backward(dy: &Tensor, input_shape: &[usize], args: Pool2dArgs)
         }
         Tensor::from_vec(dx, input_shape)?
     });
-    Ok(record("avg_pool2d_backward", out, &[dy], move |ctx| Ok(vec![Some(avg_pool2d(ctx.grad_output(), args)?)])))
+    Ok(record_saving("avg_pool2d_backward", out, &[dy], Saves::NOTHING, move |ctx| Ok(vec![Some(avg_pool2d(ctx.grad_output(), args)?)])))
 }
