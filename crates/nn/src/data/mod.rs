@@ -5,7 +5,7 @@ pub mod idx;
 pub mod loader;
 
 pub use idx::{read_idx, read_images, read_labels, Dim, Idx};
-pub use loader::{Batches, DataLoader};
+pub use loader::{shard_range, Batches, DataLoader, Shard};
 
 use crate::error::{Error, Result};
 use autograd::Tensor;
