@@ -134,6 +134,42 @@ fn lenet_f64(world: Option<&World>) -> Vec<(String, Tensor)> {
     model.state_dict()
 }
 
+/// A two-layer net in f64 on 641 images in batches of 64 for two epochs: each epoch's last
+/// batch holds one image, so rank 0's part of it is empty (no forward, no gradient).
+fn mlp_f64(world: Option<&World>) -> Vec<(String, Tensor)> {
+    let (train, test) = data(641, 100);
+    let mut r = rng(5);
+    let net = Sequential::new()
+        .append(nn::Flatten::new(1, -1))
+        .append(nn::Linear::new(784, 16, &mut r).unwrap())
+        .append(nn::ReLU)
+        .append(nn::Linear::new(16, 10, &mut r).unwrap());
+    net.to_dtype(DType::F64).unwrap();
+    let model = F64Input(net);
+    let mut config = TrainConfig::new(2, 64, 9);
+    config.shard = world.map(|w| w.shard());
+    let mut trainer = Trainer::new(&model, Box::new(Sgd::new(model.named_parameters(), 0.5).unwrap()), config);
+    if let Some(w) = world {
+        trainer.add_callback(DistributedDataParallel::new(w, &model).unwrap());
+    }
+    trainer.fit(&train, &test).unwrap();
+    drop(trainer);
+    model.state_dict()
+}
+
+/// `||a - b|| / ||b||` over every entry.
+fn relative_difference(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for ((k, x), (k1, y)) in a.iter().zip(b) {
+        assert_eq!(k, k1);
+        for (x, y) in x.to_vec::<f64>().into_iter().zip(y.to_vec::<f64>()) {
+            diff += (x - y) * (x - y);
+            norm += y * y;
+        }
+    }
+    (diff / norm).sqrt()
+}
+
 struct CountSteps(std::rc::Rc<std::cell::Cell<usize>>);
 impl Callback for CountSteps {
     fn on_batch_end(&mut self, _s: &Step, _r: &nn::train::Running) -> nn::Result<()> {
@@ -200,16 +236,7 @@ fn lenet_f64_two_ranks_match_one_process_and_are_bitwise_reproducible() {
         })
         .collect();
     assert_eq!(bits(&runs[0]), bits(&runs[1]), "two 2-rank runs differ");
-    let one = lenet_f64(None);
-    let (mut diff, mut norm) = (0.0f64, 0.0f64);
-    for ((k, a), (k1, b)) in runs[0].iter().zip(&one) {
-        assert_eq!(k, k1);
-        for (x, y) in a.to_vec::<f64>().into_iter().zip(b.to_vec::<f64>()) {
-            diff += (x - y) * (x - y);
-            norm += y * y;
-        }
-    }
-    let rel = (diff / norm).sqrt();
+    let rel = relative_difference(&runs[0], &lenet_f64(None));
     eprintln!("2 ranks vs 1 process after 100 steps: relative difference {rel:e}");
     assert!(rel <= 1e-8, "relative difference {rel:e}");
     assert!(bits(&runs[0]) != bits(&lenet_f64_untrained()), "the weights did not move");
@@ -232,6 +259,56 @@ fn child_lenet_f64() {
     world.check_same("trained weights", hash(&state)).unwrap();
     if world.rank() == 0 {
         nn::save(&env_path("CONVNET_OUT"), &state).unwrap();
+    }
+}
+
+#[test]
+fn a_rank_with_an_empty_part_of_the_last_batch_still_matches_one_process() {
+    let dir = out_dir();
+    let path = dir.path().join("mlp.npz");
+    succeeded(mpirun(2, "child_mlp_f64", &[("CONVNET_OUT", path.to_str().unwrap())]));
+    let rel = relative_difference(&nn::load(&path).unwrap(), &mlp_f64(None));
+    assert!(rel <= 1e-8, "relative difference {rel:e}");
+}
+
+#[test]
+#[ignore = "one rank of a_rank_with_an_empty_part_of_the_last_batch_still_matches_one_process, under mpirun"]
+fn child_mlp_f64() {
+    assert!(is_child(), "run by its parent test under mpirun");
+    let world = World::init().unwrap();
+    let state = mlp_f64(Some(&world));
+    world.check_same("trained weights", hash(&state)).unwrap();
+    if world.rank() == 0 {
+        nn::save(&env_path("CONVNET_OUT"), &state).unwrap();
+    }
+}
+
+/// The all-reduce on three ranks (where Open MPI's own changes its order) is the
+/// rank-order sum, bitwise, on every rank, for lengths below, at and above the world size.
+#[test]
+fn the_all_reduce_adds_in_rank_order_on_three_ranks() {
+    succeeded(mpirun(3, "child_reduce", &[]));
+}
+
+#[test]
+#[ignore = "the ranks of the_all_reduce_adds_in_rank_order_on_three_ranks, under mpirun"]
+fn child_reduce() {
+    assert!(is_child(), "run by its parent test under mpirun");
+    let world = World::init().unwrap();
+    // Rank r's element i: magnitudes far apart, so a different order gives other bits.
+    let value =
+        |r: usize, i: usize| ((i * 7 + r * 13) % 17) as f64 * [1e-3, 1.0, 1e8][r % 3] * if (i + r) % 2 == 0 { 1.0 } else { -1.0 } + 0.1;
+    for n in [0usize, 1, 2, 3, 5, 1000, 100_003] {
+        let mut x64: Vec<f64> = (0..n).map(|i| value(world.rank(), i)).collect();
+        let mut x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
+        world.all_reduce_sum(&mut x64[..]).unwrap();
+        world.all_reduce_sum(&mut x32[..]).unwrap();
+        for i in 0..n {
+            let e64 = (1..world.size()).fold(value(0, i), |acc, r| acc + value(r, i));
+            let e32 = (1..world.size()).fold(value(0, i) as f32, |acc, r| acc + value(r, i) as f32);
+            assert_eq!(x64[i].to_bits(), e64.to_bits(), "f64, n {n}, element {i}, rank {}", world.rank());
+            assert_eq!(x32[i].to_bits(), e32.to_bits(), "f32, n {n}, element {i}, rank {}", world.rank());
+        }
     }
 }
 

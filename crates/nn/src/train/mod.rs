@@ -417,3 +417,28 @@ impl Drop for AnomalyMode {
         autograd::set_detect_anomaly(self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (rank, epoch) of a run draws from its own seed, and a run's seeds are not
+    /// another seed's.
+    #[test]
+    fn shard_generator_seeds_differ_by_rank_epoch_and_seed() {
+        let mut seen = std::collections::HashSet::new();
+        for seed in [0u64, 1, 42] {
+            for world in [1usize, 2, 3] {
+                for rank in 0..world {
+                    for epoch in 0..50 {
+                        let s = shard_generator_seed(seed, Shard { rank, world }, epoch);
+                        assert_eq!(s, shard_generator_seed(seed, Shard { rank, world: 7 }, epoch), "the world size plays no part");
+                        seen.insert((seed, rank, epoch, s));
+                    }
+                }
+            }
+        }
+        let seeds: std::collections::HashSet<u64> = seen.iter().map(|t| t.3).collect();
+        assert_eq!(seeds.len(), 3 * 3 * 50);
+    }
+}
