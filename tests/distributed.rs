@@ -296,8 +296,9 @@ fn child_reduce() {
     assert!(is_child(), "run by its parent test under mpirun");
     let world = World::init().unwrap();
     // Rank r's element i: magnitudes far apart, so a different order gives other bits.
-    let value =
-        |r: usize, i: usize| ((i * 7 + r * 13) % 17) as f64 * [1e-3, 1.0, 1e8][r % 3] * if (i + r) % 2 == 0 { 1.0 } else { -1.0 } + 0.1;
+    let value = |r: usize, i: usize| {
+        ((i * 7 + r * 13) % 17) as f64 * [1e-3, 1.0, 1e8][r % 3] * if (i + r).is_multiple_of(2) { 1.0 } else { -1.0 } + 0.1
+    };
     for n in [0usize, 1, 2, 3, 5, 1000, 100_003] {
         let mut x64: Vec<f64> = (0..n).map(|i| value(world.rank(), i)).collect();
         let mut x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();

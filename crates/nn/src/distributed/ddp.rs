@@ -134,7 +134,7 @@ fn average<T: Reducible>(world: &World, params: &[&Parameter], weight: f64, flat
             p.set_grad(None)?;
             continue;
         }
-        part.iter_mut().for_each(|x| *x = *x / ranks);
+        part.iter_mut().for_each(|x| *x /= ranks);
         if !p.update_grad::<T>(|g| g.copy_from_slice(part))? {
             p.set_grad(Some(&Tensor::from_vec(part.to_vec(), &p.shape())?))?;
         }

@@ -1,13 +1,5 @@
-//! Collectives with a fixed arithmetic: MPI only moves bytes here, the sums are ours.
-//!
-//! [`World::all_reduce_sum`] is a reduce-scatter then an all-gather. Each round cuts the
-//! buffer into one contiguous part per rank (`shard_range`); an all-to-all brings every
-//! rank's copy of part `r` to rank `r`, which adds them in rank order,
-//! `((x_0 + x_1) + x_2) + ...`; an all-gather sends the sums back to every rank. Every
-//! element is therefore the rank-order sum, whatever MPI's algorithms, the message size or
-//! the round cut: the same bits on every rank and in every run with the same number of
-//! ranks. Each rank sends and receives `(W-1)/W` of the buffer twice, as a ring all-reduce
-//! does.
+//! Collectives with a fixed arithmetic: MPI only moves bytes here, the sums are ours
+//! ([`World::all_reduce_sum`]).
 
 use super::World;
 use crate::data::shard_range;
@@ -19,7 +11,7 @@ use mpi::topology::Communicator;
 use mpi::Count;
 
 /// Element types [`World::all_reduce_sum`] adds: f32 and f64.
-pub trait Reducible: Element + Equivalence {}
+pub trait Reducible: Element + Equivalence + std::ops::AddAssign + std::ops::DivAssign {}
 impl Reducible for f32 {}
 impl Reducible for f64 {}
 
@@ -29,8 +21,16 @@ impl Reducible for f64 {}
 const ROUND: usize = 1 << 24;
 
 impl World {
-    /// Replaces `data` on every rank by its sum over the ranks, added in rank order (see
-    /// the [module docs](self)). Every rank must call it with the same length.
+    /// Replaces `data` on every rank by its sum over the ranks, added in rank order. Every
+    /// rank must call it with the same length.
+    ///
+    /// A reduce-scatter then an all-gather: each round cuts the buffer into one contiguous
+    /// part per rank ([`shard_range`]); an all-to-all brings every rank's copy of part `r`
+    /// to rank `r`, which adds them in rank order, `((x_0 + x_1) + x_2) + ...`; an
+    /// all-gather sends the sums back to every rank. Every element is therefore the
+    /// rank-order sum, whatever MPI's algorithms, the message size or the round cut: the
+    /// same bits on every rank and in every run with the same number of ranks. Each rank
+    /// sends and receives `(W-1)/W` of the buffer twice, as a ring all-reduce does.
     ///
     /// # Errors
     /// Never for now (the signature leaves room for a transport that can fail without
@@ -62,7 +62,7 @@ impl World {
             let (acc, rest) = scratch.split_at_mut(mine);
             for copy in rest.chunks_exact(mine.max(1)) {
                 for (a, &x) in acc.iter_mut().zip(copy) {
-                    *a = *a + x;
+                    *a += x;
                 }
             }
             let mut all = PartitionMut::new(&mut *round, &counts[..], &displs[..]);
