@@ -103,8 +103,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub detect_anomaly: bool,
     /// Train data-parallel over MPI, one process per rank under `mpirun -n N`:
-    /// --batch-size is the global batch, shared by the ranks; only rank 0 prints, plots
-    /// and saves (needs a build with --features distributed)
+    /// --batch-size is the global batch, shared by the ranks; only rank 0 prints (no
+    /// progress bar), plots and saves (needs a build with --features distributed)
     #[arg(long)]
     pub distributed: bool,
     /// Show a progress bar (set when stdout is a terminal).
@@ -581,7 +581,9 @@ fn train(args: &TrainArgs, out: &mut dyn Write, world: Option<&World>) -> Result
     if let Some(max_norm) = args.clip_grad_norm {
         trainer.add_callback(ClipGradNorm { max_norm });
     }
-    if args.progress && rank0 {
+    // Not with --distributed: mpirun gives the ranks a terminal even when its own output
+    // goes to a file (a cluster job's log), which the bar would fill.
+    if args.progress && world.is_none() {
         trainer.add_callback(ProgressBar { bar: None });
     }
     trainer.add_callback(FirstEpochLosses(&mut first_losses));
