@@ -114,6 +114,7 @@ impl LenetArgs {
             milestones: None,
             warmup_epochs: 0,
             clip_grad_norm: None,
+            augment: false,
             seed: self.seed,
             data_dir: self.data_dir.clone(),
             train_limit: self.train_limit,

@@ -8,6 +8,7 @@ use autograd::{no_grad, rng, set_num_threads, Tensor};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
+use nn::data::RandomCropFlip;
 use nn::optim::lr_scheduler::{CosineAnnealingLR, LinearLR, LrScheduler, MultiStepLR, OneCycleLR, SequentialLR, StepLR};
 use nn::optim::{AdamConfig, RmsPropConfig, SgdConfig};
 use nn::train::{settings, Callback, ClipGradNorm, EpochStats, PrintEpochs, Running, SchedulerStep, Settings, Step, Value};
@@ -59,6 +60,10 @@ pub struct TrainArgs {
     /// Clip the gradients' 2-norm to this before every update
     #[arg(long, value_name = "X", value_parser = cli::parse_learning_rate)]
     pub clip_grad_norm: Option<f64>,
+    /// Augment the training images: random crop with 4 pixels of zero padding, then a
+    /// random horizontal flip (torchvision's RandomCrop(28, padding=4), RandomHorizontalFlip())
+    #[arg(long)]
+    pub augment: bool,
     /// Seed for initialisation, shuffling and random draws, 0 to 2^53
     #[arg(long, value_name = "N", default_value_t = 42, value_parser = cli::parse_seed)]
     pub seed: u64,
@@ -235,6 +240,7 @@ impl TrainArgs {
             .text("milestones", milestones)
             .number("warmup_epochs", self.warmup_epochs as f64)
             .number("clip_grad_norm", self.clip_grad_norm.unwrap_or(0.0))
+            .number("augment", self.augment as u8 as f64)
             .number("epochs", self.epochs as f64)
     }
 
@@ -284,6 +290,11 @@ impl TrainArgs {
         s.warmup_epochs = whole_with("warmup_epochs", "warm-up epochs", settings::epochs)?;
         let clip = settings::non_negative(num("clip_grad_norm")?).map_err(check("clip-grad-norm"))?;
         s.clip_grad_norm = (clip > 0.0).then_some(clip);
+        s.augment = match num("augment")? {
+            0.0 => false,
+            1.0 => true,
+            v => return Err(check("augment")(format!("expects 0 or 1, got {v}")).into()),
+        };
         let saved_epochs = whole_with("epochs", "epochs", settings::epochs)?;
         if s.schedule_needs_epochs() {
             s.epochs = saved_epochs;
@@ -592,7 +603,14 @@ fn train(args: &TrainArgs, out: &mut dyn Write, world: Option<&World>) -> Result
         trainer.add_callback(Plot(path.clone()));
     }
     let stop = args.stop_after.map_or(args.epochs, |n| n.min(args.epochs));
-    let fitted = trainer.fit_until(&train, &test, stop);
+    let augmented;
+    let train_set: &dyn Dataset = if args.augment {
+        augmented = RandomCropFlip::new(train, 4);
+        &augmented
+    } else {
+        &train
+    };
+    let fitted = trainer.fit_until(train_set, &test, stop);
     drop(trainer);
     report.epochs = fitted?;
     report.first_epoch_losses = first_losses;

@@ -453,7 +453,7 @@ fn train_job(flags: &str) -> Output {
 #[test]
 fn train_distributed_prints_once_and_resumes_bitwise() {
     let dir = out_dir();
-    let base = "--model lenet --distributed --train-limit 1000 --test-limit 200 --batch-size 100 --epochs 2 --act relu --pool max --lr 0.1";
+    let base = "--model lenet --distributed --train-limit 1000 --test-limit 200 --batch-size 100 --epochs 2 --act relu --pool max --lr 0.1 --augment";
     let straight = dir.path().join("straight.npz");
     let split = dir.path().join("split.npz");
     let out = succeeded(train_job(&format!("{base} --save {}", straight.display())));

@@ -28,7 +28,7 @@ fn checkpoint(path: &Path) -> Vec<(String, Vec<u64>)> {
 #[test]
 fn a_split_run_resumed_equals_the_straight_run_for_every_optimiser_and_scheduler() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [&[&str]; 7] = [
+    let cases: [&[&str]; 8] = [
         &["--optimizer", "sgd", "--momentum", "0.9", "--weight-decay", "1e-4", "--lr", "0.3"],
         &["--optimizer", "adam", "--scheduler", "step", "--step-size", "1", "--gamma", "0.5"],
         &["--optimizer", "adamw", "--scheduler", "multistep", "--milestones", "1,2"],
@@ -36,6 +36,8 @@ fn a_split_run_resumed_equals_the_straight_run_for_every_optimiser_and_scheduler
         &["--optimizer", "sgd", "--scheduler", "onecycle", "--lr", "0.5", "--momentum", "0.9"],
         &["--optimizer", "adam", "--scheduler", "cosine", "--warmup-epochs", "1"],
         &["--optimizer", "sgd", "--clip-grad-norm", "0.5", "--scheduler", "step", "--step-size", "2"],
+        // Random crops and flips: the generator's state is in the checkpoint.
+        &["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.1", "--augment"],
     ];
     let base = ["--train-limit", "768", "--test-limit", "50", "--batch-size", "128", "--act", "relu", "--pool", "max"];
     for (i, case) in cases.iter().enumerate() {
@@ -140,4 +142,21 @@ fn distributed_needs_the_feature() {
     let e = run(&parsed(&["--distributed", "--train-limit", "10"]), &mut Vec::new()).unwrap_err();
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("--distributed needs a build with `--features distributed`"), "{e}");
+}
+
+#[test]
+fn a_bn_lenet_trained_in_pytorch_evaluates_as_there() {
+    // tests/fixtures/train/make_fixture.py: SPEC's keys, int64 num_batches_tracked.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train");
+    let expected = std::fs::read_to_string(dir.join("bn_lenet_torch.expected")).unwrap();
+    let v: Vec<f64> = expected.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let weights = dir.join("bn_lenet_torch.npz");
+    let a = parsed(&["--model", "bn-lenet", "--eval-only", "--test-limit", "1000", "--load", weights.to_str().unwrap()]);
+    let mut out = Vec::new();
+    let (loss, acc) = run(&a, &mut out).unwrap().eval.unwrap();
+    // Both in f32, summed in other orders: the loss to rounding, the accuracy exactly.
+    assert!((loss - v[0]).abs() < 1e-5, "loss {loss} vs PyTorch's {}", v[0]);
+    assert_eq!((acc * 1000.0).round(), (v[1] * 1000.0).round());
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains(&format!("test loss {:.4}, test acc {:.4}", v[0], v[1])), "{text}");
 }

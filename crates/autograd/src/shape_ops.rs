@@ -114,26 +114,35 @@ impl Tensor {
         let mut shape = l.shape.clone();
         shape[d] = len;
         let out = self.view(Layout { shape, strides: l.strides.clone(), offset: l.offset + start * l.strides[d] });
-        Ok(record("narrow", out, &[self], move |ctx| {
-            // Gradient: zeros around the narrowed slice.
-            let g = ctx.grad_output();
-            let full = ctx.input(0).shape()[d];
-            let mut parts = Vec::new();
-            let zeros_of = |n: usize| {
-                let mut s = g.shape().to_vec();
-                s[d] = n;
-                Tensor::zeros_dtype(&s, g.dtype())
-            };
-            if start > 0 {
-                parts.push(zeros_of(start));
+        let full = self.shape()[d];
+        Ok(record("narrow", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().unnarrow(d, start, full)?)])))
+    }
+
+    /// The adjoint of `narrow(d, start, len)`: `self` (of length `len` in dim `d`) placed at
+    /// `start` in a zero tensor of length `full` there. One copy of contiguous runs: a
+    /// convolution whose border taps are cropped (`ops::conv2d`) takes its weight's
+    /// gradient through here at every step. Differentiable: its own gradient is the narrow.
+    pub(crate) fn unnarrow(&self, d: usize, start: usize, full: usize) -> Result<Tensor> {
+        let len = self.shape()[d];
+        let mut shape = self.shape().to_vec();
+        shape[d] = full;
+        let n = checked_numel("narrow", &shape)?;
+        let outer: usize = shape[..d].iter().product();
+        let inner: usize = shape[d + 1..].iter().product();
+        let (run, stride) = (len * inner, full * inner);
+        let storage = crate::dispatch_all!(self.storage(), |_s: T| {
+            let g = self.contiguous_data::<T>()?;
+            let mut out = vec![T::default(); n];
+            if run > 0 {
+                for (o, src) in g.chunks_exact(run).enumerate().take(outer) {
+                    let at = o * stride + start * inner;
+                    out[at..at + run].copy_from_slice(src);
+                }
             }
-            parts.push(g.clone());
-            if start + len < full {
-                parts.push(zeros_of(full - start - len));
-            }
-            let refs: Vec<&Tensor> = parts.iter().collect();
-            Ok(vec![Some(Tensor::cat(&refs, dim)?)])
-        }))
+            T::into_storage(out)
+        });
+        let out = Tensor::from_storage(storage, &shape);
+        Ok(record("narrow_backward", out, &[self], move |ctx| Ok(vec![Some(ctx.grad_output().narrow(d as isize, start, len)?)])))
     }
 
     /// Joins tensors along an existing dim; all other dims must agree.

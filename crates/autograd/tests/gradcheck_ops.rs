@@ -92,6 +92,13 @@ proptest! {
         let len0 = s[0];
         let start = (seed as usize) % len0;
         both(|v| v[0].narrow(0, start, len0 - start), &[x.clone()]);
+        // A middle or last dim, as a convolution crops its weight's border taps.
+        let last = rank - 1;
+        let n1 = s[1];
+        let s1 = (seed as usize / 7) % n1;
+        let nl = if last == 1 { n1 - s1 } else { s[last] };
+        let sl = (seed as usize / 11) % nl;
+        both(|v| v[0].narrow(1, s1, n1 - s1)?.narrow(last as isize, 0, nl - sl), &[x.clone()]);
         both(|v| Tensor::cat(&[&v[0], &v[0].mul_scalar(3.0)], -1), &[x.clone()]);
         both(|v| Tensor::stack(&[&v[0], &v[0].exp()], 1), &[x.clone()]);
         both(|v| v[0].flatten(0, 1), &[x.clone()]);

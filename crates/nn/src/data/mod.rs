@@ -1,9 +1,11 @@
 //! Data loading: the [`Dataset`] trait, an in-memory [`ImageDataset`], the
 //! [`FashionMnist`] files, and a seeded, reproducible [`DataLoader`].
 
+pub mod augment;
 pub mod idx;
 pub mod loader;
 
+pub use augment::RandomCropFlip;
 pub use idx::{read_idx, read_images, read_labels, Dim, Idx};
 pub use loader::{shard_range, Batches, DataLoader, Shard};
 
