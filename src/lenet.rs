@@ -129,6 +129,7 @@ impl LenetArgs {
             stop_after: None,
             resume: self.resume.clone(),
             detect_anomaly: self.detect_anomaly,
+            distributed: false,
             progress: self.progress,
             explicit: self.explicit.clone(),
         }

@@ -107,6 +107,11 @@ pub struct TrainArgs {
     /// Fail on the first NaN or infinity, naming the op and the step
     #[arg(long)]
     pub detect_anomaly: bool,
+    /// Train data-parallel over MPI, one process per rank under `mpirun -n N`:
+    /// --batch-size is the global batch, shared by the ranks; only rank 0 prints (no
+    /// progress bar), plots and saves (needs a build with --features distributed)
+    #[arg(long)]
+    pub distributed: bool,
     /// Show a progress bar (set when stdout is a terminal).
     #[arg(skip)]
     pub progress: bool,
@@ -444,9 +449,54 @@ impl Callback for FirstEpochLosses<'_> {
     }
 }
 
-/// Trains (or evaluates) as the flags say, writing the book's output to `out`.
+/// The processes of a `--distributed` run.
+#[cfg(feature = "distributed")]
+use nn::distributed::World;
+
+/// Without the `distributed` feature there is no world: a type with no values keeps one
+/// code path for both builds.
+#[cfg(not(feature = "distributed"))]
+enum World {}
+
+#[cfg(not(feature = "distributed"))]
+impl World {
+    fn rank(&self) -> usize {
+        match *self {}
+    }
+    fn shard(&self) -> nn::data::Shard {
+        match *self {}
+    }
+    fn local_size(&self) -> usize {
+        match *self {}
+    }
+}
+
+/// Trains (or evaluates) as the flags say, writing the book's output to `out`. With
+/// `--distributed`, this process is one rank of an MPI job: only rank 0 writes to `out`,
+/// and an error on any rank ends every rank (`MPI_Abort`, naming the rank) instead of
+/// returning, since returning would finalise MPI while the other ranks wait for this one.
 pub fn run(args: &TrainArgs, out: &mut dyn Write) -> Result<Report, RunError> {
+    if !args.distributed {
+        return train(args, out, None);
+    }
+    #[cfg(feature = "distributed")]
+    {
+        let world = World::init()?;
+        let mut sink = std::io::sink();
+        let out: &mut dyn Write = if world.rank() == 0 { out } else { &mut sink };
+        match train(args, out, Some(&world)) {
+            Ok(report) => Ok(report),
+            Err(e) => world.fail(format!("train: rank {} of {}: {e}", world.rank(), world.size()), e.exit_code()),
+        }
+    }
+    #[cfg(not(feature = "distributed"))]
+    Err(RunError::Usage("--distributed needs a build with `--features distributed` (README, \"Distributed\")".into()))
+}
+
+/// [`run`] on one process, or on one rank of `world`.
+fn train(args: &TrainArgs, out: &mut dyn Write, world: Option<&World>) -> Result<Report, RunError> {
     let io = |e: std::io::Error| nn::Error::io("<stdout>", e);
+    let rank0 = world.is_none_or(|w| w.rank() == 0);
     if args.model != "lenet" {
         for flag in ["--pool", "--act"] {
             if args.explicit.iter().any(|f| f == flag) {
@@ -459,14 +509,20 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> Result<Report, RunError> {
         Some(path) => args.resumed(&nn::train::read_settings(path)?, path)?,
         None => args.clone(),
     };
-    // Every output path is checked now, not after the first epoch.
-    if let Some(path) = &args.save {
+    // Every output path is checked now, not after the first epoch (by the one rank that
+    // writes them).
+    if let Some(path) = args.save.as_ref().filter(|_| rank0) {
         nn::check_save_path(path)?;
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = args.plot.as_ref().filter(|_| rank0) {
         nn::check_writable(path)?;
     }
-    if let Some(t) = args.threads {
+    // The ranks on one machine share its cores.
+    let threads = args.threads.or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        world.map(|w| (cores / w.local_size()).max(1))
+    });
+    if let Some(t) = threads {
         set_num_threads(t).map_err(|e| RunError::Usage(format!("--threads: {e}")))?;
     }
     let (train, test) = FashionMnist::load(&args.data_dir)?;
@@ -508,8 +564,9 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> Result<Report, RunError> {
     let scheduler = build_scheduler(&args, opt.as_mut(), batches)?;
     let mut config = TrainConfig::new(args.epochs, args.batch_size, args.seed);
     config.detect_anomaly = args.detect_anomaly;
-    config.save = args.save.clone();
+    config.save = args.save.clone().filter(|_| rank0);
     config.settings = args.settings();
+    config.shard = world.map(|w| w.shard());
     let mut first_losses = Vec::new();
     let mut trainer = Trainer::new(&net, opt, config);
     if let Some((s, every)) = scheduler {
@@ -525,15 +582,24 @@ pub fn run(args: &TrainArgs, out: &mut dyn Write) -> Result<Report, RunError> {
         }
         writeln!(out, "resuming {} after epoch {}", path.display(), trainer.epoch()).map_err(io)?;
     }
+    // Rank 0's weights and buffers on every rank (after a resume too, so the ranks agree
+    // even if their copies of the file did not), then the gradients averaged before any
+    // other gradient hook sees them.
+    #[cfg(feature = "distributed")]
+    if let Some(w) = world {
+        trainer.add_callback(nn::distributed::DistributedDataParallel::new(w, &net)?);
+    }
     if let Some(max_norm) = args.clip_grad_norm {
         trainer.add_callback(ClipGradNorm { max_norm });
     }
-    if args.progress {
+    // Not with --distributed: mpirun gives the ranks a terminal even when its own output
+    // goes to a file (a cluster job's log), which the bar would fill.
+    if args.progress && world.is_none() {
         trainer.add_callback(ProgressBar { bar: None });
     }
     trainer.add_callback(FirstEpochLosses(&mut first_losses));
     trainer.add_callback(PrintEpochs { out: &mut *out });
-    if let Some(path) = &args.plot {
+    if let Some(path) = args.plot.as_ref().filter(|_| rank0) {
         trainer.add_callback(Plot(path.clone()));
     }
     let stop = args.stop_after.map_or(args.epochs, |n| n.min(args.epochs));

@@ -134,6 +134,16 @@ fn a_resumed_run_refuses_another_schedule_length() {
     assert_eq!(run(&r, &mut Vec::new()).unwrap().epochs.len(), 3);
 }
 
+/// Without the `distributed` feature, `--distributed` is a usage error saying how to build
+/// it (with it, tests/distributed.rs runs it under mpirun).
+#[cfg(not(feature = "distributed"))]
+#[test]
+fn distributed_needs_the_feature() {
+    let e = run(&parsed(&["--distributed", "--train-limit", "10"]), &mut Vec::new()).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("--distributed needs a build with `--features distributed`"), "{e}");
+}
+
 #[test]
 fn a_bn_lenet_trained_in_pytorch_evaluates_as_there() {
     // tests/fixtures/train/make_fixture.py: SPEC's keys, int64 num_batches_tracked.

@@ -9,6 +9,8 @@ pub mod clip;
 pub mod conv;
 pub mod conv_transpose;
 pub mod data;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod dropout;
 pub mod embedding;
 pub mod error;

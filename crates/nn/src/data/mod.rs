@@ -7,7 +7,7 @@ pub mod loader;
 
 pub use augment::RandomCropFlip;
 pub use idx::{read_idx, read_images, read_labels, Dim, Idx};
-pub use loader::{Batches, DataLoader};
+pub use loader::{shard_range, Batches, DataLoader, Shard};
 
 use crate::error::{Error, Result};
 use autograd::Tensor;

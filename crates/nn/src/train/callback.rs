@@ -19,8 +19,28 @@ pub struct Step {
     /// Steps taken before this one since the run started (resumed runs count the saved
     /// epochs' too).
     pub global: u64,
-    /// This batch's loss.
+    /// This batch's loss (in a data-parallel run, of this process's part of the batch;
+    /// 0 for an empty part).
     pub loss: f64,
+    /// Samples this process trained on in this step.
+    pub examples: usize,
+    /// Samples in the whole batch: `examples` unless the batch is shared between the
+    /// processes of a data-parallel run ([`Shard`](crate::data::Shard)).
+    pub global_examples: usize,
+}
+
+/// An epoch's training numbers before they become [`EpochStats`]: what a data-parallel run
+/// sums over its processes ([`Callback::on_train_epoch_end`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochTotals {
+    /// The sum over the epoch's batches of this process's share of each batch's loss
+    /// (its part's mean loss times `examples / global_examples`): summed over the
+    /// processes, the sum of the batches' mean losses.
+    pub loss: f64,
+    /// Correct predictions.
+    pub correct: f64,
+    /// Samples trained on.
+    pub seen: f64,
 }
 
 /// The running numbers of an epoch after a batch, for a progress display.
@@ -58,6 +78,13 @@ pub trait Callback {
 
     /// After the update (and a per-batch scheduler step).
     fn on_batch_end(&mut self, _step: &Step, _running: &Running) -> Result<()> {
+        Ok(())
+    }
+
+    /// After the epoch's last update, before its evaluation, with this process's totals: a
+    /// data-parallel run sums them over its processes here (and shares the running
+    /// statistics it evaluates with), so the epoch's numbers describe the whole data.
+    fn on_train_epoch_end(&mut self, _totals: &mut EpochTotals) -> Result<()> {
         Ok(())
     }
 

@@ -105,6 +105,16 @@ pub(super) fn resume(t: &mut Trainer, path: &Path) -> Result<()> {
             }
         }
     }
+    // A data-parallel run's order of updates depends on its number of processes (a file
+    // without the setting was saved by one).
+    let world = |s: &Settings| match s.get(super::WORLD_SIZE) {
+        Some(settings::Value::Number(n)) => *n,
+        _ => 1.0,
+    };
+    let (now, then) = (world(&t.config.settings), world(&settings));
+    if now != then {
+        return Err(bad(format!("it was saved by a run of {then} processes, this run has {now}: resume with the same number of ranks")));
+    }
     // A NaN or infinite optimiser moment would turn the weights NaN at the first step.
     let opt_state: Vec<(String, Tensor)> =
         entries.iter().filter_map(|(k, t)| k.strip_prefix(OPTIMIZER).map(|k| (k.to_string(), t.clone()))).collect();

@@ -24,16 +24,21 @@
 //! state, from which dropout masks and augmentation draw). The data order needs none: it
 //! is a function of `(seed, epoch)`. So a run resumed at an epoch boundary
 //! ([`Trainer::resume`]) continues bitwise as the uninterrupted one.
+//!
+//! A data-parallel run sets [`TrainConfig::shard`]: each process then trains on its part of
+//! every batch ([`DataLoader::epoch_shard`]), its default generator starts each epoch from
+//! [`shard_generator_seed`], and a callback (`nn::distributed`'s, with the `distributed`
+//! feature) averages the gradients and sums the epoch's totals over the processes.
 
 pub mod callback;
 pub mod checkpoint;
 pub mod settings;
 
-pub use callback::{Callback, ClipGradNorm, FitSummary, PrintEpochs, Running, Step};
+pub use callback::{Callback, ClipGradNorm, EpochTotals, FitSummary, PrintEpochs, Running, Step};
 pub use checkpoint::read_settings;
 pub use settings::{Settings, Value};
 
-use crate::data::{DataLoader, Dataset};
+use crate::data::{DataLoader, Dataset, Shard};
 use crate::error::{Error, Result};
 use crate::module::Module;
 use crate::optim::lr_scheduler::LrScheduler;
@@ -79,11 +84,24 @@ pub struct TrainConfig {
     pub save: Option<PathBuf>,
     /// Saved in every checkpoint; a resumed run compares its own with them.
     pub settings: Settings,
+    /// This process's part of a data-parallel run (`None`: the whole data). Set before
+    /// [`Trainer::new`], which records the world size in the settings: a resume needs
+    /// the same number of processes.
+    pub shard: Option<Shard>,
 }
 
 impl TrainConfig {
     pub fn new(epochs: usize, batch_size: usize, seed: u64) -> Self {
-        TrainConfig { epochs, batch_size, seed, eval_batch_size: 1000, detect_anomaly: false, save: None, settings: Settings::new() }
+        TrainConfig {
+            epochs,
+            batch_size,
+            seed,
+            eval_batch_size: 1000,
+            detect_anomaly: false,
+            save: None,
+            settings: Settings::new(),
+            shard: None,
+        }
     }
 }
 
@@ -120,6 +138,9 @@ impl<'a> Trainer<'a> {
         let rng = Generator::new(config.seed);
         config.settings.set("seed", Value::Number(config.seed as f64));
         config.settings.set("batch_size", Value::Number(config.batch_size as f64));
+        if let Some(shard) = config.shard {
+            config.settings.set(WORLD_SIZE, Value::Number(shard.world as f64));
+        }
         Trainer {
             model,
             optimizer,
@@ -186,40 +207,62 @@ impl<'a> Trainer<'a> {
         let _restore = AnomalyMode(autograd::is_anomaly_enabled());
         autograd::set_detect_anomaly(self.config.detect_anomaly);
         let loader = DataLoader::new(train, self.config.batch_size, true, self.config.seed)?;
+        let shard = self.config.shard.unwrap_or(Shard::WHOLE);
+        let (batch_size, world) = (self.config.batch_size, shard.world);
+        if batch_size < world || shard.rank >= world {
+            let what = format!("rank {} of {world} processes cannot share batches of {batch_size}", shard.rank);
+            return Err(Error::config("Trainer::fit", format!("{what}: the batch size must be at least the world size")));
+        }
         let params = self.model.named_parameters();
         let (mut examples, mut secs) = (0usize, 0.0f64);
         autograd::set_rng_state(self.rng);
         // Every epoch has the same number of batches.
         self.global_step = self.epoch as u64 * loader.len() as u64;
         for epoch in self.epoch..stop {
+            if let Some(shard) = self.config.shard {
+                autograd::set_rng_state(Generator::new(shard_generator_seed(self.config.seed, shard, epoch)));
+            }
             self.model.train();
             for cb in &mut self.callbacks {
                 cb.on_epoch_start(epoch, self.config.epochs, loader.len())?;
             }
             let start = Instant::now();
             let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
-            for (b, batch) in loader.epoch(epoch as u64).enumerate() {
+            // This process's share of the batches' losses (`loss_sum` itself without a shard).
+            let mut loss_share = 0.0;
+            for (b, batch) in loader.epoch_shard(epoch as u64, shard).enumerate() {
                 let (x, y) = batch?;
                 let when = format!("epoch {}, step {}", epoch + 1, b + 1);
                 let stop = |what: String| diverged(&when, what, &self.last_good);
-                let logits = self.model.forward(&x)?;
-                let loss = (self.loss)(&logits, &y)?;
-                if self.config.detect_anomaly {
-                    autograd::check_finite_graph(&loss).map_err(|e| stop(e.to_string()))?;
-                }
-                let lv = loss.item()?;
-                if !lv.is_finite() {
-                    return Err(stop(format!("the loss became {lv}")));
-                }
-                self.optimizer.zero_grad();
-                loss.backward().map_err(|e| match e {
-                    e @ autograd::Error::Anomaly { .. } => stop(e.to_string()),
-                    e => e.into(),
-                })?;
-                correct += crate::loss::correct(&logits, &y)?;
-                // Free the step's graph first, so the optimiser updates the weights in place.
-                drop((loss, logits));
-                let step = Step { epoch, batch: b, batches: loader.len(), global: self.global_step, loss: lv };
+                let lv = if y.is_empty() {
+                    // This process's part of a last batch smaller than the world: nothing
+                    // to learn from, but the gradient hooks below still run (every process
+                    // takes part in the all-reduce).
+                    self.optimizer.zero_grad();
+                    0.0
+                } else {
+                    let logits = self.model.forward(&x)?;
+                    let loss = (self.loss)(&logits, &y)?;
+                    if self.config.detect_anomaly {
+                        autograd::check_finite_graph(&loss).map_err(|e| stop(e.to_string()))?;
+                    }
+                    let lv = loss.item()?;
+                    if !lv.is_finite() {
+                        return Err(stop(format!("the loss became {lv}")));
+                    }
+                    self.optimizer.zero_grad();
+                    loss.backward().map_err(|e| match e {
+                        e @ autograd::Error::Anomaly { .. } => stop(e.to_string()),
+                        e => e.into(),
+                    })?;
+                    correct += crate::loss::correct(&logits, &y)?;
+                    // Free the step's graph first, so the optimiser updates the weights in place.
+                    drop((loss, logits));
+                    lv
+                };
+                let global_examples = loader.batch_len(b);
+                let step =
+                    Step { epoch, batch: b, batches: loader.len(), global: self.global_step, loss: lv, examples: y.len(), global_examples };
                 for cb in &mut self.callbacks {
                     cb.on_gradients_ready(&params, &step)?;
                 }
@@ -240,6 +283,8 @@ impl<'a> Trainer<'a> {
                 }
                 self.global_step += 1;
                 loss_sum += lv;
+                // Exactly `lv` for a whole batch (the ratio is 1).
+                loss_share += lv * (y.len() as f64 / global_examples as f64);
                 seen += y.len();
                 let running = Running { loss: loss_sum / (b + 1) as f64, train_acc: correct as f64 / seen as f64 };
                 for cb in &mut self.callbacks {
@@ -247,15 +292,19 @@ impl<'a> Trainer<'a> {
                 }
             }
             let epoch_secs = start.elapsed().as_secs_f64();
-            examples += seen;
+            let mut totals = EpochTotals { loss: loss_share, correct: correct as f64, seen: seen as f64 };
+            for cb in &mut self.callbacks {
+                cb.on_train_epoch_end(&mut totals)?;
+            }
+            examples += totals.seen as usize;
             secs += epoch_secs;
             let (_, test_acc) = self.evaluate(test)?;
             let batches = loader.len().max(1);
             let stats = EpochStats {
-                loss: loss_sum / batches as f64,
-                train_acc: correct as f64 / seen.max(1) as f64,
+                loss: totals.loss / batches as f64,
+                train_acc: totals.correct / totals.seen.max(1.0),
                 test_acc,
-                examples_per_sec: seen as f64 / epoch_secs,
+                examples_per_sec: totals.seen / epoch_secs,
             };
             self.history.push(stats.clone());
             if let Some((s, SchedulerStep::Epoch)) = &mut self.scheduler {
@@ -304,6 +353,23 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// The setting a data-parallel run records its number of processes in.
+pub(crate) const WORLD_SIZE: &str = "world_size";
+
+/// The seed of `shard`'s default generator in `epoch` of a data-parallel run whose seed is
+/// `seed`: different for every rank and epoch (splitmix64 of the three), so the ranks draw
+/// different dropout masks and augmentations, and a function of the three alone, so a run
+/// resumed at an epoch boundary needs no per-rank generator state.
+pub fn shard_generator_seed(seed: u64, shard: Shard, epoch: usize) -> u64 {
+    let mix = |x: u64| {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    mix(mix(mix(seed) ^ shard.rank as u64) ^ epoch as u64)
+}
+
 /// Mean loss (over examples) and accuracy of `model` on `data` with cross-entropy, in eval
 /// mode and without recording; the model's mode is restored afterwards.
 pub fn evaluate(model: &dyn Module, data: &dyn Dataset, batch_size: usize) -> Result<(f64, f64)> {
@@ -349,5 +415,30 @@ struct AnomalyMode(bool);
 impl Drop for AnomalyMode {
     fn drop(&mut self) {
         autograd::set_detect_anomaly(self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (rank, epoch) of a run draws from its own seed, and a run's seeds are not
+    /// another seed's.
+    #[test]
+    fn shard_generator_seeds_differ_by_rank_epoch_and_seed() {
+        let mut seen = std::collections::HashSet::new();
+        for seed in [0u64, 1, 42] {
+            for world in [1usize, 2, 3] {
+                for rank in 0..world {
+                    for epoch in 0..50 {
+                        let s = shard_generator_seed(seed, Shard { rank, world }, epoch);
+                        assert_eq!(s, shard_generator_seed(seed, Shard { rank, world: 7 }, epoch), "the world size plays no part");
+                        seen.insert((seed, rank, epoch, s));
+                    }
+                }
+            }
+        }
+        let seeds: std::collections::HashSet<u64> = seen.iter().map(|t| t.3).collect();
+        assert_eq!(seeds.len(), 3 * 3 * 50);
     }
 }
