@@ -232,8 +232,8 @@ impl<'a> Trainer<'a> {
             let mut loss_share = 0.0;
             for (b, batch) in loader.epoch_shard(epoch as u64, shard).enumerate() {
                 let (x, y) = batch?;
-                let when = format!("epoch {}, step {}", epoch + 1, b + 1);
-                let stop = |what: String| diverged(&when, what, &self.last_good);
+                // The step's name is formatted only when the run stops there.
+                let stop = |what: String| diverged(&format!("epoch {}, step {}", epoch + 1, b + 1), what, &self.last_good);
                 let lv = if y.is_empty() {
                     // This process's part of a last batch smaller than the world: nothing
                     // to learn from, but the gradient hooks below still run (every process
