@@ -39,6 +39,50 @@ TIMING_LINES = ["sgemm_1024", "conv1_fwd", "conv1_dw", "conv1_fwd_bwd", "conv2_f
                 "avgpool1_fwd_bwd", "avgpool2_fwd_bwd", "batchnorm2d_64x14_fwd_bwd", "batchnorm2d_6x24_fwd_bwd",
                 "lenet_train_avgpool_sigmoid", "lenet_train_maxpool_relu", "bn_lenet_train", "lenet_infer_avgpool_sigmoid"]
 
+# src/bench.rs R18_CONVS: every distinct convolution of SPEC 7's ResNet-18 on 28x28 inputs,
+# (name, in, out, kernel, stride, input side), padding k // 2.
+R18_CONVS = [("stem", 1, 64, 7, 2, 28), ("b2", 64, 64, 3, 1, 7), ("b3_down", 64, 128, 3, 2, 7), ("b3_short", 64, 128, 1, 2, 7),
+             ("b3", 128, 128, 3, 1, 4), ("b4_down", 128, 256, 3, 2, 4), ("b4_short", 128, 256, 1, 2, 4), ("b4", 256, 256, 3, 1, 2),
+             ("b5_down", 256, 512, 3, 2, 2), ("b5_short", 256, 512, 1, 2, 2), ("b5", 512, 512, 3, 1, 1)]
+RESNET_LINES = [f"conv_r18_{n}_fwd_bwd" for n, *_ in R18_CONVS] + ["resnet18_train", "resnet18_infer"]
+
+
+def resnet_lines(wanted):
+    """conv_r18_*_fwd_bwd (ms), resnet18_train and resnet18_infer (examples/s), as src/bench.rs."""
+    B = 256
+    for name, c, o, k, s, hw in R18_CONVS:
+        if not wanted(f"conv_r18_{name}_fwd_bwd"):
+            continue
+        x = (torch.rand(B, c, hw, hw) * 2 - 1).requires_grad_(c > 1)
+        w = (torch.rand(o, c, k, k) * 0.2 - 0.1).requires_grad_()
+        b = (torch.rand(o) * 0.2 - 0.1).requires_grad_()
+        ohw = (hw + 2 * (k // 2) - k) // s + 1
+        seed = torch.rand(B, o, ohw, ohw) * 2 - 1
+
+        def fb():
+            F.conv2d(x, w, b, stride=s, padding=k // 2).backward(seed)
+            w.grad = b.grad = x.grad = None
+        print(f"conv_r18_{name}_fwd_bwd {median_secs(fb) * 1e3:.3f} ms", flush=True)
+    xb = torch.rand(B, 1, 28, 28)
+    yb = torch.tensor([(i * 7 + 3) % 10 for i in range(B)])
+    steps = 3
+    if wanted("resnet18_train"):
+        net = resnet18()
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+
+        def step():
+            opt.zero_grad()
+            F.cross_entropy(net(xb), yb).backward()
+            opt.step()
+        step()
+        secs = median_secs(lambda: [step() for _ in range(steps)])
+        print(f"resnet18_train {steps * B / secs:.1f} examples/s", flush=True)
+    if wanted("resnet18_infer"):
+        net = resnet18().eval()
+        with torch.no_grad():
+            secs = median_secs(lambda: [net(xb) for _ in range(steps)])
+        print(f"resnet18_infer {steps * B / secs:.1f} examples/s", flush=True)
+
 
 class Residual(nn.Module):
     """D2L 8.6's residual block, as nn::Residual."""
@@ -136,6 +180,7 @@ def main():
     torch.manual_seed(0)
     wanted = lambda name: a.only is None or a.only in name
     memory_lines(wanted)
+    resnet_lines(wanted)
     if a.only is not None and not any(wanted(n) for n in TIMING_LINES):
         return
     n = 1024

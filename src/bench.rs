@@ -213,8 +213,83 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
         });
         emit(Measurement { name: "lenet_infer_avgpool_sigmoid".into(), value: (steps * batch) as f64 / secs, unit: "examples/s" });
     }
+    resnet_lines(opts, &wanted, &mut emit);
     memory_lines(opts, &wanted, &mut emit);
     results
+}
+
+// ----- ResNet-18 (issue 24) ------------------------------------------------------------
+
+/// Every distinct convolution of SPEC section 7's ResNet-18 on 28x28 inputs:
+/// `(name, in channels, out channels, kernel, stride, input side)`, padding `k / 2`.
+pub const R18_CONVS: [(&str, usize, usize, usize, usize, usize); 11] = [
+    ("stem", 1, 64, 7, 2, 28),
+    ("b2", 64, 64, 3, 1, 7),
+    ("b3_down", 64, 128, 3, 2, 7),
+    ("b3_short", 64, 128, 1, 2, 7),
+    ("b3", 128, 128, 3, 1, 4),
+    ("b4_down", 128, 256, 3, 2, 4),
+    ("b4_short", 128, 256, 1, 2, 4),
+    ("b4", 256, 256, 3, 1, 2),
+    ("b5_down", 256, 512, 3, 2, 2),
+    ("b5_short", 256, 512, 1, 2, 2),
+    ("b5", 512, 512, 3, 1, 1),
+];
+
+/// `conv_r18_*_fwd_bwd` (ms: forward, then the input gradient, except for the stem whose
+/// input is the network's, and the weight and bias gradients), `resnet18_train` (SGD
+/// steps, examples/s) and `resnet18_infer` (eval mode, examples/s), at batch 256.
+fn resnet_lines(opts: &BenchOptions, wanted: &dyn Fn(&str) -> bool, emit: &mut dyn FnMut(Measurement)) {
+    let batch = if opts.quick { 8 } else { 256 };
+    let mut r = rng(24);
+    for (name, c, o, k, s, hw) in R18_CONVS {
+        let name = format!("conv_r18_{name}_fwd_bwd");
+        if !wanted(&name) {
+            continue;
+        }
+        let x = Tensor::uniform(&[batch, c, hw, hw], -1.0, 1.0, &mut r);
+        let x = if c > 1 { x.requires_grad_() } else { x };
+        let w = Tensor::uniform(&[o, c, k, k], -0.1, 0.1, &mut r).requires_grad_();
+        let b = Tensor::uniform(&[o], -0.1, 0.1, &mut r).requires_grad_();
+        let args = Conv2dArgs::new().padding(k / 2).stride(s);
+        let ohw = (hw + 2 * (k / 2) - k) / s + 1;
+        let seed = Tensor::uniform(&[batch, o, ohw, ohw], -1.0, 1.0, &mut r);
+        let secs = median_secs(opts.reps, || {
+            let y = x.conv2d(&w, Some(&b), args).expect("valid conv");
+            y.backward_with(Some(&seed), Default::default()).expect("backward");
+            w.zero_grad();
+            b.zero_grad();
+            x.zero_grad();
+        });
+        emit(Measurement { name, value: secs * 1e3, unit: "ms" });
+    }
+    let xb = Tensor::rand(&[batch, 1, 28, 28], &mut r);
+    let yb: Vec<usize> = (0..batch).map(|i| (i * 7 + 3) % 10).collect();
+    let steps = if opts.quick { 1 } else { 3 };
+    if wanted("resnet18_train") {
+        let net = nn::resnet18(&mut r).expect("ResNet-18 builds");
+        let mut opt = Sgd::new(net.named_parameters(), 0.05).expect("valid SGD settings");
+        let mut step = || {
+            let loss = ops::cross_entropy(&net.forward(&xb).expect("forward"), &yb).expect("loss");
+            opt.zero_grad();
+            loss.backward().expect("backward");
+            drop(loss);
+            opt.step().expect("step");
+        };
+        step(); // warm-up (median_secs adds one more run)
+        let secs = median_secs(opts.reps, || (0..steps).for_each(|_| step()));
+        emit(Measurement { name: "resnet18_train".into(), value: (steps * batch) as f64 / secs, unit: "examples/s" });
+    }
+    if wanted("resnet18_infer") {
+        let net = nn::resnet18(&mut r).expect("ResNet-18 builds");
+        net.eval();
+        let secs = median_secs(opts.reps, || {
+            for _ in 0..steps {
+                std::hint::black_box(no_grad(|| net.forward(&xb)).expect("forward"));
+            }
+        });
+        emit(Measurement { name: "resnet18_infer".into(), value: (steps * batch) as f64 / secs, unit: "examples/s" });
+    }
 }
 
 // ----- memory -------------------------------------------------------------------------

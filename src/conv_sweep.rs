@@ -32,7 +32,7 @@ pub struct SweepOptions {
     /// Strides
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub stride: Vec<usize>,
-    /// Algorithm to ask for: auto, direct, unfold, gemm1x1 (falls back to auto where it does not apply)
+    /// Algorithm to ask for: auto, direct, unfold, gemm1x1, taps (falls back to auto where it does not apply)
     #[arg(long, default_value = "auto", value_parser = parse_algo)]
     pub algo: Conv2dAlgo,
     /// Seconds to spend on each shape at least (after a warm-up run); at least 3 runs
@@ -51,7 +51,7 @@ pub struct SweepOptions {
 }
 
 fn parse_algo(s: &str) -> Result<Conv2dAlgo, String> {
-    Conv2dAlgo::from_name(s).ok_or_else(|| format!("expects auto, direct, unfold or gemm1x1, got '{s}'"))
+    Conv2dAlgo::from_name(s).ok_or_else(|| format!("expects auto, direct, unfold, gemm1x1 or taps, got '{s}'"))
 }
 
 /// Runs the sweep, writing one line per shape to `out`; returns `(shape, ms)` pairs. With

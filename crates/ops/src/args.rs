@@ -84,11 +84,15 @@ pub enum Conv2dAlgo {
     /// 1x1 kernels at stride 1 without padding: the convolution is a product of the
     /// weight with each sample's `[C, H W]` planes as they lie, nothing copied.
     Gemm1x1,
+    /// One product over the whole batch per output position and kernel tap, on
+    /// position-major copies, skipping every tap that reads padding (`taps.rs`). For small
+    /// maps with many channels: ResNet's 4x4 to 1x1 stages. One group only.
+    Taps,
 }
 
 impl Conv2dAlgo {
     /// Every algorithm a geometry can run, `Auto` excluded.
-    pub const ALL: [Conv2dAlgo; 3] = [Conv2dAlgo::Direct, Conv2dAlgo::Unfold, Conv2dAlgo::Gemm1x1];
+    pub const ALL: [Conv2dAlgo; 4] = [Conv2dAlgo::Direct, Conv2dAlgo::Unfold, Conv2dAlgo::Gemm1x1, Conv2dAlgo::Taps];
 
     /// The name `CONVNET_CONV_ALGO` uses.
     pub fn name(self) -> &'static str {
@@ -97,6 +101,7 @@ impl Conv2dAlgo {
             Conv2dAlgo::Direct => "direct",
             Conv2dAlgo::Unfold => "unfold",
             Conv2dAlgo::Gemm1x1 => "gemm1x1",
+            Conv2dAlgo::Taps => "taps",
         }
     }
 

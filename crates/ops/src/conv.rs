@@ -61,17 +61,23 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
     if epilogue.pool.is_some() && (g.oh < 2 || g.ow < 2) {
         return Err(Error::invalid(op, format!("2x2 pooling needs a convolution output of at least 2x2, got {}x{}", g.oh, g.ow)));
     }
-    // Taps that only ever see padding are cropped off the weight (a differentiable view,
-    // so their gradient is zero), and the smaller convolution goes to the selector. Not
-    // when the weight holds a NaN or infinity: `0 * NaN` is NaN, and NaN in must be NaN
-    // out (docs/reliability.md), so such a weight takes the full convolution.
-    if let Some((i0, ti, j0, tj)) = live_taps(&g).filter(|_| weight.all_finite()) {
+    // Taps that only ever see padding are skipped: by the taps kernel itself, or else
+    // cropped off the weight (a differentiable view, so their gradient is zero) with the
+    // smaller convolution going to the selector. Not when the weight holds a NaN or
+    // infinity: `0 * NaN` is NaN, and NaN in must be NaN out (docs/reliability.md), so
+    // such a weight takes the full convolution, unfolded.
+    let algo = select(Conv2dMap::Forward, &g);
+    let finite = || weight.all_finite();
+    let algo = match algo {
+        Conv2dAlgo::Taps if !finite() => Conv2dAlgo::Unfold,
+        a => a,
+    };
+    if let Some((i0, ti, j0, tj)) = live_taps(&g).filter(|_| algo != Conv2dAlgo::Taps && finite()) {
         let w = weight.narrow(2, i0, ti)?.narrow(3, j0, tj)?;
         let Pair(ph, pw) = args.padding;
         let a = Conv2dArgs { padding: Pair(ph - i0 * args.dilation.0, pw - j0 * args.dilation.1), ..args };
         return conv2d_fused(input, &w, bias, a, epilogue);
     }
-    let algo = select(Conv2dMap::Forward, &g);
     let (full, pooled) = autograd::dispatch!("conv2d", input.storage(), |_s: T| {
         let (x, w) = (input.contiguous_data::<T>()?, weight.contiguous_data::<T>()?);
         let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;

@@ -364,6 +364,11 @@ fn algo_cases() -> Vec<([usize; 4], [usize; 4], Conv2dArgs)> {
         ([3, 4, 4, 4], [6, 2, 1, 1], Conv2dArgs::new().groups(2)),
         ([2, 2, 7, 6], [3, 2, 3, 2], Conv2dArgs::new().stride(2).padding((1, 0))),
         ([2, 4, 6, 6], [4, 2, 2, 3], Conv2dArgs::new().groups(2).dilation(2).padding(1)),
+        // Small maps where most taps read padding (the taps kernel's pairs differ per
+        // output position), strided and dilated too.
+        ([3, 5, 2, 2], [4, 5, 3, 3], Conv2dArgs::new().padding(1)),
+        ([2, 3, 4, 3], [5, 3, 3, 3], Conv2dArgs::new().stride(2).padding(1)),
+        ([2, 3, 2, 3], [2, 3, 3, 2], Conv2dArgs::new().dilation(2).padding((2, 1))),
     ]
 }
 
@@ -396,6 +401,16 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
         assert_eq!(strided, Conv2dAlgo::Unfold);
         let many = conv2d_algo_for(map, &[8, 256, 14, 14], &[256, 256, 3, 3], Conv2dArgs::new().padding(1)).unwrap();
         assert_eq!(many, Conv2dAlgo::Unfold);
+        // ResNet-18's small maps at a training batch: one product per position and tap;
+        // at batch 8 the products would be too thin.
+        for (xs, ws, s) in
+            [([256, 64, 7, 7], [64, 64, 3, 3], 1), ([256, 256, 2, 2], [512, 256, 3, 3], 2), ([256, 512, 1, 1], [512, 512, 3, 3], 1)]
+        {
+            let a = Conv2dArgs::new().padding(1).stride(s);
+            assert_eq!(conv2d_algo_for(map, &xs, &ws, a).unwrap(), Conv2dAlgo::Taps, "{map:?} {xs:?}");
+            let small = [8, xs[1], xs[2], xs[3]];
+            assert_ne!(conv2d_algo_for(map, &small, &ws, a).unwrap(), Conv2dAlgo::Taps, "{map:?} {small:?}");
+        }
         // A request that does not apply falls back to the automatic choice.
         let a = Conv2dArgs::new().stride(2).algo(Conv2dAlgo::Gemm1x1);
         assert_eq!(conv2d_algo_for(map, &[8, 64, 14, 14], &[128, 64, 1, 1], a).unwrap(), Conv2dAlgo::Unfold);
@@ -467,6 +482,8 @@ fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
         ([19, 8, 13, 11], [12, 8, 3, 3], Conv2dArgs::new().stride(2).padding(1)),
         // Unfolded: blocks of 4 samples, two blocks per partial sum of the weight gradient.
         ([19, 64, 8, 8], [16, 64, 3, 3], Conv2dArgs::new().padding(1)),
+        // The taps kernel: three blocks of batch rows, two of channel rows.
+        ([130, 70, 2, 2], [40, 70, 3, 3], Conv2dArgs::new().padding(1)),
     ];
     for (xs, ws, a) in cases {
         for algo in Conv2dAlgo::ALL {
@@ -527,7 +544,10 @@ fn taps_wholly_in_padding_are_skipped() {
     let x = Tensor::ones(&[1, 2, 1, 1]);
     let mut wv = vec![0.5f32; 2 * 2 * 9];
     wv[0] = f32::NAN; // channel 0's top-left corner: only ever reads padding here
-    let y = conv2d(&x, &Tensor::from_vec(wv, &[2, 2, 3, 3]).unwrap(), None, Conv2dArgs::new().padding(1)).unwrap();
-    let y = y.to_vec::<f32>();
-    assert!(y[0].is_nan() && y[1] == 1.0, "{y:?}");
+    let w = Tensor::from_vec(wv, &[2, 2, 3, 3]).unwrap();
+    for algo in Conv2dAlgo::ALL.into_iter().chain([Conv2dAlgo::Auto]) {
+        let y = conv2d(&x, &w, None, Conv2dArgs::new().padding(1).algo(algo)).unwrap();
+        let y = y.to_vec::<f32>();
+        assert!(y[0].is_nan() && y[1] == 1.0, "{}: {y:?}", algo.name());
+    }
 }

@@ -6,6 +6,7 @@
 //! - `gemm.rs`: the matrix product (packing, blocking, the tile split);
 //! - `unfold.rs`: convolution by im2col + GEMM; `pointwise.rs`: 1x1 convolution as GEMM;
 //! - `direct.rs`, `tiles.rs`: stride-1 convolution over wide rows (AVX-512);
+//! - `taps.rs`: one product over the batch per output position and live tap (small maps);
 //! - `epilogue.rs`: a fused convolution's activation and pooling loops; `pool_rows.rs`:
 //!   the 2x2 pooling row kernels the pooling ops and the epilogue share;
 //! - `geom.rs`: a convolution's validated sizes; `scratch.rs`: per-task scratch;
@@ -23,6 +24,7 @@ mod pointwise;
 pub(crate) mod pool_rows;
 mod scratch;
 pub(crate) mod select;
+mod taps;
 mod tiles;
 pub(crate) mod unary;
 mod unfold;
@@ -47,6 +49,7 @@ pub(crate) fn forward<T: Element>(
     match (algo, direct::Wide::new(g)) {
         (Conv2dAlgo::Direct, Some(wide)) => direct::forward(g, &wide, x, w, bias, ep),
         (Conv2dAlgo::Gemm1x1, _) => (pointwise::forward(g, x, w, bias, ep.act), None),
+        (Conv2dAlgo::Taps, _) => (taps::forward(g, x, w, bias, ep.act), None),
         _ => (unfold::forward(g, x, w, bias, ep.act), None),
     }
 }
@@ -59,6 +62,7 @@ pub(crate) fn input_grad<T: Element>(g: &Geom, algo: Conv2dAlgo, dy: &[T], w: &[
             direct::backward(g, &wide, b).dx.expect("asked for")
         }
         (Conv2dAlgo::Gemm1x1, _) => pointwise::input_grad(g, dy, w),
+        (Conv2dAlgo::Taps, _) => taps::input_grad(g, dy, w),
         _ => unfold::input_grad(g, dy, w),
     }
 }
@@ -71,6 +75,7 @@ pub(crate) fn weight_grad<T: Element>(g: &Geom, algo: Conv2dAlgo, x: &[T], dy: &
             direct::backward(g, &wide, b).dw.expect("asked for")
         }
         (Conv2dAlgo::Gemm1x1, _) => pointwise::weight_grad(g, x, dy),
+        (Conv2dAlgo::Taps, _) => taps::weight_grad(g, x, dy),
         _ => unfold::weight_grad(g, x, dy),
     }
 }

@@ -3,7 +3,7 @@
 //! The three maps of a convolution (the forward, the input gradient and the weight
 //! gradient) each ask [`select`] for an algorithm; the gradient rules never choose one
 //! themselves. A caller can ask for one per call ([`Conv2dArgs::algo`](crate::Conv2dArgs)) or for a whole
-//! process (`CONVNET_CONV_ALGO=direct|unfold|gemm1x1|auto`, read once), which is how tests
+//! process (`CONVNET_CONV_ALGO=direct|unfold|gemm1x1|taps|auto`, read once), which is how tests
 //! run every kernel and benchmarks compare them. A request that does not apply to a
 //! geometry (the direct kernels at stride 2 or without AVX-512, `gemm1x1` for a 3x3
 //! kernel) falls back to the automatic choice; [`last_conv2d_algo`] tells what ran.
@@ -21,7 +21,7 @@ fn env_request() -> Conv2dAlgo {
     static REQ: OnceLock<Conv2dAlgo> = OnceLock::new();
     *REQ.get_or_init(|| match std::env::var("CONVNET_CONV_ALGO") {
         Ok(v) => Conv2dAlgo::from_name(v.trim()).unwrap_or_else(|| {
-            eprintln!("CONVNET_CONV_ALGO={v:?} is not one of auto, direct, unfold, gemm1x1; using auto");
+            eprintln!("CONVNET_CONV_ALGO={v:?} is not one of auto, direct, unfold, gemm1x1, taps; using auto");
             Conv2dAlgo::Auto
         }),
         Err(_) => Conv2dAlgo::Auto,
@@ -37,6 +37,7 @@ fn applies(algo: Conv2dAlgo, g: &Geom) -> bool {
         Conv2dAlgo::Unfold => true,
         Conv2dAlgo::Direct => !empty && direct::applies(g),
         Conv2dAlgo::Gemm1x1 => !empty && (g.kh, g.kw) == (1, 1) && g.a.stride == Pair(1, 1) && g.a.padding == Pair(0, 0),
+        Conv2dAlgo::Taps => !empty && super::taps::applies(g),
     }
 }
 
@@ -54,11 +55,35 @@ const DIRECT_MAX_TAPS: usize = 1600;
 /// Largest `O/groups` the direct kernels are chosen for.
 const DIRECT_MAX_OUT: usize = 64;
 
-/// The automatic choice for `map` of `g`: 1x1 kernels as plain products, the direct
-/// kernels for few channels where they run, unfolding otherwise. The same for all three
-/// maps today; `map` is there so one can be tuned apart.
+/// The per-position products win where a sample's products would be thin: small output
+/// maps (where most of a 3x3 kernel reads padding, too), with enough samples and channels
+/// that one product over the batch runs near the GEMM's peak. Found by sweeping both
+/// (docs/benchmarks.md, "The taps kernel"): at batch 64 they run 1.3-2x faster than the
+/// direct or unfolding kernels up to 7x7 outputs, and up to 14x14 for 5x5 kernels; for a
+/// 1x1 kernel, only up to 4x4 (past that a sample's planes are a wide enough product).
+fn taps_win(g: &Geom) -> bool {
+    let (l, taps) = (g.l(), g.kh * g.kw);
+    if g.n < TAPS_MIN_BATCH || g.cg < TAPS_MIN_CHANNELS || g.og < TAPS_MIN_CHANNELS {
+        return false;
+    }
+    if taps == 1 {
+        return g.a.stride == Pair(1, 1) && l <= 16;
+    }
+    l <= 49 || (taps >= 25 && l <= 196)
+}
+
+/// Fewest samples (the products' rows) and channels the taps kernel is chosen for.
+const TAPS_MIN_BATCH: usize = 16;
+const TAPS_MIN_CHANNELS: usize = 32;
+
+/// The automatic choice for `map` of `g`: the per-position products for small maps with
+/// many channels, 1x1 kernels as plain products, the direct kernels for few channels
+/// where they run, unfolding otherwise. The same for all three maps today; `map` is there
+/// so one can be tuned apart.
 fn auto(_map: Conv2dMap, g: &Geom) -> Conv2dAlgo {
-    if applies(Conv2dAlgo::Gemm1x1, g) {
+    if applies(Conv2dAlgo::Taps, g) && taps_win(g) {
+        Conv2dAlgo::Taps
+    } else if applies(Conv2dAlgo::Gemm1x1, g) {
         Conv2dAlgo::Gemm1x1
     } else if applies(Conv2dAlgo::Direct, g) && direct_wins(g) {
         Conv2dAlgo::Direct

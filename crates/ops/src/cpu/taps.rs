@@ -1,0 +1,295 @@
+//! Convolution as one product over the whole batch per output position and live kernel
+//! tap, for small maps with many channels (ResNet's deep stages).
+//!
+//! At ResNet-18's 4x4, 2x2 and 1x1 maps a sample has only a handful of output positions,
+//! so per-sample products are thin (unfolding's columns are `OH OW` per sample) and most
+//! of a 3x3 kernel reads padding: at 2x2 each output sees 4 of the 9 taps. Here the
+//! tensors are copied position-major, `[positions, N, channels]`, and every pair of an
+//! output position `l` and a tap `t` that reads a real input position `p` is one product
+//! over the batch:
+//!
+//! - forward: `Y[l] (N x O) = Σ_t X[p(l, t)] (N x C) W[t] (C x O)`;
+//! - input gradient: `dX[p] (N x C) = Σ_(l, t) at p  dY[l] (N x O) W[t]ᵀ (O x C)`;
+//! - weight gradient: `dW[t] (C x O) = Σ_l X[p(l, t)]ᵀ (C x N) dY[l] (N x O)`.
+//!
+//! Taps that read padding are never multiplied. Each output block (a position's rows of
+//! the batch, or a tap's rows of channels) is one task that adds its products in the fixed
+//! order of the pairs, its tiles fixed by the shape: bitwise the same at any thread count.
+//! One group only.
+
+use super::gemm::{gemm_serial, MatRef};
+use super::geom::Geom;
+use crate::args::Pair;
+use crate::shared::SharedOut;
+use autograd::parallel::install;
+use autograd::{Activation, Element};
+use rayon::prelude::*;
+
+/// Batch rows (or channel rows, for the weight gradient) per task: enough for the product
+/// to run near the micro-kernel's peak, few enough that a 1x1 map still splits over cores.
+const ROWS: usize = 64;
+/// Samples per task of the layout copies.
+const COPY_SAMPLES: usize = 8;
+
+/// One product: output position `l`, live tap `t` (its index in [`Plan::taps`]), input
+/// position `p`.
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    l: usize,
+    t: usize,
+    p: usize,
+}
+
+/// The products of one geometry: the live pairs, ordered by output position then tap,
+/// and the kernel taps (`i kw + j`) that some pair reads through, in kernel order. Only
+/// those taps' weights are copied and multiplied.
+struct Plan {
+    pairs: Vec<Live>,
+    taps: Vec<usize>,
+}
+
+/// Whether this algorithm computes `g`: one group (the products run over all channels).
+pub(super) fn applies(g: &Geom) -> bool {
+    g.a.groups == 1
+}
+
+/// Every (output position, tap) pair whose tap reads a real input, ordered by output
+/// position, then tap.
+fn plan(g: &Geom) -> Plan {
+    let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);
+    // Input coordinate read by output `o` through tap `i`, if inside the input. Geom's
+    // size checks bound `o s + i d` by the padded input.
+    let at = |o: usize, s: usize, i: usize, d: usize, pad: usize, len: usize| (o * s + i * d).checked_sub(pad).filter(|&r| r < len);
+    let mut out = Vec::new();
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            for i in 0..g.kh {
+                let Some(iy) = at(oy, sh, i, dh, ph, g.h) else { continue };
+                for j in 0..g.kw {
+                    if let Some(ix) = at(ox, sw, j, dw, pw, g.w) {
+                        out.push(Live { l: oy * g.ow + ox, t: i * g.kw + j, p: iy * g.w + ix });
+                    }
+                }
+            }
+        }
+    }
+    let mut slot = vec![usize::MAX; g.kh * g.kw];
+    out.iter().for_each(|q| slot[q.t] = 0);
+    let taps: Vec<usize> = (0..slot.len()).filter(|&t| slot[t] == 0).collect();
+    taps.iter().enumerate().for_each(|(k, &t)| slot[t] = k);
+    out.iter_mut().for_each(|q| q.t = slot[q.t]);
+    Plan { pairs: out, taps }
+}
+
+/// The pairs of `pairs` with `key(pair) == k`, for every `k` in `0..keys`: a stable
+/// bucketing, so each bucket keeps the pairs' order.
+fn buckets(pairs: &[Live], keys: usize, key: impl Fn(&Live) -> usize) -> Vec<Vec<Live>> {
+    let mut b = vec![Vec::new(); keys];
+    for q in pairs {
+        b[key(q)].push(*q);
+    }
+    b
+}
+
+/// `[N, C, P]` (a batch of channel-major planes) to `[P, N, C]` (position-major).
+fn to_positions<T: Element>(x: &[T], n: usize, c: usize, p: usize) -> Vec<T> {
+    let mut out = autograd::buffers::for_overwrite::<T>(n * c * p);
+    if p == 1 || out.is_empty() {
+        out.copy_from_slice(x);
+        return out;
+    }
+    let dst = SharedOut::new(&mut out);
+    install(|| {
+        (0..n.div_ceil(COPY_SAMPLES)).into_par_iter().for_each(|b| {
+            let samples = b * COPY_SAMPLES..((b + 1) * COPY_SAMPLES).min(n);
+            for q in 0..p {
+                // SAFETY: task `b` alone writes samples `samples` of every position.
+                let run = unsafe { dst.slice((q * n + samples.start) * c, samples.len() * c) };
+                for (s, row) in samples.clone().zip(run.chunks_exact_mut(c)) {
+                    let src = &x[s * c * p..][..c * p];
+                    row.iter_mut().enumerate().for_each(|(ch, v)| *v = src[ch * p + q]);
+                }
+            }
+        })
+    });
+    out
+}
+
+/// `[P, N, C]` back to `[N, C, P]`, adding `bias[channel]` and applying `act` on the way
+/// (as the other kernels do: the sum, then the activation).
+fn from_positions<T: Element>(xt: &[T], n: usize, c: usize, p: usize, bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
+    let mut out = autograd::buffers::for_overwrite::<T>(n * c * p);
+    if n * c * p == 0 {
+        return out;
+    }
+    install(|| {
+        out.par_chunks_mut(c * p).enumerate().for_each(|(s, sample)| {
+            for (ch, plane) in sample.chunks_exact_mut(p).enumerate() {
+                let src = &xt[s * c + ch..];
+                match bias {
+                    Some(b) => {
+                        let bc = b[ch];
+                        plane.iter_mut().enumerate().for_each(|(q, v)| *v = src[q * n * c] + bc);
+                    }
+                    None => plane.iter_mut().enumerate().for_each(|(q, v)| *v = src[q * n * c]),
+                }
+                act.inspect(|a| a.apply_slice(plane));
+            }
+        })
+    });
+    out
+}
+
+/// Channels (or output channels) per task of the weight layout copies: a block's rows of
+/// the source stay in cache while its taps' destination rows are written.
+const COPY_CHANNELS: usize = 16;
+
+/// The weight `[O, C, kh kw]` as one matrix per live tap (`live`, taps in kernel order):
+/// `[live, C, O]` when `out_minor`, else `[live, O, C]`. In parallel blocks of channels,
+/// each block writing its rows of every tap's matrix.
+fn weight_by_tap<T: Element>(w: &[T], o: usize, c: usize, taps: usize, live: &[usize], out_minor: bool) -> Vec<T> {
+    let mut out = autograd::buffers::for_overwrite::<T>(o * c * live.len());
+    if out.is_empty() {
+        return out;
+    }
+    let dst = SharedOut::new(&mut out);
+    // Blocks run along the destination's major dimension: C for [T, C, O], O for [T, O, C].
+    let (major, minor) = if out_minor { (c, o) } else { (o, c) };
+    install(|| {
+        (0..major.div_ceil(COPY_CHANNELS)).into_par_iter().for_each(|b| {
+            let rows = b * COPY_CHANNELS..((b + 1) * COPY_CHANNELS).min(major);
+            for (k, &t) in live.iter().enumerate() {
+                // SAFETY: task `b` alone writes rows `rows` of every tap's matrix.
+                let block = unsafe { dst.slice((k * major + rows.start) * minor, rows.len() * minor) };
+                for (r, row) in rows.clone().zip(block.chunks_exact_mut(minor)) {
+                    if out_minor {
+                        // Row `r` is input channel `r`: (c, o) = w[o][r][t].
+                        row.iter_mut().enumerate().for_each(|(oc, v)| *v = w[(oc * c + r) * taps + t]);
+                    } else {
+                        // Row `r` is output channel `r`: (o, c) = w[r][c][t].
+                        let filt = &w[r * c * taps..][..c * taps];
+                        row.iter_mut().enumerate().for_each(|(ch, v)| *v = filt[ch * taps + t]);
+                    }
+                }
+            }
+        })
+    });
+    out
+}
+
+/// The weight gradient's `[live, C, O]` matrices back to `[O, C, kh kw]`, zeros at the
+/// taps that read only padding; in parallel blocks of output channels.
+fn weight_from_taps<T: Element>(dwt: &[T], o: usize, c: usize, taps: usize, live: &[usize]) -> Vec<T> {
+    let mut dw = autograd::buffers::for_overwrite::<T>(o * c * taps);
+    if dw.is_empty() {
+        return dw;
+    }
+    install(|| {
+        dw.par_chunks_mut(COPY_CHANNELS * c * taps).enumerate().for_each(|(b, block)| {
+            let oc0 = b * COPY_CHANNELS;
+            for (k, filt) in block.chunks_exact_mut(c * taps).enumerate() {
+                for (ch, kernel) in filt.chunks_exact_mut(taps).enumerate() {
+                    kernel.fill(T::zero());
+                    live.iter().enumerate().for_each(|(s, &t)| kernel[t] = dwt[(s * c + ch) * o + oc0 + k]);
+                }
+            }
+        })
+    });
+    dw
+}
+
+/// Runs `f(key, rows, output block)` for every key (position or tap) and block of `ROWS`
+/// rows of its `[rows, cols]` output matrix, in parallel; matrix `k` starts at `k rows cols`.
+fn for_blocks<T: Element>(
+    out: &mut [T],
+    keys: usize,
+    rows: usize,
+    cols: usize,
+    f: impl Fn(usize, std::ops::Range<usize>, &mut [T]) + Sync,
+) {
+    let per = rows.div_ceil(ROWS);
+    let dst = SharedOut::new(out);
+    install(|| {
+        (0..keys * per).into_par_iter().for_each(|task| {
+            let (k, b) = (task / per, task % per);
+            let r = b * ROWS..((b + 1) * ROWS).min(rows);
+            // SAFETY: each (key, row block) is one task's own range of the output.
+            let block = unsafe { dst.slice((k * rows + r.start) * cols, r.len() * cols) };
+            f(k, r, block);
+        })
+    });
+}
+
+/// The forward pass: the products, then back to `[N, O, OH, OW]` with the bias and the
+/// activation.
+pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
+    let (n, c, o, l, p, taps) = (g.n, g.c, g.o, g.l(), g.h * g.w, g.kh * g.kw);
+    let xt = to_positions(x, n, c, p);
+    let plan = plan(g);
+    let wt = weight_by_tap(w, o, c, taps, &plan.taps, true);
+    let by_l = buckets(&plan.pairs, l, |q| q.l);
+    let mut yt = autograd::buffers::for_overwrite::<T>(l * n * o);
+    for_blocks(&mut yt, l, n, o, |li, rows, out| {
+        for (k, q) in by_l[li].iter().enumerate() {
+            let a = MatRef::row_major(&xt, (q.p * n + rows.start) * c, c);
+            gemm_serial(rows.len(), o, c, a, MatRef::row_major(&wt, q.t * c * o, o), out, o, k > 0);
+        }
+        if by_l[li].is_empty() {
+            out.fill(T::zero());
+        }
+    });
+    autograd::buffers::recycle(xt);
+    autograd::buffers::recycle(wt);
+    let y = from_positions(&yt, n, o, l, bias, act);
+    autograd::buffers::recycle(yt);
+    y
+}
+
+/// The input gradient: each input position's rows of the batch add the products of the
+/// pairs that read it.
+pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    let (n, c, o, l, p, taps) = (g.n, g.c, g.o, g.l(), g.h * g.w, g.kh * g.kw);
+    let dyt = to_positions(dy, n, o, l);
+    let plan = plan(g);
+    let wt = weight_by_tap(w, o, c, taps, &plan.taps, false);
+    let by_p = buckets(&plan.pairs, p, |q| q.p);
+    let mut dxt = autograd::buffers::for_overwrite::<T>(p * n * c);
+    for_blocks(&mut dxt, p, n, c, |pi, rows, out| {
+        for (k, q) in by_p[pi].iter().enumerate() {
+            let a = MatRef::row_major(&dyt, (q.l * n + rows.start) * o, o);
+            gemm_serial(rows.len(), c, o, a, MatRef::row_major(&wt, q.t * o * c, c), out, c, k > 0);
+        }
+        if by_p[pi].is_empty() {
+            out.fill(T::zero());
+        }
+    });
+    autograd::buffers::recycle(dyt);
+    autograd::buffers::recycle(wt);
+    let dx = from_positions(&dxt, n, c, p, None, None);
+    autograd::buffers::recycle(dxt);
+    dx
+}
+
+/// The weight gradient: each tap's rows of channels add the products of the positions
+/// it reads a real input at; taps that only ever read padding get zeros.
+pub(super) fn weight_grad<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let (n, c, o, l, p, taps) = (g.n, g.c, g.o, g.l(), g.h * g.w, g.kh * g.kw);
+    let xt = to_positions(x, n, c, p);
+    let dyt = to_positions(dy, n, o, l);
+    let plan = plan(g);
+    let live = plan.taps.len();
+    let by_t = buckets(&plan.pairs, live, |q| q.t);
+    let mut dwt = autograd::buffers::for_overwrite::<T>(live * c * o);
+    for_blocks(&mut dwt, live, c, o, |ti, rows, out| {
+        for (k, q) in by_t[ti].iter().enumerate() {
+            // Xᵀ: element (channel, sample) of position p.
+            let a = MatRef { data: &xt[..], offset: q.p * n * c + rows.start, rs: 1, cs: c as isize };
+            gemm_serial(rows.len(), o, n, a, MatRef::row_major(&dyt, q.l * n * o, o), out, o, k > 0);
+        }
+    });
+    autograd::buffers::recycle(xt);
+    autograd::buffers::recycle(dyt);
+    let dw = weight_from_taps(&dwt, o, c, taps, &plan.taps);
+    autograd::buffers::recycle(dwt);
+    dw
+}
