@@ -496,12 +496,84 @@ fn binary_typed<T: Element>(a: &Tensor, b: &Tensor, shape: &[usize], f: impl Fn(
     let la = broadcast_layout(a.layout(), shape);
     let lb = broadcast_layout(b.layout(), shape);
     let (sa, sb) = (T::slice(a.storage()).unwrap(), T::slice(b.storage()).unwrap());
+    if let Some((lead, inner, ka, kb)) = split_runs(&la, &lb) {
+        // A tight loop per run of the trailing dims, runs in parallel (each output element
+        // is still `f` of the same two values: the same bits at any thread count).
+        let prefix = |l: &Layout| Layout { shape: l.shape[..lead].into(), strides: l.strides[..lead].into(), offset: l.offset };
+        let mut starts = Vec::with_capacity(n / inner);
+        crate::shape::for_each_offset_pair(&prefix(&la), &prefix(&lb), |p, q| starts.push((p, q)));
+        crate::parallel::for_each_row_mut(&mut out, inner, |i, row| {
+            let (p, q) = starts[i];
+            match (ka, kb) {
+                (Run::Contiguous, Run::Contiguous) => {
+                    row.iter_mut().zip(&sa[p..p + inner]).zip(&sb[q..q + inner]).for_each(|((o, &x), &y)| *o = f(x, y))
+                }
+                (Run::Contiguous, Run::Constant) => {
+                    let y = sb[q];
+                    row.iter_mut().zip(&sa[p..p + inner]).for_each(|(o, &x)| *o = f(x, y))
+                }
+                (Run::Constant, Run::Contiguous) => {
+                    let x = sa[p];
+                    row.iter_mut().zip(&sb[q..q + inner]).for_each(|(o, &y)| *o = f(x, y))
+                }
+                (Run::Constant, Run::Constant) => row.fill(f(sa[p], sb[q])),
+            }
+        });
+        return out;
+    }
     let mut k = 0;
     crate::shape::for_each_offset_pair(&la, &lb, |p, q| {
         out[k] = f(sa[p], sb[q]);
         k += 1;
     });
     out
+}
+
+/// How an operand reads a run of trailing dims: as a contiguous slice, or one value
+/// repeated (stride 0, as a per-channel vector broadcast over `H W`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Run {
+    Contiguous,
+    Constant,
+}
+
+/// How `l` reads dims `from..`: contiguously, constantly, or neither.
+fn run_kind(l: &Layout, from: usize) -> Option<Run> {
+    let (mut expect, mut contiguous, mut constant) = (1usize, true, true);
+    for d in (from..l.shape.len()).rev() {
+        if l.shape[d] == 1 {
+            continue;
+        }
+        contiguous &= l.strides[d] == expect;
+        constant &= l.strides[d] == 0;
+        expect = expect.saturating_mul(l.shape[d]);
+    }
+    if contiguous {
+        Some(Run::Contiguous)
+    } else {
+        constant.then_some(Run::Constant)
+    }
+}
+
+/// Runs shorter than this go through the general walk (the per-run set-up would cost more).
+const MIN_RUN: usize = 16;
+
+/// The longest run of trailing dims over which both broadcast views read contiguously
+/// or constantly: `(leading dims, run length, how a reads, how b reads)`, or `None` when
+/// that run is shorter than [`MIN_RUN`]. Each kind only holds for shorter suffixes once it
+/// holds for a longer one, so the scan stops at the first dim that breaks either.
+fn split_runs(la: &Layout, lb: &Layout) -> Option<(usize, usize, Run, Run)> {
+    let rank = la.shape.len();
+    let mut best = None;
+    for from in (0..rank).rev() {
+        match (run_kind(la, from), run_kind(lb, from)) {
+            (Some(ka), Some(kb)) => best = Some((from, ka, kb)),
+            _ => break,
+        }
+    }
+    let (from, ka, kb) = best?;
+    let inner: usize = la.shape[from..].iter().product();
+    (inner >= MIN_RUN).then_some((from, inner, ka, kb))
 }
 
 /// Whether every value is finite: blocks of 512 folded without short-circuit (which the

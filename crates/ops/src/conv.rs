@@ -65,14 +65,9 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
     // cropped off the weight (a differentiable view, so their gradient is zero) with the
     // smaller convolution going to the selector. Not when the weight holds a NaN or
     // infinity: `0 * NaN` is NaN, and NaN in must be NaN out (docs/reliability.md), so
-    // such a weight takes the full convolution, unfolded.
+    // such a weight takes the full convolution (the taps kernel sees to that itself).
     let algo = select(Conv2dMap::Forward, &g);
-    let finite = || weight.all_finite();
-    let algo = match algo {
-        Conv2dAlgo::Taps if !finite() => Conv2dAlgo::Unfold,
-        a => a,
-    };
-    if let Some((i0, ti, j0, tj)) = live_taps(&g).filter(|_| algo != Conv2dAlgo::Taps && finite()) {
+    if let Some((i0, ti, j0, tj)) = live_taps(&g).filter(|_| algo != Conv2dAlgo::Taps && weight.all_finite()) {
         let w = weight.narrow(2, i0, ti)?.narrow(3, j0, tj)?;
         let Pair(ph, pw) = args.padding;
         let a = Conv2dArgs { padding: Pair(ph - i0 * args.dilation.0, pw - j0 * args.dilation.1), ..args };

@@ -550,4 +550,14 @@ fn taps_wholly_in_padding_are_skipped() {
         let y = y.to_vec::<f32>();
         assert!(y[0].is_nan() && y[1] == 1.0, "{}: {y:?}", algo.name());
     }
+    // An infinite corner tap over a 2x2 map reads the input at one output only: there the
+    // sum is infinite, at the three others 0 * inf is NaN.
+    let mut wv = vec![0.5f32; 9];
+    wv[0] = f32::INFINITY;
+    let w = Tensor::from_vec(wv, &[1, 1, 3, 3]).unwrap();
+    let x = Tensor::ones(&[1, 1, 2, 2]);
+    for algo in Conv2dAlgo::ALL.into_iter().chain([Conv2dAlgo::Auto]) {
+        let y = conv2d(&x, &w, None, Conv2dArgs::new().padding(1).algo(algo)).unwrap().to_vec::<f32>();
+        assert!(y[..3].iter().all(|v| v.is_nan()) && y[3] == f32::INFINITY, "{}: {y:?}", algo.name());
+    }
 }

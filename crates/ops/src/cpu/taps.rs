@@ -240,9 +240,32 @@ pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>
     });
     autograd::buffers::recycle(xt);
     autograd::buffers::recycle(wt);
-    let y = from_positions(&yt, n, o, l, bias, act);
+    let mut y = from_positions(&yt, n, o, l, bias, act);
     autograd::buffers::recycle(yt);
+    poison_skipped_taps(g, &by_l, &plan.taps, w, &mut y);
     y
+}
+
+/// NaN in, NaN out: the definition multiplies a tap that reads padding by zero, and
+/// `0 * NaN` and `0 * inf` are NaN, so an output sees NaN from every non-finite weight of
+/// a tap it skipped. Outputs of channels whose filters are all finite (checked first, in
+/// parallel: the usual case costs one read of the weight) are left alone.
+fn poison_skipped_taps<T: Element>(g: &Geom, by_l: &[Vec<Live>], live: &[usize], w: &[T], y: &mut [T]) {
+    let (o, taps, l) = (g.o, g.kh * g.kw, g.l());
+    let per = g.c * taps;
+    let finite = |v: &[T]| v.chunks(512).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()));
+    let bad: Vec<usize> = install(|| (0..o).into_par_iter().filter(|&oc| !finite(&w[oc * per..][..per])).collect());
+    for oc in bad {
+        let filt = &w[oc * per..][..per];
+        let tap_bad = |t: usize| (0..g.c).any(|ch| !filt[ch * taps + t].is_finite());
+        for (li, pairs) in by_l.iter().enumerate() {
+            // The pairs name taps by their index among the live ones.
+            let skipped_bad = (0..taps).any(|t| tap_bad(t) && !pairs.iter().any(|q| live[q.t] == t));
+            if skipped_bad {
+                (0..g.n).for_each(|s| y[(s * o + oc) * l + li] = T::nan());
+            }
+        }
+    }
 }
 
 /// The input gradient: each input position's rows of the batch add the products of the
