@@ -44,9 +44,12 @@ fn shapes() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     })
 }
 
+/// An op under test: its name, the tensor op, and the same on one pair of values.
+type BinaryCase = (&'static str, fn(&Tensor, &Tensor) -> autograd::Result<Tensor>, fn(f64, f64) -> f64);
+
 fn check(a: &Tensor, b: &Tensor) {
     let out = autograd::shape::broadcast_shapes("test", a.shape(), b.shape()).unwrap();
-    let ops: [(&str, fn(&Tensor, &Tensor) -> autograd::Result<Tensor>, fn(f64, f64) -> f64); 4] = [
+    let ops: [BinaryCase; 4] = [
         ("add", |x, y| x.add(y), |x, y| x + y),
         ("sub", |x, y| x.sub(y), |x, y| x - y),
         ("mul", |x, y| x.mul(y), |x, y| x * y),
