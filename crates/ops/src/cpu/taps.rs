@@ -158,15 +158,26 @@ fn weight_by_tap<T: Element>(w: &[T], o: usize, c: usize, taps: usize, live: &[u
     install(|| {
         (0..major.div_ceil(COPY_CHANNELS)).into_par_iter().for_each(|b| {
             let rows = b * COPY_CHANNELS..((b + 1) * COPY_CHANNELS).min(major);
-            for (k, &t) in live.iter().enumerate() {
-                // SAFETY: task `b` alone writes rows `rows` of every tap's matrix.
-                let block = unsafe { dst.slice((k * major + rows.start) * minor, rows.len() * minor) };
-                for (r, row) in rows.clone().zip(block.chunks_exact_mut(minor)) {
-                    if out_minor {
-                        // Row `r` is input channel `r`: (c, o) = w[o][r][t].
-                        row.iter_mut().enumerate().for_each(|(oc, v)| *v = w[(oc * c + r) * taps + t]);
-                    } else {
-                        // Row `r` is output channel `r`: (o, c) = w[r][c][t].
+            // SAFETY (both arms): task `b` alone writes rows `rows` of every tap's matrix.
+            let block = |k: usize| unsafe { dst.slice((k * major + rows.start) * minor, rows.len() * minor) };
+            if out_minor {
+                // Rows are input channels: (c, o) = w[o][c][t], a transpose, done in tiles
+                // of COPY_CHANNELS output channels, every tap of a tile before the next, so
+                // the tile's filters stay in L1 while each write fills a whole cache line.
+                for oc0 in (0..o).step_by(COPY_CHANNELS) {
+                    let tile = oc0..(oc0 + COPY_CHANNELS).min(o);
+                    for (k, &t) in live.iter().enumerate() {
+                        let dst = block(k);
+                        for (r, ch) in rows.clone().enumerate() {
+                            let d = &mut dst[r * minor..][tile.clone()];
+                            d.iter_mut().zip(tile.clone()).for_each(|(v, oc)| *v = w[(oc * c + ch) * taps + t]);
+                        }
+                    }
+                }
+            } else {
+                // Rows are output channels: (o, c) = w[o][c][t], each row one filter.
+                for (k, &t) in live.iter().enumerate() {
+                    for (r, row) in rows.clone().zip(block(k).chunks_exact_mut(minor)) {
                         let filt = &w[r * c * taps..][..c * taps];
                         row.iter_mut().enumerate().for_each(|(ch, v)| *v = filt[ch * taps + t]);
                     }
@@ -186,11 +197,13 @@ fn weight_from_taps<T: Element>(dwt: &[T], o: usize, c: usize, taps: usize, live
     }
     install(|| {
         dw.par_chunks_mut(COPY_CHANNELS * c * taps).enumerate().for_each(|(b, block)| {
-            let oc0 = b * COPY_CHANNELS;
-            for (k, filt) in block.chunks_exact_mut(c * taps).enumerate() {
-                for (ch, kernel) in filt.chunks_exact_mut(taps).enumerate() {
-                    kernel.fill(T::zero());
-                    live.iter().enumerate().for_each(|(s, &t)| kernel[t] = dwt[(s * c + ch) * o + oc0 + k]);
+            let (oc0, outs) = (b * COPY_CHANNELS, block.len() / (c * taps));
+            block.fill(T::zero());
+            // The block's output channels are a contiguous run of each (tap, channel) row.
+            for ch in 0..c {
+                for (s, &t) in live.iter().enumerate() {
+                    let src = &dwt[(s * c + ch) * o + oc0..][..outs];
+                    src.iter().enumerate().for_each(|(k, &v)| block[(k * c + ch) * taps + t] = v);
                 }
             }
         })
