@@ -369,6 +369,9 @@ fn algo_cases() -> Vec<([usize; 4], [usize; 4], Conv2dArgs)> {
         ([3, 5, 2, 2], [4, 5, 3, 3], Conv2dArgs::new().padding(1)),
         ([2, 3, 4, 3], [5, 3, 3, 3], Conv2dArgs::new().stride(2).padding(1)),
         ([2, 3, 2, 3], [2, 3, 3, 2], Conv2dArgs::new().dilation(2).padding((2, 1))),
+        // Column strides 2 and 3 with dilated columns: every column phase of the unfolding.
+        ([2, 2, 9, 11], [3, 2, 3, 3], Conv2dArgs::new().stride((2, 3)).dilation((1, 2)).padding(1)),
+        ([1, 1, 12, 12], [4, 1, 7, 7], Conv2dArgs::new().stride(2).padding(3)),
     ]
 }
 

@@ -99,47 +99,64 @@ fn padded_planes<'a, T: Element>(g: &Geom, x: &'a [T], grp: usize, buf: &'a mut 
 /// Unfolds group `grp` of one sample `x` (`[C, H, W]`) into `cols`: row
 /// `(c, i, j)` of the unfolded matrix starts at `cols[row * ld]` and holds, for every output
 /// position, the input value that kernel tap `(i, j)` of channel `c` sees there.
-fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], ld: usize, buf: &mut Vec<T>) {
+fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], ld: usize, buf: &mut Vec<T>, phases: &mut Vec<T>) {
     let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
     let (src, hp, wp) = padded_planes(g, x, grp, buf);
-    if sw == 1 {
-        // The common case, as raw copies: this loop runs C*kh*kw*OH times per sample, and
-        // slice bounds checks cost more than the few moves of each row.
-        let (rows, l) = (g.rows(), g.l());
-        assert!(rows == 0 || (rows - 1) * ld + l <= cols.len(), "im2col: output block too small");
-        let fits = g.oh == 0 || g.kh == 0 || ((g.oh - 1) * sh + (g.kh - 1) * dh < hp && g.ow + (g.kw.max(1) - 1) * dw <= wp);
-        assert!(g.cg * hp * wp <= src.len() && fits, "im2col: window outside the padded planes");
-        for cc in 0..g.cg {
-            for i in 0..g.kh {
-                for oy in 0..g.oh {
-                    // SAFETY: the asserts above bound every row read and written.
-                    unsafe {
-                        let line = src.as_ptr().add((cc * hp + i * dh + oy * sh) * wp);
-                        let dst = cols.as_mut_ptr().add((cc * g.kh + i) * g.kw * ld + oy * g.ow);
-                        for j in 0..g.kw {
-                            copy_run(dst.add(j * ld), line.add(j * dw), g.ow);
-                        }
+    if sw > 1 {
+        return im2col_phases(g, src, hp, wp, cols, ld, phases);
+    }
+    // Stride 1, as raw copies: this loop runs C*kh*kw*OH times per sample, and slice
+    // bounds checks cost more than the few moves of each row.
+    let (rows, l) = (g.rows(), g.l());
+    assert!(rows == 0 || (rows - 1) * ld + l <= cols.len(), "im2col: output block too small");
+    let fits = g.oh == 0 || g.kh == 0 || ((g.oh - 1) * sh + (g.kh - 1) * dh < hp && g.ow + (g.kw.max(1) - 1) * dw <= wp);
+    assert!(g.cg * hp * wp <= src.len() && fits, "im2col: window outside the padded planes");
+    for cc in 0..g.cg {
+        for i in 0..g.kh {
+            for oy in 0..g.oh {
+                // SAFETY: the asserts above bound every row read and written.
+                unsafe {
+                    let line = src.as_ptr().add((cc * hp + i * dh + oy * sh) * wp);
+                    let dst = cols.as_mut_ptr().add((cc * g.kh + i) * g.kw * ld + oy * g.ow);
+                    for j in 0..g.kw {
+                        copy_run(dst.add(j * ld), line.add(j * dw), g.ow);
                     }
                 }
             }
         }
-        return;
+    }
+}
+
+/// Width of one column phase of a padded row `wp` long at column stride `sw`.
+fn phase_width(wp: usize, sw: usize) -> usize {
+    wp.div_ceil(sw)
+}
+
+/// [`im2col`] at a column stride `sw > 1`: each padded row is first split into its `sw`
+/// column phases (phase `r` holds columns `r, r + sw, ...`), so that the values one tap
+/// reads along an output row, columns `ox sw + j dw`, are the contiguous run of phase
+/// `(j dw) % sw` from `(j dw) / sw`, copied as the stride-1 case copies, instead of a
+/// strided gather per value.
+fn im2col_phases<T: Element>(g: &Geom, src: &[T], hp: usize, wp: usize, cols: &mut [T], ld: usize, phases: &mut Vec<T>) {
+    let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
+    let wq = phase_width(wp, sw);
+    ensure_len(phases, g.cg * hp * sw * wq);
+    for (row, split) in src[..g.cg * hp * wp].chunks_exact(wp).zip(phases.chunks_exact_mut(sw * wq)) {
+        for (r, phase) in split.chunks_exact_mut(wq).enumerate() {
+            phase.iter_mut().zip(row.iter().skip(r).step_by(sw)).for_each(|(d, &v)| *d = v);
+        }
     }
     for cc in 0..g.cg {
         for i in 0..g.kh {
             for j in 0..g.kw {
+                let (q, r) = ((j * dw) / sw, (j * dw) % sw);
                 let row = &mut cols[((cc * g.kh + i) * g.kw + j) * ld..][..g.l()];
-                let base = (cc * hp + i * dh) * wp + j * dw;
                 for oy in 0..g.oh {
-                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    let line = &src[base + oy * sh * wp..];
-                    if sw == 1 {
-                        copy_short(dst, &line[..g.ow]);
-                    } else {
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            *d = line[ox * sw];
-                        }
-                    }
+                    // Padded row `oy sh + i dh` of channel `cc`, its phase `r`, from `q`:
+                    // `(ow - 1) sw + j dw < wp` keeps `q + ow <= wq`.
+                    let y = cc * hp + oy * sh + i * dh;
+                    let line = &phases[(y * sw + r) * wq + q..][..g.ow];
+                    copy_short(&mut row[oy * g.ow..(oy + 1) * g.ow], line);
                 }
             }
         }
@@ -219,7 +236,10 @@ fn lens<T>(g: &Geom) -> Lens {
     let ld = block_samples::<T>(g).min(g.n) * g.l();
     let Pair(ph, pw) = g.a.padding;
     let pad = if ph > 0 || pw > 0 { g.cg * (g.h + 2 * ph) * (g.w + 2 * pw) } else { 0 };
-    Lens { cols: g.rows() * ld, mat: g.og * ld, pad, ..Lens::default() }
+    let sw = g.a.stride.1;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    let phases = if sw > 1 { g.cg * hp * sw * phase_width(wp, sw) } else { 0 };
+    Lens { cols: g.rows() * ld, mat: g.og * ld, pad, planes: phases, ..Lens::default() }
 }
 
 /// Runs `f(block index, samples, scratch)` over the sample blocks in parallel, each
@@ -245,7 +265,7 @@ fn unfold_block<T: Element>(g: &Geom, x: &[T], samples: &std::ops::Range<usize>,
     let (l, chw) = (g.l(), g.c * g.h * g.w);
     let ld = samples.len() * l;
     for (s, n) in samples.clone().enumerate() {
-        im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad);
+        im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad, &mut sc.planes);
     }
 }
 
