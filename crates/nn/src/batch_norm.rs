@@ -95,6 +95,41 @@ impl BatchNorm {
         }
     }
 
+    /// In evaluation mode with running statistics, the per-channel affine map this layer
+    /// is, `y = x scale + shift`: `scale = weight / sqrt(running_var + eps)`, `shift = bias
+    /// - running_mean scale` (as tape ops, so differentiable in the weight and bias).
+    /// `None` in training mode or without running statistics, where the batch's own
+    /// statistics are used. What a convolution folds into its weight and bias
+    /// ([`Conv2d::forward_folded`](crate::Conv2d::forward_folded)).
+    pub fn eval_affine(&self) -> Result<Option<(Tensor, Tensor)>> {
+        let (Some(rm), Some(rv)) = (&self.running_mean, &self.running_var) else { return Ok(None) };
+        if !self.folds() {
+            return Ok(None);
+        }
+        let invstd = rv.get().add_scalar(self.config.eps).pow(-0.5);
+        let scale = match &self.weight {
+            Some(w) => w.tensor().mul(&invstd)?,
+            None => invstd,
+        };
+        let shift = rm.get().mul(&scale)?.neg();
+        let shift = match &self.bias {
+            Some(b) => b.tensor().add(&shift)?,
+            None => shift,
+        };
+        Ok(Some((scale, shift)))
+    }
+
+    /// Whether this is a `BatchNorm2d` (what a convolution's output feeds).
+    pub(crate) fn is_2d(&self) -> bool {
+        self.ranks == [4]
+    }
+
+    /// Whether this layer is an affine map a preceding convolution can fold in (evaluation
+    /// mode with running statistics).
+    pub fn folds(&self) -> bool {
+        !self.training.get() && self.running_mean.is_some() && self.running_var.is_some()
+    }
+
     /// Folds this batch's statistics into the running ones, as PyTorch: `num_batches_tracked`
     /// counts the batch, then `running = (1 - f) running + f batch` with `f` the momentum
     /// (or `1 / num_batches_tracked` without one) and the unbiased batch variance.

@@ -1,25 +1,68 @@
-//! The fusion pass `Sequential` runs: a [`Conv2d`] followed by an activation layer (and
-//! then 2x2/stride-2 pooling) becomes one `ops::conv2d_fused` call, which applies the
-//! activation and pooling while each sample's output is in cache. It recognises the
-//! library's own layer types by downcasting, so fusion is not part of the `Module`
-//! contract: a user-written module fuses by calling `ops::conv2d_fused` itself.
+//! The fusion pass `Sequential` (and `Residual`) runs: a [`Conv2d`] followed by a
+//! `BatchNorm2d` in evaluation mode (folded into the convolution's weight and bias), then
+//! an activation layer (and then 2x2/stride-2 pooling) becomes one `ops::conv2d_fused`
+//! call, which applies the activation and pooling while each sample's output is in cache.
+//! It recognises the library's own layer types by downcasting, so fusion is not part of
+//! the `Module` contract: a user-written module fuses by calling `ops::conv2d_fused` (or
+//! [`Conv2d::forward_folded`]) itself.
 
 use crate::activation::{ReLU, Sigmoid, Tanh};
+use crate::batch_norm::BatchNorm;
 use crate::conv::Conv2d;
 use crate::module::Module;
 use crate::pool::{AvgPool2d, MaxPool2d};
-use autograd::Activation;
+use autograd::{Activation, Tensor};
 use ops::{Epilogue, Pair, Pool2dArgs, Pool2x2};
 use std::any::Any;
 
-/// The convolution at the start of `layers`, the epilogue the layers after it form, and
-/// how many layers the fused op covers (2 or 3); `None` when nothing fuses there.
-pub(crate) fn fused_run(layers: &[Box<dyn Module>]) -> Option<(&Conv2d, Epilogue, usize)> {
+/// A run of layers computed as one fused convolution.
+pub(crate) struct FusedRun<'a> {
+    conv: &'a Conv2d,
+    /// A batch norm in evaluation mode right after the convolution, folded into it.
+    bn: Option<&'a BatchNorm>,
+    epilogue: Epilogue,
+    /// Layers the run covers (2 to 4).
+    pub(crate) len: usize,
+}
+
+impl FusedRun<'_> {
+    /// The run's output for input `x`.
+    pub(crate) fn forward(&self, x: &Tensor) -> crate::Result<Tensor> {
+        if let Some(bn) = self.bn {
+            if let Some(y) = self.conv.forward_folded(x, bn, self.epilogue)? {
+                return Ok(y);
+            }
+        }
+        self.conv.forward_fused(x, self.epilogue)
+    }
+}
+
+/// The fused run at the start of `layers`: a convolution, then an evaluation-mode batch
+/// norm and/or an activation (then maybe 2x2 pooling); `None` when nothing fuses there.
+pub(crate) fn fused_run(layers: &[Box<dyn Module>]) -> Option<FusedRun<'_>> {
     let conv = as_any(layers.first()?.as_ref()).downcast_ref::<Conv2d>()?;
-    let act = activation(layers.get(1)?.as_ref())?;
-    Some(match layers.get(2).and_then(|l| pool(l.as_ref())) {
-        Some(p) => (conv, Epilogue::act(act).then_pool(p), 3),
-        None => (conv, Epilogue::act(act), 2),
+    let bn = layers.get(1).and_then(|l| as_any(l.as_ref()).downcast_ref::<BatchNorm>()).filter(|b| b.folds() && b.is_2d());
+    let next = 1 + usize::from(bn.is_some());
+    let Some(act) = layers.get(next).and_then(|l| activation(l.as_ref())) else {
+        return bn.map(|bn| FusedRun { conv, bn: Some(bn), epilogue: Epilogue::default(), len: 2 });
+    };
+    Some(match layers.get(next + 1).and_then(|l| pool(l.as_ref())) {
+        Some(p) => FusedRun { conv, bn, epilogue: Epilogue::act(act).then_pool(p), len: next + 2 },
+        None => FusedRun { conv, bn, epilogue: Epilogue::act(act), len: next + 1 },
+    })
+}
+
+/// `conv` then `bn` then `act` (if any), folded when `bn` is in evaluation mode, else
+/// the layers in turn: how `Residual` runs its two convolutions.
+pub(crate) fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm, act: Option<Activation>, x: &Tensor) -> crate::Result<Tensor> {
+    let epilogue = act.map_or(Epilogue::default(), Epilogue::act);
+    if let Some(y) = conv.forward_folded(x, bn, epilogue)? {
+        return Ok(y);
+    }
+    let y = bn.forward(&conv.forward(x)?)?;
+    Ok(match act {
+        Some(a) => a.apply(&y),
+        None => y,
     })
 }
 

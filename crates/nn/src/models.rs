@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::linear::Linear;
 use crate::module::{Module, Sequential, Visitor};
 use crate::pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
-use autograd::{Rng, Tensor};
+use autograd::{Activation, Rng, Tensor};
 use ops::Pool2dArgs;
 
 /// D2L 8.5's LeNet with batch normalisation after every convolution and hidden linear
@@ -62,8 +62,9 @@ impl Residual {
 
 impl Module for Residual {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.bn1.forward(&self.conv1.forward(x)?)?.relu();
-        let y = self.bn2.forward(&self.conv2.forward(&y)?)?;
+        // In evaluation mode each batch norm folds into its convolution (crate::fuse).
+        let y = crate::fuse::conv_bn_act(&self.conv1, &self.bn1, Some(Activation::Relu), x)?;
+        let y = crate::fuse::conv_bn_act(&self.conv2, &self.bn2, None, &y)?;
         let shortcut = match &self.conv3 {
             Some(c) => c.forward(x)?,
             None => x.clone(),

@@ -543,9 +543,9 @@ impl Module for Sequential {
         let mut i = 0;
         while i < self.layers.len() {
             match crate::fuse::fused_run(&self.layers[i..]) {
-                Some((conv, epilogue, n)) => {
-                    h = conv.forward_fused(&h, epilogue)?;
-                    i += n;
+                Some(run) => {
+                    h = run.forward(&h)?;
+                    i += run.len;
                 }
                 None => {
                     h = self.layers[i].forward(&h)?;

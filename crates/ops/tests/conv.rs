@@ -564,3 +564,19 @@ fn taps_wholly_in_padding_are_skipped() {
         assert!(y[..3].iter().all(|v| v.is_nan()) && y[3] == f32::INFINITY, "{}: {y:?}", algo.name());
     }
 }
+
+/// A column stride far beyond the row (a legal geometry: one output column) must not size
+/// any buffer by the stride: the unfolding's column phases are at most the row's length.
+#[test]
+fn a_huge_stride_sizes_nothing_by_the_stride() {
+    let mut r = rng(77);
+    let x = Tensor::uniform_dtype(&[2, 3, 5, 6], -1.0, 1.0, DType::F64, &mut r);
+    let w = Tensor::uniform_dtype(&[4, 3, 3, 3], -1.0, 1.0, DType::F64, &mut r);
+    for stride in [ops::Pair(1, 1 << 62), ops::Pair(usize::MAX / 2, 3)] {
+        for algo in Conv2dAlgo::ALL {
+            let a = Conv2dArgs::new().stride(stride).padding(1).algo(algo);
+            let y = conv2d(&x, &w, None, a).unwrap();
+            assert!(max_error(&y.to_vec::<f64>(), &reference(&x, &w, None, a)) < 1e-12, "{stride:?} {}", algo.name());
+        }
+    }
+}

@@ -48,10 +48,17 @@ struct Plan {
     taps: Vec<usize>,
 }
 
-/// Whether this algorithm computes `g`: one group (the products run over all channels).
+/// Whether this algorithm computes `g`: one group (the products run over all channels),
+/// and a kernel and output small enough that the list of (position, tap) pairs is (at
+/// most [`MAX_PAIRS`]; the kernel's own size limits stay with the other algorithms).
 pub(super) fn applies(g: &Geom) -> bool {
-    g.a.groups == 1
+    let taps = g.kh.saturating_mul(g.kw);
+    g.a.groups == 1 && taps <= MAX_TAPS && g.l().saturating_mul(taps) <= MAX_PAIRS
 }
+
+/// Most kernel taps (a 64x64 kernel) and most (position, tap) pairs the plan may list.
+const MAX_TAPS: usize = 4096;
+const MAX_PAIRS: usize = 1 << 22;
 
 /// Every (output position, tap) pair whose tap reads a real input, ordered by output
 /// position, then tap.

@@ -127,9 +127,11 @@ fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], ld: usize, 
     }
 }
 
-/// Width of one column phase of a padded row `wp` long at column stride `sw`.
-fn phase_width(wp: usize, sw: usize) -> usize {
-    wp.div_ceil(sw)
+/// The column phases of a padded row `wp` long at column stride `sw`: how many there are
+/// (`sw`, or fewer when the row is shorter than the stride) and how wide each is. At most
+/// `2 wp` values together, whatever the stride.
+fn phases_of(wp: usize, sw: usize) -> (usize, usize) {
+    (sw.min(wp), wp.div_ceil(sw))
 }
 
 /// [`im2col`] at a column stride `sw > 1`: each padded row is first split into its `sw`
@@ -139,9 +141,9 @@ fn phase_width(wp: usize, sw: usize) -> usize {
 /// strided gather per value.
 fn im2col_phases<T: Element>(g: &Geom, src: &[T], hp: usize, wp: usize, cols: &mut [T], ld: usize, phases: &mut Vec<T>) {
     let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
-    let wq = phase_width(wp, sw);
-    ensure_len(phases, g.cg * hp * sw * wq);
-    for (row, split) in src[..g.cg * hp * wp].chunks_exact(wp).zip(phases.chunks_exact_mut(sw * wq)) {
+    let (nph, wq) = phases_of(wp, sw);
+    ensure_len(phases, g.cg * hp * nph * wq);
+    for (row, split) in src[..g.cg * hp * wp].chunks_exact(wp).zip(phases.chunks_exact_mut(nph * wq)) {
         for (r, phase) in split.chunks_exact_mut(wq).enumerate() {
             phase.iter_mut().zip(row.iter().skip(r).step_by(sw)).for_each(|(d, &v)| *d = v);
         }
@@ -153,9 +155,9 @@ fn im2col_phases<T: Element>(g: &Geom, src: &[T], hp: usize, wp: usize, cols: &m
                 let row = &mut cols[((cc * g.kh + i) * g.kw + j) * ld..][..g.l()];
                 for oy in 0..g.oh {
                     // Padded row `oy sh + i dh` of channel `cc`, its phase `r`, from `q`:
-                    // `(ow - 1) sw + j dw < wp` keeps `q + ow <= wq`.
+                    // `(ow - 1) sw + j dw < wp` keeps `r < nph` and `q + ow <= wq`.
                     let y = cc * hp + oy * sh + i * dh;
-                    let line = &phases[(y * sw + r) * wq + q..][..g.ow];
+                    let line = &phases[(y * nph + r) * wq + q..][..g.ow];
                     copy_short(&mut row[oy * g.ow..(oy + 1) * g.ow], line);
                 }
             }
@@ -238,7 +240,7 @@ fn lens<T>(g: &Geom) -> Lens {
     let pad = if ph > 0 || pw > 0 { g.cg * (g.h + 2 * ph) * (g.w + 2 * pw) } else { 0 };
     let sw = g.a.stride.1;
     let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    let phases = if sw > 1 { g.cg * hp * sw * phase_width(wp, sw) } else { 0 };
+    let phases = if sw > 1 { g.cg * hp * phases_of(wp, sw).0 * phases_of(wp, sw).1 } else { 0 };
     Lens { cols: g.rows() * ld, mat: g.og * ld, pad, planes: phases, ..Lens::default() }
 }
 
