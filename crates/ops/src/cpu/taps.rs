@@ -165,8 +165,11 @@ fn weight_by_tap<T: Element>(w: &[T], o: usize, c: usize, taps: usize, live: &[u
     install(|| {
         (0..major.div_ceil(COPY_CHANNELS)).into_par_iter().for_each(|b| {
             let rows = b * COPY_CHANNELS..((b + 1) * COPY_CHANNELS).min(major);
-            // SAFETY (both arms): task `b` alone writes rows `rows` of every tap's matrix.
-            let block = |k: usize| unsafe { dst.slice((k * major + rows.start) * minor, rows.len() * minor) };
+            let block = |k: usize| {
+                // SAFETY: task `b` alone writes rows `rows` of every tap's matrix, one
+                // matrix at a time.
+                unsafe { dst.slice((k * major + rows.start) * minor, rows.len() * minor) }
+            };
             if out_minor {
                 // Rows are input channels: (c, o) = w[o][c][t], a transpose, done in tiles
                 // of COPY_CHANNELS output channels, every tap of a tile before the next, so
