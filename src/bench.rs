@@ -109,13 +109,7 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
             emit(Measurement { name: format!("{name}_dx"), value: secs * 1e3, unit: "ms" });
         }
         if wanted(&format!("{name}_fwd_bwd")) {
-            let secs = median_secs(opts.reps, || {
-                let y = x.conv2d(&w, Some(&b), args).expect("valid conv");
-                y.backward_with(Some(&seed), Default::default()).expect("backward");
-                w.zero_grad();
-                b.zero_grad();
-                x.zero_grad();
-            });
+            let secs = conv_fwd_bwd_secs(opts.reps, &x, &w, &b, args, &seed);
             let flops = fwd_flops * if input_grad { 3.0 } else { 2.0 };
             eprintln!("{name}_fwd_bwd: {:.1} GFLOP/s", flops / secs / 1e9);
             emit(Measurement { name: format!("{name}_fwd_bwd"), value: secs * 1e3, unit: "ms" });
@@ -218,6 +212,16 @@ pub fn run_all(opts: &BenchOptions, out: &mut impl Write) -> Vec<Measurement> {
     results
 }
 
+/// Median seconds of one convolution's forward and backward from `seed` (the gradients of
+/// whichever of `x`, `w`, `b` require them), the gradients cleared after each run.
+fn conv_fwd_bwd_secs(reps: usize, x: &Tensor, w: &Tensor, b: &Tensor, args: Conv2dArgs, seed: &Tensor) -> f64 {
+    median_secs(reps, || {
+        let y = x.conv2d(w, Some(b), args).expect("valid conv");
+        y.backward_with(Some(seed), Default::default()).expect("backward");
+        [w, b, x].iter().for_each(|t| t.zero_grad());
+    })
+}
+
 // ----- ResNet-18 (issue 24) ------------------------------------------------------------
 
 /// Every distinct convolution of SPEC section 7's ResNet-18 on 28x28 inputs:
@@ -254,13 +258,7 @@ fn resnet_lines(opts: &BenchOptions, wanted: &dyn Fn(&str) -> bool, emit: &mut d
         let args = Conv2dArgs::new().padding(k / 2).stride(s);
         let ohw = (hw + 2 * (k / 2) - k) / s + 1;
         let seed = Tensor::uniform(&[batch, o, ohw, ohw], -1.0, 1.0, &mut r);
-        let secs = median_secs(opts.reps, || {
-            let y = x.conv2d(&w, Some(&b), args).expect("valid conv");
-            y.backward_with(Some(&seed), Default::default()).expect("backward");
-            w.zero_grad();
-            b.zero_grad();
-            x.zero_grad();
-        });
+        let secs = conv_fwd_bwd_secs(opts.reps, &x, &w, &b, args, &seed);
         emit(Measurement { name, value: secs * 1e3, unit: "ms" });
     }
     let xb = Tensor::rand(&[batch, 1, 28, 28], &mut r);
