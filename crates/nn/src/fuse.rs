@@ -28,12 +28,15 @@ pub(crate) struct FusedRun<'a> {
 impl FusedRun<'_> {
     /// The run's output for input `x`.
     pub(crate) fn forward(&self, x: &Tensor) -> crate::Result<Tensor> {
-        if let Some(bn) = self.bn {
-            if let Some(y) = self.conv.forward_folded(x, bn, self.epilogue)? {
-                return Ok(y);
-            }
+        match self.bn {
+            // `fused_run` only takes a batch norm that folds, and its mode cannot change
+            // between there and here (one forward call); skipping it would be wrong, so
+            // a refusal is an error, never a silent fallback.
+            Some(bn) => self.conv.forward_folded(x, bn, self.epilogue)?.ok_or_else(|| {
+                autograd::Error::invalid("conv2d_folded", "the batch norm stopped being foldable during the forward").into()
+            }),
+            None => self.conv.forward_fused(x, self.epilogue),
         }
-        self.conv.forward_fused(x, self.epilogue)
     }
 }
 

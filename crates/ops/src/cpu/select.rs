@@ -58,7 +58,7 @@ const DIRECT_MAX_OUT: usize = 64;
 /// The per-position products win where a sample's products would be thin: small output
 /// maps (where most of a 3x3 kernel reads padding, too), with enough samples and channels
 /// that one product over the batch runs near the GEMM's peak. Found by sweeping both
-/// (docs/benchmarks.md, "The taps kernel"): at batch 64 they run 1.3-2x faster than the
+/// (docs/benchmarks.md, "Eighth session"): at batch 64 they run 1.3-2x faster than the
 /// direct or unfolding kernels up to 7x7 outputs, and up to 14x14 for 5x5 kernels; for a
 /// 1x1 kernel, only up to 4x4 (past that a sample's planes are a wide enough product).
 fn taps_win(g: &Geom) -> bool {
