@@ -243,6 +243,25 @@ fn for_blocks<T: Element>(
     });
 }
 
+/// `out (rows x cols) = Σ a b` over `products` (each `a` is `rows x depth`, `b` is
+/// `depth x cols`), added in their order; zeros when there are none.
+fn sum_products<'a, T: Element>(
+    out: &mut [T],
+    rows: usize,
+    cols: usize,
+    depth: usize,
+    products: impl Iterator<Item = (MatRef<'a, T>, MatRef<'a, T>)>,
+) {
+    let mut any = false;
+    for (a, b) in products {
+        gemm_serial(rows, cols, depth, a, b, out, cols, any);
+        any = true;
+    }
+    if !any {
+        out.fill(T::zero());
+    }
+}
+
 /// The forward pass: the products, then back to `[N, O, OH, OW]` with the bias and the
 /// activation.
 pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
@@ -253,13 +272,9 @@ pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>
     let by_l = buckets(&plan.pairs, l, |q| q.l);
     let mut yt = autograd::buffers::for_overwrite::<T>(l * n * o);
     for_blocks(&mut yt, l, n, o, |li, rows, out| {
-        for (k, q) in by_l[li].iter().enumerate() {
-            let a = MatRef::row_major(&xt, (q.p * n + rows.start) * c, c);
-            gemm_serial(rows.len(), o, c, a, MatRef::row_major(&wt, q.t * c * o, o), out, o, k > 0);
-        }
-        if by_l[li].is_empty() {
-            out.fill(T::zero());
-        }
+        let products =
+            by_l[li].iter().map(|q| (MatRef::row_major(&xt, (q.p * n + rows.start) * c, c), MatRef::row_major(&wt, q.t * c * o, o)));
+        sum_products(out, rows.len(), o, c, products);
     });
     autograd::buffers::recycle(xt);
     autograd::buffers::recycle(wt);
@@ -301,13 +316,9 @@ pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let by_p = buckets(&plan.pairs, p, |q| q.p);
     let mut dxt = autograd::buffers::for_overwrite::<T>(p * n * c);
     for_blocks(&mut dxt, p, n, c, |pi, rows, out| {
-        for (k, q) in by_p[pi].iter().enumerate() {
-            let a = MatRef::row_major(&dyt, (q.l * n + rows.start) * o, o);
-            gemm_serial(rows.len(), c, o, a, MatRef::row_major(&wt, q.t * o * c, c), out, c, k > 0);
-        }
-        if by_p[pi].is_empty() {
-            out.fill(T::zero());
-        }
+        let products =
+            by_p[pi].iter().map(|q| (MatRef::row_major(&dyt, (q.l * n + rows.start) * o, o), MatRef::row_major(&wt, q.t * o * c, c)));
+        sum_products(out, rows.len(), c, o, products);
     });
     autograd::buffers::recycle(dyt);
     autograd::buffers::recycle(wt);
@@ -327,11 +338,11 @@ pub(super) fn weight_grad<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let by_t = buckets(&plan.pairs, live, |q| q.t);
     let mut dwt = autograd::buffers::for_overwrite::<T>(live * c * o);
     for_blocks(&mut dwt, live, c, o, |ti, rows, out| {
-        for (k, q) in by_t[ti].iter().enumerate() {
-            // Xᵀ: element (channel, sample) of position p.
-            let a = MatRef { data: &xt[..], offset: q.p * n * c + rows.start, rs: 1, cs: c as isize };
-            gemm_serial(rows.len(), o, n, a, MatRef::row_major(&dyt, q.l * n * o, o), out, o, k > 0);
-        }
+        // Xᵀ: element (channel, sample) of position p.
+        let products = by_t[ti].iter().map(|q| {
+            (MatRef { data: &xt[..], offset: q.p * n * c + rows.start, rs: 1, cs: c as isize }, MatRef::row_major(&dyt, q.l * n * o, o))
+        });
+        sum_products(out, rows.len(), o, n, products);
     });
     autograd::buffers::recycle(xt);
     autograd::buffers::recycle(dyt);
