@@ -130,6 +130,24 @@ impl BatchNorm {
         !self.training.get() && self.running_mean.is_some() && self.running_var.is_some()
     }
 
+    /// Normalises with the batch's statistics through `op` (`ops::batch_norm_train`, or
+    /// `ops::conv2d_bn_train` when a convolution's output comes in fused), given this
+    /// layer's parameters, then updates the running statistics from the batch's as
+    /// `forward` does in training mode. (In evaluation mode with running statistics the
+    /// layer normalises with those instead: see [`folds`](Self::folds).)
+    pub(crate) fn with_batch_stats(
+        &self,
+        op: impl FnOnce(ops::BatchNormParams<'_>) -> autograd::Result<ops::BatchNormTrain>,
+    ) -> Result<Tensor> {
+        let w = self.weight.as_ref().map(|p| p.tensor());
+        let b = self.bias.as_ref().map(|p| p.tensor());
+        let out = op(ops::BatchNormParams { weight: w.as_ref(), bias: b.as_ref(), eps: self.config.eps })?;
+        if self.training.get() {
+            self.update_running(&out.mean, &out.var_unbiased)?;
+        }
+        Ok(out.output)
+    }
+
     /// Folds this batch's statistics into the running ones, as PyTorch: `num_batches_tracked`
     /// counts the batch, then `running = (1 - f) running + f batch` with `f` the momentum
     /// (or `1 / num_batches_tracked` without one) and the unbiased batch variance.
@@ -159,13 +177,7 @@ impl Module for BatchNorm {
         let eps = self.config.eps;
         match (&self.running_mean, &self.running_var) {
             (Some(rm), Some(rv)) if !self.training.get() => Ok(ops::batch_norm_eval(x, &rm.get(), &rv.get(), w.as_ref(), b.as_ref(), eps)?),
-            _ => {
-                let out = ops::batch_norm_train(x, w.as_ref(), b.as_ref(), eps)?;
-                if self.training.get() {
-                    self.update_running(&out.mean, &out.var_unbiased)?;
-                }
-                Ok(out.output)
-            }
+            _ => self.with_batch_stats(|p| ops::batch_norm_train(x, p.weight, p.bias, p.eps)),
         }
     }
     fn visit<'a>(&'a self, v: &mut dyn Visitor<'a>) {

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::init;
 use crate::module::{Module, Visitor};
-use autograd::{Parameter, Rng, Tensor};
+use autograd::{Activation, Parameter, Rng, Tensor};
 use ops::{Conv2dArgs, Epilogue, Pair};
 
 /// Shape and options of a [`Conv2d`], PyTorch's defaults otherwise.
@@ -115,6 +115,21 @@ impl Conv2d {
             None => shift,
         };
         Ok(Some(ops::conv2d_fused(x, &w, Some(&b), self.config.args, epilogue)?))
+    }
+
+    /// This convolution, then `bn` normalising with the batch's statistics (training
+    /// mode, or a layer without running statistics), then `act`, as one op
+    /// (`ops::conv2d_bn_train`): two passes over the output fewer each way and one tensor
+    /// fewer kept for the backward, with bitwise the values and gradients of the layers in
+    /// turn; `bn`'s running statistics are updated as its `forward` does. `None` when `bn`
+    /// folds instead ([`forward_folded`](Self::forward_folded)) or is not a `BatchNorm2d`.
+    pub fn forward_bn_train(&self, x: &Tensor, bn: &crate::BatchNorm, act: Option<Activation>) -> Result<Option<Tensor>> {
+        if bn.folds() || !bn.is_2d() {
+            return Ok(None);
+        }
+        let b = self.bias.as_ref().map(|b| b.tensor());
+        let (w, args) = (self.weight.tensor(), self.config.args);
+        bn.with_batch_stats(|p| ops::conv2d_bn_train(x, &w, b.as_ref(), args, p, act)).map(Some)
     }
 }
 

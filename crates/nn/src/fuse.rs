@@ -1,10 +1,16 @@
-//! The fusion pass `Sequential` (and `Residual`) runs: a [`Conv2d`] followed by a
-//! `BatchNorm2d` in evaluation mode (folded into the convolution's weight and bias), then
-//! an activation layer (and then 2x2/stride-2 pooling) becomes one `ops::conv2d_fused`
-//! call, which applies the activation and pooling while each sample's output is in cache.
-//! It recognises the library's own layer types by downcasting, so fusion is not part of
-//! the `Module` contract: a user-written module fuses by calling `ops::conv2d_fused` (or
-//! [`Conv2d::forward_folded`]) itself.
+//! The fusion pass `Sequential` (and `Residual`) runs over the library's own layers:
+//!
+//! - a [`Conv2d`], a `BatchNorm2d` in evaluation mode (folded into the convolution's weight
+//!   and bias), then an activation layer (then 2x2/stride-2 pooling) becomes one
+//!   `ops::conv2d_fused` call, which applies the activation and pooling while each
+//!   sample's output is in cache;
+//! - a [`Conv2d`], a `BatchNorm2d` normalising with the batch's statistics (training mode),
+//!   then maybe an activation becomes one `ops::conv2d_bn_train` call (the pooling after it
+//!   stays a layer of its own).
+//!
+//! It recognises the layer types by downcasting, so fusion is not part of the `Module`
+//! contract: a user-written module fuses by calling those ops (or
+//! [`Conv2d::forward_folded`], [`Conv2d::forward_bn_train`]) itself.
 
 use crate::activation::{ReLU, Sigmoid, Tanh};
 use crate::batch_norm::BatchNorm;
@@ -18,7 +24,8 @@ use std::any::Any;
 /// A run of layers computed as one fused convolution.
 pub(crate) struct FusedRun<'a> {
     conv: &'a Conv2d,
-    /// A batch norm in evaluation mode right after the convolution, folded into it.
+    /// A `BatchNorm2d` right after the convolution: folded into it in evaluation mode,
+    /// else normalising with the batch's statistics in the same op.
     bn: Option<&'a BatchNorm>,
     epilogue: Epilogue,
     /// Layers the run covers (2 to 4).
@@ -28,38 +35,47 @@ pub(crate) struct FusedRun<'a> {
 impl FusedRun<'_> {
     /// The run's output for input `x`.
     pub(crate) fn forward(&self, x: &Tensor) -> crate::Result<Tensor> {
-        match self.bn {
-            // `fused_run` only takes a batch norm that folds, and its mode cannot change
-            // between there and here (one forward call); skipping it would be wrong, so
-            // a refusal is an error, never a silent fallback.
-            Some(bn) => self.conv.forward_folded(x, bn, self.epilogue)?.ok_or_else(|| {
-                autograd::Error::invalid("conv2d_folded", "the batch norm stopped being foldable during the forward").into()
-            }),
-            None => self.conv.forward_fused(x, self.epilogue),
-        }
+        let Some(bn) = self.bn else { return self.conv.forward_fused(x, self.epilogue) };
+        // The batch norm's mode cannot change between `fused_run` and here (one forward
+        // call), and a pooling layer is only taken into a run whose batch norm folds;
+        // skipping a layer would be wrong, so a refusal is an error, never a fallback.
+        let y = if bn.folds() {
+            self.conv.forward_folded(x, bn, self.epilogue)?
+        } else if self.epilogue.pool.is_none() {
+            self.conv.forward_bn_train(x, bn, self.epilogue.act)?
+        } else {
+            None
+        };
+        y.ok_or_else(|| autograd::Error::invalid("conv2d_fused", "the batch norm changed mode during the forward").into())
     }
 }
 
-/// The fused run at the start of `layers`: a convolution, then an evaluation-mode batch
-/// norm and/or an activation (then maybe 2x2 pooling); `None` when nothing fuses there.
+/// The fused run at the start of `layers`: a convolution, then a batch norm and/or an
+/// activation (then maybe 2x2 pooling, when any batch norm folds); `None` when nothing
+/// fuses there.
 pub(crate) fn fused_run(layers: &[Box<dyn Module>]) -> Option<FusedRun<'_>> {
     let conv = as_any(layers.first()?.as_ref()).downcast_ref::<Conv2d>()?;
-    let bn = layers.get(1).and_then(|l| as_any(l.as_ref()).downcast_ref::<BatchNorm>()).filter(|b| b.folds() && b.is_2d());
+    let bn = layers.get(1).and_then(|l| as_any(l.as_ref()).downcast_ref::<BatchNorm>()).filter(|b| b.is_2d());
     let next = 1 + usize::from(bn.is_some());
     let Some(act) = layers.get(next).and_then(|l| activation(l.as_ref())) else {
         return bn.map(|bn| FusedRun { conv, bn: Some(bn), epilogue: Epilogue::default(), len: 2 });
     };
-    Some(match layers.get(next + 1).and_then(|l| pool(l.as_ref())) {
+    let pool = layers.get(next + 1).and_then(|l| pool(l.as_ref())).filter(|_| bn.is_none_or(|b| b.folds()));
+    Some(match pool {
         Some(p) => FusedRun { conv, bn, epilogue: Epilogue::act(act).then_pool(p), len: next + 2 },
         None => FusedRun { conv, bn, epilogue: Epilogue::act(act), len: next + 1 },
     })
 }
 
-/// `conv` then `bn` then `act` (if any), folded when `bn` is in evaluation mode, else
-/// the layers in turn: how `Residual` runs its two convolutions.
+/// `conv` then `bn` then `act` (if any) as one op: folded when `bn` is in evaluation
+/// mode, else with the batch's statistics; the layers in turn only if `bn` is not 2-d.
+/// How `Residual` runs its two convolutions.
 pub(crate) fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm, act: Option<Activation>, x: &Tensor) -> crate::Result<Tensor> {
     let epilogue = act.map_or(Epilogue::default(), Epilogue::act);
     if let Some(y) = conv.forward_folded(x, bn, epilogue)? {
+        return Ok(y);
+    }
+    if let Some(y) = conv.forward_bn_train(x, bn, act)? {
         return Ok(y);
     }
     let y = bn.forward(&conv.forward(x)?)?;

@@ -536,8 +536,9 @@ impl Sequential {
 
 impl Module for Sequential {
     /// Each layer in turn, except that runs the fusion pass (`crate::fuse`) finds (a
-    /// convolution, an activation, maybe 2x2 pooling) run as one op: passes over the
-    /// activations are saved, the results are the same.
+    /// convolution, maybe a `BatchNorm2d`, an activation, maybe 2x2 pooling) run as one
+    /// op: passes over the activations are saved, the results are the same (to rounding
+    /// where an evaluation-mode batch norm folds into the convolution).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         let mut i = 0;

@@ -3,7 +3,9 @@
 //! `Sequential` and in `Residual`. The values and every gradient (the input's, both
 //! layers' parameters') agree with the layers run one by one (1e-12 in f64, 1e-6 relative
 //! to the output's scale in f32: only the rounding differs), gradcheck passes through the
-//! folded path, and training mode is untouched (bitwise the layers in turn).
+//! folded path. In training mode the convolution, batch norm and activation run as one op
+//! (`ops::conv2d_bn_train`), bitwise the layers in turn: values, gradients and the running
+//! statistics.
 
 use autograd::testing::assert_gradcheck;
 use autograd::{rng, DType, Tensor};
@@ -81,14 +83,44 @@ fn the_folded_path_gradchecks() {
     assert_gradcheck(|v| net.forward(&v[0]).map_err(|e| autograd::Error::invalid("folded", e.to_string())), &[x]);
 }
 
+/// Every value of a training step as bits: the output, the gradients, the running statistics.
+fn step_bits(module: &dyn Module, x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Vec<Vec<u32>> {
+    let params: Vec<Tensor> = module.parameters().iter().map(|p| p.tensor()).collect();
+    let mut all = run(&params, x, f);
+    all.extend(module.state_dict().into_iter().filter(|(k, _)| k.contains("running")).map(|(_, t)| t));
+    all.iter().map(|t| t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect()).collect()
+}
+
 #[test]
 fn training_mode_is_the_layers_in_turn_bitwise() {
-    // Two copies of the same state, so both see the same running statistics update.
+    // Two copies of the same state, so both see the same running statistics update. The
+    // fused run is the convolution, batch norm and ReLU; the pooling stays a layer.
     let (fused_net, other) = (net(7), net(7));
-    let x = Tensor::uniform(&[4, 3, 8, 8], -1.0, 1.0, &mut rng(8));
-    let fused = fused_net.forward(&x).unwrap().to_vec::<f32>();
-    let plain = layer_by_layer(&other, &x).to_vec::<f32>();
-    assert_eq!(fused, plain);
+    let x = Tensor::uniform(&[4, 3, 8, 8], -1.0, 1.0, &mut rng(8)).requires_grad_();
+    let fused = step_bits(&fused_net, &x, |x| fused_net.forward(x).unwrap());
+    let plain = step_bits(&other, &x, |x| layer_by_layer(&other, x));
+    assert!(fused == plain);
+    assert_eq!(fused.len(), 1 + 4 + 1 + 2, "output, 4 parameter gradients, the input's, 2 running statistics");
+}
+
+#[test]
+fn residual_in_training_mode_is_the_layers_in_turn_bitwise() {
+    for (cin, shortcut, stride) in [(6, false, 1), (4, true, 2)] {
+        let (block, other) = (
+            Residual::new(cin, 6, shortcut, stride, &mut rng(13)).unwrap(),
+            Residual::new(cin, 6, shortcut, stride, &mut rng(13)).unwrap(),
+        );
+        let x = Tensor::uniform(&[3, cin, 6, 6], -1.0, 1.0, &mut rng(14)).requires_grad_();
+        let fused = step_bits(&block, &x, |x| block.forward(x).unwrap());
+        let plain = step_bits(&other, &x, |x| {
+            let b = &other;
+            let y = b.bn1.forward(&b.conv1.forward(x).unwrap()).unwrap().relu();
+            let y = b.bn2.forward(&b.conv2.forward(&y).unwrap()).unwrap();
+            let s = b.conv3.as_ref().map_or(x.clone(), |c| c.forward(x).unwrap());
+            y.add(&s).unwrap().relu()
+        });
+        assert!(fused == plain, "stride {stride}");
+    }
 }
 
 #[test]

@@ -175,4 +175,10 @@ fn sequential_fuses_conv_and_activation_with_the_same_results() {
     // A pooling the epilogue does not cover (3x3) stays its own op.
     let avg3: Vec<Box<dyn Module>> = vec![Box::new(nn::Sigmoid), Box::new(nn::AvgPool2d::new(pool(3)))];
     assert_eq!(top_op(avg3, 8).0, Some("avg_pool2d"));
+    // A training-mode batch norm joins the convolution and the activation in one op; the
+    // 2x2 pooling after them stays a layer in training mode.
+    let bn = || Box::new(nn::BatchNorm::new_2d(nn::BatchNormConfig::new(2))) as Box<dyn Module>;
+    assert_eq!(top_op(vec![bn(), Box::new(nn::ReLU)], 5), (Some("conv2d_bn_train"), vec![1, 2, 3, 3]));
+    assert_eq!(top_op(vec![bn(), Box::new(nn::ReLU), Box::new(nn::MaxPool2d::new(pool(2)))], 6).0, Some("max_pool2d"));
+    assert_eq!(top_op(vec![bn()], 5).0, Some("conv2d_bn_train"));
 }

@@ -11,7 +11,7 @@
 //! batch statistics they are updated from. See docs/gradients.md.
 
 use crate::cpu::batch_norm as kernels;
-use autograd::{record_saving, Error, Result, Saves, Scalar, Tensor};
+use autograd::{record_saving, Activation, Error, Result, Saves, Scalar, Tensor};
 
 /// The result of a training-mode [`batch_norm_train`]: the output, and the batch's mean
 /// and unbiased variance per channel (detached, in the input's dtype), from which the
@@ -54,12 +54,46 @@ fn per_channel(v: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// 1/0 (`affine=False`). Needs more than one value per channel, as PyTorch.
 pub fn batch_norm_train(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<BatchNormTrain> {
     const OP: &str = "batch_norm";
-    let (n, c, s) = geometry(OP, x, &[weight, bias])?;
+    let (out, stats) = normalise(OP, x, weight, bias, eps, None)?;
+    let mut inputs = vec![x];
+    inputs.extend(weight);
+    inputs.extend(bias);
+    let (has_w, has_b) = (weight.is_some(), bias.is_some());
+    // The input and the weight (the statistics are in the closure); not the bias.
+    let output = record_saving(OP, out.output, &inputs, Saves::input(0).and_input_if(1, has_w), move |ctx| {
+        let (x, g) = (ctx.input(0), ctx.grad_output());
+        let w = has_w.then(|| ctx.input(1));
+        let (dx, dw, db) = if ctx.create_graph() { composed_backward(x, w, g, eps)? } else { kernel_backward(x, w, g, None, &stats, eps)? };
+        let mut grads = vec![Some(dx)];
+        if has_w {
+            grads.push(Some(dw));
+        }
+        if has_b {
+            grads.push(Some(db));
+        }
+        Ok(grads)
+    });
+    Ok(BatchNormTrain { output, ..out })
+}
+
+/// The training-mode forward's values for an `[N, C, *]` input, not yet recorded:
+/// `act(x_hat * weight + bias)` (the activation only when `conv2d_bn_train` fuses one),
+/// the batch's mean and unbiased variance, and the `(mean, biased variance)` per channel
+/// the backward reads.
+pub(crate) fn normalise(
+    op: &'static str,
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    act: Option<Activation>,
+) -> Result<(BatchNormTrain, Vec<(f64, f64)>)> {
+    let (n, c, s) = geometry(op, x, &[weight, bias])?;
     let m = n * s;
     if m <= 1 {
-        return Err(Error::invalid(OP, format!("expected more than 1 value per channel when training, got input {:?}", x.shape())));
+        return Err(Error::invalid(op, format!("expected more than 1 value per channel when training, got input {:?}", x.shape())));
     }
-    let (output, mean, var_u, stats) = autograd::dispatch!(OP, x.storage(), |_s: T| {
+    Ok(autograd::dispatch!(op, x.storage(), |_s: T| {
         let xd = x.contiguous_data::<T>()?;
         let w = weight.map(|w| w.contiguous_data::<T>()).transpose()?;
         let b = bias.map(|b| b.contiguous_data::<T>()).transpose()?;
@@ -73,30 +107,16 @@ pub fn batch_norm_train(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tenso
                 (T::from_f64(wk * invstd), T::from_f64(bk - mean * wk * invstd))
             })
             .unzip();
-        let y = kernels::affine(&xd, c, s, &scale, &shift);
+        let y = kernels::affine(&xd, c, s, &scale, &shift, act);
         let mean: Vec<T> = stats.iter().map(|&(mu, _)| T::from_f64(mu)).collect();
         let var_u: Vec<T> = stats.iter().map(|&(_, v)| T::from_f64(v * m as f64 / (m - 1) as f64)).collect();
-        (Tensor::from_vec(y, x.shape())?, Tensor::from_vec(mean, &[c])?, Tensor::from_vec(var_u, &[c])?, stats)
-    });
-    let mut inputs = vec![x];
-    inputs.extend(weight);
-    inputs.extend(bias);
-    let (has_w, has_b) = (weight.is_some(), bias.is_some());
-    // The input and the weight (the statistics are in the closure); not the bias.
-    let output = record_saving(OP, output, &inputs, Saves::input(0).and_input_if(1, has_w), move |ctx| {
-        let (x, g) = (ctx.input(0), ctx.grad_output());
-        let w = has_w.then(|| ctx.input(1));
-        let (dx, dw, db) = if ctx.create_graph() { composed_backward(x, w, g, eps)? } else { kernel_backward(x, w, g, &stats, eps)? };
-        let mut grads = vec![Some(dx)];
-        if has_w {
-            grads.push(Some(dw));
-        }
-        if has_b {
-            grads.push(Some(db));
-        }
-        Ok(grads)
-    });
-    Ok(BatchNormTrain { output, mean, var_unbiased: var_u })
+        let out = BatchNormTrain {
+            output: Tensor::from_vec(y, x.shape())?,
+            mean: Tensor::from_vec(mean, &[c])?,
+            var_unbiased: Tensor::from_vec(var_u, &[c])?,
+        };
+        (out, stats)
+    }))
 }
 
 /// Batch normalisation with given statistics (evaluation mode): the affine map
@@ -125,14 +145,24 @@ pub fn batch_norm_eval(
 }
 
 /// `(dx, dw, db)` of training-mode batch norm from the kernels (first order), with the
-/// forward's per-channel `(mean, biased variance)`.
-fn kernel_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, stats: &[(f64, f64)], eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+/// forward's per-channel `(mean, biased variance)`; `act` is the activation `conv2d_bn_train`
+/// applied after it, with its output (`g` is then the gradient of that output).
+pub(crate) fn kernel_backward(
+    x: &Tensor,
+    w: Option<&Tensor>,
+    g: &Tensor,
+    act: Option<(Activation, &Tensor)>,
+    stats: &[(f64, f64)],
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let (n, c, s) = geometry("batch_norm_backward", x, &[w])?;
     Ok(autograd::dispatch!("batch_norm_backward", x.storage(), |_s: T| {
         let xd = x.contiguous_data::<T>()?;
         let gd = g.contiguous_data::<T>()?;
+        let zd = act.map(|(_, z)| z.contiguous_data::<T>()).transpose()?;
+        let og = kernels::OutGrad { dz: &gd, act: act.map(|(a, _)| a).zip(zd.as_deref()) };
         let wd = w.map(|w| w.contiguous_data::<T>()).transpose()?;
-        let sums = kernels::grad_sums(&xd, &gd, n, c, s, stats, eps);
+        let sums = kernels::grad_sums(&xd, og, n, c, s, stats, eps);
         let m = (n * s) as f64;
         // dx = w * invstd * (dy - sum_dy / M - x_hat * sum_dy_xhat / M), as an affine map
         // of dy and x per channel: dx = a * dy + b * x + d.
@@ -146,7 +176,7 @@ fn kernel_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, stats: &[(f64, f6
                 [T::from_f64(wi), T::from_f64(bx), T::from_f64(-wi * sum_dy / m - bx * mean)]
             })
             .collect();
-        let dx = kernels::grad_input(&gd, &xd, c, s, &coef);
+        let dx = kernels::grad_input(og, &xd, c, s, &coef);
         let dw: Vec<T> = sums.iter().map(|&(_, v)| T::from_f64(v)).collect();
         let db: Vec<T> = sums.iter().map(|&(v, _)| T::from_f64(v)).collect();
         (Tensor::from_vec(dx, x.shape())?, Tensor::from_vec(dw, &[c])?, Tensor::from_vec(db, &[c])?)
@@ -154,7 +184,7 @@ fn kernel_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, stats: &[(f64, f6
 }
 
 /// The same gradients composed of tape ops, for `create_graph` (second order).
-fn composed_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+pub(crate) fn composed_backward(x: &Tensor, w: Option<&Tensor>, g: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
     let dims: Vec<isize> = (0..x.rank() as isize).filter(|&d| d != 1).collect();
     let mean = x.mean_dims(&dims, true)?;
     let xc = x.sub(&mean)?;

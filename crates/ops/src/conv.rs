@@ -121,7 +121,7 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
         // pass, when the selector picks them for both gradient maps; the differentiable
         // path below runs each map through its own op, which asks the selector again.
         if !ctx.create_graph() && [Conv2dMap::InputGrad, Conv2dMap::WeightGrad].iter().all(|&m| select(m, &g) == Conv2dAlgo::Direct) {
-            if let Some(grads) = backward_direct(&g, ctx, y, epilogue)? {
+            if let Some(grads) = backward_direct(&g, ctx, ctx.grad_output(), y, epilogue, (ctx.num_inputs() == 3).then_some(2))? {
                 return Ok(grads);
             }
         }
@@ -144,28 +144,83 @@ pub fn conv2d_fused(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, args
             (Some(a), Some(y)) => a.backward_from_output(&dy, y)?,
             (Some(_), None) => return Err(Error::invalid(op, "the activation's output was not saved")),
         };
-        let dw = if ctx.needs_grad(1) { Some(conv2d_weight_grad(ctx.input(0), &dy, ctx.input_shape(1), args)?) } else { None };
-        let dx = if ctx.needs_grad(0) { Some(conv2d_input_grad(&dy, ctx.input(1), ctx.input_shape(0), args)?) } else { None };
-        let mut grads = vec![dx, dw];
-        if ctx.num_inputs() == 3 {
-            grads.push(if ctx.needs_grad(2) { Some(dy.sum_dims(&[0, 2, 3], false)?) } else { None });
-        }
-        Ok(grads)
+        conv_grads(ctx, &dy, args, (ctx.num_inputs() == 3).then_some(2))
     }))
 }
 
-/// The first-order backward of [`conv2d_fused`] on the direct path: pooling, activation,
-/// bias, input and weight gradients in one pass over the samples. `y` is the convolution's
-/// output after the activation, when the epilogue needs it.
-fn backward_direct(g: &Geom, ctx: &autograd::BackwardCtx, y: Option<&Tensor>, ep: Epilogue) -> Result<Option<Vec<Option<Tensor>>>> {
-    let dy = ctx.grad_output();
-    let bias = ctx.num_inputs() == 3 && ctx.needs_grad(2);
+/// The gradients of a convolution's input, weight and bias (inputs 0, 1 and `bias`, if
+/// any, of the op whose backward `ctx` is), each if needed, from its output gradient
+/// `dy`. In a first-order backward, where the selector picks a kernel that computes
+/// several at once (the direct kernels' single pass, the taps kernel's shared layout copy
+/// of `dy`), they come from one call; else each map runs through its own op, which is
+/// differentiable, and the bias gradient is `dy` summed. The same values either way as a
+/// plain `conv2d`'s backward. Also the rule of `conv2d_bn_train`.
+pub(crate) fn conv_grads(ctx: &autograd::BackwardCtx, dy: &Tensor, args: Conv2dArgs, bias: Option<usize>) -> Result<Vec<Option<Tensor>>> {
+    let (xs, ws) = (ctx.input_shape(0), ctx.input_shape(1));
+    let g = Geom::new("conv2d_backward", xs, ws, args)?;
+    g.check_output_grad("conv2d_backward", dy)?;
+    if !ctx.create_graph() {
+        let algo = select(Conv2dMap::InputGrad, &g);
+        if algo == Conv2dAlgo::Direct && select(Conv2dMap::WeightGrad, &g) == algo {
+            if let Some(grads) = backward_direct(&g, ctx, dy, None, Epilogue::default(), bias)? {
+                return Ok(grads);
+            }
+        }
+        if ctx.needs_grad(0) && ctx.needs_grad(1) && select(Conv2dMap::WeightGrad, &g) == algo {
+            let both = autograd::dispatch!("conv2d_backward", dy.storage(), |_s: T| {
+                let (x, w, d) = (ctx.input(0).contiguous_data::<T>()?, ctx.input(1).contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
+                match crate::cpu::both_grads(&g, algo, &x, &w, &d) {
+                    Some((dx, dw)) => Some((Tensor::from_vec(dx, xs)?, Tensor::from_vec(dw, ws)?)),
+                    None => None,
+                }
+            });
+            if let Some((dx, dw)) = both {
+                record_algo(Conv2dMap::InputGrad, algo);
+                record_algo(Conv2dMap::WeightGrad, algo);
+                let mut grads = vec![Some(dx), Some(dw)];
+                if let Some(b) = bias {
+                    grads.push(if ctx.needs_grad(b) { Some(dy.sum_dims(&[0, 2, 3], false)?) } else { None });
+                }
+                return Ok(grads);
+            }
+        }
+    }
+    let dw = if ctx.needs_grad(1) { Some(conv2d_weight_grad(ctx.input(0), dy, ws, args)?) } else { None };
+    let dx = if ctx.needs_grad(0) { Some(conv2d_input_grad(dy, ctx.input(1), xs, args)?) } else { None };
+    let mut grads = vec![dx, dw];
+    if let Some(b) = bias {
+        grads.push(if ctx.needs_grad(b) { Some(dy.sum_dims(&[0, 2, 3], false)?) } else { None });
+    }
+    Ok(grads)
+}
+
+/// The first-order backward of a convolution on the direct path, from its output
+/// gradient `dy` (before `ep`'s pooling and activation, which it takes back on the way
+/// from `y`, the activation's output): pooling, activation, bias (input `bias` of the
+/// op, if any), input and weight gradients in one pass over the samples.
+fn backward_direct(
+    g: &Geom,
+    ctx: &autograd::BackwardCtx,
+    dy: &Tensor,
+    y: Option<&Tensor>,
+    ep: Epilogue,
+    bias: Option<usize>,
+) -> Result<Option<Vec<Option<Tensor>>>> {
+    let want_bias = bias.is_some_and(|b| ctx.needs_grad(b));
     autograd::dispatch!("conv2d_backward", dy.storage(), |_s: T| {
         // The weight gradient reads the input, the input gradient the weight.
         let xd = if ctx.needs_grad(1) { Some(ctx.input(0).contiguous_data::<T>()?) } else { None };
         let wd = if ctx.needs_grad(0) { Some(ctx.input(1).contiguous_data::<T>()?) } else { None };
         let (dyd, yd) = (dy.contiguous_data::<T>()?, y.map(|y| y.contiguous_data::<T>()).transpose()?);
-        let b = crate::cpu::Backward { dy: &dyd, y: yd.as_deref(), act: ep.act, pool: ep.pool, x: xd.as_deref(), w: wd.as_deref(), bias };
+        let b = crate::cpu::Backward {
+            dy: &dyd,
+            y: yd.as_deref(),
+            act: ep.act,
+            pool: ep.pool,
+            x: xd.as_deref(),
+            w: wd.as_deref(),
+            bias: want_bias,
+        };
         let Some(grads) = crate::cpu::backward_direct(g, b) else { return Ok(None) };
         for (map, ran) in [(Conv2dMap::InputGrad, ctx.needs_grad(0)), (Conv2dMap::WeightGrad, ctx.needs_grad(1))] {
             if ran {
@@ -176,7 +231,7 @@ fn backward_direct(g: &Geom, ctx: &autograd::BackwardCtx, y: Option<&Tensor>, ep
             grads.dx.map(|v| Tensor::from_vec(v, &g.x_shape())).transpose()?,
             grads.dw.map(|v| Tensor::from_vec(v, &g.w_shape())).transpose()?,
         ];
-        if ctx.num_inputs() == 3 {
+        if bias.is_some() {
             out.push(grads.db.map(|v| Tensor::from_vec(v, &[g.o])).transpose()?);
         }
         Ok(Some(out))

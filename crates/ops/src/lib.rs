@@ -15,6 +15,7 @@ pub mod adaptive_pool;
 mod args;
 pub mod batch_norm;
 pub mod conv;
+pub mod conv_bn;
 pub(crate) mod cpu;
 pub mod linear;
 pub mod loss;
@@ -28,6 +29,7 @@ pub use conv::{
     conv2d, conv2d_algo_applies, conv2d_algo_for, conv2d_fused, conv2d_input_grad, conv2d_weight_grad, corr2d, last_conv2d_algo,
     Conv2dAlgo, Conv2dArgs, Conv2dMap, Epilogue, Pair, Pool2x2,
 };
+pub use conv_bn::{conv2d_bn_train, BatchNormParams};
 pub use linear::linear;
 pub use loss::{
     binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, cross_entropy_with, huber_loss, kl_div, l1_loss, mse, mse_loss,

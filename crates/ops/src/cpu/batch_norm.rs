@@ -3,27 +3,34 @@
 //! passes); every sum runs in a fixed order, so the bits do not depend on the thread count.
 
 use autograd::parallel::install;
-use autograd::{Element, Scalar};
+use autograd::{Activation, Element, Scalar};
 use rayon::prelude::*;
 
 /// `(sum f(x), sum g(x))` over a plane in eight f64 lanes (so the loop vectorises),
 /// combined in a fixed order: the same bits on every call.
 #[inline(always)]
 pub(crate) fn sums8<T: Element>(x: &[T], y: &[T], f: impl Fn(f64, f64) -> (f64, f64)) -> (f64, f64) {
+    sums8_of3(x, y, y, |a, b, _| f(Scalar::to_f64(a), Scalar::to_f64(b)))
+}
+
+/// [`sums8`] over three planes, with `f` of the values themselves (so it can do
+/// arithmetic in `T` first, as an activation's gradient does): the same lanes and order.
+#[inline(always)]
+fn sums8_of3<T: Element>(x: &[T], y: &[T], z: &[T], f: impl Fn(T, T, T) -> (f64, f64)) -> (f64, f64) {
     let (mut a, mut b) = ([0.0f64; 8], [0.0f64; 8]);
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-    let (xr, yr) = (xc.remainder(), yc.remainder());
-    for (xs, ys) in xc.zip(yc) {
+    let (xc, yc, zc) = (x.chunks_exact(8), y.chunks_exact(8), z.chunks_exact(8));
+    let (xr, yr, zr) = (xc.remainder(), yc.remainder(), zc.remainder());
+    for ((xs, ys), zs) in xc.zip(yc).zip(zc) {
         for i in 0..8 {
-            let (p, q) = f(Scalar::to_f64(xs[i]), Scalar::to_f64(ys[i]));
+            let (p, q) = f(xs[i], ys[i], zs[i]);
             a[i] += p;
             b[i] += q;
         }
     }
     let fold = |v: [f64; 8]| ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
     let (mut sa, mut sb) = (fold(a), fold(b));
-    for (&xv, &yv) in xr.iter().zip(yr) {
-        let (p, q) = f(Scalar::to_f64(xv), Scalar::to_f64(yv));
+    for ((&xv, &yv), &zv) in xr.iter().zip(yr).zip(zr) {
+        let (p, q) = f(xv, yv, zv);
         sa += p;
         sb += q;
     }
@@ -44,26 +51,75 @@ pub(crate) fn channel_stats<T: Element>(x: &[T], n: usize, c: usize, s: usize) -
     install(|| (0..c).into_par_iter().map(one).collect())
 }
 
-/// Each channel's `(sum dy, sum dy * x_hat)`, accumulated in f64, from the forward's
-/// statistics.
-pub(crate) fn grad_sums<T: Element>(x: &[T], dy: &[T], n: usize, c: usize, s: usize, stats: &[(f64, f64)], eps: f64) -> Vec<(f64, f64)> {
-    let one = |k: usize| {
-        let (mean, var) = stats[k];
-        let invstd = 1.0 / (var + eps).sqrt();
-        let (mut sd, mut sdx) = (0.0f64, 0.0f64);
-        for i in 0..n {
-            let at = (i * c + k) * s;
-            let (a, b) = sums8(&dy[at..][..s], &x[at..][..s], |g, xv| (g, g * (xv - mean)));
-            sd += a;
-            sdx += b;
-        }
-        (sd, sdx * invstd)
-    };
-    install(|| (0..c).into_par_iter().map(one).collect())
+/// The gradient reaching the batch norm's output: the op's own `dz`, or, when an
+/// activation follows in the same op (`conv2d_bn_train`), `act'` applied to it from the
+/// activation's output `z`, formed on the fly with the activation's own arithmetic.
+#[derive(Clone, Copy)]
+pub(crate) struct OutGrad<'a, T> {
+    pub dz: &'a [T],
+    pub act: Option<(Activation, &'a [T])>,
 }
 
-/// `y = x * scale[c] + shift[c]` plane by plane.
-pub(crate) fn affine<T: Element>(x: &[T], c: usize, s: usize, scale: &[T], shift: &[T]) -> Vec<T> {
+/// Runs `$body` with `$g` bound to a function `(dz, z) -> g` for `$og`'s activation,
+/// picked once outside the loops (so they vectorise), and `$z` to the slice `z` is read
+/// from (`dz` itself without an activation, then unused).
+macro_rules! with_grad {
+    ($og:expr, |$g:ident, $z:ident| $body:expr) => {
+        match $og.act {
+            None => {
+                let ($g, $z) = (|d: T, _: T| d, $og.dz);
+                $body
+            }
+            Some((Activation::Relu, z)) => {
+                let ($g, $z) = (|d: T, z: T| Activation::Relu.grad_from_output(d, z), z);
+                $body
+            }
+            Some((Activation::Sigmoid, z)) => {
+                let ($g, $z) = (|d: T, z: T| Activation::Sigmoid.grad_from_output(d, z), z);
+                $body
+            }
+            Some((Activation::Tanh, z)) => {
+                let ($g, $z) = (|d: T, z: T| Activation::Tanh.grad_from_output(d, z), z);
+                $body
+            }
+        }
+    };
+}
+
+/// Each channel's `(sum g, sum g * x_hat)`, accumulated in f64, from the forward's
+/// statistics, `g` as [`OutGrad`] forms it.
+pub(crate) fn grad_sums<T: Element>(
+    x: &[T],
+    og: OutGrad<'_, T>,
+    n: usize,
+    c: usize,
+    s: usize,
+    stats: &[(f64, f64)],
+    eps: f64,
+) -> Vec<(f64, f64)> {
+    with_grad!(og, |grad, z| {
+        let one = |k: usize| {
+            let (mean, var) = stats[k];
+            let invstd = 1.0 / (var + eps).sqrt();
+            let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+            for i in 0..n {
+                let at = (i * c + k) * s;
+                let (a, b) = sums8_of3(&og.dz[at..][..s], &z[at..][..s], &x[at..][..s], |d, zv, xv| {
+                    let g = Scalar::to_f64(grad(d, zv));
+                    (g, g * (Scalar::to_f64(xv) - mean))
+                });
+                sd += a;
+                sdx += b;
+            }
+            (sd, sdx * invstd)
+        };
+        install(|| (0..c).into_par_iter().map(one).collect())
+    })
+}
+
+/// `y = act(x * scale[c] + shift[c])` plane by plane (the activation, if any, applied to
+/// each plane while it is in cache).
+pub(crate) fn affine<T: Element>(x: &[T], c: usize, s: usize, scale: &[T], shift: &[T], act: Option<Activation>) -> Vec<T> {
     let mut y = autograd::buffers::for_overwrite::<T>(x.len());
     if s == 0 {
         return y;
@@ -72,22 +128,27 @@ pub(crate) fn affine<T: Element>(x: &[T], c: usize, s: usize, scale: &[T], shift
         y.par_chunks_mut(s).zip(x.par_chunks(s)).enumerate().for_each(|(p, (yp, xp))| {
             let (a, b) = (scale[p % c], shift[p % c]);
             yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);
+            if let Some(act) = act {
+                act.apply_slice(yp);
+            }
         })
     });
     y
 }
 
-/// `dx = coef[c][0] * dy + coef[c][1] * x + coef[c][2]` plane by plane.
-pub(crate) fn grad_input<T: Element>(dy: &[T], x: &[T], c: usize, s: usize, coef: &[[T; 3]]) -> Vec<T> {
+/// `dx = coef[c][0] * g + coef[c][1] * x + coef[c][2]` plane by plane, `g` as [`OutGrad`]
+/// forms it.
+pub(crate) fn grad_input<T: Element>(og: OutGrad<'_, T>, x: &[T], c: usize, s: usize, coef: &[[T; 3]]) -> Vec<T> {
     let mut dx = autograd::buffers::for_overwrite::<T>(x.len());
     if s == 0 {
         return dx;
     }
-    install(|| {
-        dx.par_chunks_mut(s).zip(dy.par_chunks(s).zip(x.par_chunks(s))).enumerate().for_each(|(p, (dp, (gp, xp)))| {
+    with_grad!(og, |grad, z| install(|| {
+        let planes = og.dz.par_chunks(s).zip(z.par_chunks(s)).zip(x.par_chunks(s));
+        dx.par_chunks_mut(s).zip(planes).enumerate().for_each(|(p, (dp, ((dzp, zp), xp)))| {
             let [a, b, d] = coef[p % c];
-            dp.iter_mut().zip(gp.iter().zip(xp)).for_each(|(o, (&g, &x))| *o = a * g + b * x + d);
+            dp.iter_mut().zip(dzp.iter().zip(zp).zip(xp)).for_each(|(o, ((&dz, &z), &x))| *o = a * grad(dz, z) + b * x + d);
         })
-    });
+    }));
     dx
 }

@@ -80,6 +80,12 @@ pub(crate) fn weight_grad<T: Element>(g: &Geom, algo: Conv2dAlgo, x: &[T], dy: &
     }
 }
 
+/// Both gradients `(dx, dw)` in one call where the kernel shares work between them (the
+/// taps kernel's layout copy of `dy`), when `algo` computes both maps; `None` otherwise.
+pub(crate) fn both_grads<T: Element>(g: &Geom, algo: Conv2dAlgo, x: &[T], w: &[T], dy: &[T]) -> Option<(Vec<T>, Vec<T>)> {
+    (algo == Conv2dAlgo::Taps).then(|| taps::both_grads(g, x, w, dy))
+}
+
 /// Every gradient of a fused convolution in one pass with the direct kernels (the
 /// activation and pooling taken back on the way), or `None` where they do not apply.
 pub(crate) fn backward_direct<T: Element>(g: &Geom, b: Backward<'_, T>) -> Option<Grads<T>> {

@@ -309,43 +309,64 @@ fn poison_skipped_taps<T: Element>(g: &Geom, by_l: &[Vec<Live>], live: &[usize],
 /// The input gradient: each input position's rows of the batch add the products of the
 /// pairs that read it.
 pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
-    let (n, c, o, l, p, taps) = (g.n, g.c, g.o, g.l(), g.h * g.w, g.kh * g.kw);
-    let dyt = to_positions(dy, n, o, l);
-    let plan = plan(g);
-    let wt = weight_by_tap(w, o, c, taps, &plan.taps, false);
-    let by_p = buckets(&plan.pairs, p, |q| q.p);
-    let mut dxt = autograd::buffers::for_overwrite::<T>(p * n * c);
-    for_blocks(&mut dxt, p, n, c, |pi, rows, out| {
-        let products =
-            by_p[pi].iter().map(|q| (MatRef::row_major(&dyt, (q.l * n + rows.start) * o, o), MatRef::row_major(&wt, q.t * o * c, c)));
-        sum_products(out, rows.len(), c, o, products);
-    });
+    let dyt = to_positions(dy, g.n, g.o, g.l());
+    let dx = input_grad_from(g, &plan(g), &dyt, w);
     autograd::buffers::recycle(dyt);
-    autograd::buffers::recycle(wt);
-    let dx = from_positions(&dxt, n, c, p, None, None);
-    autograd::buffers::recycle(dxt);
     dx
 }
 
 /// The weight gradient: each tap's rows of channels add the products of the positions
 /// it reads a real input at; taps that only ever read padding get zeros.
 pub(super) fn weight_grad<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
-    let (n, c, o, l, p, taps) = (g.n, g.c, g.o, g.l(), g.h * g.w, g.kh * g.kw);
-    let xt = to_positions(x, n, c, p);
-    let dyt = to_positions(dy, n, o, l);
+    let dyt = to_positions(dy, g.n, g.o, g.l());
+    let dw = weight_grad_from(g, &plan(g), x, &dyt);
+    autograd::buffers::recycle(dyt);
+    dw
+}
+
+/// Both gradients, `(dx, dw)`, from one position-major copy of `dy` (what the two maps
+/// would each make): bitwise [`input_grad`] and [`weight_grad`].
+pub(super) fn both_grads<T: Element>(g: &Geom, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+    let dyt = to_positions(dy, g.n, g.o, g.l());
     let plan = plan(g);
+    let dx = input_grad_from(g, &plan, &dyt, w);
+    let dw = weight_grad_from(g, &plan, x, &dyt);
+    autograd::buffers::recycle(dyt);
+    (dx, dw)
+}
+
+/// [`input_grad`] from `dy` already position-major (`dyt`).
+fn input_grad_from<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], w: &[T]) -> Vec<T> {
+    let (n, c, o, p, taps) = (g.n, g.c, g.o, g.h * g.w, g.kh * g.kw);
+    let wt = weight_by_tap(w, o, c, taps, &plan.taps, false);
+    let by_p = buckets(&plan.pairs, p, |q| q.p);
+    let mut dxt = autograd::buffers::for_overwrite::<T>(p * n * c);
+    for_blocks(&mut dxt, p, n, c, |pi, rows, out| {
+        let products =
+            by_p[pi].iter().map(|q| (MatRef::row_major(dyt, (q.l * n + rows.start) * o, o), MatRef::row_major(&wt, q.t * o * c, c)));
+        sum_products(out, rows.len(), c, o, products);
+    });
+    autograd::buffers::recycle(wt);
+    let dx = from_positions(&dxt, n, c, p, None, None);
+    autograd::buffers::recycle(dxt);
+    dx
+}
+
+/// [`weight_grad`] from `dy` already position-major (`dyt`).
+fn weight_grad_from<T: Element>(g: &Geom, plan: &Plan, x: &[T], dyt: &[T]) -> Vec<T> {
+    let (n, c, o, p, taps) = (g.n, g.c, g.o, g.h * g.w, g.kh * g.kw);
+    let xt = to_positions(x, n, c, p);
     let live = plan.taps.len();
     let by_t = buckets(&plan.pairs, live, |q| q.t);
     let mut dwt = autograd::buffers::for_overwrite::<T>(live * c * o);
     for_blocks(&mut dwt, live, c, o, |ti, rows, out| {
         // Xᵀ: element (channel, sample) of position p.
         let products = by_t[ti].iter().map(|q| {
-            (MatRef { data: &xt[..], offset: q.p * n * c + rows.start, rs: 1, cs: c as isize }, MatRef::row_major(&dyt, q.l * n * o, o))
+            (MatRef { data: &xt[..], offset: q.p * n * c + rows.start, rs: 1, cs: c as isize }, MatRef::row_major(dyt, q.l * n * o, o))
         });
         sum_products(out, rows.len(), o, n, products);
     });
     autograd::buffers::recycle(xt);
-    autograd::buffers::recycle(dyt);
     let dw = weight_from_taps(&dwt, o, c, taps, &plan.taps);
     autograd::buffers::recycle(dwt);
     dw
