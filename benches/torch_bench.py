@@ -17,7 +17,11 @@ from torch import nn
 import torch.nn.functional as F
 
 
-def median_secs(f, reps=5):
+REPS = 5  # --reps, as examples/bench's
+
+
+def median_secs(f, reps=None):
+    reps = reps or REPS
     f()
     ts = []
     for _ in range(reps):
@@ -175,7 +179,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", help="run only the lines whose name contains this")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions to take the median of, after a warm-up")
     a = ap.parse_args()
+    global REPS
+    REPS = a.reps
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     wanted = lambda name: a.only is None or a.only in name
