@@ -2,9 +2,10 @@
 //! `avg_pool2d` (floor mode).
 //!
 //! Max pooling sends each gradient to the input that won its window (padding never wins;
-//! on ties the first in row-major order wins). The backward finds the winners again from
-//! the input instead of keeping an index buffer; it and its adjoint (a gather at the
-//! winners) are differentiable ops, so double backward works.
+//! on ties the first in row-major order wins). The forward keeps each window's winner for
+//! the backward, except for 2x2 windows, whose backward finds them again from the input
+//! in a vectorised pass; the backward and its adjoint (a gather at the winners) are
+//! differentiable ops, so double backward works.
 //! Average pooling divides by the full window, padded cells included
 //! (`count_include_pad=True`); its backward spreads the gradient evenly and is itself a
 //! differentiable op whose adjoint is average pooling again.
@@ -14,6 +15,7 @@ use crate::cpu::pool_rows::{avg2x2_row, max2x2_row, max2x2_scatter_rows, spread2
 use autograd::parallel::install;
 use autograd::{record_saving, Element, Error, Result, Saves, Tensor};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Arguments of the pooling ops: window, stride (defaults to the window) and padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,37 +163,62 @@ pub(crate) fn max_pool2x2_grad(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     if dy.shape() != want.as_slice() {
         return Err(Error::mismatch("max_pool2d_backward", "output gradient does not match the pooling output", dy.shape(), &want));
     }
-    max_pool2d_scatter(x, dy, g)
+    max_pool2d_scatter(x, dy, g, None)
 }
+
+/// Each output's winner, as a position in its input plane, kept by the forward for the
+/// backward (shared with the rules of the gradient ops, which read the same winners).
+type Winners = Option<Arc<Vec<u32>>>;
 
 /// Max pooling with the gradient routed to the winning position.
 pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let g = Geom::new("max_pool2d", input.shape(), args)?;
-    let out = autograd::dispatch!("max_pool2d", input.storage(), |_s: T| {
+    let (inp, outp) = (g.h * g.w, g.oh * g.ow);
+    // General windows keep their winners: finding them again in the backward cost as much
+    // as the forward (ResNet's 3x3/stride-2 stem pooling: 13 ms each way at batch 256).
+    // 2x2 windows find them again in a vectorised pass, and planes too large for a `u32`
+    // position do too.
+    let keep = !g.is_2x2() && u32::try_from(inp).is_ok();
+    let (out, winners) = autograd::dispatch!("max_pool2d", input.storage(), |_s: T| {
         let x = input.contiguous_data::<T>()?;
-        let y = per_plane::<T>(g.planes, g.h * g.w, g.oh * g.ow, &x, |_, xp, yp| {
-            if g.is_2x2() {
-                for (oy, yrow) in yp.chunks_exact_mut(g.ow).enumerate() {
-                    max2x2_row(yrow, &xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow]);
-                }
-            } else {
-                for_each_winner(&g, xp, |o, i| yp[o] = xp[i]);
+        let (y, winners) = if keep {
+            let mut y = autograd::buffers::for_overwrite::<T>(g.planes * outp);
+            let mut at = vec![0u32; g.planes * outp];
+            if outp > 0 {
+                install(|| {
+                    y.par_chunks_mut(outp).zip(at.par_chunks_mut(outp)).enumerate().for_each(|(p, (yp, ap))| {
+                        let xp = &x[p * inp..(p + 1) * inp];
+                        // `keep` checked that every position in a plane fits a `u32`.
+                        for_each_winner(&g, xp, |o, i| (yp[o], ap[o]) = (xp[i], i as u32));
+                    })
+                });
             }
-        });
-        Tensor::from_vec(y, &g.out_shape(input.shape()))?
+            (y, Some(Arc::new(at)))
+        } else {
+            let y = per_plane::<T>(g.planes, inp, outp, &x, |_, xp, yp| {
+                if g.is_2x2() {
+                    for (oy, yrow) in yp.chunks_exact_mut(g.ow).enumerate() {
+                        max2x2_row(yrow, &xp[2 * oy * g.w..][..2 * g.ow], &xp[(2 * oy + 1) * g.w..][..2 * g.ow]);
+                    }
+                } else {
+                    for_each_winner(&g, xp, |o, i| yp[o] = xp[i]);
+                }
+            });
+            (y, None)
+        };
+        (Tensor::from_vec(y, &g.out_shape(input.shape()))?, winners)
     });
-    // The input: the winners are found again in it.
+    // The input: its dtype, and the winners when they are found again in it.
     Ok(record_saving("max_pool2d", out, &[input], Saves::input(0), move |ctx| {
-        Ok(vec![Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])
+        Ok(vec![Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g, winners.clone())?)])
     }))
 }
 
-/// The gradient of max pooling: each output gradient added at its window's winner in `x`.
-/// The winners are found again from `x` rather than stored by the forward: a pass over a
-/// small input instead of an index buffer per step. Linear in `dy`; its adjoint is
-/// [`max_pool2d_gather`], so double backward works (the gradient in `x` is zero almost
-/// everywhere, as in PyTorch).
-fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
+/// The gradient of max pooling: each output gradient added at its window's winner in `x`
+/// (the forward's, or, for 2x2 windows, found again from `x` in a vectorised pass instead
+/// of an index buffer). Linear in `dy`; its adjoint is [`max_pool2d_gather`], so double
+/// backward works (the gradient in `x` is zero almost everywhere, as in PyTorch).
+fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom, winners: Winners) -> Result<Tensor> {
     let out = autograd::dispatch!("max_pool2d_backward", x.storage(), |_s: T| {
         let (xd, d) = (x.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
         let (inp, outp) = (g.h * g.w, g.oh * g.ow);
@@ -204,14 +231,17 @@ fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
             install(|| {
                 dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {
                     let (dp, xp) = (&d[p * outp..(p + 1) * outp], &xd[p * inp..(p + 1) * inp]);
-                    if tiled {
-                        // Zero both rows of each window row, then one store per window.
-                        for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
-                            let r0 = 2 * oy * g.w;
-                            max2x2_scatter_rows(&mut dxp[r0..], &xp[r0..], g.w, drow);
+                    match &winners {
+                        // In output order, as the search below adds them: the same sums.
+                        Some(at) => at[p * outp..(p + 1) * outp].iter().zip(dp).for_each(|(&i, &v)| dxp[i as usize] += v),
+                        None if tiled => {
+                            // Zero both rows of each window row, then one store per window.
+                            for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
+                                let r0 = 2 * oy * g.w;
+                                max2x2_scatter_rows(&mut dxp[r0..], &xp[r0..], g.w, drow);
+                            }
                         }
-                    } else {
-                        for_each_winner(&g, xp, |o, i| dxp[i] += dp[o]);
+                        None => for_each_winner(&g, xp, |o, i| dxp[i] += dp[o]),
                     }
                 })
             });
@@ -219,24 +249,27 @@ fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom) -> Result<Tensor> {
         Tensor::from_vec(dx, x.shape())?
     });
     Ok(record_saving("max_pool2d_backward", out, &[x, dy], Saves::input(0), move |ctx| {
-        Ok(vec![None, Some(max_pool2d_gather(ctx.input(0), ctx.grad_output(), g)?)])
+        Ok(vec![None, Some(max_pool2d_gather(ctx.input(0), ctx.grad_output(), g, winners.clone())?)])
     }))
 }
 
 /// `v` (shaped like the pooling input) read at every window's winner in `x`: the adjoint
 /// of [`max_pool2d_scatter`] in its gradient argument.
-fn max_pool2d_gather(x: &Tensor, v: &Tensor, g: Geom) -> Result<Tensor> {
+fn max_pool2d_gather(x: &Tensor, v: &Tensor, g: Geom, winners: Winners) -> Result<Tensor> {
     let out = autograd::dispatch!("max_pool2d_backward", x.storage(), |_s: T| {
         let (xd, vd) = (x.contiguous_data::<T>()?, v.contiguous_data::<T>()?);
         let (inp, outp) = (g.h * g.w, g.oh * g.ow);
         let y = per_plane::<T>(g.planes, inp, outp, &xd, |p, xp, yp| {
             let vp = &vd[p * inp..(p + 1) * inp];
-            for_each_winner(&g, xp, |o, i| yp[o] = vp[i]);
+            match &winners {
+                Some(at) => yp.iter_mut().zip(&at[p * outp..(p + 1) * outp]).for_each(|(y, &i)| *y = vp[i as usize]),
+                None => for_each_winner(&g, xp, |o, i| yp[o] = vp[i]),
+            }
         });
         Tensor::from_vec(y, &g.out_shape(x.shape()))?
     });
     Ok(record_saving("max_pool2d_gather", out, &[x, v], Saves::input(0), move |ctx| {
-        Ok(vec![None, Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g)?)])
+        Ok(vec![None, Some(max_pool2d_scatter(ctx.input(0), ctx.grad_output(), g, winners.clone())?)])
     }))
 }
 
