@@ -414,6 +414,10 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
             let small = [8, xs[1], xs[2], xs[3]];
             assert_ne!(conv2d_algo_for(map, &small, &ws, a).unwrap(), Conv2dAlgo::Taps, "{map:?} {small:?}");
         }
+        // 5x5 at 28x28: the direct kernels up to 64 channels, taps at 128, unfolding at 256.
+        let five = |c: usize| conv2d_algo_for(map, &[64, c, 28, 28], &[c, c, 5, 5], Conv2dArgs::new().padding(2)).unwrap();
+        assert_eq!(five(128), Conv2dAlgo::Taps, "{map:?}");
+        assert_eq!(five(256), Conv2dAlgo::Unfold, "{map:?}");
         // A request that does not apply falls back to the automatic choice.
         let a = Conv2dArgs::new().stride(2).algo(Conv2dAlgo::Gemm1x1);
         assert_eq!(conv2d_algo_for(map, &[8, 64, 14, 14], &[128, 64, 1, 1], a).unwrap(), Conv2dAlgo::Unfold);
