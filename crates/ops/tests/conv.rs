@@ -584,3 +584,26 @@ fn a_huge_stride_sizes_nothing_by_the_stride() {
         }
     }
 }
+
+#[test]
+fn each_sample_gets_the_same_bits_in_any_batch_under_the_taps_kernel() {
+    // 160 samples run in blocks of 128 rows, 32 in one block of 32; at a 1x1 map the
+    // blocks are of 64 rows. Each sample's forward output, and each sample's input
+    // gradient, must be the same bits either way.
+    for (side, pad) in [(7, 1), (1, 1)] {
+        let a = Conv2dArgs::new().padding(pad).algo(Conv2dAlgo::Taps);
+        let mut r = rng(21);
+        let x = Tensor::uniform(&[160, 32, side, side], -1.0, 1.0, &mut r).requires_grad_();
+        let w = Tensor::uniform(&[32, 32, 3, 3], -0.2, 0.2, &mut r).requires_grad_();
+        let dy = Tensor::uniform(&[160, 32, side, side], -1.0, 1.0, &mut r);
+        let run = |n: usize| {
+            let xn = x.narrow(0, 0, n).unwrap().contiguous().detach().requires_grad_();
+            let y = conv2d(&xn, &w, None, a).unwrap();
+            assert_eq!(last_conv2d_algo(Conv2dMap::Forward), Some(Conv2dAlgo::Taps));
+            y.backward_with(Some(&dy.narrow(0, 0, n).unwrap().contiguous()), Default::default()).unwrap();
+            let bits = |t: &Tensor| t.narrow(0, 0, 32).unwrap().to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            (bits(&y), bits(&xn.grad().unwrap()))
+        };
+        assert!(run(160) == run(32), "side {side}");
+    }
+}
