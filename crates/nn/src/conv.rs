@@ -119,8 +119,8 @@ impl Conv2d {
 
     /// This convolution, then `bn` normalising with the batch's statistics (training
     /// mode, or a layer without running statistics), then `act`, as one op
-    /// (`ops::conv2d_bn_train`): two passes over the output fewer each way and one tensor
-    /// fewer kept for the backward, with bitwise the values and gradients of the layers in
+    /// (`ops::conv2d_bn_train`): a pass over the output fewer each way and one tensor
+    /// fewer written and kept for the backward, with bitwise the values and gradients of the layers in
     /// turn; `bn`'s running statistics are updated as its `forward` does. `None` when `bn`
     /// folds instead ([`forward_folded`](Self::forward_folded)) or is not a `BatchNorm2d`.
     pub fn forward_bn_train(&self, x: &Tensor, bn: &crate::BatchNorm, act: Option<Activation>) -> Result<Option<Tensor>> {

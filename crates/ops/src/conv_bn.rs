@@ -2,13 +2,14 @@
 //! [`conv2d_bn_train`]: what `Sequential` and ResNet's residual blocks run in training mode
 //! (evaluation mode folds the batch norm into the convolution instead, `conv2d_fused`).
 //!
-//! The layers in turn make four passes over the activations after the convolution (the
-//! statistics, the normalised output, the activation) and keep three tensors for the
-//! backward; their backward makes four more (the activation's gradient, the batch norm's
-//! sums, its input gradient). Here the forward writes `z = act(x_hat * gamma + beta)` in
-//! the pass that normalises, and keeps only the convolution's output `y` and `z`; the
-//! backward forms the activation's gradient on the fly in both of the batch norm's passes
-//! (its sums, then `dy`), and hands `dy` to the convolution's own gradient maps. Every
+//! The layers in turn make four passes over the activations after the convolution (two
+//! for the statistics, then the normalised output, then the activation's) and keep three
+//! tensors for the backward; their backward makes three more (the activation's gradient,
+//! the batch norm's sums, its input gradient). Here the forward writes `z = act(x_hat *
+//! gamma + beta)` in the pass that normalises, and keeps only the convolution's output `y`
+//! and `z`; the backward forms the activation's gradient on the fly in both of the batch
+//! norm's passes (its sums, then `dy`), and hands `dy` to the convolution's own gradient
+//! maps: a pass fewer each way, and a tensor fewer written and kept. Every
 //! value is computed with the layers' arithmetic in their order (the same kernels), so
 //! outputs, statistics and gradients are bitwise those of `conv2d`, `batch_norm_train` and
 //! the activation in turn. See docs/gradients.md.
