@@ -65,12 +65,7 @@ pub fn batch_norm_train(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tenso
         let w = has_w.then(|| ctx.input(1));
         let (dx, dw, db) = if ctx.create_graph() { composed_backward(x, w, g, eps)? } else { kernel_backward(x, w, g, None, &stats, eps)? };
         let mut grads = vec![Some(dx)];
-        if has_w {
-            grads.push(Some(dw));
-        }
-        if has_b {
-            grads.push(Some(db));
-        }
+        crate::shared::push_affine_grads(&mut grads, (dw, db), has_w, has_b);
         Ok(grads)
     });
     Ok(BatchNormTrain { output, ..out })

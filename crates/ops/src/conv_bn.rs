@@ -75,12 +75,7 @@ pub fn conv2d_bn_train(
             kernel_backward(&kept, gamma, dz, act.map(|a| (a, ctx.output())), &stats, eps)?
         };
         let mut grads = conv_grads(ctx, &dy, args, has_cb.then_some(2))?;
-        if has_gamma {
-            grads.push(Some(dgamma));
-        }
-        if has_beta {
-            grads.push(Some(dbeta));
-        }
+        crate::shared::push_affine_grads(&mut grads, (dgamma, dbeta), has_gamma, has_beta);
         Ok(grads)
     });
     Ok(BatchNormTrain { output, ..out })

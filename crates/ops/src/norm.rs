@@ -110,12 +110,7 @@ fn norm_rows(op: &'static str, x: &Tensor, weight: Option<&Tensor>, bias: Option
             })
         };
         let mut grads = vec![Some(dx)];
-        if has_w {
-            grads.push(Some(dw));
-        }
-        if has_b {
-            grads.push(Some(db));
-        }
+        crate::shared::push_affine_grads(&mut grads, (dw, db), has_w, has_b);
         Ok(grads)
     }))
 }

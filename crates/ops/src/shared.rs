@@ -1,4 +1,18 @@
-//! The one way parallel tasks write into a shared output buffer.
+//! Pieces the op front-ends share: the one way parallel tasks write into a shared output
+//! buffer, and the gradient list of an op with optional affine parameters.
+
+use autograd::Tensor;
+
+/// Appends the affine parameters' gradients to `grads` in input order: `dw` if the op
+/// took a weight, `db` if it took a bias (the normalisation ops' optional `weight, bias`).
+pub(crate) fn push_affine_grads(grads: &mut Vec<Option<Tensor>>, (dw, db): (Tensor, Tensor), has_w: bool, has_b: bool) {
+    if has_w {
+        grads.push(Some(dw));
+    }
+    if has_b {
+        grads.push(Some(db));
+    }
+}
 
 /// A raw pointer to an output buffer of `len` values that parallel tasks write in disjoint
 /// ranges (samples, tiles, partial sums).
