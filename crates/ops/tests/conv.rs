@@ -356,7 +356,8 @@ fn gradcheck_named_edge_cases() {
 }
 
 /// Geometries every algorithm is run on: stride 1 with padding (direct, unfold), 1x1 at
-/// stride 1 without padding (all three), strided (unfold only), grouped and dilated.
+/// stride 1 without padding (all three), strided (direct over the phase planes, unfold),
+/// grouped and dilated.
 fn algo_cases() -> Vec<([usize; 4], [usize; 4], Conv2dArgs)> {
     vec![
         ([2, 3, 6, 5], [4, 3, 3, 3], Conv2dArgs::new().padding(1)),
@@ -372,6 +373,11 @@ fn algo_cases() -> Vec<([usize; 4], [usize; 4], Conv2dArgs)> {
         // Column strides 2 and 3 with dilated columns: every column phase of the unfolding.
         ([2, 2, 9, 11], [3, 2, 3, 3], Conv2dArgs::new().stride((2, 3)).dilation((1, 2)).padding(1)),
         ([1, 1, 12, 12], [4, 1, 7, 7], Conv2dArgs::new().stride(2).padding(3)),
+        // Whole vectors of output channels (in f64, 8 lanes): the direct kernels vectorise
+        // over them, 2 and 4 vectors at a time (ResNet's stem takes 4, at stride 2).
+        ([2, 3, 9, 9], [16, 3, 3, 3], Conv2dArgs::new().stride(2).padding(1)),
+        ([2, 1, 9, 8], [32, 1, 3, 3], Conv2dArgs::new().stride(2).padding(1)),
+        ([2, 2, 7, 7], [32, 2, 3, 3], Conv2dArgs::new().stride((1, 3)).padding(1)),
     ]
 }
 
@@ -517,6 +523,56 @@ fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
             assert!(one == two, "{} differs between 1 and 2 threads on {xs:?} x {ws:?}", algo.name());
         }
     }
+}
+
+/// An input that needs no gradient (a network's first layer, as ResNet's stem): the direct
+/// kernels then sum the weight and bias gradients from a channel-minor copy of the output
+/// gradient alone. Against the definition in f64, with and without a fused activation
+/// and pooling (against the ops in turn), and bitwise at one and two threads in f32.
+#[test]
+fn a_first_layer_without_an_input_gradient_gets_its_weight_and_bias_gradients() {
+    let (xs, ws, a) = ([5, 1, 14, 13], [32, 1, 7, 7], Conv2dArgs::new().stride(2).padding(3).algo(Conv2dAlgo::Direct));
+    if !runs_here(Conv2dAlgo::Direct, &xs, &ws, a) {
+        return;
+    }
+    let mut r = rng(31);
+    let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r);
+    let w = Tensor::uniform_dtype(&ws, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+    let b = Tensor::uniform_dtype(&[ws[0]], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+    let dy = Tensor::uniform_dtype(&out_shape(&xs, &ws, a), -1.0, 1.0, DType::F64, &mut r);
+    let y = conv2d(&x, &w, Some(&b), a).unwrap();
+    y.backward_with(Some(&dy), Default::default()).unwrap();
+    assert_eq!(last_conv2d_algo(Conv2dMap::WeightGrad), Some(Conv2dAlgo::Direct));
+    let (_, want_dw) = reference_grads(&x, &w, &dy, a);
+    assert!(max_error(&w.grad().unwrap().to_vec::<f64>(), &want_dw) < 1e-12);
+    let want_db = dy.sum_dims(&[0, 2, 3], false).unwrap().to_vec::<f64>();
+    assert!(max_error(&b.grad().unwrap().to_vec::<f64>(), &want_db) < 1e-12);
+
+    // Fused ReLU and 2x2 max pooling: bitwise the ops in turn.
+    let epilogue = Epilogue { act: Some(Activation::Relu), pool: Some(Pool2x2::Max) };
+    let grads = |fused: bool| {
+        [&w, &b].iter().for_each(|t| t.zero_grad());
+        let y = if fused {
+            conv2d_fused(&x, &w, Some(&b), a, epilogue).unwrap()
+        } else {
+            max_pool2d(&conv2d(&x, &w, Some(&b), a).unwrap().relu(), Pool2dArgs::new(2)).unwrap()
+        };
+        let seed = Tensor::uniform_dtype(y.shape(), -1.0, 1.0, DType::F64, &mut rng(5));
+        y.backward_with(Some(&seed), Default::default()).unwrap();
+        [&w, &b].map(|t| t.grad().unwrap().to_vec::<f64>().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    assert_eq!(grads(true), grads(false));
+
+    let (x, w, b, dy) =
+        (x.to_dtype(DType::F32), w.to_dtype(DType::F32).requires_grad_(), b.to_dtype(DType::F32).requires_grad_(), dy.to_dtype(DType::F32));
+    let run = |threads| {
+        autograd::set_num_threads(threads).unwrap();
+        [&w, &b].iter().for_each(|t| t.zero_grad());
+        let y = conv2d(&x, &w, Some(&b), a).unwrap();
+        y.backward_with(Some(&dy), Default::default()).unwrap();
+        [y, w.grad().unwrap(), b.grad().unwrap()].map(|t| t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    assert!(run(1) == run(2));
 }
 
 /// Taps that see only padding are skipped: a 3x3 convolution with padding 1 over 1x1

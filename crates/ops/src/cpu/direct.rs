@@ -1,4 +1,4 @@
-//! Direct convolution for stride 1, over "wide" rows: nothing is unfolded.
+//! Direct convolution over "wide" rows: nothing is unfolded.
 //!
 //! A sample group's zero-padded input planes are `hp x wp`. Number the output positions
 //! with the *input's* row length, `p = oy wp + ox`: then kernel tap `(c, i, j)` reads input
@@ -10,6 +10,13 @@
 //! - input gradient: for each kernel offset `(i, j)`, the rows `Σ_o w[o, c, i, j] dy[o, p]`
 //!   (the output gradient laid out wide) added into the padded planes at `p + off(i, j)`;
 //! - weight gradient: `dw[o, tap] = Σ_n Σ_p dy[o, p] x[off(tap) + p]`.
+//!
+//! A stride `(sh, sw)` keeps this form once each padded plane is split into its `sh sw`
+//! phases, the plane of the rows `≡ a (mod sh)` and columns `≡ b (mod sw)` (`⌈hp/sh⌉ x
+//! ⌈wp/sw⌉` each): padded input `(oy sh + i dh, ox sw + j dw)` is phase `((i dh) mod sh,
+//! (j dw) mod sw)` at row `oy + ⌊i dh / sh⌋`, column `ox + ⌊j dw / sw⌋`, again a run shifted
+//! by a per-tap offset (ResNet's 7x7 stride-2 stem, with one input channel, is 49 such runs).
+//! Below, `hp x wp` are the phase planes' sizes (the padded planes' at stride 1).
 //!
 //! The price is the `wp - OW` columns past each output row, computed and thrown away (31%
 //! of LeNet's conv2, 12.5% of conv1): less than writing and re-reading an unfolded matrix.
@@ -30,16 +37,24 @@ use crate::args::{Epilogue, Pair, Pool2x2};
 use crate::shared::SharedOut;
 use autograd::{Activation, Element};
 
-/// Whether the direct kernels can compute `g`: stride 1, on a CPU that runs them.
-pub(super) fn applies(g: &Geom) -> bool {
-    g.a.stride == Pair(1, 1) && tiles::available()
+/// Whether the direct kernels can compute `g`: on a CPU that runs them.
+pub(super) fn applies(_g: &Geom) -> bool {
+    tiles::available()
 }
 
 /// The wide layout of one convolution.
 pub(super) struct Wide {
+    /// The stride: each padded plane is split into its phases, the plane of rows `a` mod
+    /// `sh` and columns `b` mod `sw`; `nh x nw` of them hold values (fewer than the stride
+    /// where it exceeds the padded plane).
+    sh: usize,
+    sw: usize,
+    nh: usize,
+    nw: usize,
+    /// Rows and columns of one phase plane (of a padded plane at stride 1).
     hp: usize,
     wp: usize,
-    /// Offsets of the taps `(c, i, j)` of one group in its padded planes, in weight order.
+    /// Offsets of the taps `(c, i, j)` of one group in its phase planes, in weight order.
     offs: Vec<usize>,
     /// Wide positions covering every output: `(OH - 1) wp + OW`.
     positions: usize,
@@ -53,21 +68,33 @@ impl Wide {
         if !applies(g) || [g.n, g.o, g.l(), g.rows()].contains(&0) {
             return None;
         }
-        let (Pair(ph, pw), Pair(dh, dw)) = (g.a.padding, g.a.dilation);
-        let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+        let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);
+        // `Geom` checked that the padded planes and the kernel's reach fit in `usize`; the
+        // phase planes of a channel hold at most twice the padded plane's rows (and
+        // columns): `nh hp < hpad + sh` and `nh <= hpad`.
+        let (hpad, wpad) = (g.h + 2 * ph, g.w + 2 * pw);
+        let (nh, nw) = (sh.min(hpad), sw.min(wpad));
+        let (hp, wp) = (hpad.div_ceil(sh), wpad.div_ceil(sw));
+        let phase = hp.checked_mul(wp)?;
+        // The buffers: a sample group's phase planes and the slack after them.
+        nh.checked_mul(nw)?.checked_mul(phase)?.checked_mul(g.cg)?.checked_add(tiles::slack::<f32>().max(tiles::slack::<f64>()))?;
         let mut offs = Vec::with_capacity(g.rows());
         for c in 0..g.cg {
             for i in 0..g.kh {
                 for j in 0..g.kw {
-                    offs.push(c * hp * wp + i * dh * wp + j * dw);
+                    // Every tap reads inside the padded plane (the output exists), so
+                    // `r < hpad`: its phase `r mod sh` is below `nh`.
+                    let (r, q) = (i * dh, j * dw);
+                    offs.push(((c * nh + r % sh) * nw + q % sw) * phase + r / sh * wp + q / sw);
                 }
             }
         }
-        Some(Wide { hp, wp, offs, positions: (g.oh - 1) * wp + g.ow })
+        Some(Wide { sh, sw, nh, nw, hp, wp, offs, positions: (g.oh - 1) * wp + g.ow })
     }
 
+    /// Values per input channel: its phase planes.
     fn plane(&self) -> usize {
-        self.hp * self.wp
+        self.nh * self.nw * self.hp * self.wp
     }
 
     /// Length of one sample group's padded planes plus the zeros the kernels read past them.
@@ -75,24 +102,55 @@ impl Wide {
         g.cg * self.plane() + tiles::slack::<T>()
     }
 
+    /// Where input `(y, x)` of a channel's plane sits among its phase planes.
+    fn at(&self, g: &Geom, y: usize, x: usize) -> usize {
+        let Pair(ph, pw) = g.a.padding;
+        let (py, px) = (y + ph, x + pw);
+        (py % self.sh * self.nw + px % self.sw) * self.hp * self.wp + py / self.sh * self.wp + px / self.sw
+    }
+
     /// Copies group `grp` of sample `x` (`[C, H, W]`) into `dst` (`padded_len` long) as
-    /// zero-padded planes followed by zeros.
+    /// zero-padded (phase) planes followed by zeros.
     fn pad<T: Element>(&self, g: &Geom, x: &[T], grp: usize, dst: &mut [T]) {
         let Pair(ph, pw) = g.a.padding;
         let len = g.cg * self.plane();
         let planes = &x[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
-        if ph == 0 && pw == 0 {
+        if ph == 0 && pw == 0 && (self.sh, self.sw) == (1, 1) {
             dst[..len].copy_from_slice(planes);
         } else {
             dst[..len].fill(T::zero());
-            for cc in 0..g.cg {
+            for (cc, plane) in dst[..len].chunks_exact_mut(self.plane()).enumerate() {
                 for y in 0..g.h {
-                    let row = &mut dst[(cc * self.hp + ph + y) * self.wp + pw..][..g.w];
-                    copy_short(row, &planes[(cc * g.h + y) * g.w..][..g.w]);
+                    let src = &planes[(cc * g.h + y) * g.w..][..g.w];
+                    if self.sw == 1 {
+                        copy_short(&mut plane[self.at(g, y, 0)..][..g.w], src);
+                        continue;
+                    }
+                    // Each column phase takes every `sw`-th value of the row.
+                    for b in 0..self.sw.min(g.w) {
+                        let row = &mut plane[self.at(g, y, b)..];
+                        row.iter_mut().zip(src[b..].iter().step_by(self.sw)).for_each(|(d, &v)| *d = v);
+                    }
                 }
             }
         }
         dst[len..].fill(T::zero());
+    }
+
+    /// Copies a channel's plane back out of its (padded, phase) layout: `dst[y][x]` from
+    /// `src` at [`Wide::at`].
+    fn unpad<T: Element>(&self, g: &Geom, src: &[T], dst: &mut [T]) {
+        for y in 0..g.h {
+            let row = &mut dst[y * g.w..][..g.w];
+            if self.sw == 1 {
+                copy_short(row, &src[self.at(g, y, 0)..][..g.w]);
+                continue;
+            }
+            for b in 0..self.sw.min(g.w) {
+                let s = &src[self.at(g, y, b)..];
+                row[b..].iter_mut().step_by(self.sw).zip(s).for_each(|(d, &v)| *d = v);
+            }
+        }
     }
 }
 
@@ -129,6 +187,7 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     let by_channel = g.og.is_multiple_of(lanes);
     let ob = if by_channel { lanes } else { tiles::combine_rows(g.og) };
     let blocks = g.og.div_ceil(ob);
+    let vecs = if by_channel { tiles::channel_vectors(blocks) } else { 1 };
     let packed = pack(w, g.a.groups, g.og, rows, ob, |grp, o, t| (grp * g.og + o) * rows + t);
     let ld = round_up::<T>(wide.positions);
     let mut y = autograd::buffers::for_overwrite::<T>(g.n * g.o * l);
@@ -138,7 +197,7 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     let pooled_out = pooled.as_mut().map(|p| SharedOut::new(p));
     let lens = Lens {
         pad: wide.padded_len::<T>(g),
-        row: if by_channel { l * lanes } else { 0 },
+        row: if by_channel { vecs * l * lanes } else { 0 },
         mat: if by_channel { 0 } else { ob * ld },
         ..Lens::default()
     };
@@ -147,21 +206,26 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
         for grp in 0..g.a.groups {
             wide.pad(g, &x[n * g.c * g.h * g.w..], grp, &mut sc.pad);
             if by_channel {
-                ensure_len(&mut sc.row, l * lanes);
-                for blk in 0..blocks {
-                    let wb = &packed[(grp * blocks + blk) * rows * lanes..][..rows * lanes];
+                // `vecs` blocks of `L` channels at a time, each with its own output rows.
+                ensure_len(&mut sc.row, vecs * l * lanes);
+                for blk in (0..blocks).step_by(vecs) {
+                    let wb = &packed[(grp * blocks + blk) * rows * lanes..][..vecs * rows * lanes];
                     for oy in 0..g.oh {
                         // SAFETY: the taps of row `oy` read `ow` values inside the padded
-                        // planes; `row` holds `oh ow` vectors.
+                        // planes; `wb` holds `vecs` blocks of `rows` vectors, `row`
+                        // `vecs` blocks of `oh ow` vectors.
                         unsafe {
-                            let out = sc.row.as_mut_ptr().add(oy * g.ow * lanes);
-                            tiles::channels(&wide.offs, g.ow, sc.pad.as_ptr().add(oy * wide.wp), wb.as_ptr(), out)
+                            let w = tiles::Blocks { ptr: wb.as_ptr(), stride: rows * lanes };
+                            let out = tiles::Blocks { ptr: sc.row.as_ptr().add(oy * g.ow * lanes), stride: l * lanes };
+                            tiles::channels(vecs, &wide.offs, g.ow, sc.pad.as_ptr().add(oy * wide.wp), w, out)
                         };
                     }
-                    let c0 = grp * g.og + blk * lanes;
-                    // SAFETY: each sample's output belongs to exactly one task.
-                    let dst = unsafe { out.slice((n * g.o + c0) * l, lanes * l) };
-                    unpack_channels_simd(&sc.row, bias.map(|b| &b[c0..][..lanes]), dst);
+                    for v in 0..vecs {
+                        let c0 = grp * g.og + (blk + v) * lanes;
+                        // SAFETY: each sample's output belongs to exactly one task.
+                        let dst = unsafe { out.slice((n * g.o + c0) * l, lanes * l) };
+                        unpack_channels(&sc.row[v * l * lanes..][..l * lanes], bias.map(|b| &b[c0..][..lanes]), dst);
+                    }
                 }
                 continue;
             }
@@ -193,29 +257,20 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
     (y, pooled)
 }
 
-tiles::avx512_copy! {
-    /// [`unpack_channels`], compiled for AVX-512 when the CPU has it (gathers).
-    fn unpack_channels_simd<T: Element>(src: &[T], bias: Option<&[T]>, dst: &mut [T]) = unpack_channels
-}
-
 /// `dst[k][p] = src[p][k] + bias[k]`: `L` channels' planes from outputs laid out with the
-/// channels minor, as the channel-vectorised forward computes them.
-#[inline(always)]
+/// channels minor, as the channel-vectorised forward computes them (a [`tiles::transpose`],
+/// then the bias added while the planes are in L1: the same single rounding).
 fn unpack_channels<T: Element>(src: &[T], bias: Option<&[T]>, dst: &mut [T]) {
-    #[inline(always)]
-    fn each<T: Element, const L: usize>(src: &[T], bias: Option<&[T]>, dst: &mut [T]) {
-        let l = src.len() / L;
-        for k in 0..L {
-            let bc = bias.map_or(T::zero(), |b| b[k]);
-            for (p, d) in dst[k * l..][..l].iter_mut().enumerate() {
-                *d = src[p * L + k] + bc;
-            }
+    let lanes = tiles::lanes::<T>();
+    let l = src.len() / lanes;
+    assert!(dst.len() >= src.len(), "planes for every value");
+    // SAFETY: `src` holds `l` rows of `lanes`, `dst` (asserted) `lanes` rows of `l`; the
+    // direct kernels (the only caller) run only where `tiles::available()`.
+    unsafe { tiles::transpose(l, lanes, src.as_ptr(), lanes, dst.as_mut_ptr(), l) };
+    if let Some(b) = bias {
+        for (plane, &bc) in dst.chunks_exact_mut(l.max(1)).zip(&b[..lanes]) {
+            plane.iter_mut().for_each(|d| *d += bc);
         }
-    }
-    if tiles::lanes::<T>() == 16 {
-        each::<T, 16>(src, bias, dst)
-    } else {
-        each::<T, 8>(src, bias, dst)
     }
 }
 
@@ -242,7 +297,11 @@ fn row_sum<T: Element>(v: &[T]) -> T {
     let mut acc = [T::zero(); 16];
     let mut chunks = v.chunks_exact(16);
     for c in &mut chunks {
-        acc.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
+        // As an array, so the 16 sums stay in (one or two) vector registers.
+        let c: &[T; 16] = c.try_into().expect("16 values");
+        for k in 0..16 {
+            acc[k] += c[k];
+        }
     }
     acc.iter_mut().zip(chunks.remainder()).for_each(|(a, &x)| *a += x);
     lane_sum(&acc)
@@ -258,6 +317,9 @@ struct Widened<'a, T> {
     /// The wide rows, `row_len` apart.
     dz: &'a mut [T],
     row_len: usize,
+    /// Whether the wide rows are needed (by the input gradient, or a weight gradient over
+    /// the wide positions); if not, `dz` is scratch for the compact planes.
+    wide_rows: bool,
     /// A plane of scratch.
     tmp: &'a mut [T],
     /// The sums of the rows, added in (the bias gradient), when asked for.
@@ -267,42 +329,99 @@ struct Widened<'a, T> {
 }
 
 /// The output gradient of channels `c0..c0 + og` of one sample laid out wide, a
-/// [`widen_plane`] for each of the `og` rows of `out.dz`.
+/// [`widen_plane`] for each of the `og` rows of `out.dz`, and with the channels minor when
+/// asked for. Without the wide rows, only the compact planes are formed (and summed for
+/// the bias): at ResNet's stem, whose input needs no gradient, the wide rows were a fifth
+/// of the backward.
 #[inline(always)]
 fn widen_sample<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize, usize), out: Widened<'_, T>) {
-    let Widened { dz, row_len, tmp, mut db, mut dyt } = out;
-    let (oh, ow, _) = dims;
+    let Widened { dz, row_len, wide_rows, tmp, mut db, dyt } = out;
+    let (oh, ow, wp) = dims;
     let (l, pl) = (oh * ow, oh / 2 * (ow / 2));
     let og = dz.len() / row_len;
+    let plain = b.act.is_none() && b.pool.is_none();
     for o in 0..og {
         let c = c0 + o;
-        let row = &mut dz[o * row_len..][..row_len];
         let dy = if b.pool.is_some() { &b.dy[c * pl..][..pl] } else { &b.dy[c * l..][..l] };
         let y = b.y.map_or(&[][..], |y| &y[c * l..][..l]);
-        let plane = widen_plane(row, dy, y, (b.act, b.pool), dims, tmp);
-        if let Some(dyt) = dyt.as_deref_mut() {
-            dyt[o..].iter_mut().step_by(og).zip(plane).for_each(|(d, &v)| *d = v);
+        let plane = compact_plane(dy, y, (b.act, b.pool), (oh, ow), tmp);
+        let row = &mut dz[o * row_len..][..row_len];
+        if wide_rows {
+            widen_plane(row, plane, (oh, ow, wp));
+        } else if !plain {
+            copy_short(&mut dz[o * l..][..l], plane);
         }
-        if let Some(db) = db.as_deref_mut() {
-            db[o] += row_sum(row);
+        if let Some(db) = db.as_deref_mut().filter(|_| wide_rows) {
+            db[o] += row_sum(&dz[o * row_len..][..row_len]);
+        }
+    }
+    let Some(dyt) = dyt else { return };
+    match (wide_rows, plain) {
+        (true, _) => channels_minor(dz, row_len, dims, dyt),
+        (false, true) => {
+            let rows = &b.dy[c0 * l..][..og * l];
+            prefetch(rows);
+            channels_minor(rows, l, (oh, ow, ow), dyt)
+        }
+        (false, false) => channels_minor(&dz[..og * l], l, (oh, ow, ow), dyt),
+    }
+    if let Some(db) = db.filter(|_| !wide_rows) {
+        // Without the wide rows, the bias gradient is summed over the positions of the
+        // channel-minor copy, a vector of channels at a time.
+        let mut sums = [T::zero(); 64];
+        for c0 in (0..og).step_by(64) {
+            let sums = &mut sums[..64.min(og - c0)];
+            sums.fill(T::zero());
+            for p in dyt[..l * og].chunks_exact(og) {
+                sums.iter_mut().zip(&p[c0..]).for_each(|(s, &v)| *s += v);
+            }
+            db[c0..].iter_mut().zip(sums.iter()).for_each(|(d, &s)| *d += s);
         }
     }
 }
 
-/// Lays one channel's output gradient `dy` out wide in `row` (output row `oy` at `oy wp`,
-/// zeros in the spare columns and after the last output), and returns it as a compact
-/// `oh x ow` plane: through the 2x2 pooling's backward when there is one (`dy` is then the
-/// pooled gradient; max pooling's winners are found again in `y`, which it read), then the
-/// activation's derivative from its output `y`. Each step runs over the whole plane in
-/// `tmp`, so it vectorises, where the plane's short rows (LeNet's 28 and 10) would leave
-/// scalar tails.
+/// Asks for `v` to be brought into the cache, a line at a time in memory order. The
+/// transposition after it reads `og` rows at once, too many streams for the hardware
+/// prefetcher to follow out of memory.
 #[inline(always)]
-fn widen_plane<'a, T: Element>(
-    row: &mut [T],
+fn prefetch<T>(v: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..v.len()).step_by((64 / size_of::<T>()).max(1)) {
+        // SAFETY: a prefetch only hints the cache; `i` is in bounds anyway.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(v.as_ptr().add(i).cast()) };
+    }
+}
+
+/// `dyt[(oy ow + ox) og + o] = rows[o row_len + oy wp + ox]`: `og` channels' (wide or
+/// compact) rows with the channels minor, by [`tiles::transpose`] (the compact rows in one
+/// piece).
+#[inline(always)]
+fn channels_minor<T: Element>(rows: &[T], row_len: usize, (oh, ow, wp): (usize, usize, usize), dyt: &mut [T]) {
+    let og = rows.len() / row_len;
+    let l = oh * ow;
+    assert!(og * l <= dyt.len() && (og == 0 || (og - 1) * row_len + (oh - 1) * wp + ow <= rows.len()), "transposition in bounds");
+    let segments = if wp == ow { [(1, l)] } else { [(oh, ow)] };
+    for (segs, len) in segments {
+        for seg in 0..segs {
+            // SAFETY: the assertion: channel `o`'s values run from `o row_len + seg wp`
+            // for `len` (`(oh - 1) wp + ow` at most past the channel's start), and
+            // `dyt` holds `l og` values.
+            unsafe { tiles::transpose(og, len, rows.as_ptr().add(seg * wp), row_len, dyt.as_mut_ptr().add(seg * ow * og), og) };
+        }
+    }
+}
+
+/// One channel's output gradient `dy` as a compact `oh x ow` plane: through the 2x2
+/// pooling's backward when there is one (`dy` is then the pooled gradient; max pooling's
+/// winners are found again in `y`, which it read), then the activation's derivative from
+/// its output `y`. Each step runs over the whole plane in `tmp`, so it vectorises, where
+/// the plane's short rows (LeNet's 28 and 10) would leave scalar tails.
+#[inline(always)]
+fn compact_plane<'a, T: Element>(
     dy: &'a [T],
     y: &[T],
     (act, pool): (Option<Activation>, Option<Pool2x2>),
-    (oh, ow, wp): (usize, usize, usize),
+    (oh, ow): (usize, usize),
     tmp: &'a mut [T],
 ) -> &'a [T] {
     let tmp = &mut tmp[..oh * ow];
@@ -331,7 +450,7 @@ fn widen_plane<'a, T: Element>(
     if pool.is_some() {
         tmp[2 * ph * ow..].fill(T::zero());
     }
-    let src: &[T] = match act {
+    match act {
         Some(a) => {
             if pool.is_none() {
                 tmp.copy_from_slice(dy);
@@ -341,15 +460,20 @@ fn widen_plane<'a, T: Element>(
         }
         None if pool.is_some() => tmp,
         None => dy,
-    };
-    for (oy, s) in src.chunks_exact(ow).enumerate() {
+    }
+}
+
+/// Lays a compact `oh x ow` plane out wide in `row`: output row `oy` at `oy wp`, zeros in
+/// the spare columns and after the last output.
+#[inline(always)]
+fn widen_plane<T: Element>(row: &mut [T], plane: &[T], (oh, ow, wp): (usize, usize, usize)) {
+    for (oy, s) in plane.chunks_exact(ow).enumerate() {
         let (out, spare) = row[oy * wp..].split_at_mut(ow);
         copy_short(out, s);
         // The spare columns, and past the last output row to the end of `row`.
         let spare = if oy + 1 < oh { &mut spare[..wp - ow] } else { spare };
         spare.fill(T::zero());
     }
-    src
 }
 
 /// What one backward pass computes, and from what.
@@ -416,7 +540,6 @@ fn backward_block<T: Element>(g: &Geom, wide: &Wide, lay: &GradLayout) -> usize 
 /// - weight gradient: `dw[o, tap] = Σ_n Σ_p ĝ[o, p] x[off(tap) + p]`, every tile of
 ///   (output channels x taps) over the block's samples with its sums in registers.
 pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) -> Grads<T> {
-    let (Pair(ph, pw), Pair(dh, dwl)) = (g.a.padding, g.a.dilation);
     let (rows, chw, l) = (g.rows(), g.c * g.h * g.w, g.l());
     let lanes = tiles::lanes::<T>();
     let (ob, tb) = tiles::correlate_shape(g.og, rows);
@@ -427,7 +550,10 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
     // vectors (every output position computed once), else in tiles over the wide
     // positions. Spare taps read offset 0; their sums are dropped.
     let dw_by_channel = b.x.is_some() && g.og.is_multiple_of(lanes);
-    let rt = tiles::outer_taps(rows);
+    // The input gradient and the weight gradient over wide positions read the wide rows.
+    let wide_rows = b.w.is_some() || !dw_by_channel;
+    let vecs = if dw_by_channel { tiles::channel_vectors(g.og / lanes) } else { 1 };
+    let rt = tiles::outer_taps(rows, vecs);
     let mut offs = wide.offs.clone();
     offs.resize(taps_pad.max(rows.next_multiple_of(rt)), 0);
     let ldd = lay.row;
@@ -440,7 +566,8 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
     let kk = g.kh * g.kw;
     let taps_dx = kk * g.og;
     let packed = b.w.map(|w| pack(w, g.a.groups, g.cg, taps_dx, cb, |grp, c, t| ((grp * g.og + t % g.og) * g.cg + c) * kk + t / g.og));
-    let shift = |ij: usize| ij / g.kw * dh * wide.wp + ij % g.kw * dwl;
+    // Kernel offset `(i, j)`'s shift in the (phase) planes: the offset of tap `(0, i, j)`.
+    let shift = |ij: usize| wide.offs[ij];
     // Whole channel blocks: the spare rows of the last one add zeros past `cg`.
     let dxp_len = cblocks * cb * wide.plane() + tiles::slack::<T>();
 
@@ -461,7 +588,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
         pad: if b.x.is_some() { nbs * xlen } else { 0 },
         cols: match (b.x.is_some(), dw_by_channel) {
             (false, _) => 0,
-            (true, true) => rt * lanes,
+            (true, true) => vecs * rt * lanes,
             (true, false) => og_pad * taps_pad * lanes,
         },
     };
@@ -486,6 +613,7 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                 let out = Widened {
                     dz,
                     row_len: lay.row,
+                    wide_rows,
                     tmp: &mut sc.row,
                     db: b.bias.then(|| &mut db_part[grp * g.og..][..g.og]),
                     dyt: dw_by_channel.then(|| &mut sc.trans[s * l * g.og..][..l * g.og]),
@@ -519,10 +647,8 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                     // SAFETY: each sample's input gradient belongs to exactly one block.
                     let dxn = unsafe { out.slice(n * chw, chw) };
                     for c in 0..g.cg {
-                        for y in 0..g.h {
-                            let src = &sc.planes[c * plane + (ph + y) * wide.wp + pw..][..g.w];
-                            copy_short(&mut dxn[((grp * g.cg + c) * g.h + y) * g.w..][..g.w], src);
-                        }
+                        let dst = &mut dxn[(grp * g.cg + c) * g.h * g.w..][..g.h * g.w];
+                        wide.unpad(g, &sc.planes[c * plane..][..plane], dst);
                     }
                 }
             }
@@ -532,9 +658,9 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                 wide.pad(g, &x[n * chw..], grp, &mut sc.pad[s * xlen..][..xlen]);
             }
             if dw_by_channel {
-                // Every call sums `rt` taps of `L` output channels over the block.
-                ensure_len(&mut sc.cols, rt * lanes);
-                for ov in 0..g.og / lanes {
+                // Every call sums `rt` taps of `vecs L` output channels over the block.
+                ensure_len(&mut sc.cols, vecs * rt * lanes);
+                for ov in (0..g.og / lanes).step_by(vecs) {
                     let runs = tiles::ChannelRuns {
                         samples: ns,
                         dyt: sc.trans[ov * lanes..].as_ptr(),
@@ -548,12 +674,16 @@ pub(super) fn backward<T: Element>(g: &Geom, wide: &Wide, b: Backward<'_, T>) ->
                     };
                     for t0 in (0..rows).step_by(rt) {
                         // SAFETY: `trans` holds `ns` samples of `l` positions of `og`
-                        // channels; `pad` the planes plus the slack; `offs` `rt` taps
-                        // past `t0` (spare ones read offset 0); `cols` `rt` vectors.
-                        unsafe { tiles::outer(rt, runs, offs.as_ptr().add(t0), sc.cols.as_mut_ptr()) };
-                        for (t, v) in sc.cols.chunks_exact(lanes).enumerate().take(rows - t0) {
-                            for (k, &v) in v.iter().enumerate() {
-                                dw_part[(grp * g.og + ov * lanes + k) * rows + t0 + t] = v;
+                        // channels (`vecs L` of them past `ov L`); `pad` the planes plus
+                        // the slack; `offs` `rt` taps past `t0` (spare ones read offset
+                        // 0); `cols` `vecs rt` vectors.
+                        unsafe { tiles::outer(vecs, rt, runs, offs.as_ptr().add(t0), sc.cols.as_mut_ptr()) };
+                        for (i, v) in sc.cols[..vecs * rt * lanes].chunks_exact(lanes).enumerate() {
+                            let (vec, t) = (i / rt, i % rt);
+                            if t0 + t < rows {
+                                for (k, &v) in v.iter().enumerate() {
+                                    dw_part[(grp * g.og + (ov + vec) * lanes + k) * rows + t0 + t] = v;
+                                }
                             }
                         }
                     }

@@ -5,8 +5,8 @@
 //! themselves. A caller can ask for one per call ([`Conv2dArgs::algo`](crate::Conv2dArgs)) or for a whole
 //! process (`CONVNET_CONV_ALGO=direct|unfold|gemm1x1|taps|auto`, read once), which is how tests
 //! run every kernel and benchmarks compare them. A request that does not apply to a
-//! geometry (the direct kernels at stride 2 or without AVX-512, `gemm1x1` for a 3x3
-//! kernel) falls back to the automatic choice; [`last_conv2d_algo`] tells what ran.
+//! geometry (the direct kernels without AVX-512, `gemm1x1` for a 3x3 kernel) falls back
+//! to the automatic choice; [`last_conv2d_algo`] tells what ran.
 
 use super::direct;
 use super::geom::Geom;
@@ -46,8 +46,14 @@ fn applies(algo: Conv2dAlgo, g: &Geom) -> bool {
 /// unfolded, and up to 64 channels they still match or beat the GEMM. Past that, the
 /// GEMM, which blocks for the cache, is as fast or faster (the sweep in
 /// docs/benchmarks.md, issue 23).
+///
+/// Strided, over the phase planes (tenth session's sweep, stride 2): 1.2-3x faster than
+/// unfolding for kernels of 3x3 and up, and for 1x1 kernels over 3 channels; but a strided
+/// 1x1 kernel over 16 or more channels unfolds into a plain product that runs up to 1.8x
+/// faster.
 fn direct_wins(g: &Geom) -> bool {
-    g.rows() <= DIRECT_MAX_TAPS && g.og <= DIRECT_MAX_OUT
+    let strided_1x1 = g.a.stride != Pair(1, 1) && g.kh * g.kw == 1 && g.cg >= 16;
+    g.rows() <= DIRECT_MAX_TAPS && g.og <= DIRECT_MAX_OUT && !strided_1x1
 }
 
 /// Largest `C/groups * kh * kw` the direct kernels are chosen for (64 channels of 5x5).

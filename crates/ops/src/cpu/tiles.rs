@@ -259,15 +259,36 @@ pub(super) unsafe fn combine<T: Element>(
 /// fused multiply-adds in the same order, so the same values.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn channels_tile<T: Element, const L: usize, const R: usize>(offs: &[usize], x: *const T, w: *const T, out: *mut T) {
+unsafe fn channels_tile<T: Element, const L: usize, const V: usize, const R: usize>(
+    offs: &[usize],
+    x: *const T,
+    w: Blocks<T>,
+    out: Blocks<T>,
+) {
     // SAFETY: the caller upholds this function's `# Safety` contract; `T` is f32 when
     // `L` is 16 and f64 when it is 8 (`lanes`), so the casts keep the element type.
     unsafe {
         if L == 16 {
-            channels_tile_f32::<R>(offs, x.cast(), w.cast(), out.cast())
+            channels_tile_f32::<V, R>(offs, x.cast(), w.cast(), out.cast())
         } else {
-            channels_tile_f64::<R>(offs, x.cast(), w.cast(), out.cast())
+            channels_tile_f64::<V, R>(offs, x.cast(), w.cast(), out.cast())
         }
+    }
+}
+
+/// Where `V` blocks of `L` channels live: block `v` at `ptr + v stride`.
+#[derive(Clone, Copy)]
+pub(super) struct Blocks<T> {
+    pub ptr: *const T,
+    pub stride: usize,
+}
+
+impl<T> Blocks<T> {
+    fn cast<U>(self) -> Blocks<U> {
+        Blocks { ptr: self.ptr.cast(), stride: self.stride }
+    }
+    fn add(self, n: usize) -> Blocks<T> {
+        Blocks { ptr: self.ptr.wrapping_add(n), ..self }
     }
 }
 
@@ -280,22 +301,28 @@ macro_rules! channels_tile_intrinsics {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f")]
         #[inline]
-        unsafe fn $name<const R: usize>(offs: &[usize], x: *const $t, w: *const $t, out: *mut $t) {
+        unsafe fn $name<const V: usize, const R: usize>(offs: &[usize], x: *const $t, w: Blocks<$t>, out: Blocks<$t>) {
             use std::arch::x86_64::*;
             const L: usize = 64 / size_of::<$t>();
-            // SAFETY: the caller upholds [`channels`]' contract: `w` holds a vector per
-            // tap, `x` values at `offs[t] + r` for `r < R`, `out` `R` vectors.
+            // SAFETY: the caller upholds [`channels`]' contract: each of `w`'s `V` blocks
+            // holds a vector per tap, `x` values at `offs[t] + r` for `r < R`, each of
+            // `out`'s blocks `R` vectors.
             unsafe {
-                let mut acc = [$zero(); R];
+                let mut acc = [[$zero(); R]; V];
                 for (t, &off) in offs.iter().enumerate() {
-                    let wv = $load(w.add(t * L));
+                    let wv: [_; V] = std::array::from_fn(|v| $load(w.ptr.add(v * w.stride + t * L)));
                     let src = x.add(off);
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        *acc = $fmadd($set1(*src.add(r)), wv, *acc);
+                    for r in 0..R {
+                        let xb = $set1(*src.add(r));
+                        for (acc, wv) in acc.iter_mut().zip(&wv) {
+                            acc[r] = $fmadd(xb, *wv, acc[r]);
+                        }
                     }
                 }
-                for (r, acc) in acc.iter().enumerate() {
-                    $store(out.add(r * L), *acc);
+                for (v, acc) in acc.iter().enumerate() {
+                    for (r, acc) in acc.iter().enumerate() {
+                        $store(out.ptr.cast_mut().add(v * out.stride + r * L), *acc);
+                    }
                 }
             }
         }
@@ -304,52 +331,71 @@ macro_rules! channels_tile_intrinsics {
 channels_tile_intrinsics!(channels_tile_f32, f32, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
 channels_tile_intrinsics!(channels_tile_f64, f64, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_storeu_pd);
 
-/// Every tile of a row of `n` positions: tiles of 12, then one narrower tile.
+/// Every tile of a row of `n` positions: tiles of `RMAX` (24 or 28 accumulators), then
+/// one narrower tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn channels_avx512<T: Element, const L: usize>(offs: &[usize], n: usize, x: *const T, w: *const T, out: *mut T) {
+unsafe fn channels_avx512<T: Element, const L: usize, const V: usize, const RMAX: usize>(
+    offs: &[usize],
+    n: usize,
+    x: *const T,
+    w: Blocks<T>,
+    out: Blocks<T>,
+) {
     // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
     // operations below need.
     unsafe {
-        let full = n / 12 * 12;
-        for p in (0..full).step_by(12) {
-            channels_tile::<T, L, 12>(offs, x.add(p), w, out.add(p * L));
+        let full = n / RMAX * RMAX;
+        for p in (0..full).step_by(RMAX) {
+            channels_tile::<T, L, V, RMAX>(offs, x.add(p), w, out.add(p * L));
         }
         let (x, out) = (x.add(full), out.add(full * L));
-        match n - full {
-            0 => {}
-            1 => channels_tile::<T, L, 1>(offs, x, w, out),
-            2 => channels_tile::<T, L, 2>(offs, x, w, out),
-            3 => channels_tile::<T, L, 3>(offs, x, w, out),
-            4 => channels_tile::<T, L, 4>(offs, x, w, out),
-            5 => channels_tile::<T, L, 5>(offs, x, w, out),
-            6 => channels_tile::<T, L, 6>(offs, x, w, out),
-            7 => channels_tile::<T, L, 7>(offs, x, w, out),
-            8 => channels_tile::<T, L, 8>(offs, x, w, out),
-            9 => channels_tile::<T, L, 9>(offs, x, w, out),
-            10 => channels_tile::<T, L, 10>(offs, x, w, out),
-            11 => channels_tile::<T, L, 11>(offs, x, w, out),
-            _ => unreachable!("fewer than 12 positions remain"),
+        macro_rules! rest {
+            ($($r:literal)*) => {
+                match n - full {
+                    0 => {}
+                    $($r => channels_tile::<T, L, V, $r>(offs, x, w, out),)*
+                    _ => unreachable!("fewer than RMAX positions remain"),
+                }
+            };
         }
+        rest!(1 2 3 4 5 6 7 8 9 10 11)
     }
 }
 
-/// `out[r][l] = Σ_t w[t L + l] x[offs[t] + r]` for `r < n` and `l` below the lanes of a
-/// vector: one vector of output channels per position, each tap a broadcast input value
-/// times a vector of weights. A forward pass with a multiple of `L` output channels does
-/// no work on spare columns this way, where [`combine`] computes whole wide rows.
+/// Vectors of output channels per [`channels`] or [`outer`] call for `blocks` blocks of
+/// `L` channels: 4, 2 or 1, the most that divides them. Several vectors share each
+/// broadcast input value (ResNet's stem, 64 channels, loaded one per multiply-add with
+/// one vector).
+pub(super) fn channel_vectors(blocks: usize) -> usize {
+    [4, 2, 1].into_iter().find(|&v| blocks.is_multiple_of(v)).expect("1 divides")
+}
+
+/// `out[v][r][l] = Σ_t w[v][t L + l] x[offs[t] + r]` for `r < n`, `v < vecs` (from
+/// [`channel_vectors`]) and `l` below the lanes of a vector: `vecs` vectors of output
+/// channels per position, each tap a broadcast input value times vectors of weights. A
+/// forward pass with a multiple of `L` output channels does no work on spare columns this
+/// way, where [`combine`] computes whole wide rows.
 ///
 /// # Safety
-/// [`available`] must be true. `x` must be valid for reads at `offs[t] + r`, `w` for
-/// `offs.len() L` reads, `out` for `n L` writes.
-pub(super) unsafe fn channels<T: Element>(offs: &[usize], n: usize, x: *const T, w: *const T, out: *mut T) {
+/// [`available`] must be true. `x` must be valid for reads at `offs[t] + r`, each of `w`'s
+/// `vecs` blocks for `offs.len() L` reads, each of `out`'s for `n L` writes.
+pub(super) unsafe fn channels<T: Element>(vecs: usize, offs: &[usize], n: usize, x: *const T, w: Blocks<T>, out: Blocks<T>) {
     // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
     // operations below need.
     unsafe {
         #[cfg(target_arch = "x86_64")]
         {
-            let f: unsafe fn(&[usize], usize, *const T, *const T, *mut T) =
-                if lanes::<T>() == 16 { channels_avx512::<T, 16> } else { channels_avx512::<T, 8> };
+            type F<T> = unsafe fn(&[usize], usize, *const T, Blocks<T>, Blocks<T>);
+            let f: F<T> = match (lanes::<T>(), vecs) {
+                (16, 4) => channels_avx512::<T, 16, 4, 6>,
+                (16, 2) => channels_avx512::<T, 16, 2, 12>,
+                (16, 1) => channels_avx512::<T, 16, 1, 12>,
+                (8, 4) => channels_avx512::<T, 8, 4, 6>,
+                (8, 2) => channels_avx512::<T, 8, 2, 12>,
+                (8, 1) => channels_avx512::<T, 8, 1, 12>,
+                _ => unreachable!("channel_vectors gives 4, 2 or 1"),
+            };
             f(offs, n, x, w, out)
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -357,35 +403,42 @@ pub(super) unsafe fn channels<T: Element>(offs: &[usize], n: usize, x: *const T,
     }
 }
 
-/// Taps per [`outer`] call for `taps` taps: 8, 10 or 12, whichever pads least (the larger
-/// on a tie, for more independent sums in flight).
-pub(super) fn outer_taps(taps: usize) -> usize {
-    [12, 10, 8].into_iter().min_by_key(|&r| taps.next_multiple_of(r)).expect("three candidates")
+/// Taps per [`outer`] call for `taps` taps and `vecs` vectors of channels (from
+/// [`channel_vectors`]): 8, 10 or 12 (4, 5 or 6 with 4 vectors), whichever pads least (the
+/// larger on a tie, for more independent sums in flight).
+pub(super) fn outer_taps(taps: usize, vecs: usize) -> usize {
+    let choices = if vecs == 4 { [6, 5, 4] } else { [12, 10, 8] };
+    choices.into_iter().min_by_key(|&r| taps.next_multiple_of(r)).expect("three candidates")
 }
 
 /// One call of [`outer`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn outer_avx512<T: Element, const L: usize, const R: usize>(runs: ChannelRuns<T>, offs: *const usize, acc: *mut T) {
+unsafe fn outer_avx512<T: Element, const L: usize, const V: usize, const R: usize>(runs: ChannelRuns<T>, offs: *const usize, acc: *mut T) {
     // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
     // operations below need.
     unsafe {
         let offs: [usize; R] = std::array::from_fn(|t| *offs.add(t));
-        let mut a = [[T::zero(); L]; R];
+        let mut a = [[[T::zero(); L]; R]; V];
         for s in 0..runs.samples {
             for oy in 0..runs.oh {
                 let x = runs.x.add(s * runs.x_stride + oy * runs.wp);
                 let dy = runs.dyt.add(s * runs.dyt_stride + oy * runs.ow * runs.ld);
                 for ox in 0..runs.ow {
-                    let d: Vector<T, L> = load(dy.add(ox * runs.ld));
-                    for (t, a) in a.iter_mut().enumerate() {
-                        fma(a, *x.add(offs[t] + ox), &d);
+                    let d: [Vector<T, L>; V] = std::array::from_fn(|v| load(dy.add(ox * runs.ld + v * L)));
+                    for t in 0..R {
+                        let xb = *x.add(offs[t] + ox);
+                        for (a, d) in a.iter_mut().zip(&d) {
+                            fma(&mut a[t], xb, d);
+                        }
                     }
                 }
             }
         }
-        for (t, a) in a.iter().enumerate() {
-            store(acc.add(t * L), *a);
+        for (v, a) in a.iter().enumerate() {
+            for (t, a) in a.iter().enumerate() {
+                store(acc.add((v * R + t) * L), *a);
+            }
         }
     }
 }
@@ -406,32 +459,51 @@ pub(super) struct ChannelRuns<T> {
     pub wp: usize,
 }
 
-/// `acc[t] = Σ_s Σ_(oy, ox) dyt[s][(oy ow + ox) ld ..][..L] x[s][offs[t] + oy wp + ox]`
-/// for `r` taps (from [`outer_taps`]): the weight gradients of `L` output channels at
-/// once, one vector over the channels per tap, each input value broadcast. Unlike
-/// [`correlate`], no lane runs over a spare column of the wide rows, and no lanes are
-/// summed at the end. The sums stay in registers for the whole call, and are stored (not
-/// added) to `acc`.
+/// `acc[v][t] = Σ_s Σ_(oy, ox) dyt[s][(oy ow + ox) ld + v L ..][..L] x[s][offs[t] + oy wp + ox]`
+/// for `r` taps (from [`outer_taps`]) and `vecs` vectors (from [`channel_vectors`]): the
+/// weight gradients of `vecs L` output channels at once, vectors over the channels per
+/// tap, each input value broadcast. Unlike [`correlate`], no lane runs over a spare column
+/// of the wide rows, and no lanes are summed at the end. The sums stay in registers for
+/// the whole call, and are stored (not added) to `acc`.
 ///
 /// # Safety
-/// [`available`] must be true. For every sample, `dyt` must be valid for `L` reads at
+/// [`available`] must be true. For every sample, `dyt` must be valid for `vecs L` reads at
 /// every output's offset, `x` for reads at `offs[t] + oy wp + ox`; `offs` for `r` reads;
-/// `acc` for `r L` writes.
-pub(super) unsafe fn outer<T: Element>(r: usize, runs: ChannelRuns<T>, offs: *const usize, acc: *mut T) {
+/// `acc` for `vecs r L` writes.
+pub(super) unsafe fn outer<T: Element>(vecs: usize, r: usize, runs: ChannelRuns<T>, offs: *const usize, acc: *mut T) {
     // SAFETY: the caller upholds this function's `# Safety` contract, which is what the
     // operations below need.
     unsafe {
         #[cfg(target_arch = "x86_64")]
         {
-            let f: unsafe fn(ChannelRuns<T>, *const usize, *mut T) = match (lanes::<T>(), r) {
-                (16, 12) => outer_avx512::<T, 16, 12>,
-                (16, 10) => outer_avx512::<T, 16, 10>,
-                (16, 8) => outer_avx512::<T, 16, 8>,
-                (8, 12) => outer_avx512::<T, 8, 12>,
-                (8, 10) => outer_avx512::<T, 8, 10>,
-                (8, 8) => outer_avx512::<T, 8, 8>,
-                _ => unreachable!("outer_taps gives 8, 10 or 12"),
-            };
+            macro_rules! pick {
+                ($(($l:literal, $v:literal, $r:literal)),*) => {
+                    match (lanes::<T>(), vecs, r) {
+                        $(($l, $v, $r) => outer_avx512::<T, $l, $v, $r> as unsafe fn(ChannelRuns<T>, *const usize, *mut T),)*
+                        _ => unreachable!("outer_taps and channel_vectors give these"),
+                    }
+                };
+            }
+            let f = pick!(
+                (16, 1, 12),
+                (16, 1, 10),
+                (16, 1, 8),
+                (16, 2, 12),
+                (16, 2, 10),
+                (16, 2, 8),
+                (16, 4, 6),
+                (16, 4, 5),
+                (16, 4, 4),
+                (8, 1, 12),
+                (8, 1, 10),
+                (8, 1, 8),
+                (8, 2, 12),
+                (8, 2, 10),
+                (8, 2, 8),
+                (8, 4, 6),
+                (8, 4, 5),
+                (8, 4, 4)
+            );
             f(runs, offs, acc)
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -523,5 +595,137 @@ pub(super) unsafe fn correlate<T: Element>((ob, tb): (usize, usize), runs: Runs<
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("the direct kernels need AVX-512")
+    }
+}
+
+/// `dst[c ldd + r] = src[r lds + c]` for `r < rows`, `c < cols`: a transposition, in
+/// register blocks (8 x 8 for f32, 4 x 4 for f64) of unpacks and lane shuffles, with scalar
+/// copies at the edges. One value at a time, it was a fifth of ResNet's stem backward.
+///
+/// # Safety
+/// [`available`] must be true; `src` valid for reads and `dst` for writes at every index
+/// above.
+pub(super) unsafe fn transpose<T: Element>(rows: usize, cols: usize, src: *const T, lds: usize, dst: *mut T, ldd: usize) {
+    // SAFETY: the caller upholds this function's `# Safety` contract; the casts keep the
+    // element type (checked by `TypeId`).
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if TypeId::of::<T>() == TypeId::of::<f32>() {
+                return transpose_f32(rows, cols, src.cast(), lds, dst.cast(), ldd);
+            }
+            if TypeId::of::<T>() == TypeId::of::<f64>() {
+                return transpose_f64(rows, cols, src.cast(), lds, dst.cast(), ldd);
+            }
+        }
+        transpose_scalar(0..rows, 0..cols, src, lds, dst, ldd)
+    }
+}
+
+/// [`transpose`] one value at a time, over a sub-rectangle.
+///
+/// # Safety
+/// As for [`transpose`].
+#[inline(always)]
+unsafe fn transpose_scalar<T: Copy>(
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    src: *const T,
+    lds: usize,
+    dst: *mut T,
+    ldd: usize,
+) {
+    // SAFETY: the caller upholds [`transpose`]'s contract for these indices.
+    unsafe {
+        for c in cols {
+            for r in rows.clone() {
+                *dst.add(c * ldd + r) = *src.add(r * lds + c);
+            }
+        }
+    }
+}
+
+/// [`transpose`] for f32: 8 x 8 blocks, the classic unpack / shuffle / 128-bit permute.
+///
+/// # Safety
+/// As for [`transpose`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_f32(rows: usize, cols: usize, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    use std::arch::x86_64::*;
+    let (rf, cf) = (rows / 8 * 8, cols / 8 * 8);
+    // SAFETY: the caller upholds [`transpose`]'s contract: every load reads 8 values of a
+    // row inside `rows x cols`, every store writes 8 values of a column.
+    unsafe {
+        for r0 in (0..rf).step_by(8) {
+            for c0 in (0..cf).step_by(8) {
+                let r: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(src.add((r0 + k) * lds + c0)));
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (k, v) in out.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((c0 + k) * ldd + r0), *v);
+                }
+            }
+        }
+        transpose_scalar(0..rf, cf..cols, src, lds, dst, ldd);
+        transpose_scalar(rf..rows, 0..cols, src, lds, dst, ldd);
+    }
+}
+
+/// [`transpose`] for f64: 4 x 4 blocks.
+///
+/// # Safety
+/// As for [`transpose`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_f64(rows: usize, cols: usize, src: *const f64, lds: usize, dst: *mut f64, ldd: usize) {
+    use std::arch::x86_64::*;
+    let (rf, cf) = (rows / 4 * 4, cols / 4 * 4);
+    // SAFETY: as in `transpose_f32`, with rows and columns of 4.
+    unsafe {
+        for r0 in (0..rf).step_by(4) {
+            for c0 in (0..cf).step_by(4) {
+                let r: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(src.add((r0 + k) * lds + c0)));
+                let t0 = _mm256_unpacklo_pd(r[0], r[1]);
+                let t1 = _mm256_unpackhi_pd(r[0], r[1]);
+                let t2 = _mm256_unpacklo_pd(r[2], r[3]);
+                let t3 = _mm256_unpackhi_pd(r[2], r[3]);
+                let out = [
+                    _mm256_permute2f128_pd::<0x20>(t0, t2),
+                    _mm256_permute2f128_pd::<0x20>(t1, t3),
+                    _mm256_permute2f128_pd::<0x31>(t0, t2),
+                    _mm256_permute2f128_pd::<0x31>(t1, t3),
+                ];
+                for (k, v) in out.iter().enumerate() {
+                    _mm256_storeu_pd(dst.add((c0 + k) * ldd + r0), *v);
+                }
+            }
+        }
+        transpose_scalar(0..rf, cf..cols, src, lds, dst, ldd);
+        transpose_scalar(rf..rows, 0..cols, src, lds, dst, ldd);
     }
 }
