@@ -408,6 +408,15 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
         assert_eq!(one, Conv2dAlgo::Gemm1x1);
         let strided = conv2d_algo_for(map, &[8, 64, 14, 14], &[128, 64, 3, 3], Conv2dArgs::new().stride(2)).unwrap();
         assert_eq!(strided, Conv2dAlgo::Unfold);
+        // ResNet's stem (7x7, stride 2, one input channel) runs direct over phase planes;
+        // a strided 1x1 over 64 channels, and 64 outputs at 7x7, unfold.
+        let direct = conv2d_algo_applies(Conv2dAlgo::Direct, &[256, 1, 28, 28], &[64, 1, 7, 7], Conv2dArgs::new()).unwrap();
+        let stem = conv2d_algo_for(map, &[256, 1, 28, 28], &[64, 1, 7, 7], Conv2dArgs::new().stride(2).padding(3)).unwrap();
+        assert_eq!(stem, if direct { Conv2dAlgo::Direct } else { Conv2dAlgo::Unfold }, "{map:?}");
+        let short = conv2d_algo_for(map, &[8, 64, 14, 14], &[64, 64, 1, 1], Conv2dArgs::new().stride(2)).unwrap();
+        assert_eq!(short, Conv2dAlgo::Unfold);
+        let small = conv2d_algo_for(map, &[8, 64, 14, 14], &[64, 64, 5, 5], Conv2dArgs::new().stride(2).padding(2)).unwrap();
+        assert_eq!(small, Conv2dAlgo::Unfold);
         let many = conv2d_algo_for(map, &[8, 256, 14, 14], &[256, 256, 3, 3], Conv2dArgs::new().padding(1)).unwrap();
         assert_eq!(many, Conv2dAlgo::Unfold);
         // ResNet-18's small maps at a training batch: one product per position and tap;

@@ -50,10 +50,12 @@ fn applies(algo: Conv2dAlgo, g: &Geom) -> bool {
 /// Strided, over the phase planes (tenth session's sweep, stride 2): 1.2-3x faster than
 /// unfolding for kernels of 3x3 and up, and for 1x1 kernels over 3 channels; but a strided
 /// 1x1 kernel over 16 or more channels unfolds into a plain product that runs up to 1.8x
-/// faster.
+/// faster, and with 64 output channels unfolding is 5-12% faster for outputs of 7x7 and
+/// below.
 fn direct_wins(g: &Geom) -> bool {
-    let strided_1x1 = g.a.stride != Pair(1, 1) && g.kh * g.kw == 1 && g.cg >= 16;
-    g.rows() <= DIRECT_MAX_TAPS && g.og <= DIRECT_MAX_OUT && !strided_1x1
+    let strided = g.a.stride != Pair(1, 1);
+    let strided_loses = strided && ((g.kh * g.kw == 1 && g.cg >= 16) || (g.og > 32 && g.l() < 196));
+    g.rows() <= DIRECT_MAX_TAPS && g.og <= DIRECT_MAX_OUT && !strided_loses
 }
 
 /// Largest `C/groups * kh * kw` the direct kernels are chosen for (64 channels of 5x5).
