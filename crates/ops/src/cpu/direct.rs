@@ -297,11 +297,7 @@ fn row_sum<T: Element>(v: &[T]) -> T {
     let mut acc = [T::zero(); 16];
     let mut chunks = v.chunks_exact(16);
     for c in &mut chunks {
-        // As an array, so the 16 sums stay in (one or two) vector registers.
-        let c: &[T; 16] = c.try_into().expect("16 values");
-        for k in 0..16 {
-            acc[k] += c[k];
-        }
+        acc.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
     }
     acc.iter_mut().zip(chunks.remainder()).for_each(|(a, &x)| *a += x);
     lane_sum(&acc)
@@ -345,9 +341,8 @@ fn widen_sample<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize,
         let dy = if b.pool.is_some() { &b.dy[c * pl..][..pl] } else { &b.dy[c * l..][..l] };
         let y = b.y.map_or(&[][..], |y| &y[c * l..][..l]);
         let plane = compact_plane(dy, y, (b.act, b.pool), (oh, ow), tmp);
-        let row = &mut dz[o * row_len..][..row_len];
         if wide_rows {
-            widen_plane(row, plane, (oh, ow, wp));
+            widen_plane(&mut dz[o * row_len..][..row_len], plane, (oh, ow, wp));
         } else if !plain {
             copy_short(&mut dz[o * l..][..l], plane);
         }
@@ -358,11 +353,7 @@ fn widen_sample<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize,
     let Some(dyt) = dyt else { return };
     match (wide_rows, plain) {
         (true, _) => channels_minor(dz, row_len, dims, dyt),
-        (false, true) => {
-            let rows = &b.dy[c0 * l..][..og * l];
-            prefetch(rows);
-            channels_minor(rows, l, (oh, ow, ow), dyt)
-        }
+        (false, true) => channels_minor(&b.dy[c0 * l..][..og * l], l, (oh, ow, ow), dyt),
         (false, false) => channels_minor(&dz[..og * l], l, (oh, ow, ow), dyt),
     }
     if let Some(db) = db.filter(|_| !wide_rows) {
@@ -380,18 +371,6 @@ fn widen_sample<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize,
     }
 }
 
-/// Asks for `v` to be brought into the cache, a line at a time in memory order. The
-/// transposition after it reads `og` rows at once, too many streams for the hardware
-/// prefetcher to follow out of memory.
-#[inline(always)]
-fn prefetch<T>(v: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    for i in (0..v.len()).step_by((64 / size_of::<T>()).max(1)) {
-        // SAFETY: a prefetch only hints the cache; `i` is in bounds anyway.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(v.as_ptr().add(i).cast()) };
-    }
-}
-
 /// `dyt[(oy ow + ox) og + o] = rows[o row_len + oy wp + ox]`: `og` channels' (wide or
 /// compact) rows with the channels minor, by [`tiles::transpose`] (the compact rows in one
 /// piece).
@@ -400,14 +379,13 @@ fn channels_minor<T: Element>(rows: &[T], row_len: usize, (oh, ow, wp): (usize, 
     let og = rows.len() / row_len;
     let l = oh * ow;
     assert!(og * l <= dyt.len() && (og == 0 || (og - 1) * row_len + (oh - 1) * wp + ow <= rows.len()), "transposition in bounds");
-    let segments = if wp == ow { [(1, l)] } else { [(oh, ow)] };
-    for (segs, len) in segments {
-        for seg in 0..segs {
-            // SAFETY: the assertion: channel `o`'s values run from `o row_len + seg wp`
-            // for `len` (`(oh - 1) wp + ow` at most past the channel's start), and
-            // `dyt` holds `l og` values.
-            unsafe { tiles::transpose(og, len, rows.as_ptr().add(seg * wp), row_len, dyt.as_mut_ptr().add(seg * ow * og), og) };
-        }
+    // Compact rows are one run of `l` positions; wide ones a run per output row.
+    let (segs, len) = if wp == ow { (1, l) } else { (oh, ow) };
+    for seg in 0..segs {
+        // SAFETY: the assertion: channel `o`'s values run from `o row_len + seg wp` for
+        // `len` (`(oh - 1) wp + ow` at most past the channel's start), and `dyt` holds
+        // `l og` values.
+        unsafe { tiles::transpose(og, len, rows.as_ptr().add(seg * wp), row_len, dyt.as_mut_ptr().add(seg * ow * og), og) };
     }
 }
 

@@ -310,7 +310,12 @@ macro_rules! channels_tile_intrinsics {
             unsafe {
                 let mut acc = [[$zero(); R]; V];
                 for (t, &off) in offs.iter().enumerate() {
-                    let wv: [_; V] = std::array::from_fn(|v| $load(w.ptr.add(v * w.stride + t * L)));
+                    // (A loop, not `array::from_fn`: a closure is not always compiled
+                    // with the function's AVX-512.)
+                    let mut wv = [$zero(); V];
+                    for (v, wv) in wv.iter_mut().enumerate() {
+                        *wv = $load(w.ptr.add(v * w.stride + t * L));
+                    }
                     let src = x.add(off);
                     for r in 0..R {
                         let xb = $set1(*src.add(r));
@@ -331,7 +336,7 @@ macro_rules! channels_tile_intrinsics {
 channels_tile_intrinsics!(channels_tile_f32, f32, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
 channels_tile_intrinsics!(channels_tile_f64, f64, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_storeu_pd);
 
-/// Every tile of a row of `n` positions: tiles of `RMAX` (24 or 28 accumulators), then
+/// Every tile of a row of `n` positions: tiles of `RMAX` (12 or 24 accumulators), then
 /// one narrower tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -659,7 +664,10 @@ unsafe fn transpose_f32(rows: usize, cols: usize, src: *const f32, lds: usize, d
     unsafe {
         for r0 in (0..rf).step_by(8) {
             for c0 in (0..cf).step_by(8) {
-                let r: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(src.add((r0 + k) * lds + c0)));
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (k, r) in r.iter_mut().enumerate() {
+                    *r = _mm256_loadu_ps(src.add((r0 + k) * lds + c0));
+                }
                 let t0 = _mm256_unpacklo_ps(r[0], r[1]);
                 let t1 = _mm256_unpackhi_ps(r[0], r[1]);
                 let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -709,7 +717,10 @@ unsafe fn transpose_f64(rows: usize, cols: usize, src: *const f64, lds: usize, d
     unsafe {
         for r0 in (0..rf).step_by(4) {
             for c0 in (0..cf).step_by(4) {
-                let r: [__m256d; 4] = std::array::from_fn(|k| _mm256_loadu_pd(src.add((r0 + k) * lds + c0)));
+                let mut r = [_mm256_setzero_pd(); 4];
+                for (k, r) in r.iter_mut().enumerate() {
+                    *r = _mm256_loadu_pd(src.add((r0 + k) * lds + c0));
+                }
                 let t0 = _mm256_unpacklo_pd(r[0], r[1]);
                 let t1 = _mm256_unpackhi_pd(r[0], r[1]);
                 let t2 = _mm256_unpacklo_pd(r[2], r[3]);
