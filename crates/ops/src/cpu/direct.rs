@@ -32,6 +32,7 @@ use super::geom::Geom;
 use super::pool_rows::{max2x2_scatter_rows, spread_pairs};
 use super::scratch::{ensure_len, par_tasks, Lens};
 use super::tiles;
+use super::transpose::transpose;
 use super::unfold::copy_short;
 use crate::args::{Epilogue, Pair, Pool2x2};
 use crate::shared::SharedOut;
@@ -258,15 +259,12 @@ pub(super) fn forward<T: Element>(g: &Geom, wide: &Wide, x: &[T], w: &[T], bias:
 }
 
 /// `dst[k][p] = src[p][k] + bias[k]`: `L` channels' planes from outputs laid out with the
-/// channels minor, as the channel-vectorised forward computes them (a [`tiles::transpose`],
+/// channels minor, as the channel-vectorised forward computes them (a [`transpose`],
 /// then the bias added while the planes are in L1: the same single rounding).
 fn unpack_channels<T: Element>(src: &[T], bias: Option<&[T]>, dst: &mut [T]) {
     let lanes = tiles::lanes::<T>();
     let l = src.len() / lanes;
-    assert!(dst.len() >= src.len(), "planes for every value");
-    // SAFETY: `src` holds `l` rows of `lanes`, `dst` (asserted) `lanes` rows of `l`; the
-    // direct kernels (the only caller) run only where `tiles::available()`.
-    unsafe { tiles::transpose(l, lanes, src.as_ptr(), lanes, dst.as_mut_ptr(), l) };
+    transpose(l, lanes, src, lanes, dst, l);
     if let Some(b) = bias {
         for (plane, &bc) in dst.chunks_exact_mut(l.max(1)).zip(&b[..lanes]) {
             plane.iter_mut().for_each(|d| *d += bc);
@@ -372,20 +370,15 @@ fn widen_sample<T: Element>(b: &Backward<'_, T>, c0: usize, dims: (usize, usize,
 }
 
 /// `dyt[(oy ow + ox) og + o] = rows[o row_len + oy wp + ox]`: `og` channels' (wide or
-/// compact) rows with the channels minor, by [`tiles::transpose`] (the compact rows in one
+/// compact) rows with the channels minor, by [`transpose`] (the compact rows in one
 /// piece).
 #[inline(always)]
 fn channels_minor<T: Element>(rows: &[T], row_len: usize, (oh, ow, wp): (usize, usize, usize), dyt: &mut [T]) {
     let og = rows.len() / row_len;
-    let l = oh * ow;
-    assert!(og * l <= dyt.len() && (og == 0 || (og - 1) * row_len + (oh - 1) * wp + ow <= rows.len()), "transposition in bounds");
-    // Compact rows are one run of `l` positions; wide ones a run per output row.
-    let (segs, len) = if wp == ow { (1, l) } else { (oh, ow) };
+    // Compact rows are one run of `oh ow` positions; wide ones a run per output row.
+    let (segs, len) = if wp == ow { (1, oh * ow) } else { (oh, ow) };
     for seg in 0..segs {
-        // SAFETY: the assertion: channel `o`'s values run from `o row_len + seg wp` for
-        // `len` (`(oh - 1) wp + ow` at most past the channel's start), and `dyt` holds
-        // `l og` values.
-        unsafe { tiles::transpose(og, len, rows.as_ptr().add(seg * wp), row_len, dyt.as_mut_ptr().add(seg * ow * og), og) };
+        transpose(og, len, &rows[seg * wp..], row_len, &mut dyt[seg * ow * og..], og);
     }
 }
 

@@ -7,6 +7,7 @@
 //! - `unfold.rs`: convolution by im2col + GEMM; `pointwise.rs`: 1x1 convolution as GEMM;
 //! - `direct.rs`, `tiles.rs`: stride-1 convolution over wide rows (AVX-512);
 //! - `taps.rs`: one product over the batch per output position and live tap (small maps);
+//! - `transpose.rs`: block transposes, the layout copies of the direct and taps kernels;
 //! - `epilogue.rs`: a fused convolution's activation and pooling loops; `pool_rows.rs`:
 //!   the 2x2 pooling row kernels the pooling ops and the epilogue share;
 //! - `geom.rs`: a convolution's validated sizes; `scratch.rs`: per-task scratch;
@@ -26,6 +27,7 @@ mod scratch;
 pub(crate) mod select;
 mod taps;
 mod tiles;
+mod transpose;
 pub(crate) mod unary;
 mod unfold;
 

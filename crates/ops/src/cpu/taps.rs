@@ -19,6 +19,7 @@
 
 use super::gemm::{gemm_serial, MatRef};
 use super::geom::Geom;
+use super::transpose::{transpose, transpose_raw};
 use crate::args::Pair;
 use crate::shared::SharedOut;
 use autograd::parallel::install;
@@ -111,17 +112,16 @@ fn to_positions<T: Element>(x: &[T], n: usize, c: usize, p: usize) -> Vec<T> {
         out.copy_from_slice(x);
         return out;
     }
+    assert_eq!(x.len(), out.len(), "to_positions: the batch's planes");
     let dst = SharedOut::new(&mut out);
     install(|| {
         (0..n.div_ceil(COPY_SAMPLES)).into_par_iter().for_each(|b| {
-            let samples = b * COPY_SAMPLES..((b + 1) * COPY_SAMPLES).min(n);
-            for q in 0..p {
-                // SAFETY: task `b` alone writes samples `samples` of every position.
-                let run = unsafe { dst.slice((q * n + samples.start) * c, samples.len() * c) };
-                for (s, row) in samples.clone().zip(run.chunks_exact_mut(c)) {
-                    let src = &x[s * c * p..][..c * p];
-                    row.iter_mut().enumerate().for_each(|(ch, v)| *v = src[ch * p + q]);
-                }
+            for s in b * COPY_SAMPLES..((b + 1) * COPY_SAMPLES).min(n) {
+                // Sample `s`'s `[C, P]` planes to its rows `(q n + s) C + ch` (a transpose).
+                // SAFETY: `s < n`, so the reads `s C P + ch P + q` stay inside `x` and the
+                // writes `(q n + s) C + ch` inside `out` (both `N C P` long, asserted);
+                // task `b` alone writes its samples' values.
+                unsafe { transpose_raw(c, p, x.as_ptr().add(s * c * p), p, dst.ptr().add(s * c), n * c) };
             }
         })
     });
@@ -137,14 +137,11 @@ fn from_positions<T: Element>(xt: &[T], n: usize, c: usize, p: usize, bias: Opti
     }
     install(|| {
         out.par_chunks_mut(c * p).enumerate().for_each(|(s, sample)| {
+            transpose(p, c, &xt[s * c..], n * c, sample, p);
             for (ch, plane) in sample.chunks_exact_mut(p).enumerate() {
-                let src = &xt[s * c + ch..];
-                match bias {
-                    Some(b) => {
-                        let bc = b[ch];
-                        plane.iter_mut().enumerate().for_each(|(q, v)| *v = src[q * n * c] + bc);
-                    }
-                    None => plane.iter_mut().enumerate().for_each(|(q, v)| *v = src[q * n * c]),
+                if let Some(b) = bias {
+                    let bc = b[ch]; // hoisted: a bounds check in the loop stops vectorisation
+                    plane.iter_mut().for_each(|v| *v += bc);
                 }
                 act.inspect(|a| a.apply_slice(plane));
             }
