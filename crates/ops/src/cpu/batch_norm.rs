@@ -17,6 +17,17 @@ pub(crate) fn sums8<T: Element>(x: &[T], y: &[T], f: impl Fn(f64, f64) -> (f64, 
 /// arithmetic in `T` first, as an activation's gradient does): the same lanes and order.
 #[inline(always)]
 fn sums8_of3<T: Element>(x: &[T], y: &[T], z: &[T], f: impl Fn(T, T, T) -> (f64, f64)) -> (f64, f64) {
+    if x.len() < 8 {
+        // No whole lane group: the sum below is `0 + the values in order`, with none of
+        // the chunking set up (a BatchNorm1d's planes are single values).
+        let (mut sa, mut sb) = (0.0, 0.0);
+        for ((&xv, &yv), &zv) in x.iter().zip(y).zip(z) {
+            let (p, q) = f(xv, yv, zv);
+            sa += p;
+            sb += q;
+        }
+        return (sa, sb);
+    }
     let (mut a, mut b) = ([0.0f64; 8], [0.0f64; 8]);
     let (xc, yc, zc) = (x.chunks_exact(8), y.chunks_exact(8), z.chunks_exact(8));
     let (xr, yr, zr) = (xc.remainder(), yc.remainder(), zc.remainder());
@@ -117,37 +128,42 @@ pub(crate) fn grad_sums<T: Element>(
     })
 }
 
-/// `y = act(x * scale[c] + shift[c])` plane by plane (the activation, if any, applied to
-/// each plane while it is in cache).
+/// `y = act(x * scale[c] + shift[c])` a sample at a time (the activation, if any, applied
+/// to the sample's planes while they are in cache). By samples, not planes: a
+/// BatchNorm1d's planes are single values, one task and one activation call each.
 pub(crate) fn affine<T: Element>(x: &[T], c: usize, s: usize, scale: &[T], shift: &[T], act: Option<Activation>) -> Vec<T> {
     let mut y = autograd::buffers::for_overwrite::<T>(x.len());
-    if s == 0 {
+    if c * s == 0 {
         return y;
     }
     install(|| {
-        y.par_chunks_mut(s).zip(x.par_chunks(s)).enumerate().for_each(|(p, (yp, xp))| {
-            let (a, b) = (scale[p % c], shift[p % c]);
-            yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);
+        y.par_chunks_mut(c * s).zip(x.par_chunks(c * s)).for_each(|(yr, xr)| {
+            for ((yp, xp), (&a, &b)) in yr.chunks_exact_mut(s).zip(xr.chunks_exact(s)).zip(scale.iter().zip(shift)) {
+                yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);
+            }
             if let Some(act) = act {
-                act.apply_slice(yp);
+                act.apply_slice(yr);
             }
         })
     });
     y
 }
 
-/// `dx = coef[c][0] * g + coef[c][1] * x + coef[c][2]` plane by plane, `g` as [`OutGrad`]
-/// forms it.
+/// `dx = coef[c][0] * g + coef[c][1] * x + coef[c][2]` a sample at a time (as
+/// [`affine`]), `g` as [`OutGrad`] forms it.
 pub(crate) fn grad_input<T: Element>(og: OutGrad<'_, T>, x: &[T], c: usize, s: usize, coef: &[[T; 3]]) -> Vec<T> {
     let mut dx = autograd::buffers::for_overwrite::<T>(x.len());
-    if s == 0 {
+    let row = c * s;
+    if row == 0 {
         return dx;
     }
     with_grad!(og, |grad, z| install(|| {
-        let planes = og.dz.par_chunks(s).zip(z.par_chunks(s)).zip(x.par_chunks(s));
-        dx.par_chunks_mut(s).zip(planes).enumerate().for_each(|(p, (dp, ((dzp, zp), xp)))| {
-            let [a, b, d] = coef[p % c];
-            dp.iter_mut().zip(dzp.iter().zip(zp).zip(xp)).for_each(|(o, ((&dz, &z), &x))| *o = a * grad(dz, z) + b * x + d);
+        let rows = og.dz.par_chunks(row).zip(z.par_chunks(row)).zip(x.par_chunks(row));
+        dx.par_chunks_mut(row).zip(rows).for_each(|(dr, ((dzr, zr), xr))| {
+            let planes = dr.chunks_exact_mut(s).zip(dzr.chunks_exact(s).zip(zr.chunks_exact(s)).zip(xr.chunks_exact(s)));
+            for ((dp, ((dzp, zp), xp)), &[a, b, d]) in planes.zip(coef) {
+                dp.iter_mut().zip(dzp.iter().zip(zp).zip(xp)).for_each(|(o, ((&dz, &z), &x))| *o = a * grad(dz, z) + b * x + d);
+            }
         })
     }));
     dx
