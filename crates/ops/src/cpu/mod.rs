@@ -5,7 +5,7 @@
 //!
 //! - `gemm.rs`: the matrix product (packing, blocking, the tile split);
 //! - `unfold.rs`: convolution by im2col + GEMM; `pointwise.rs`: 1x1 convolution as GEMM;
-//! - `direct.rs`, `tiles.rs`: stride-1 convolution over wide rows (AVX-512);
+//! - `direct.rs`, `tiles.rs`: convolution over wide rows, strides through phase planes (AVX-512);
 //! - `taps.rs`: one product over the batch per output position and live tap (small maps);
 //! - `transpose.rs`: block transposes, the layout copies of the direct and taps kernels;
 //! - `epilogue.rs`: a fused convolution's activation and pooling loops; `pool_rows.rs`:
