@@ -38,8 +38,9 @@ use crate::args::{Epilogue, Pair, Pool2x2};
 use crate::shared::SharedOut;
 use autograd::{Activation, Element};
 
-/// Whether the direct kernels can compute `g`: on a CPU that runs them.
-pub(super) fn applies(_g: &Geom) -> bool {
+/// Whether the direct kernels can run: they compute any geometry (strides through phase
+/// planes), on a CPU that has AVX-512.
+pub(super) fn applies() -> bool {
     tiles::available()
 }
 
@@ -66,7 +67,7 @@ impl Wide {
     pub(super) fn new(g: &Geom) -> Option<Wide> {
         // Empty problems (no samples, channels or outputs) take the unfolding path, which
         // handles them without any tile.
-        if !applies(g) || [g.n, g.o, g.l(), g.rows()].contains(&0) {
+        if !applies() || [g.n, g.o, g.l(), g.rows()].contains(&0) {
             return None;
         }
         let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);

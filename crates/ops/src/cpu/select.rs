@@ -35,7 +35,7 @@ fn applies(algo: Conv2dAlgo, g: &Geom) -> bool {
     match algo {
         Conv2dAlgo::Auto => false,
         Conv2dAlgo::Unfold => true,
-        Conv2dAlgo::Direct => !empty && direct::applies(g),
+        Conv2dAlgo::Direct => !empty && direct::applies(),
         Conv2dAlgo::Gemm1x1 => !empty && (g.kh, g.kw) == (1, 1) && g.a.stride == Pair(1, 1) && g.a.padding == Pair(0, 0),
         Conv2dAlgo::Taps => !empty && super::taps::applies(g),
     }

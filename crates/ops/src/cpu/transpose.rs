@@ -38,10 +38,10 @@ pub(super) unsafe fn transpose_raw<T: Element>(rows: usize, cols: usize, src: *c
         #[cfg(target_arch = "x86_64")]
         if super::tiles::available() {
             if TypeId::of::<T>() == TypeId::of::<f32>() {
-                return transpose_f32(rows, cols, src.cast(), lds, dst.cast(), ldd);
+                return blocked::<f32>(rows, cols, src.cast(), lds, dst.cast(), ldd);
             }
             if TypeId::of::<T>() == TypeId::of::<f64>() {
-                return transpose_f64(rows, cols, src.cast(), lds, dst.cast(), ldd);
+                return blocked::<f64>(rows, cols, src.cast(), lds, dst.cast(), ldd);
             }
         }
         transpose_scalar(0..rows, 0..cols, src, lds, dst, ldd)
@@ -71,53 +71,22 @@ unsafe fn transpose_scalar<T: Copy>(
     }
 }
 
-/// [`transpose`] for f32: 8 x 8 blocks, the classic unpack / shuffle / 128-bit permute.
+/// Every whole `B x B` block by [`RegisterBlock::block`], then the edges one value at a
+/// time: the loop both element types share.
 ///
 /// # Safety
-/// As for [`transpose_raw`]; for the vector kernels, `tiles::available()`.
+/// As for [`transpose_raw`], and `tiles::available()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_f32(rows: usize, cols: usize, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
-    use std::arch::x86_64::*;
-    let (rf, cf) = (rows / 8 * 8, cols / 8 * 8);
-    // SAFETY: the caller upholds [`transpose`]'s contract: every load reads 8 values of a
-    // row inside `rows x cols`, every store writes 8 values of a column.
+unsafe fn blocked<T: RegisterBlock>(rows: usize, cols: usize, src: *const T, lds: usize, dst: *mut T, ldd: usize) {
+    let b = T::B;
+    let (rf, cf) = (rows / b * b, cols / b * b);
+    // SAFETY: the caller upholds [`transpose_raw`]'s contract: each block reads `b` rows
+    // of `b` values inside `rows x cols` and writes `b` columns of `b` values.
     unsafe {
-        for r0 in (0..rf).step_by(8) {
-            for c0 in (0..cf).step_by(8) {
-                let mut r = [_mm256_setzero_ps(); 8];
-                for (k, r) in r.iter_mut().enumerate() {
-                    *r = _mm256_loadu_ps(src.add((r0 + k) * lds + c0));
-                }
-                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-                let out = [
-                    _mm256_permute2f128_ps::<0x20>(u0, u4),
-                    _mm256_permute2f128_ps::<0x20>(u1, u5),
-                    _mm256_permute2f128_ps::<0x20>(u2, u6),
-                    _mm256_permute2f128_ps::<0x20>(u3, u7),
-                    _mm256_permute2f128_ps::<0x31>(u0, u4),
-                    _mm256_permute2f128_ps::<0x31>(u1, u5),
-                    _mm256_permute2f128_ps::<0x31>(u2, u6),
-                    _mm256_permute2f128_ps::<0x31>(u3, u7),
-                ];
-                for (k, v) in out.iter().enumerate() {
-                    _mm256_storeu_ps(dst.add((c0 + k) * ldd + r0), *v);
-                }
+        for r0 in (0..rf).step_by(b) {
+            for c0 in (0..cf).step_by(b) {
+                T::block(src.add(r0 * lds + c0), lds, dst.add(c0 * ldd + r0), ldd);
             }
         }
         transpose_scalar(0..rf, cf..cols, src, lds, dst, ldd);
@@ -125,40 +94,92 @@ unsafe fn transpose_f32(rows: usize, cols: usize, src: *const f32, lds: usize, d
     }
 }
 
-/// [`transpose`] for f64: 4 x 4 blocks.
-///
-/// # Safety
-/// As for [`transpose_raw`]; for the vector kernels, `tiles::available()`.
+/// One element type's register transpose of a `B x B` block.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transpose_f64(rows: usize, cols: usize, src: *const f64, lds: usize, dst: *mut f64, ldd: usize) {
-    use std::arch::x86_64::*;
-    let (rf, cf) = (rows / 4 * 4, cols / 4 * 4);
-    // SAFETY: as in `transpose_f32`, with rows and columns of 4.
-    unsafe {
-        for r0 in (0..rf).step_by(4) {
-            for c0 in (0..cf).step_by(4) {
-                let mut r = [_mm256_setzero_pd(); 4];
-                for (k, r) in r.iter_mut().enumerate() {
-                    *r = _mm256_loadu_pd(src.add((r0 + k) * lds + c0));
-                }
-                let t0 = _mm256_unpacklo_pd(r[0], r[1]);
-                let t1 = _mm256_unpackhi_pd(r[0], r[1]);
-                let t2 = _mm256_unpacklo_pd(r[2], r[3]);
-                let t3 = _mm256_unpackhi_pd(r[2], r[3]);
-                let out = [
-                    _mm256_permute2f128_pd::<0x20>(t0, t2),
-                    _mm256_permute2f128_pd::<0x20>(t1, t3),
-                    _mm256_permute2f128_pd::<0x31>(t0, t2),
-                    _mm256_permute2f128_pd::<0x31>(t1, t3),
-                ];
-                for (k, v) in out.iter().enumerate() {
-                    _mm256_storeu_pd(dst.add((c0 + k) * ldd + r0), *v);
-                }
+trait RegisterBlock: Copy {
+    const B: usize;
+    /// `dst[c ldd + r] = src[r lds + c]` for `r, c < B`.
+    ///
+    /// # Safety
+    /// `tiles::available()`; `B` rows of `B` values readable from `src`, `B` rows of `B`
+    /// values writable at `dst`.
+    unsafe fn block(src: *const Self, lds: usize, dst: *mut Self, ldd: usize);
+}
+
+/// 8 x 8: the classic unpack / shuffle / 128-bit permute.
+#[cfg(target_arch = "x86_64")]
+impl RegisterBlock for f32 {
+    const B: usize = 8;
+    #[inline(always)]
+    unsafe fn block(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller upholds this function's `# Safety` contract: the loads read
+        // the block's rows, the stores write its columns.
+        unsafe {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (k, r) in r.iter_mut().enumerate() {
+                *r = _mm256_loadu_ps(src.add(k * lds));
+            }
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let out = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (k, v) in out.iter().enumerate() {
+                _mm256_storeu_ps(dst.add(k * ldd), *v);
             }
         }
-        transpose_scalar(0..rf, cf..cols, src, lds, dst, ldd);
-        transpose_scalar(rf..rows, 0..cols, src, lds, dst, ldd);
+    }
+}
+
+/// 4 x 4.
+#[cfg(target_arch = "x86_64")]
+impl RegisterBlock for f64 {
+    const B: usize = 4;
+    #[inline(always)]
+    unsafe fn block(src: *const f64, lds: usize, dst: *mut f64, ldd: usize) {
+        use std::arch::x86_64::*;
+        // SAFETY: as for f32, with rows and columns of 4.
+        unsafe {
+            let mut r = [_mm256_setzero_pd(); 4];
+            for (k, r) in r.iter_mut().enumerate() {
+                *r = _mm256_loadu_pd(src.add(k * lds));
+            }
+            let t0 = _mm256_unpacklo_pd(r[0], r[1]);
+            let t1 = _mm256_unpackhi_pd(r[0], r[1]);
+            let t2 = _mm256_unpacklo_pd(r[2], r[3]);
+            let t3 = _mm256_unpackhi_pd(r[2], r[3]);
+            let out = [
+                _mm256_permute2f128_pd::<0x20>(t0, t2),
+                _mm256_permute2f128_pd::<0x20>(t1, t3),
+                _mm256_permute2f128_pd::<0x31>(t0, t2),
+                _mm256_permute2f128_pd::<0x31>(t1, t3),
+            ];
+            for (k, v) in out.iter().enumerate() {
+                _mm256_storeu_pd(dst.add(k * ldd), *v);
+            }
+        }
     }
 }
 
