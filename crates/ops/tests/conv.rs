@@ -415,8 +415,14 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
         assert_eq!(stem, if direct { Conv2dAlgo::Direct } else { Conv2dAlgo::Unfold }, "{map:?}");
         let short = conv2d_algo_for(map, &[8, 64, 14, 14], &[64, 64, 1, 1], Conv2dArgs::new().stride(2)).unwrap();
         assert_eq!(short, Conv2dAlgo::Unfold);
+        // At batch 8, 5x5 kernels over 64 channels take the taps kernel at 7x7 and 14x14
+        // outputs, and unfold at 256 channels.
         let small = conv2d_algo_for(map, &[8, 64, 14, 14], &[64, 64, 5, 5], Conv2dArgs::new().stride(2).padding(2)).unwrap();
-        assert_eq!(small, Conv2dAlgo::Unfold);
+        assert_eq!(small, Conv2dAlgo::Taps);
+        let mid = conv2d_algo_for(map, &[8, 64, 14, 14], &[64, 64, 5, 5], Conv2dArgs::new().padding(2)).unwrap();
+        assert_eq!(mid, Conv2dAlgo::Taps);
+        let wide = conv2d_algo_for(map, &[8, 256, 14, 14], &[256, 256, 5, 5], Conv2dArgs::new().padding(2)).unwrap();
+        assert_eq!(wide, Conv2dAlgo::Unfold);
         let many = conv2d_algo_for(map, &[8, 256, 14, 14], &[256, 256, 3, 3], Conv2dArgs::new().padding(1)).unwrap();
         assert_eq!(many, Conv2dAlgo::Unfold);
         // ResNet-18's small maps at a training batch: one product per position and tap;
@@ -531,6 +537,35 @@ fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
             let two = run(2);
             assert!(one == two, "{} differs between 1 and 2 threads on {xs:?} x {ws:?}", algo.name());
         }
+    }
+}
+
+/// Unfolded matrices larger than the 512 KB the unfolding kernels multiply at a time are
+/// made, multiplied and folded back in chunks of rows, each map cut its own way (the
+/// forward along the reduction, the gradients along their rows and columns, with a
+/// shorter last chunk): against the definition in f64, padded, strided (column phases)
+/// and grouped without padding (read in place).
+#[test]
+fn unfolding_in_chunks_matches_the_definition() {
+    let cases = [
+        ([2, 16, 12, 12], [16, 16, 5, 5], Conv2dArgs::new().padding(2)),
+        ([2, 24, 15, 15], [20, 24, 5, 5], Conv2dArgs::new().stride(2).padding(2)),
+        ([2, 32, 16, 16], [16, 16, 5, 5], Conv2dArgs::new().groups(2)),
+    ];
+    for (i, (xs, ws, a)) in cases.into_iter().enumerate() {
+        let a = a.algo(Conv2dAlgo::Unfold);
+        let mut r = rng(40 + i as u64);
+        let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let w = Tensor::uniform_dtype(&ws, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let b = Tensor::uniform_dtype(&[ws[0]], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let dy = Tensor::uniform_dtype(&out_shape(&xs, &ws, a), -1.0, 1.0, DType::F64, &mut r);
+        let y = conv2d(&x, &w, Some(&b), a).unwrap();
+        y.backward_with(Some(&dy), Default::default()).unwrap();
+        assert_eq!(last_conv2d_algo(Conv2dMap::WeightGrad), Some(Conv2dAlgo::Unfold));
+        let (want_dx, want_dw) = reference_grads(&x, &w, &dy, a);
+        assert!(max_error(&y.to_vec::<f64>(), &reference(&x, &w, Some(&b), a)) < 1e-12, "case {i}: forward");
+        assert!(max_error(&x.grad().unwrap().to_vec::<f64>(), &want_dx) < 1e-12, "case {i}: input gradient");
+        assert!(max_error(&w.grad().unwrap().to_vec::<f64>(), &want_dw) < 1e-12, "case {i}: weight gradient");
     }
 }
 

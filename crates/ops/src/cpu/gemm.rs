@@ -127,6 +127,17 @@ fn kernels<T: Element>() -> &'static Kernels<T> {
     any.downcast_ref().expect("Element is f32 or f64")
 }
 
+/// The panel kernel's blocking for `T` on this CPU, `(mr, nr, kc)`: columns of `C` per
+/// packed panel of `B`, rows of `A` per micro-kernel call, and the depth of one pass over a
+/// panel. A product cut along `k` at multiples of `kc` (the parts accumulated in order),
+/// along `m` at multiples of `nr` or along `n` at multiples of `mr` (no part narrower than
+/// a vector) runs every element through the same instructions in the same order as the
+/// whole product: the same bits.
+pub(crate) fn blocking<T: Element>() -> (usize, usize, usize) {
+    let ks = kernels::<T>();
+    (ks.mr, ks.nr, (PANEL_BYTES / size_of::<T>() / ks.mr).max(1))
+}
+
 /// Bytes of one packed micro-panel of `B`: half of a typical 48 KiB L1, so the panel stays
 /// there while every row group of `A` streams past it.
 const PANEL_BYTES: usize = 40 << 10;
@@ -245,7 +256,7 @@ unsafe fn panels<T: Element>(ks: &Kernels<T>, t: Tile<T>) {
     unsafe {
         let Tile { m, n, k, c, ldc, a, a_rs, a_cs, b, b_rs, b_cs, accumulate } = t;
         let (mr, nr) = (ks.mr, ks.nr);
-        let kc_max = (PANEL_BYTES / size_of::<T>() / mr).max(1);
+        let kc_max = blocking::<T>().2;
         // Contiguous panels pay for their copy once several row groups reuse them.
         let repack = b_cs != 1 || m > 4 * nr;
         with_panel::<T, _>(kc_max.min(k) * mr, |panel| {

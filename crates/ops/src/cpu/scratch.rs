@@ -26,7 +26,8 @@ pub(super) struct Scratch<T: Element> {
     pub pad: Vec<T>,
     /// One row (or plane) of values.
     pub row: Vec<T>,
-    /// Padded input-gradient planes of one sample.
+    /// Padded planes of one sample: input gradients, or inputs on their way to column
+    /// phases.
     pub planes: Vec<T>,
     /// One sample block's output gradient with the channels minor.
     pub trans: Vec<T>,

@@ -72,10 +72,19 @@ const DIRECT_MAX_OUT: usize = 64;
 /// At 28x28 with 5x5 kernels they win only for the channel counts between the direct
 /// kernels' (up to 64 outputs) and unfolding's (256): at 128 channels 1.31x PyTorch's
 /// time against unfolding's 1.70x (ninth session).
+///
+/// With 8 to 15 samples the products are thinner, and the taps kernel wins only for 5x5
+/// kernels over 32-128 channels, at outputs up to 7x7, or up to 14x14 with 64 outputs or
+/// fewer: 1.1-1.35x faster there than the next best kernel, and 1.3-2x slower at 256
+/// channels or with 3x3 kernels at stride 1 (eleventh session's batch-8 sweep).
 fn taps_win(g: &Geom) -> bool {
     let (l, taps) = (g.l(), g.kh * g.kw);
-    if g.n < TAPS_MIN_BATCH || g.cg < TAPS_MIN_CHANNELS || g.og < TAPS_MIN_CHANNELS {
+    if g.n < TAPS_SMALL_BATCH || g.cg < TAPS_MIN_CHANNELS || g.og < TAPS_MIN_CHANNELS {
         return false;
+    }
+    if g.n < TAPS_MIN_BATCH {
+        let narrow = g.cg <= TAPS_WIDE_MAX_CHANNELS && g.og <= TAPS_WIDE_MAX_CHANNELS;
+        return narrow && taps >= 25 && (l <= 49 || (l <= 196 && g.og <= DIRECT_MAX_OUT));
     }
     if taps == 1 {
         return g.a.stride == Pair(1, 1) && l <= 16;
@@ -87,8 +96,10 @@ fn taps_win(g: &Geom) -> bool {
 /// Most channels (in and out) the taps kernel is chosen for at 28x28 outputs.
 const TAPS_WIDE_MAX_CHANNELS: usize = 128;
 
-/// Fewest samples (the products' rows) and channels the taps kernel is chosen for.
+/// Fewest samples (the products' rows) and channels the taps kernel is chosen for in
+/// general, and for 5x5 kernels at small outputs.
 const TAPS_MIN_BATCH: usize = 16;
+const TAPS_SMALL_BATCH: usize = 8;
 const TAPS_MIN_CHANNELS: usize = 32;
 
 /// The automatic choice for `map` of `g`: the per-position products for small maps with

@@ -1,8 +1,11 @@
 //! Convolution by unfolding (im2col): a block of samples is unfolded into a
-//! `[C/groups * kh * kw, block * OH * OW]` matrix in a per-task buffer and multiplied by
-//! the weight with the GEMM micro-kernel; the input gradient multiplies by the transposed
-//! weight and folds back (col2im). Samples run in parallel in blocks sized by the geometry
-//! alone; the weight gradient adds the blocks' partial sums in block order.
+//! `[C/groups * kh * kw, block * OH * OW]` matrix and multiplied by the weight with the
+//! GEMM micro-kernel; the input gradient multiplies by the transposed weight and folds
+//! back (col2im). The unfolded matrix is never whole: it is made, multiplied and folded a
+//! chunk of rows at a time, in a per-task buffer that stays in L2, the chunks cut where the
+//! product's own blocking cuts, so the result has the whole product's bits. Samples run in
+//! parallel in blocks sized by the geometry alone; the weight gradient adds the blocks'
+//! partial sums in block order.
 
 use super::gemm::{gemm_serial, MatRef};
 use super::geom::Geom;
@@ -76,135 +79,149 @@ fn add_run<T: Element>(dst: &mut [T], src: &[T]) {
     }
 }
 
-/// The planes of one group of one sample, zero-padded when the convolution pads, so the
-/// unfolding loops below never test bounds. Returns the planes and their padded size.
-fn padded_planes<'a, T: Element>(g: &Geom, x: &'a [T], grp: usize, buf: &'a mut Vec<T>) -> (&'a [T], usize, usize) {
-    let Pair(ph, pw) = g.a.padding;
-    let planes = &x[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
-    if ph == 0 && pw == 0 {
-        return (planes, g.h, g.w);
-    }
-    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    ensure_len(buf, g.cg * hp * wp);
-    buf.fill(T::zero());
-    for cc in 0..g.cg {
-        for y in 0..g.h {
-            let dst = &mut buf[(cc * hp + ph + y) * wp + pw..][..g.w];
-            copy_short(dst, &planes[(cc * g.h + y) * g.w..][..g.w]);
-        }
-    }
-    (buf, hp, wp)
+/// How one sample's planes (one group) are laid out for unfolding: zero-padded to
+/// `hp x wp`, each padded row split into `nph` column phases `wq` wide (phase `r` holds
+/// columns `r, r + sw, ...`). The values one tap `(i, j)` reads along an output row,
+/// columns `ox sw + j dw`, are then the contiguous run of phase `(j dw) % sw` from
+/// `(j dw) / sw`: a copy, not a strided gather. At column stride 1 there is one phase, the
+/// padded row itself. `nph wq` is at most `2 wp`, whatever the stride.
+#[derive(Clone, Copy)]
+struct Planes {
+    hp: usize,
+    wp: usize,
+    nph: usize,
+    wq: usize,
 }
 
-/// Unfolds group `grp` of one sample `x` (`[C, H, W]`) into `cols`: row
-/// `(c, i, j)` of the unfolded matrix starts at `cols[row * ld]` and holds, for every output
-/// position, the input value that kernel tap `(i, j)` of channel `c` sees there.
-fn im2col<T: Element>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], ld: usize, buf: &mut Vec<T>, phases: &mut Vec<T>) {
-    let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
-    let (src, hp, wp) = padded_planes(g, x, grp, buf);
-    if sw > 1 {
-        return im2col_phases(g, src, hp, wp, cols, ld, phases);
+impl Planes {
+    fn of(g: &Geom) -> Self {
+        let (Pair(ph, pw), sw) = (g.a.padding, g.a.stride.1);
+        let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+        let (nph, wq) = if sw > 1 { (sw.min(wp), wp.div_ceil(sw)) } else { (1, wp) };
+        Planes { hp, wp, nph, wq }
     }
-    // Stride 1, as raw copies: this loop runs C*kh*kw*OH times per sample, and slice
-    // bounds checks cost more than the few moves of each row.
-    let (rows, l) = (g.rows(), g.l());
-    assert!(rows == 0 || (rows - 1) * ld + l <= cols.len(), "im2col: output block too small");
-    let fits = g.oh == 0 || g.kh == 0 || ((g.oh - 1) * sh + (g.kh - 1) * dh < hp && g.ow + (g.kw.max(1) - 1) * dw <= wp);
-    assert!(g.cg * hp * wp <= src.len() && fits, "im2col: window outside the padded planes");
-    for cc in 0..g.cg {
-        for i in 0..g.kh {
-            for oy in 0..g.oh {
-                // SAFETY: the asserts above bound every row read and written.
-                unsafe {
-                    let line = src.as_ptr().add((cc * hp + i * dh + oy * sh) * wp);
-                    let dst = cols.as_mut_ptr().add((cc * g.kh + i) * g.kw * ld + oy * g.ow);
-                    for j in 0..g.kw {
-                        copy_run(dst.add(j * ld), line.add(j * dw), g.ow);
-                    }
-                }
+
+    /// Values of one sample's planes in this layout.
+    fn len(&self, g: &Geom) -> usize {
+        g.cg * self.hp * self.nph * self.wq
+    }
+
+    /// Whether the input's own planes are in this layout (no padding, column stride 1).
+    fn in_place(g: &Geom) -> bool {
+        g.a.padding == Pair(0, 0) && g.a.stride.1 == 1
+    }
+}
+
+/// Writes group `grp` of one sample `x` (`[C, H, W]`) into `dst` in the layout `p`
+/// (through `tmp`, the padded planes, when there are column phases).
+fn prepare<T: Element>(g: &Geom, p: &Planes, x: &[T], grp: usize, dst: &mut [T], tmp: &mut Vec<T>) {
+    let (Pair(ph, pw), sw) = (g.a.padding, g.a.stride.1);
+    let planes = &x[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
+    let pad_into = |buf: &mut [T]| {
+        buf.fill(T::zero());
+        for cc in 0..g.cg {
+            for y in 0..g.h {
+                copy_short(&mut buf[(cc * p.hp + ph + y) * p.wp + pw..][..g.w], &planes[(cc * g.h + y) * g.w..][..g.w]);
             }
         }
+    };
+    if sw == 1 {
+        return pad_into(&mut dst[..p.len(g)]);
     }
-}
-
-/// The column phases of a padded row `wp` long at column stride `sw`: how many there are
-/// (`sw`, or fewer when the row is shorter than the stride) and how wide each is. At most
-/// `2 wp` values together, whatever the stride.
-fn phases_of(wp: usize, sw: usize) -> (usize, usize) {
-    (sw.min(wp), wp.div_ceil(sw))
-}
-
-/// [`im2col`] at a column stride `sw > 1`: each padded row is first split into its `sw`
-/// column phases (phase `r` holds columns `r, r + sw, ...`), so that the values one tap
-/// reads along an output row, columns `ox sw + j dw`, are the contiguous run of phase
-/// `(j dw) % sw` from `(j dw) / sw`, copied as the stride-1 case copies, instead of a
-/// strided gather per value.
-fn im2col_phases<T: Element>(g: &Geom, src: &[T], hp: usize, wp: usize, cols: &mut [T], ld: usize, phases: &mut Vec<T>) {
-    let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
-    let (nph, wq) = phases_of(wp, sw);
-    ensure_len(phases, g.cg * hp * nph * wq);
-    for (row, split) in src[..g.cg * hp * wp].chunks_exact(wp).zip(phases.chunks_exact_mut(nph * wq)) {
-        for (r, phase) in split.chunks_exact_mut(wq).enumerate() {
+    ensure_len(tmp, g.cg * p.hp * p.wp);
+    pad_into(tmp);
+    for (row, split) in tmp.chunks_exact(p.wp).zip(dst.chunks_exact_mut(p.nph * p.wq)) {
+        for (r, phase) in split.chunks_exact_mut(p.wq).enumerate() {
             phase.iter_mut().zip(row.iter().skip(r).step_by(sw)).for_each(|(d, &v)| *d = v);
         }
     }
-    for cc in 0..g.cg {
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let (q, r) = ((j * dw) / sw, (j * dw) % sw);
-                let row = &mut cols[((cc * g.kh + i) * g.kw + j) * ld..][..g.l()];
-                for oy in 0..g.oh {
-                    // Padded row `oy sh + i dh` of channel `cc`, its phase `r`, from `q`:
-                    // `(ow - 1) sw + j dw < wp` keeps `r < nph` and `q + ow <= wq`.
-                    let y = cc * hp + oy * sh + i * dh;
-                    let line = &phases[(y * nph + r) * wq + q..][..g.ow];
-                    copy_short(&mut row[oy * g.ow..(oy + 1) * g.ow], line);
+}
+
+/// Prepares group `grp` of a block of samples into `pad` (one sample after another),
+/// unless their planes are already in the layout, and returns sample `s`'s planes.
+fn prepare_block<'a, T: Element>(
+    g: &Geom,
+    p: &Planes,
+    x: &'a [T],
+    samples: &std::ops::Range<usize>,
+    grp: usize,
+    pad: &'a mut Vec<T>,
+    tmp: &mut Vec<T>,
+) -> impl Fn(usize) -> &'a [T] {
+    let (chw, len, in_place) = (g.c * g.h * g.w, p.len(g), Planes::in_place(g));
+    if !in_place {
+        ensure_len(pad, samples.len() * len);
+        for (s, n) in samples.clone().enumerate() {
+            prepare(g, p, &x[n * chw..(n + 1) * chw], grp, &mut pad[s * len..(s + 1) * len], tmp);
+        }
+    }
+    let (pad, first, group) = (&**pad, samples.start, g.cg * g.h * g.w);
+    move |s| if in_place { &x[(first + s) * chw + grp * group..][..group] } else { &pad[s * len..][..len] }
+}
+
+/// Unfolds rows `rows` of one sample's unfolded matrix from its planes `src` (layout `p`)
+/// into `cols`, the chunk's `k`-th row at `cols[k ld]`: row `(c kh + i) kw + j` holds, for
+/// every output position, the input value kernel tap `(i, j)` of channel `c` sees there.
+fn unfold_rows<T: Element>(g: &Geom, p: &Planes, src: &[T], rows: std::ops::Range<usize>, cols: &mut [T], ld: usize) {
+    let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
+    let (l, taps) = (g.l(), g.kh * g.kw);
+    if rows.is_empty() || l == 0 {
+        return;
+    }
+    assert!(rows.end <= g.rows() && (rows.len() - 1) * ld + l <= cols.len(), "unfold: output block too small");
+    // The last output row and column read padded row `(oh - 1) sh + (kh - 1) dh` and
+    // column `(ow - 1) sw + (kw - 1) dw`, which keeps every phase index below `nph` and
+    // every run inside its phase (see `Planes`).
+    let fits = (g.oh - 1) * sh + (g.kh - 1) * dh < p.hp && (g.ow - 1) * sw + (g.kw - 1) * dw < p.wp;
+    assert!(p.len(g) <= src.len() && fits, "unfold: window outside the padded planes");
+    for (k, row) in rows.enumerate() {
+        let (cc, i, j) = (row / taps, row % taps / g.kw, row % g.kw);
+        let (q, r) = ((j * dw) / sw, (j * dw) % sw);
+        // Raw copies: this loop runs `C kh kw OH` times per sample, and slice bounds
+        // checks cost more than the few moves of each run.
+        // SAFETY: the asserts above bound every run read and written.
+        unsafe {
+            let dst = cols.as_mut_ptr().add(k * ld);
+            for oy in 0..g.oh {
+                let y = cc * p.hp + oy * sh + i * dh;
+                copy_run(dst.add(oy * g.ow), src.as_ptr().add((y * p.nph + r) * p.wq + q), g.ow);
+            }
+        }
+    }
+}
+
+/// The adjoint of [`unfold_rows`]: adds rows `rows` of one sample's unfolded matrix
+/// (`cols`, the chunk's `k`-th row at `cols[k ld]`) into its padded planes `acc`
+/// (`cg x hp x wp`), in row order.
+fn fold_rows<T: Element>(g: &Geom, p: &Planes, cols: &[T], ld: usize, rows: std::ops::Range<usize>, acc: &mut [T]) {
+    let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
+    let (l, taps) = (g.l(), g.kh * g.kw);
+    for (k, row) in rows.enumerate() {
+        let (cc, i, j) = (row / taps, row % taps / g.kw, row % g.kw);
+        let src_row = &cols[k * ld..][..l];
+        let base = (cc * p.hp + i * dh) * p.wp + j * dw;
+        for oy in 0..g.oh {
+            let src = &src_row[oy * g.ow..(oy + 1) * g.ow];
+            let line = &mut acc[base + oy * sh * p.wp..];
+            if sw == 1 {
+                add_run(&mut line[..g.ow], src);
+            } else {
+                for (ox, &v) in src.iter().enumerate() {
+                    line[ox * sw] += v;
                 }
             }
         }
     }
 }
 
-/// The adjoint of [`im2col`]: adds the unfolded matrix back into group `grp` of one
-/// sample `dx` (through a padded buffer when the convolution pads).
-fn col2im<T: Element>(g: &Geom, cols: &[T], ld: usize, grp: usize, dx: &mut [T], buf: &mut Vec<T>) {
-    let (Pair(sh, sw), Pair(ph, pw), Pair(dh, dw)) = (g.a.stride, g.a.padding, g.a.dilation);
-    let padded = ph > 0 || pw > 0;
-    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    let dst_planes = &mut dx[grp * g.cg * g.h * g.w..][..g.cg * g.h * g.w];
-    let acc: &mut [T] = if padded {
-        ensure_len(buf, g.cg * hp * wp);
-        buf.fill(T::zero());
-        buf
-    } else {
-        dst_planes
-    };
+/// Adds the interior of one sample's padded planes `acc` (layout `p`) into its planes `dx`.
+fn unpad_add<T: Element>(g: &Geom, p: &Planes, acc: &[T], dx: &mut [T]) {
+    let Pair(ph, pw) = g.a.padding;
     for cc in 0..g.cg {
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let row = &cols[((cc * g.kh + i) * g.kw + j) * ld..][..g.l()];
-                let base = (cc * hp + i * dh) * wp + j * dw;
-                for oy in 0..g.oh {
-                    let src = &row[oy * g.ow..(oy + 1) * g.ow];
-                    let line = &mut acc[base + oy * sh * wp..];
-                    if sw == 1 {
-                        add_run(&mut line[..g.ow], src);
-                    } else {
-                        for (ox, &v) in src.iter().enumerate() {
-                            line[ox * sw] += v;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if padded {
-        for cc in 0..g.cg {
-            for y in 0..g.h {
-                let d = &mut dst_planes[(cc * g.h + y) * g.w..][..g.w];
-                let s = &buf[(cc * hp + ph + y) * wp + pw..][..g.w];
-                d.iter_mut().zip(s).for_each(|(d, &v)| *d += v);
-            }
+        for y in 0..g.h {
+            let d = &mut dx[(cc * g.h + y) * g.w..][..g.w];
+            let s = &acc[(cc * p.hp + ph + y) * p.wp + pw..][..g.w];
+            d.iter_mut().zip(s).for_each(|(d, &v)| *d += v);
         }
     }
 }
@@ -232,16 +249,76 @@ fn block_samples<T>(g: &Geom) -> usize {
     g.n.div_ceil(g.n.div_ceil(by_reuse))
 }
 
-/// The scratch every task of the unfolding kernels reserves: its largest block unfolded,
-/// a block of outputs (or output gradients), and one sample's padded planes.
-fn lens<T>(g: &Geom) -> Lens {
-    let ld = block_samples::<T>(g).min(g.n) * g.l();
-    let Pair(ph, pw) = g.a.padding;
-    let pad = if ph > 0 || pw > 0 { g.cg * (g.h + 2 * ph) * (g.w + 2 * pw) } else { 0 };
-    let sw = g.a.stride.1;
-    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    let phases = if sw > 1 { g.cg * hp * phases_of(wp, sw).0 * phases_of(wp, sw).1 } else { 0 };
-    Lens { cols: g.rows() * ld, mat: g.og * ld, pad, planes: phases, ..Lens::default() }
+/// Bytes of unfolded matrix one product takes at a time. A block's whole unfolded matrix
+/// (20 MB for one sample of a 5x5 convolution over 256 channels at 28x28) went out to
+/// memory between its unfolding and the product's packing, and came back: a fifth of
+/// such a convolution's time. Cut into chunks of rows this size, each chunk is unfolded,
+/// multiplied and (in the input gradient) folded back while it stays in L2.
+const CHUNK_BYTES: usize = 512 << 10;
+
+/// Rows of the unfolded matrix (`ld` values each) per chunk: all of them while they fit in
+/// [`CHUNK_BYTES`], else as many as fit rounded down to a multiple of `unit`, the product's
+/// blocking along the cut, which keeps the whole product's bits (`gemm::blocking`).
+fn chunk_rows<T>(rows: usize, ld: usize, unit: usize) -> usize {
+    let fit = CHUNK_BYTES / (ld * std::mem::size_of::<T>()).max(1);
+    if fit >= rows {
+        rows.max(1)
+    } else {
+        (fit / unit * unit).max(unit).min(rows)
+    }
+}
+
+/// `0..rows` in chunks `len` long, a last chunk shorter than `min` joined to the one before
+/// (at most `len + min - 1` rows in a chunk).
+fn chunks(rows: usize, len: usize, min: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let n = rows.div_ceil(len);
+    let count = if n > 1 && rows - (n - 1) * len < min { n - 1 } else { n };
+    (0..count).map(move |c| c * len..if c + 1 == count { rows } else { (c + 1) * len })
+}
+
+/// How the three maps cut the unfolded matrix: `(len, min)` per chunk. The forward cuts
+/// the product's reduction (at multiples of its depth `kc`), the input gradient its rows
+/// (`nr`), the weight gradient its columns (`mr`, never leaving a part narrower than
+/// `mr`, which could switch the product to dot kernels).
+struct Cuts {
+    forward: (usize, usize),
+    input: (usize, usize),
+    weight: (usize, usize),
+}
+
+impl Cuts {
+    fn of<T: Element>(g: &Geom, ld: usize) -> Self {
+        let (mr, nr, kc) = super::gemm::blocking::<T>();
+        let rows = g.rows();
+        Cuts {
+            forward: (chunk_rows::<T>(rows, ld, kc), 1),
+            input: (chunk_rows::<T>(rows, ld, nr), 1),
+            weight: (chunk_rows::<T>(rows, ld, mr), mr),
+        }
+    }
+
+    /// The most rows any chunk of the three maps holds.
+    fn max_rows(&self, rows: usize) -> usize {
+        [self.forward, self.input, self.weight].iter().map(|&(len, min)| (len + min - 1).min(rows)).max().unwrap_or(0)
+    }
+}
+
+/// The scratch every task of the unfolding kernels reserves: a chunk of its largest
+/// block's unfolded matrix, a block of outputs (or output gradients), the block's planes
+/// laid out for unfolding (or padded input-gradient planes), and one sample's padded
+/// planes on their way to column phases.
+fn lens<T: Element>(g: &Geom) -> Lens {
+    let nb = block_samples::<T>(g).min(g.n);
+    let ld = nb * g.l();
+    // A shorter last block cuts its chunks longer: reserve for both.
+    let last = if g.n == 0 { 0 } else { g.n - (g.n - 1) / nb.max(1) * nb };
+    let cols = [nb, last].map(|s| Cuts::of::<T>(g, s * g.l()).max_rows(g.rows()) * s * g.l()).into_iter().max().unwrap_or(0);
+    let p = Planes::of(g);
+    let padded = g.cg * p.hp * p.wp;
+    let prepared = if Planes::in_place(g) { 0 } else { p.len(g) };
+    let acc = if g.a.padding != Pair(0, 0) { padded } else { 0 };
+    let tmp = if g.a.stride.1 > 1 { padded } else { 0 };
+    Lens { cols, mat: g.og * ld, pad: nb * prepared.max(acc), planes: tmp, ..Lens::default() }
 }
 
 /// Runs `f(block index, samples, scratch)` over the sample blocks in parallel, each
@@ -262,15 +339,6 @@ fn gather_dy<T: Element>(g: &Geom, dy: &[T], samples: &std::ops::Range<usize>, g
     }
 }
 
-/// Unfolds group `grp` of a block of samples into `sc.cols` (`[rows, block * OH*OW]`).
-fn unfold_block<T: Element>(g: &Geom, x: &[T], samples: &std::ops::Range<usize>, grp: usize, sc: &mut Scratch<T>) {
-    let (l, chw) = (g.l(), g.c * g.h * g.w);
-    let ld = samples.len() * l;
-    for (s, n) in samples.clone().enumerate() {
-        im2col(g, &x[n * chw..(n + 1) * chw], grp, &mut sc.cols[s * l..], ld, &mut sc.pad, &mut sc.planes);
-    }
-}
-
 /// The forward pass by unfolding (im2col and GEMM), for strided convolutions and CPUs
 /// without the direct kernels.
 pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
@@ -284,15 +352,22 @@ pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>
         }
         return y;
     }
+    let p = Planes::of(g);
     let out = SharedOut::new(&mut y);
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
-        ensure_len(&mut sc.cols, rows * ld);
+        let (len, min) = Cuts::of::<T>(g, ld).forward;
         ensure_len(&mut sc.mat, g.og * ld);
         for grp in 0..g.a.groups {
-            unfold_block(g, x, &samples, grp, sc);
-            let a = MatRef::row_major(w, grp * g.og * rows, rows);
-            gemm_serial(g.og, ld, rows, a, MatRef::row_major(&sc.cols, 0, ld), &mut sc.mat, ld, false);
+            let planes = prepare_block(g, &p, x, &samples, grp, &mut sc.pad, &mut sc.planes);
+            for part in chunks(rows, len, min) {
+                ensure_len(&mut sc.cols, part.len() * ld);
+                for s in 0..samples.len() {
+                    unfold_rows(g, &p, planes(s), part.clone(), &mut sc.cols[s * l..], ld);
+                }
+                let a = MatRef::row_major(w, grp * g.og * rows + part.start, rows);
+                gemm_serial(g.og, ld, part.len(), a, MatRef::row_major(&sc.cols, 0, ld), &mut sc.mat, ld, part.start > 0);
+            }
             for (s, n) in samples.clone().enumerate() {
                 for oc in 0..g.og {
                     let c = grp * g.og + oc;
@@ -315,7 +390,7 @@ pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>
 }
 
 /// The input gradient by unfolding: per block, the product of the transposed weight
-/// with the output gradient, folded back (col2im).
+/// with the output gradient, folded back (col2im) chunk by chunk.
 pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
@@ -323,29 +398,61 @@ pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     if rows == 0 || dx.is_empty() {
         return dx;
     }
+    // Each group's weight transposed to `[rows, og]`, once per call: read in place, the
+    // product's rows of `Wᵀ` are `rows` values apart, every step of the reduction a new
+    // cache line in a new page (no prefetcher follows that); this copy costs `o * rows`
+    // moves against the product's `n * L` times as many multiply-adds.
+    let mut wt = autograd::buffers::for_overwrite::<T>(w.len());
+    for grp in 0..g.a.groups {
+        let at = grp * g.og * rows;
+        super::transpose::transpose(g.og, rows, &w[at..], rows, &mut wt[at..], g.og);
+    }
+    let p = Planes::of(g);
+    let padded = g.a.padding != Pair(0, 0);
+    let plen = g.cg * p.hp * p.wp;
     let out = SharedOut::new(&mut dx);
     for_blocks::<T>(g, |_, samples, sc| {
         let ld = samples.len() * l;
-        ensure_len(&mut sc.cols, rows * ld);
+        let (len, min) = Cuts::of::<T>(g, ld).input;
         ensure_len(&mut sc.mat, g.og * ld);
         for grp in 0..g.a.groups {
             gather_dy(g, dy, &samples, grp, &mut sc.mat);
-            let a = MatRef::transposed(w, grp * g.og * rows, rows);
-            gemm_serial(rows, ld, g.og, a, MatRef::row_major(&sc.mat, 0, ld), &mut sc.cols, ld, false);
-            for (s, n) in samples.clone().enumerate() {
-                // SAFETY: each sample's input gradient belongs to exactly one block.
-                let dxn = unsafe { out.slice(n * chw, chw) };
-                col2im(g, &sc.cols[s * l..], ld, grp, dxn, &mut sc.pad);
+            if padded {
+                ensure_len(&mut sc.pad, samples.len() * plen);
+                sc.pad.fill(T::zero());
+            }
+            for part in chunks(rows, len, min) {
+                ensure_len(&mut sc.cols, part.len() * ld);
+                let a = MatRef::row_major(&wt, grp * g.og * rows + part.start * g.og, g.og);
+                gemm_serial(part.len(), ld, g.og, a, MatRef::row_major(&sc.mat, 0, ld), &mut sc.cols, ld, false);
+                for (s, n) in samples.clone().enumerate() {
+                    let cols = &sc.cols[s * l..];
+                    if padded {
+                        fold_rows(g, &p, cols, ld, part.clone(), &mut sc.pad[s * plen..(s + 1) * plen]);
+                    } else {
+                        // SAFETY: each sample's input gradient belongs to exactly one block.
+                        let dxn = unsafe { out.slice(n * chw, chw) };
+                        fold_rows(g, &p, cols, ld, part.clone(), &mut dxn[grp * g.cg * g.h * g.w..]);
+                    }
+                }
+            }
+            if padded {
+                for (s, n) in samples.clone().enumerate() {
+                    // SAFETY: as above.
+                    let dxn = unsafe { out.slice(n * chw, chw) };
+                    unpad_add(g, &p, &sc.pad[s * plen..(s + 1) * plen], &mut dxn[grp * g.cg * g.h * g.w..]);
+                }
             }
         }
     });
+    autograd::buffers::recycle(wt);
     dx
 }
 
-/// The weight gradient by unfolding. Each block unfolds its samples again (into scratch
-/// that stays in cache) rather than reading an unfolded copy of the whole batch kept by
-/// the forward: that copy (35 MB for LeNet's batch of 256) cost more in memory traffic
-/// than the second unfolding costs in arithmetic.
+/// The weight gradient by unfolding. Each block unfolds its samples again (chunk by chunk,
+/// in cache) rather than reading an unfolded copy of the whole batch kept by the forward:
+/// that copy (35 MB for LeNet's batch of 256) cost more in memory traffic than the second
+/// unfolding costs in arithmetic.
 pub(super) fn weight_grad<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let size = g.o * rows;
@@ -357,22 +464,29 @@ pub(super) fn weight_grad<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     // Consecutive blocks share a partial sum: `per` of them, a function of the geometry.
     let per = blocks.div_ceil(MAX_PARTIALS).max(1);
     let parts = blocks.div_ceil(per);
+    let p = Planes::of(g);
     let mut partials = autograd::buffers::for_overwrite::<T>(parts * size);
     let out = SharedOut::new(&mut partials);
-    par_tasks::<T>(parts, lens::<T>(g), |p, sc| {
-        // SAFETY: task `p` owns partial sum `p`.
-        let acc = unsafe { out.slice(p * size, size) };
-        for b in p * per..((p + 1) * per).min(blocks) {
+    par_tasks::<T>(parts, lens::<T>(g), |task, sc| {
+        // SAFETY: task `task` owns partial sum `task`.
+        let acc = unsafe { out.slice(task * size, size) };
+        for b in task * per..((task + 1) * per).min(blocks) {
             let samples = b * nb..((b + 1) * nb).min(g.n);
             let ld = samples.len() * l;
+            let (len, min) = Cuts::of::<T>(g, ld).weight;
             ensure_len(&mut sc.mat, g.og * ld);
-            ensure_len(&mut sc.cols, rows * ld);
             for grp in 0..g.a.groups {
-                unfold_block(g, x, &samples, grp, sc);
                 gather_dy(g, dy, &samples, grp, &mut sc.mat);
-                let a = MatRef::row_major(&sc.mat, 0, ld);
-                let dst = &mut acc[grp * g.og * rows..];
-                gemm_serial(g.og, rows, ld, a, MatRef::transposed(&sc.cols, 0, ld), dst, rows, b > p * per);
+                let planes = prepare_block(g, &p, x, &samples, grp, &mut sc.pad, &mut sc.planes);
+                for part in chunks(rows, len, min) {
+                    ensure_len(&mut sc.cols, part.len() * ld);
+                    for s in 0..samples.len() {
+                        unfold_rows(g, &p, planes(s), part.clone(), &mut sc.cols[s * l..], ld);
+                    }
+                    let a = MatRef::row_major(&sc.mat, 0, ld);
+                    let dst = &mut acc[grp * g.og * rows + part.start..];
+                    gemm_serial(g.og, part.len(), ld, a, MatRef::transposed(&sc.cols, 0, ld), dst, rows, b > task * per);
+                }
             }
         }
     });
