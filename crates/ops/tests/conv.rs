@@ -415,6 +415,9 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
         assert_eq!(stem, if direct { Conv2dAlgo::Direct } else { Conv2dAlgo::Unfold }, "{map:?}");
         let short = conv2d_algo_for(map, &[8, 64, 14, 14], &[64, 64, 1, 1], Conv2dArgs::new().stride(2)).unwrap();
         assert_eq!(short, Conv2dAlgo::Unfold);
+        // ResNet-18's strided 1x1 shortcuts at a training batch: the taps kernel.
+        let shortcut = conv2d_algo_for(map, &[256, 128, 4, 4], &[256, 128, 1, 1], Conv2dArgs::new().stride(2)).unwrap();
+        assert_eq!(shortcut, Conv2dAlgo::Taps);
         // At batch 8, 5x5 kernels over 64 channels take the taps kernel at 7x7 and 14x14
         // outputs, and unfold at 256 channels.
         let small = conv2d_algo_for(map, &[8, 64, 14, 14], &[64, 64, 5, 5], Conv2dArgs::new().stride(2).padding(2)).unwrap();

@@ -257,8 +257,11 @@ unsafe fn panels<T: Element>(ks: &Kernels<T>, t: Tile<T>) {
         let Tile { m, n, k, c, ldc, a, a_rs, a_cs, b, b_rs, b_cs, accumulate } = t;
         let (mr, nr) = (ks.mr, ks.nr);
         let kc_max = blocking::<T>().2;
-        // Contiguous panels pay for their copy once several row groups reuse them.
-        let repack = b_cs != 1 || m > 4 * nr;
+        // Contiguous panels pay for their copy once several row groups reuse them, unless
+        // `B` is already laid out as packed panels (`mr` columns, rows `mr` apart: the
+        // taps kernel's 64-channel products), where the copy would change nothing.
+        let packed = b_cs == 1 && b_rs == mr as isize;
+        let repack = b_cs != 1 || (m > 4 * nr && !packed);
         with_panel::<T, _>(kc_max.min(k) * mr, |panel| {
             for p0 in (0..k).step_by(kc_max) {
                 let kc = kc_max.min(k - p0);

@@ -68,7 +68,8 @@ const DIRECT_MAX_OUT: usize = 64;
 /// that one product over the batch runs near the GEMM's peak. Found by sweeping both
 /// (docs/benchmarks.md, "Eighth session"): at batch 64 they run 1.3-2x faster than the
 /// direct or unfolding kernels up to 7x7 outputs, and up to 14x14 for 5x5 kernels; for a
-/// 1x1 kernel, only up to 4x4 (past that a sample's planes are a wide enough product).
+/// 1x1 kernel, only up to 4x4 outputs (past that a sample's planes are a wide enough
+/// product).
 /// At 28x28 with 5x5 kernels they win only for the channel counts between the direct
 /// kernels' (up to 64 outputs) and unfolding's (256): at 128 channels 1.31x PyTorch's
 /// time against unfolding's 1.70x (ninth session).
@@ -87,7 +88,10 @@ fn taps_win(g: &Geom) -> bool {
         return narrow && taps >= 25 && (l <= 49 || (l <= 196 && g.og <= DIRECT_MAX_OUT));
     }
     if taps == 1 {
-        return g.a.stride == Pair(1, 1) && l <= 16;
+        // Strided (ResNet's shortcuts), only with a batch of 64 or more and 128 or more
+        // outputs: 1.1-1.25x faster than unfolding there, 1.4x at batch 256 (`b4_short`),
+        // but slower at batch 16 or with 64 outputs or fewer (eleventh session).
+        return l <= 16 && (g.a.stride == Pair(1, 1) || (g.n >= 64 && g.og >= 128));
     }
     let between = g.og > DIRECT_MAX_OUT && g.og <= TAPS_WIDE_MAX_CHANNELS && g.cg <= TAPS_WIDE_MAX_CHANNELS;
     l <= 49 || (taps >= 25 && (l <= 196 || (l <= 784 && between)))

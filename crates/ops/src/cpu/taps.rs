@@ -128,6 +128,26 @@ fn to_positions<T: Element>(x: &[T], n: usize, c: usize, p: usize) -> Vec<T> {
     out
 }
 
+/// `[N, C, P]` to `[C, P, N]`, the batch minor: the weight gradient's left-hand sides
+/// `X[p]ᵀ` (a position's `C x N`) then have rows contiguous along the reduction. Read from
+/// the position-major copy they were `C` values apart per step, a new cache line each, and
+/// that gradient ran 35-40% slower than the forward's products of the same size.
+fn to_batch_minor<T: Element>(x: &[T], n: usize, cp: usize) -> Vec<T> {
+    let mut out = autograd::buffers::for_overwrite::<T>(n * cp);
+    if out.is_empty() {
+        return out;
+    }
+    install(|| {
+        out.par_chunks_mut(COPY_COLUMNS * n).enumerate().for_each(|(b, rows)| {
+            transpose(n, rows.len() / n, &x[b * COPY_COLUMNS..], cp, rows, n);
+        })
+    });
+    out
+}
+
+/// Columns of `[N, C P]` per task of [`to_batch_minor`].
+const COPY_COLUMNS: usize = 64;
+
 /// `[P, N, C]` back to `[N, C, P]`, adding `bias[channel]` and applying `act` on the way
 /// (as the other kernels do: the sum, then the activation).
 fn from_positions<T: Element>(xt: &[T], n: usize, c: usize, p: usize, bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
@@ -359,18 +379,19 @@ fn input_grad_from<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], w: &[T]) -> Vec
 /// [`weight_grad`] from `dy` already position-major (`dyt`).
 fn weight_grad_from<T: Element>(g: &Geom, plan: &Plan, x: &[T], dyt: &[T]) -> Vec<T> {
     let (n, c, o, p, taps) = (g.n, g.c, g.o, g.h * g.w, g.kh * g.kw);
-    let xt = to_positions(x, n, c, p);
+    let xc = to_batch_minor(x, n, c * p);
     let live = plan.taps.len();
     let by_t = buckets(&plan.pairs, live, |q| q.t);
     let mut dwt = autograd::buffers::for_overwrite::<T>(live * c * o);
     for_blocks(&mut dwt, live, c, o, |ti, rows, out| {
-        // Xᵀ: element (channel, sample) of position p.
+        // Xᵀ: element (channel, sample) of position p, at `(channel P + p) N + sample`.
         let products = by_t[ti].iter().map(|q| {
-            (MatRef { data: &xt[..], offset: q.p * n * c + rows.start, rs: 1, cs: c as isize }, MatRef::row_major(dyt, q.l * n * o, o))
+            let xt = MatRef { data: &xc[..], offset: (rows.start * p + q.p) * n, rs: (p * n) as isize, cs: 1 };
+            (xt, MatRef::row_major(dyt, q.l * n * o, o))
         });
         sum_products(out, rows.len(), o, n, products);
     });
-    autograd::buffers::recycle(xt);
+    autograd::buffers::recycle(xc);
     let dw = weight_from_taps(&dwt, o, c, taps, &plan.taps);
     autograd::buffers::recycle(dwt);
     dw
