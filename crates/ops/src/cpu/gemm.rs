@@ -460,6 +460,50 @@ pub fn gemm_serial<T: Element>(
     }
 }
 
+/// [`gemm_serial`] with the output cut into [`tile_grid`]'s tiles (a function of the shape
+/// alone), run in parallel: for a kernel with fewer tasks of its own than cores (one
+/// block of a small batch). A tile computes each of its elements as the whole product
+/// does (tiles are at least 64 wide, so none switches to the dot kernels): the same bits
+/// as [`gemm_serial`], at any thread count.
+#[allow(clippy::too_many_arguments)] // as gemm_serial
+pub fn gemm_tiled<T: Element>(m: usize, n: usize, k: usize, a: MatRef<'_, T>, b: MatRef<'_, T>, c: &mut [T], ldc: usize, accumulate: bool) {
+    let (tm, tn) = tile_grid(m, n, k);
+    let tiles_n = n.div_ceil(tn.max(1));
+    let tiles = m.div_ceil(tm.max(1)) * tiles_n;
+    if tiles <= 1 || k == 0 {
+        return gemm_serial(m, n, k, a, b, c, ldc, accumulate);
+    }
+    let end = (m - 1).checked_mul(ldc).and_then(|r| r.checked_add(n));
+    assert!(n <= ldc && end.is_some_and(|e| e <= c.len()), "gemm: output block out of range");
+    a.check(m, k);
+    b.check(k, n);
+    let cp = SharedOut::new(c);
+    install(|| {
+        (0..tiles).into_par_iter().for_each(|t| {
+            let (r0, c0) = (t / tiles_n * tm, t % tiles_n * tn);
+            let (rm, cn) = (tm.min(m - r0), tn.min(n - c0));
+            // SAFETY: the tiles are disjoint blocks of `c`'s `m x n` (rows `ldc >= n`
+            // apart, asserted inside `c`); the views were bounds-checked above.
+            unsafe {
+                kernel(Tile {
+                    m: rm,
+                    n: cn,
+                    k,
+                    c: cp.ptr().add(r0 * ldc + c0),
+                    ldc,
+                    a: a.data.as_ptr().offset(a.offset as isize + r0 as isize * a.rs),
+                    a_rs: a.rs,
+                    a_cs: a.cs,
+                    b: b.data.as_ptr().offset(b.offset as isize + c0 as isize * b.cs),
+                    b_rs: b.rs,
+                    b_cs: b.cs,
+                    accumulate,
+                })
+            }
+        })
+    });
+}
+
 impl<'a, T> MatRef<'a, T> {
     /// Panics unless the `rows x cols` view (both at least 1) lies inside `data`, computed
     /// with checked arithmetic (a huge stride cannot wrap back inside).
