@@ -190,13 +190,10 @@ unsafe fn pack<T: Element>(panel: &mut [T], src: *const T, kc: usize, w: usize, 
                 row[w..].fill(T::zero());
             }
         } else {
-            // B is stored by columns: read each column contiguously.
-            for j in 0..w {
-                let s = src.offset(j as isize * cs);
-                for p in 0..kc {
-                    panel[p * mr + j] = *s.add(p);
-                }
-            }
+            // B is stored by columns (the unfolding weight gradient's `colsᵀ`): a block
+            // transpose, where a value at a time was 8% of a 128-channel 5x5 convolution.
+            // `cs` is positive: `MatRef::check` refuses negative strides.
+            super::transpose::transpose_raw(w, kc, src, cs as usize, panel.as_mut_ptr(), mr);
             for row in panel.chunks_exact_mut(mr).take(kc) {
                 row[w..].fill(T::zero());
             }
