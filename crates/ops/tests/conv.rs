@@ -572,6 +572,23 @@ fn unfolding_in_chunks_matches_the_definition() {
     }
 }
 
+/// No channels on one side: the maps give zeros, never a panic. A transposed convolution
+/// of no input channels (a case `tests/size_overflow.rs` drew) is the input gradient of a
+/// convolution with no output channels.
+#[test]
+fn maps_with_no_channels_on_one_side_give_zeros() {
+    let x = Tensor::ones(&[1, 0, 1, 3]);
+    let w = Tensor::ones(&[0, 2, 1, 1]);
+    let y = ops::conv_transpose2d(&x, &w, None, ops::ConvTranspose2dArgs::new().stride(3)).unwrap();
+    assert_eq!(y.shape(), &[1, 2, 1, 7]);
+    assert_eq!(y.to_vec::<f64>(), vec![0.0; 14]);
+    for algo in Conv2dAlgo::ALL {
+        let a = Conv2dArgs::new().padding(1).algo(algo);
+        let dx = conv2d_input_grad(&Tensor::ones(&[2, 0, 5, 5]), &Tensor::ones(&[0, 3, 3, 3]), &[2, 3, 5, 5], a).unwrap();
+        assert_eq!(dx.to_vec::<f64>(), vec![0.0; 150], "{}", algo.name());
+    }
+}
+
 /// An input that needs no gradient (a network's first layer, as ResNet's stem): the direct
 /// kernels then sum the weight and bias gradients from a channel-minor copy of the output
 /// gradient alone. Against the definition in f64, with and without a fused activation

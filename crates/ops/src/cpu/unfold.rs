@@ -412,7 +412,8 @@ pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let (l, rows) = (g.l(), g.rows());
     let chw = g.c * g.h * g.w;
     let mut dx = autograd::buffers::zeroed::<T>(g.n * chw);
-    if rows == 0 || dx.is_empty() {
+    if rows == 0 || g.og == 0 || dx.is_empty() {
+        // No output channels (a transposed convolution of no input channels): zeros.
         return dx;
     }
     // Each group's weight transposed to `[rows, og]`, once per call: read in place, the
