@@ -198,18 +198,32 @@ fn unfold_rows<T: Element>(g: &Geom, p: &Planes, src: &[T], rows: std::ops::Rang
 fn fold_rows<T: Element>(g: &Geom, p: &Planes, cols: &[T], ld: usize, rows: std::ops::Range<usize>, acc: &mut [T]) {
     let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
     let (l, taps) = (g.l(), g.kh * g.kw);
+    if rows.is_empty() || l == 0 {
+        return;
+    }
+    assert!(rows.end <= g.rows() && (rows.len() - 1) * ld + l <= cols.len(), "fold: input block too small");
+    // As in `unfold_rows`: the last output row and column reach padded row
+    // `(oh - 1) sh + (kh - 1) dh < hp` and column `(ow - 1) sw + (kw - 1) dw < wp`.
+    let fits = (g.oh - 1) * sh + (g.kh - 1) * dh < p.hp && (g.ow - 1) * sw + (g.kw - 1) * dw < p.wp;
+    assert!(g.cg * p.hp * p.wp <= acc.len() && fits, "fold: window outside the padded planes");
     for (k, row) in rows.enumerate() {
         let (cc, i, j) = (row / taps, row % taps / g.kw, row % g.kw);
-        let src_row = &cols[k * ld..][..l];
         let base = (cc * p.hp + i * dh) * p.wp + j * dw;
         for oy in 0..g.oh {
-            let src = &src_row[oy * g.ow..(oy + 1) * g.ow];
-            let line = &mut acc[base + oy * sh * p.wp..];
-            if sw == 1 {
-                add_run(&mut line[..g.ow], src);
-            } else {
-                for (ox, &v) in src.iter().enumerate() {
-                    line[ox * sw] += v;
+            // Raw runs: slicing `acc` per output row (bounds-checked twice) cost as much
+            // as the few adds of a 14-value row.
+            // SAFETY: the asserts above keep the run read inside `cols` and the run
+            // written, `(cc hp + oy sh + i dh) wp + j dw + ox sw` for `ox < ow`, inside
+            // channel `cc`'s padded plane, so inside `acc`.
+            unsafe {
+                let src = cols.as_ptr().add(k * ld + oy * g.ow);
+                let dst = acc.as_mut_ptr().add(base + oy * sh * p.wp);
+                if sw == 1 {
+                    add_run(std::slice::from_raw_parts_mut(dst, g.ow), std::slice::from_raw_parts(src, g.ow));
+                } else {
+                    for ox in 0..g.ow {
+                        *dst.add(ox * sw) += *src.add(ox);
+                    }
                 }
             }
         }
