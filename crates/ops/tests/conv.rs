@@ -76,6 +76,13 @@ fn reference_grads(x: &Tensor, w: &Tensor, dy: &Tensor, a: Conv2dArgs) -> (Vec<f
     (dx, dw)
 }
 
+/// Uniform f64 input, weight, bias and output gradient for one geometry, from `seed`.
+fn f64_case(xs: &[usize], ws: &[usize], a: Conv2dArgs, seed: u64) -> [Tensor; 4] {
+    let mut r = rng(seed);
+    let mut draw = |shape: &[usize]| Tensor::uniform_dtype(shape, -1.0, 1.0, DType::F64, &mut r);
+    [draw(xs), draw(ws), draw(&[ws[0]]), draw(&out_shape(xs, ws, a))]
+}
+
 fn max_error(got: &[f64], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len());
     got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, autograd::tensor::nan_max)
@@ -458,11 +465,7 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
 #[test]
 fn every_algorithm_matches_the_definition_and_gradchecks() {
     for (i, (xs, ws, a)) in algo_cases().into_iter().enumerate() {
-        let mut r = rng(100 + i as u64);
-        let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r);
-        let w = Tensor::uniform_dtype(&ws, -1.0, 1.0, DType::F64, &mut r);
-        let b = Tensor::uniform_dtype(&[ws[0]], -1.0, 1.0, DType::F64, &mut r);
-        let dy = Tensor::uniform_dtype(&out_shape(&xs, &ws, a), -1.0, 1.0, DType::F64, &mut r);
+        let [x, w, b, dy] = f64_case(&xs, &ws, a, 100 + i as u64);
         let want = reference(&x, &w, Some(&b), a);
         let (want_dx, want_dw) = reference_grads(&x, &w, &dy, a);
         let mut results: Vec<(Conv2dAlgo, [Vec<f64>; 3])> = Vec::new();
@@ -557,11 +560,8 @@ fn unfolding_in_chunks_matches_the_definition() {
     ];
     for (i, (xs, ws, a)) in cases.into_iter().enumerate() {
         let a = a.algo(Conv2dAlgo::Unfold);
-        let mut r = rng(40 + i as u64);
-        let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
-        let w = Tensor::uniform_dtype(&ws, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
-        let b = Tensor::uniform_dtype(&[ws[0]], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
-        let dy = Tensor::uniform_dtype(&out_shape(&xs, &ws, a), -1.0, 1.0, DType::F64, &mut r);
+        let [x, w, b, dy] = f64_case(&xs, &ws, a, 40 + i as u64);
+        let (x, w, b) = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_());
         let y = conv2d(&x, &w, Some(&b), a).unwrap();
         y.backward_with(Some(&dy), Default::default()).unwrap();
         assert_eq!(last_conv2d_algo(Conv2dMap::WeightGrad), Some(Conv2dAlgo::Unfold));
@@ -599,11 +599,8 @@ fn a_first_layer_without_an_input_gradient_gets_its_weight_and_bias_gradients() 
     if !runs_here(Conv2dAlgo::Direct, &xs, &ws, a) {
         return;
     }
-    let mut r = rng(31);
-    let x = Tensor::uniform_dtype(&xs, -1.0, 1.0, DType::F64, &mut r);
-    let w = Tensor::uniform_dtype(&ws, -1.0, 1.0, DType::F64, &mut r).requires_grad_();
-    let b = Tensor::uniform_dtype(&[ws[0]], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
-    let dy = Tensor::uniform_dtype(&out_shape(&xs, &ws, a), -1.0, 1.0, DType::F64, &mut r);
+    let [x, w, b, dy] = f64_case(&xs, &ws, a, 31);
+    let (w, b) = (w.requires_grad_(), b.requires_grad_());
     let y = conv2d(&x, &w, Some(&b), a).unwrap();
     y.backward_with(Some(&dy), Default::default()).unwrap();
     assert_eq!(last_conv2d_algo(Conv2dMap::WeightGrad), Some(Conv2dAlgo::Direct));

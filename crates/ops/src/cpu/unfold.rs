@@ -161,23 +161,34 @@ fn prepare_block<'a, T: Element>(
     move |s| if in_place { &x[(first + s) * chw + grp * group..][..group] } else { &pad[s * len..][..len] }
 }
 
+/// Row `row` of the unfolded matrix as its channel and kernel tap, `(c, i, j)`.
+fn tap_of(g: &Geom, row: usize) -> (usize, usize, usize) {
+    let taps = g.kh * g.kw;
+    (row / taps, row % taps / g.kw, row % g.kw)
+}
+
+/// Whether every tap's outputs read inside the padded planes `p`: the last output row and
+/// column read padded row `(oh - 1) sh + (kh - 1) dh` and column `(ow - 1) sw + (kw - 1)
+/// dw`, which keeps every phase index below `nph` and every run inside its phase (see
+/// `Planes`). The bound the raw runs of [`unfold_rows`] and [`fold_rows`] rest on; needs
+/// at least one output and one tap.
+fn window_fits(g: &Geom, p: &Planes) -> bool {
+    let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
+    (g.oh - 1) * sh + (g.kh - 1) * dh < p.hp && (g.ow - 1) * sw + (g.kw - 1) * dw < p.wp
+}
+
 /// Unfolds rows `rows` of one sample's unfolded matrix from its planes `src` (layout `p`)
 /// into `cols`, the chunk's `k`-th row at `cols[k ld]`: row `(c kh + i) kw + j` holds, for
 /// every output position, the input value kernel tap `(i, j)` of channel `c` sees there.
 fn unfold_rows<T: Element>(g: &Geom, p: &Planes, src: &[T], rows: std::ops::Range<usize>, cols: &mut [T], ld: usize) {
     let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
-    let (l, taps) = (g.l(), g.kh * g.kw);
-    if rows.is_empty() || l == 0 {
+    if rows.is_empty() || g.l() == 0 {
         return;
     }
-    assert!(rows.end <= g.rows() && (rows.len() - 1) * ld + l <= cols.len(), "unfold: output block too small");
-    // The last output row and column read padded row `(oh - 1) sh + (kh - 1) dh` and
-    // column `(ow - 1) sw + (kw - 1) dw`, which keeps every phase index below `nph` and
-    // every run inside its phase (see `Planes`).
-    let fits = (g.oh - 1) * sh + (g.kh - 1) * dh < p.hp && (g.ow - 1) * sw + (g.kw - 1) * dw < p.wp;
-    assert!(p.len(g) <= src.len() && fits, "unfold: window outside the padded planes");
+    assert!(rows.end <= g.rows() && (rows.len() - 1) * ld + g.l() <= cols.len(), "unfold: output block too small");
+    assert!(p.len(g) <= src.len() && window_fits(g, p), "unfold: window outside the padded planes");
     for (k, row) in rows.enumerate() {
-        let (cc, i, j) = (row / taps, row % taps / g.kw, row % g.kw);
+        let (cc, i, j) = tap_of(g, row);
         let (q, r) = ((j * dw) / sw, (j * dw) % sw);
         // Raw copies: this loop runs `C kh kw OH` times per sample, and slice bounds
         // checks cost more than the few moves of each run.
@@ -197,17 +208,13 @@ fn unfold_rows<T: Element>(g: &Geom, p: &Planes, src: &[T], rows: std::ops::Rang
 /// (`cg x hp x wp`), in row order.
 fn fold_rows<T: Element>(g: &Geom, p: &Planes, cols: &[T], ld: usize, rows: std::ops::Range<usize>, acc: &mut [T]) {
     let (Pair(sh, sw), Pair(dh, dw)) = (g.a.stride, g.a.dilation);
-    let (l, taps) = (g.l(), g.kh * g.kw);
-    if rows.is_empty() || l == 0 {
+    if rows.is_empty() || g.l() == 0 {
         return;
     }
-    assert!(rows.end <= g.rows() && (rows.len() - 1) * ld + l <= cols.len(), "fold: input block too small");
-    // As in `unfold_rows`: the last output row and column reach padded row
-    // `(oh - 1) sh + (kh - 1) dh < hp` and column `(ow - 1) sw + (kw - 1) dw < wp`.
-    let fits = (g.oh - 1) * sh + (g.kh - 1) * dh < p.hp && (g.ow - 1) * sw + (g.kw - 1) * dw < p.wp;
-    assert!(g.cg * p.hp * p.wp <= acc.len() && fits, "fold: window outside the padded planes");
+    assert!(rows.end <= g.rows() && (rows.len() - 1) * ld + g.l() <= cols.len(), "fold: input block too small");
+    assert!(g.cg * p.hp * p.wp <= acc.len() && window_fits(g, p), "fold: window outside the padded planes");
     for (k, row) in rows.enumerate() {
-        let (cc, i, j) = (row / taps, row % taps / g.kw, row % g.kw);
+        let (cc, i, j) = tap_of(g, row);
         let base = (cc * p.hp + i * dh) * p.wp + j * dw;
         for oy in 0..g.oh {
             // Raw runs: slicing `acc` per output row (bounds-checked twice) cost as much
