@@ -53,9 +53,28 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool().install(f)
 }
 
+/// Whether a parallel section of `len` elements should run its pieces in order on the
+/// calling thread: when it is small, or when the pool has one thread. Entering the pool
+/// from outside hands the work to a pool thread and waits for it (two futex calls and two
+/// context switches), which at one thread buys nothing. The pieces are the same either
+/// way, so the results are too.
+pub fn run_here(len: usize) -> bool {
+    len < PAR_MIN_ELEMS || num_threads() == 1
+}
+
+/// `(0..n).map(f).collect()`: in the pool, or in order on the calling thread when the pool
+/// has one thread (see [`run_here`]). Each item depends on its index alone.
+pub fn map_collect<R: Send>(n: usize, f: impl Fn(usize) -> R + Send + Sync) -> Vec<R> {
+    if num_threads() == 1 {
+        (0..n).map(f).collect()
+    } else {
+        install(|| (0..n).into_par_iter().map(f).collect())
+    }
+}
+
 /// Fills `out[i] = f(i-th chunk)` chunk-wise, in parallel when large enough.
 pub fn for_each_chunk_mut<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Send + Sync) {
-    if out.len() < PAR_MIN_ELEMS {
+    if run_here(out.len()) {
         for (i, c) in out.chunks_mut(CHUNK).enumerate() {
             f(i * CHUNK, c);
         }
@@ -72,7 +91,7 @@ pub fn for_each_row_mut<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &m
     if row == 0 {
         return;
     }
-    if out.len() < PAR_MIN_ELEMS {
+    if run_here(out.len()) {
         out.chunks_mut(row).enumerate().for_each(|(i, r)| f(i, r));
     } else {
         install(|| out.par_chunks_mut(row).enumerate().for_each(|(i, r)| f(i, r)));
@@ -85,11 +104,8 @@ pub fn deterministic_sum<T: crate::Element>(x: &[T]) -> T {
     if x.len() <= CHUNK {
         return chunk_sum(x);
     }
-    let partial: Vec<T> = if x.len() < PAR_MIN_ELEMS {
-        x.chunks(CHUNK).map(chunk_sum).collect()
-    } else {
-        install(|| x.par_chunks(CHUNK).map(chunk_sum).collect())
-    };
+    let partial: Vec<T> =
+        if run_here(x.len()) { x.chunks(CHUNK).map(chunk_sum).collect() } else { install(|| x.par_chunks(CHUNK).map(chunk_sum).collect()) };
     partial.into_iter().sum()
 }
 

@@ -227,8 +227,8 @@ impl Draws {
                 *o = f(unit_f64(w));
             }
         };
-        if out.len() <= DRAW_CHUNK {
-            fill(0, out);
+        if out.len() <= DRAW_CHUNK || crate::parallel::num_threads() == 1 {
+            out.chunks_mut(DRAW_CHUNK).enumerate().for_each(|(i, c)| fill(i, c));
         } else {
             use rayon::prelude::*;
             crate::parallel::install(|| out.par_chunks_mut(DRAW_CHUNK).enumerate().for_each(|(i, c)| fill(i, c)));

@@ -6,7 +6,7 @@
 
 use crate::dtype::Element;
 use crate::error::{Error, Result};
-use crate::parallel::{deterministic_sum, install, PAR_MIN_ELEMS};
+use crate::parallel::{deterministic_sum, install, run_here};
 use crate::shape::normalize_dim;
 use crate::tape::{record_saving, Saves};
 use crate::tensor::Tensor;
@@ -34,7 +34,7 @@ fn sum_axis<T: Element>(x: &[T], outer: usize, r: usize, inner: usize) -> Vec<T>
             }
         }
     };
-    if outer > 1 && x.len() >= PAR_MIN_ELEMS && inner > 0 {
+    if outer > 1 && !run_here(x.len()) && inner > 0 {
         install(|| out.par_chunks_mut(inner).enumerate().for_each(|(o, d)| one(o, d)));
     } else if inner > 0 {
         out.chunks_mut(inner).enumerate().for_each(|(o, d)| one(o, d));

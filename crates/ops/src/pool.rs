@@ -12,7 +12,7 @@
 
 use crate::args::{out_size, Pair};
 use crate::cpu::pool_rows::{avg2x2_row, max2x2_row, max2x2_scatter_rows, spread2x2_row, winner4, wins};
-use autograd::parallel::install;
+use autograd::parallel::{for_each_row_mut, install};
 use autograd::{record_saving, Element, Error, Result, Saves, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -116,7 +116,7 @@ impl Geom {
 fn per_plane<T: Element>(planes: usize, in_len: usize, out_len: usize, x: &[T], f: impl Fn(usize, &[T], &mut [T]) + Sync + Send) -> Vec<T> {
     let mut y = autograd::buffers::for_overwrite::<T>(planes * out_len);
     if out_len > 0 {
-        install(|| y.par_chunks_mut(out_len).enumerate().for_each(|(p, yp)| f(p, &x[p * in_len..(p + 1) * in_len], yp)));
+        for_each_row_mut(&mut y, out_len, |p, yp| f(p, &x[p * in_len..(p + 1) * in_len], yp));
     }
     y
 }
@@ -228,22 +228,20 @@ fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom, winners: Winners) -> Res
         let mut dx =
             if tiled { autograd::buffers::for_overwrite::<T>(g.planes * inp) } else { autograd::buffers::zeroed::<T>(g.planes * inp) };
         if inp > 0 {
-            install(|| {
-                dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {
-                    let (dp, xp) = (&d[p * outp..(p + 1) * outp], &xd[p * inp..(p + 1) * inp]);
-                    match &winners {
-                        // In output order, as the search below adds them: the same sums.
-                        Some(at) => at[p * outp..(p + 1) * outp].iter().zip(dp).for_each(|(&i, &v)| dxp[i as usize] += v),
-                        None if tiled => {
-                            // Zero both rows of each window row, then one store per window.
-                            for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
-                                let r0 = 2 * oy * g.w;
-                                max2x2_scatter_rows(&mut dxp[r0..], &xp[r0..], g.w, drow);
-                            }
+            for_each_row_mut(&mut dx, inp, |p, dxp| {
+                let (dp, xp) = (&d[p * outp..(p + 1) * outp], &xd[p * inp..(p + 1) * inp]);
+                match &winners {
+                    // In output order, as the search below adds them: the same sums.
+                    Some(at) => at[p * outp..(p + 1) * outp].iter().zip(dp).for_each(|(&i, &v)| dxp[i as usize] += v),
+                    None if tiled => {
+                        // Zero both rows of each window row, then one store per window.
+                        for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
+                            let r0 = 2 * oy * g.w;
+                            max2x2_scatter_rows(&mut dxp[r0..], &xp[r0..], g.w, drow);
                         }
-                        None => for_each_winner(&g, xp, |o, i| dxp[i] += dp[o]),
                     }
-                })
+                    None => for_each_winner(&g, xp, |o, i| dxp[i] += dp[o]),
+                }
             });
         }
         Tensor::from_vec(dx, x.shape())?
@@ -324,29 +322,27 @@ pub fn avg_pool2d_backward(dy: &Tensor, input_shape: &[usize], args: Pool2dArgs)
         let mut dx =
             if covers { autograd::buffers::for_overwrite::<T>(g.planes * inp) } else { autograd::buffers::zeroed::<T>(g.planes * inp) };
         if inp > 0 {
-            install(|| {
-                dx.par_chunks_mut(inp).enumerate().for_each(|(p, dxp)| {
-                    let dp = &d[p * outp..(p + 1) * outp];
-                    if g.is_2x2() {
-                        for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
-                            let (top, bottom) = dxp[2 * oy * g.w..(2 * oy + 2) * g.w].split_at_mut(g.w);
-                            spread2x2_row(&mut top[..2 * g.ow], &mut bottom[..2 * g.ow], drow, scale);
-                        }
-                        return;
+            for_each_row_mut(&mut dx, inp, |p, dxp| {
+                let dp = &d[p * outp..(p + 1) * outp];
+                if g.is_2x2() {
+                    for (oy, drow) in dp.chunks_exact(g.ow).enumerate() {
+                        let (top, bottom) = dxp[2 * oy * g.w..(2 * oy + 2) * g.w].split_at_mut(g.w);
+                        spread2x2_row(&mut top[..2 * g.ow], &mut bottom[..2 * g.ow], drow, scale);
                     }
-                    for oy in 0..g.oh {
-                        let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
-                        for ox in 0..g.ow {
-                            let (x0, x1) = Geom::span(ox, g.sw, g.pw, g.kw, g.w);
-                            let v = dp[oy * g.ow + ox] * scale;
-                            for iy in y0..y1 {
-                                for ix in x0..x1 {
-                                    dxp[iy * g.w + ix] += v;
-                                }
+                    return;
+                }
+                for oy in 0..g.oh {
+                    let (y0, y1) = Geom::span(oy, g.sh, g.ph, g.kh, g.h);
+                    for ox in 0..g.ow {
+                        let (x0, x1) = Geom::span(ox, g.sw, g.pw, g.kw, g.w);
+                        let v = dp[oy * g.ow + ox] * scale;
+                        for iy in y0..y1 {
+                            for ix in x0..x1 {
+                                dxp[iy * g.w + ix] += v;
                             }
                         }
                     }
-                })
+                }
             });
         }
         Tensor::from_vec(dx, input_shape)?

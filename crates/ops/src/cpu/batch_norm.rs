@@ -2,9 +2,8 @@
 //! buffers: parallel over channels (statistics) or over `[S]` planes (element-wise
 //! passes); every sum runs in a fixed order, so the bits do not depend on the thread count.
 
-use autograd::parallel::install;
+use autograd::parallel::{for_each_row_mut, map_collect};
 use autograd::{Activation, Element, Scalar};
-use rayon::prelude::*;
 
 /// `(sum f(x), sum g(x))` over a plane in eight f64 lanes (so the loop vectorises),
 /// combined in a fixed order: the same bits on every call.
@@ -59,7 +58,7 @@ pub(crate) fn channel_stats<T: Element>(x: &[T], n: usize, c: usize, s: usize) -
         let sq: f64 = planes.map(|p| sums8(p, p, |v, _| ((v - mean) * (v - mean), 0.0)).0).sum();
         (mean, sq / m)
     };
-    install(|| (0..c).into_par_iter().map(one).collect())
+    map_collect(c, one)
 }
 
 /// The gradient reaching the batch norm's output: the op's own `dz`, or, when an
@@ -124,7 +123,7 @@ pub(crate) fn grad_sums<T: Element>(
             }
             (sd, sdx * invstd)
         };
-        install(|| (0..c).into_par_iter().map(one).collect())
+        map_collect(c, one)
     })
 }
 
@@ -136,15 +135,15 @@ pub(crate) fn affine<T: Element>(x: &[T], c: usize, s: usize, scale: &[T], shift
     if c * s == 0 {
         return y;
     }
-    install(|| {
-        y.par_chunks_mut(c * s).zip(x.par_chunks(c * s)).for_each(|(yr, xr)| {
-            for ((yp, xp), (&a, &b)) in yr.chunks_exact_mut(s).zip(xr.chunks_exact(s)).zip(scale.iter().zip(shift)) {
-                yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);
-            }
-            if let Some(act) = act {
-                act.apply_slice(yr);
-            }
-        })
+    let row = c * s;
+    for_each_row_mut(&mut y, row, |i, yr| {
+        let xr = &x[i * row..][..row];
+        for ((yp, xp), (&a, &b)) in yr.chunks_exact_mut(s).zip(xr.chunks_exact(s)).zip(scale.iter().zip(shift)) {
+            yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);
+        }
+        if let Some(act) = act {
+            act.apply_slice(yr);
+        }
     });
     y
 }
@@ -157,14 +156,12 @@ pub(crate) fn grad_input<T: Element>(og: OutGrad<'_, T>, x: &[T], c: usize, s: u
     if row == 0 {
         return dx;
     }
-    with_grad!(og, |grad, z| install(|| {
-        let rows = og.dz.par_chunks(row).zip(z.par_chunks(row)).zip(x.par_chunks(row));
-        dx.par_chunks_mut(row).zip(rows).for_each(|(dr, ((dzr, zr), xr))| {
-            let planes = dr.chunks_exact_mut(s).zip(dzr.chunks_exact(s).zip(zr.chunks_exact(s)).zip(xr.chunks_exact(s)));
-            for ((dp, ((dzp, zp), xp)), &[a, b, d]) in planes.zip(coef) {
-                dp.iter_mut().zip(dzp.iter().zip(zp).zip(xp)).for_each(|(o, ((&dz, &z), &x))| *o = a * grad(dz, z) + b * x + d);
-            }
-        })
+    with_grad!(og, |grad, z| for_each_row_mut(&mut dx, row, |i, dr| {
+        let (dzr, zr, xr) = (&og.dz[i * row..][..row], &z[i * row..][..row], &x[i * row..][..row]);
+        let planes = dr.chunks_exact_mut(s).zip(dzr.chunks_exact(s).zip(zr.chunks_exact(s)).zip(xr.chunks_exact(s)));
+        for ((dp, ((dzp, zp), xp)), &[a, b, d]) in planes.zip(coef) {
+            dp.iter_mut().zip(dzp.iter().zip(zp).zip(xp)).for_each(|(o, ((&dz, &z), &x))| *o = a * grad(dz, z) + b * x + d);
+        }
     }));
     dx
 }

@@ -9,7 +9,7 @@
 //! the same order at any thread count: results are bitwise identical at 1, 2 or 64 threads.
 
 use crate::shared::SharedOut;
-use autograd::parallel::install;
+use autograd::parallel::{install, num_threads};
 use autograd::Element;
 use rayon::prelude::*;
 use std::any::{Any, TypeId};
@@ -403,7 +403,7 @@ pub fn gemm_batch<T: Element>(m: usize, n: usize, k: usize, products: &[Product<
             })
         }
     };
-    if total == 1 || m.saturating_mul(n).saturating_mul(k).saturating_mul(products.len()) < PAR_MIN_MACS {
+    if total == 1 || num_threads() == 1 || m.saturating_mul(n).saturating_mul(k).saturating_mul(products.len()) < PAR_MIN_MACS {
         (0..total).for_each(run);
     } else {
         install(|| (0..total).into_par_iter().for_each(run));
@@ -467,7 +467,7 @@ pub fn gemm_tiled<T: Element>(m: usize, n: usize, k: usize, a: MatRef<'_, T>, b:
     let (tm, tn) = tile_grid(m, n, k);
     let tiles_n = n.div_ceil(tn.max(1));
     let tiles = m.div_ceil(tm.max(1)) * tiles_n;
-    if tiles <= 1 || k == 0 {
+    if tiles <= 1 || k == 0 || num_threads() == 1 {
         return gemm_serial(m, n, k, a, b, c, ldc, accumulate);
     }
     let end = (m - 1).checked_mul(ldc).and_then(|r| r.checked_add(n));

@@ -14,9 +14,7 @@ use super::gemm::{gemm_batch, gemm_serial, MatRef, Product};
 use super::geom::Geom;
 use super::scratch::{par_tasks, Lens};
 use crate::shared::SharedOut;
-use autograd::parallel::install;
 use autograd::{Activation, Element};
-use rayon::prelude::*;
 
 /// Values per chunk of the parallel activation pass (fixed, so the chunking never depends
 /// on the thread count; an element-wise map gives the same bits either way).
@@ -40,7 +38,7 @@ pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>
         .collect();
     gemm_batch(g.og, l, g.cg, &products, &mut y, true);
     if let Some(a) = act {
-        install(|| y.par_chunks_mut(ACT_CHUNK).for_each(|c| a.apply_slice(c)));
+        autograd::parallel::for_each_row_mut(&mut y, ACT_CHUNK, |_, c| a.apply_slice(c));
     }
     y
 }
