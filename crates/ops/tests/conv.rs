@@ -435,6 +435,13 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
         assert_eq!(wide, Conv2dAlgo::Unfold);
         let many = conv2d_algo_for(map, &[8, 256, 14, 14], &[256, 256, 3, 3], Conv2dArgs::new().padding(1)).unwrap();
         assert_eq!(many, Conv2dAlgo::Unfold);
+        // 3x3 at stride 2 at batch 8: the taps kernel onto 4x4 outputs, and onto 7x7 with
+        // 64 outputs; unfolding onto 7x7 with 128.
+        let down =
+            |c: usize, hw: usize| conv2d_algo_for(map, &[8, c, hw, hw], &[c, c, 3, 3], Conv2dArgs::new().stride(2).padding(1)).unwrap();
+        assert_eq!(down(128, 7), Conv2dAlgo::Taps, "{map:?}");
+        assert_eq!(down(64, 14), Conv2dAlgo::Taps, "{map:?}");
+        assert_eq!(down(128, 14), Conv2dAlgo::Unfold, "{map:?}");
         // ResNet-18's small maps at a training batch: one product per position and tap;
         // at batch 8 the products would be too thin.
         for (xs, ws, s) in
