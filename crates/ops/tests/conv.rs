@@ -425,16 +425,19 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
         // ResNet-18's strided 1x1 shortcuts at a training batch: the taps kernel.
         let shortcut = conv2d_algo_for(map, &[256, 128, 4, 4], &[256, 128, 1, 1], Conv2dArgs::new().stride(2)).unwrap();
         assert_eq!(shortcut, Conv2dAlgo::Taps);
-        // At batch 8, 5x5 kernels over 64 channels take the taps kernel at 7x7 and 14x14
-        // outputs, and unfold at 256 channels.
+        // At batch 8: 5x5 kernels over 64 channels take the taps kernel at stride 2 onto 7x7
+        // outputs; at stride 1 (products by runs of positions) 3x3 kernels up to 14x14 and
+        // 5x5 kernels up to 28x28 do, at any channel count, but 3x3 at 28x28 unfolds.
         let small = conv2d_algo_for(map, &[8, 64, 14, 14], &[64, 64, 5, 5], Conv2dArgs::new().stride(2).padding(2)).unwrap();
         assert_eq!(small, Conv2dAlgo::Taps);
         let mid = conv2d_algo_for(map, &[8, 64, 14, 14], &[64, 64, 5, 5], Conv2dArgs::new().padding(2)).unwrap();
         assert_eq!(mid, Conv2dAlgo::Taps);
-        let wide = conv2d_algo_for(map, &[8, 256, 14, 14], &[256, 256, 5, 5], Conv2dArgs::new().padding(2)).unwrap();
-        assert_eq!(wide, Conv2dAlgo::Unfold);
+        let wide = conv2d_algo_for(map, &[8, 256, 28, 28], &[256, 256, 5, 5], Conv2dArgs::new().padding(2)).unwrap();
+        assert_eq!(wide, Conv2dAlgo::Taps);
         let many = conv2d_algo_for(map, &[8, 256, 14, 14], &[256, 256, 3, 3], Conv2dArgs::new().padding(1)).unwrap();
-        assert_eq!(many, Conv2dAlgo::Unfold);
+        assert_eq!(many, Conv2dAlgo::Taps);
+        let large = conv2d_algo_for(map, &[8, 256, 28, 28], &[256, 256, 3, 3], Conv2dArgs::new().padding(1)).unwrap();
+        assert_eq!(large, Conv2dAlgo::Unfold);
         // 3x3 at stride 2 at batch 8: the taps kernel onto 4x4 outputs, and onto 7x7 with
         // 64 outputs; unfolding onto 7x7 with 128.
         let down =
@@ -442,15 +445,18 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
         assert_eq!(down(128, 7), Conv2dAlgo::Taps, "{map:?}");
         assert_eq!(down(64, 14), Conv2dAlgo::Taps, "{map:?}");
         assert_eq!(down(128, 14), Conv2dAlgo::Unfold, "{map:?}");
-        // ResNet-18's small maps at a training batch: one product per position and tap;
-        // at batch 8 the products would be too thin.
-        for (xs, ws, s) in
-            [([256, 64, 7, 7], [64, 64, 3, 3], 1), ([256, 256, 2, 2], [512, 256, 3, 3], 2), ([256, 512, 1, 1], [512, 512, 3, 3], 1)]
-        {
+        // ResNet-18's small maps at a training batch: one product per position and tap; at
+        // batch 8 the products of the 2x2 and 1x1 maps would be too thin, while at 7x7 the
+        // runs of positions fill them.
+        for (xs, ws, s, at_8) in [
+            ([256, 64, 7, 7], [64, 64, 3, 3], 1, true),
+            ([256, 256, 2, 2], [512, 256, 3, 3], 2, false),
+            ([256, 512, 1, 1], [512, 512, 3, 3], 1, false),
+        ] {
             let a = Conv2dArgs::new().padding(1).stride(s);
             assert_eq!(conv2d_algo_for(map, &xs, &ws, a).unwrap(), Conv2dAlgo::Taps, "{map:?} {xs:?}");
             let small = [8, xs[1], xs[2], xs[3]];
-            assert_ne!(conv2d_algo_for(map, &small, &ws, a).unwrap(), Conv2dAlgo::Taps, "{map:?} {small:?}");
+            assert_eq!(conv2d_algo_for(map, &small, &ws, a).unwrap() == Conv2dAlgo::Taps, at_8, "{map:?} {small:?}");
         }
         // 5x5 at 28x28: the direct kernels up to 64 channels, taps at 128, unfolding at 256.
         let five = |c: usize| conv2d_algo_for(map, &[64, c, 28, 28], &[c, c, 5, 5], Conv2dArgs::new().padding(2)).unwrap();
@@ -525,6 +531,8 @@ fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
         ([19, 64, 8, 8], [16, 64, 3, 3], Conv2dArgs::new().padding(1)),
         // The taps kernel: three blocks of batch rows, two of channel rows.
         ([130, 70, 2, 2], [40, 70, 3, 3], Conv2dArgs::new().padding(1)),
+        // The taps kernel at a small batch: products by runs of positions.
+        ([9, 40, 5, 6], [36, 40, 3, 3], Conv2dArgs::new().padding(1)),
     ];
     for (xs, ws, a) in cases {
         for algo in Conv2dAlgo::ALL {

@@ -74,17 +74,24 @@ const DIRECT_MAX_OUT: usize = 64;
 /// kernels' (up to 64 outputs) and unfolding's (256): at 128 channels 1.31x PyTorch's
 /// time against unfolding's 1.70x (ninth session).
 ///
-/// With 8 to 15 samples the products are thinner, and the taps kernel wins only for 5x5
-/// kernels over 32-128 channels, at outputs up to 7x7, or up to 14x14 with 64 outputs or
-/// fewer: 1.1-1.35x faster there than the next best kernel, and 1.3-2x slower at 256
-/// channels or with 3x3 kernels at stride 1 (eleventh session's batch-8 sweep); and for
-/// 3x3 kernels at stride 2 onto small outputs (twelfth session).
+/// With 8 to 15 samples a position's products are thin. At stride 1 the kernel then
+/// multiplies runs of positions at once and wins for 3x3 and 5x5 kernels (see below). At
+/// other strides it wins only for 5x5 kernels over 32-128 channels, at outputs up to 7x7,
+/// or up to 14x14 with 64 outputs or fewer (eleventh session's batch-8 sweep), and for 3x3
+/// kernels at stride 2 onto small outputs (twelfth session).
 fn taps_win(g: &Geom) -> bool {
     let (l, taps) = (g.l(), g.kh * g.kw);
     if g.n < TAPS_SMALL_BATCH || g.cg < TAPS_MIN_CHANNELS || g.og < TAPS_MIN_CHANNELS {
         return false;
     }
     if g.n < TAPS_MIN_BATCH {
+        // At stride 1 the products go by runs of positions (`taps.rs`), `len N` rows each:
+        // 1.1-1.35x faster than the next best kernel for 3x3 kernels onto 3x3 to 14x14
+        // outputs and 5x5 kernels onto 3x3 to 28x28, from 64 to 256 channels, at 1 and 2
+        // threads (twelfth session; at 28x28 with 3x3 kernels, up to 9% slower).
+        if g.a.stride == Pair(1, 1) && taps >= 9 && l >= 9 && (taps >= 25 || l <= 196) {
+            return true;
+        }
         let narrow = g.cg <= TAPS_WIDE_MAX_CHANNELS && g.og <= TAPS_WIDE_MAX_CHANNELS;
         let five = narrow && taps >= 25 && (l <= 49 || (l <= 196 && g.og <= DIRECT_MAX_OUT));
         // 3x3 at stride 2 onto 3x3 to 4x4 outputs (up to 256 channels), or up to 7x7 with

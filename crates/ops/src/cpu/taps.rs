@@ -295,17 +295,93 @@ pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>
     let wt = weight_by_tap(w, o, c, taps, &plan.taps, true);
     let by_l = buckets(&plan.pairs, l, |q| q.l);
     let mut yt = autograd::buffers::for_overwrite::<T>(l * n * o);
-    for_blocks(&mut yt, l, n, o, |li, rows, out| {
-        let products =
-            by_l[li].iter().map(|q| (MatRef::row_major(&xt, (q.p * n + rows.start) * c, c), MatRef::row_major(&wt, q.t * c * o, o)));
-        sum_products(out, rows.len(), o, c, products);
-    });
+    if runs_apply(g) {
+        forward_runs(g, &plan, &xt, &wt, &mut yt);
+    } else {
+        for_blocks(&mut yt, l, n, o, |li, rows, out| {
+            let products =
+                by_l[li].iter().map(|q| (MatRef::row_major(&xt, (q.p * n + rows.start) * c, c), MatRef::row_major(&wt, q.t * c * o, o)));
+            sum_products(out, rows.len(), o, c, products);
+        });
+    }
     autograd::buffers::recycle(xt);
     autograd::buffers::recycle(wt);
     let mut y = from_positions(&yt, n, o, l, bias, act);
     autograd::buffers::recycle(yt);
     poison_skipped_taps(g, &by_l, &plan.taps, w, &mut y);
     y
+}
+
+/// Whether the products go by runs of positions ([`forward_runs`]): with fewer than
+/// [`RUNS_MAX_BATCH`] samples a position's product has too few rows to keep the
+/// micro-kernel busy, and at stride 1 the input positions a tap reads for a run of outputs
+/// are a run too, so one product covers them all.
+fn runs_apply(g: &Geom) -> bool {
+    g.n < RUNS_MAX_BATCH && g.a.stride == Pair(1, 1)
+}
+const RUNS_MAX_BATCH: usize = 16;
+
+/// For kernel tap `t = i kw + j` (stride 1), every output row's run of outputs that read a
+/// real input through it, as `(first input position, first output position, length)`,
+/// by output row. Output `(oy, ox)` reads input `(oy + i dh - ph, ox + j dw - pw)`.
+fn tap_runs(g: &Geom, t: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let (Pair(ph, pw), Pair(dh, dw)) = (g.a.padding, g.a.dilation);
+    let (i, j) = (t / g.kw, t % g.kw);
+    let ox0 = pw.saturating_sub(j * dw);
+    let ox1 = (g.w + pw).saturating_sub(j * dw).min(g.ow);
+    (0..g.oh).filter_map(move |oy| {
+        let iy = (oy + i * dh).checked_sub(ph).filter(|&r| r < g.h)?;
+        (ox0 < ox1).then(|| (iy * g.w + ox0 + j * dw - pw, oy * g.ow + ox0, ox1 - ox0))
+    })
+}
+
+/// The forward's products by output row and live tap: a tap's run of outputs in a row and
+/// the run of inputs it reads are contiguous blocks of rows in the position-major copies,
+/// so each run is one product of `len N` rows. Each output adds its taps in kernel order,
+/// as the per-position products do (from zero: the sign of an exactly zero sum may
+/// differ).
+fn forward_runs<T: Element>(g: &Geom, plan: &Plan, xt: &[T], wt: &[T], yt: &mut [T]) {
+    let (n, c, o) = (g.n, g.c, g.o);
+    let row = g.ow * n * o;
+    let dst = SharedOut::new(yt);
+    install(|| {
+        (0..g.oh).into_par_iter().for_each(|oy| {
+            // SAFETY: each output row's block belongs to one task.
+            let out = unsafe { dst.slice(oy * row, row) };
+            out.fill(T::zero());
+            for (k, &t) in plan.taps.iter().enumerate() {
+                for (p0, l0, len) in tap_runs(g, t).filter(|&(_, l0, _)| l0 / g.ow == oy) {
+                    let (a, b) = (MatRef::row_major(xt, p0 * n * c, c), MatRef::row_major(wt, k * c * o, o));
+                    let at = (l0 - oy * g.ow) * n * o;
+                    gemm_serial(len * n, o, c, a, b, &mut out[at..][..len * n * o], o, true);
+                }
+            }
+        })
+    });
+}
+
+/// The input gradient's products by input row and live tap, the adjoint of
+/// [`forward_runs`]: a run of inputs gathers the run of output gradients that read it.
+/// Each input adds its outputs in increasing order (the taps in reverse), as the
+/// per-position products do.
+fn input_grad_runs<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], wt: &[T], dxt: &mut [T]) {
+    let (n, c, o) = (g.n, g.c, g.o);
+    let row = g.w * n * c;
+    let dst = SharedOut::new(dxt);
+    install(|| {
+        (0..g.h).into_par_iter().for_each(|iy| {
+            // SAFETY: each input row's block belongs to one task.
+            let out = unsafe { dst.slice(iy * row, row) };
+            out.fill(T::zero());
+            for (k, &t) in plan.taps.iter().enumerate().rev() {
+                for (p0, l0, len) in tap_runs(g, t).filter(|&(p0, _, _)| p0 / g.w == iy) {
+                    let (a, b) = (MatRef::row_major(dyt, l0 * n * o, o), MatRef::row_major(wt, k * o * c, c));
+                    let at = (p0 - iy * g.w) * n * c;
+                    gemm_serial(len * n, c, o, a, b, &mut out[at..][..len * n * c], c, true);
+                }
+            }
+        })
+    });
 }
 
 /// NaN in, NaN out: the definition multiplies a tap that reads padding by zero, and
@@ -365,11 +441,15 @@ fn input_grad_from<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], w: &[T]) -> Vec
     let wt = weight_by_tap(w, o, c, taps, &plan.taps, false);
     let by_p = buckets(&plan.pairs, p, |q| q.p);
     let mut dxt = autograd::buffers::for_overwrite::<T>(p * n * c);
-    for_blocks(&mut dxt, p, n, c, |pi, rows, out| {
-        let products =
-            by_p[pi].iter().map(|q| (MatRef::row_major(dyt, (q.l * n + rows.start) * o, o), MatRef::row_major(&wt, q.t * o * c, c)));
-        sum_products(out, rows.len(), c, o, products);
-    });
+    if runs_apply(g) {
+        input_grad_runs(g, plan, dyt, &wt, &mut dxt);
+    } else {
+        for_blocks(&mut dxt, p, n, c, |pi, rows, out| {
+            let products =
+                by_p[pi].iter().map(|q| (MatRef::row_major(dyt, (q.l * n + rows.start) * o, o), MatRef::row_major(&wt, q.t * o * c, c)));
+            sum_products(out, rows.len(), c, o, products);
+        });
+    }
     autograd::buffers::recycle(wt);
     let dx = from_positions(&dxt, n, c, p, None, None);
     autograd::buffers::recycle(dxt);
@@ -383,12 +463,24 @@ fn weight_grad_from<T: Element>(g: &Geom, plan: &Plan, x: &[T], dyt: &[T]) -> Ve
     let live = plan.taps.len();
     let by_t = buckets(&plan.pairs, live, |q| q.t);
     let mut dwt = autograd::buffers::for_overwrite::<T>(live * c * o);
+    let runs = runs_apply(g);
     for_blocks(&mut dwt, live, c, o, |ti, rows, out| {
         // Xᵀ: element (channel, sample) of position p, at `(channel P + p) N + sample`.
-        let products = by_t[ti].iter().map(|q| {
-            let xt = MatRef { data: &xc[..], offset: (rows.start * p + q.p) * n, rs: (p * n) as isize, cs: 1 };
-            (xt, MatRef::row_major(dyt, q.l * n * o, o))
-        });
+        let xt_at = |p0: usize| MatRef { data: &xc[..], offset: (rows.start * p + p0) * n, rs: (p * n) as isize, cs: 1 };
+        if runs {
+            // A run of outputs and the run of inputs it reads: one product of depth `len N`.
+            let products = tap_runs(g, plan.taps[ti]).map(|(p0, l0, len)| (len * n, xt_at(p0), MatRef::row_major(dyt, l0 * n * o, o)));
+            let mut any = false;
+            for (depth, a, b) in products {
+                gemm_serial(rows.len(), o, depth, a, b, out, o, any);
+                any = true;
+            }
+            if !any {
+                out.fill(T::zero());
+            }
+            return;
+        }
+        let products = by_t[ti].iter().map(|q| (xt_at(q.p), MatRef::row_major(dyt, q.l * n * o, o)));
         sum_products(out, rows.len(), o, n, products);
     });
     autograd::buffers::recycle(xc);
