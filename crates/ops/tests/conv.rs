@@ -438,6 +438,13 @@ fn the_selector_keeps_lenet_on_the_direct_kernels_and_1x1_on_gemm() {
         assert_eq!(many, Conv2dAlgo::Taps);
         let large = conv2d_algo_for(map, &[8, 256, 28, 28], &[256, 256, 3, 3], Conv2dArgs::new().padding(1)).unwrap();
         assert_eq!(large, Conv2dAlgo::Unfold);
+        // 3x3 onto 14x14 at batch 64: the taps kernel over 64 channels, the direct kernels
+        // over 32.
+        let at14 = |c: usize| conv2d_algo_for(map, &[64, c, 14, 14], &[c, c, 3, 3], Conv2dArgs::new().padding(1)).unwrap();
+        assert_eq!(at14(64), Conv2dAlgo::Taps, "{map:?}");
+        if conv2d_algo_applies(Conv2dAlgo::Direct, &[64, 32, 14, 14], &[32, 32, 3, 3], Conv2dArgs::new()).unwrap() {
+            assert_eq!(at14(32), Conv2dAlgo::Direct, "{map:?}");
+        }
         // 3x3 at stride 2 at batch 8: the taps kernel onto 4x4 outputs, and onto 7x7 with
         // 64 outputs; unfolding onto 7x7 with 128.
         let down =
