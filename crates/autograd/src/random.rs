@@ -227,7 +227,7 @@ impl Draws {
                 *o = f(unit_f64(w));
             }
         };
-        if out.len() <= DRAW_CHUNK || crate::parallel::num_threads() == 1 {
+        if crate::parallel::run_here(out.len()) {
             out.chunks_mut(DRAW_CHUNK).enumerate().for_each(|(i, c)| fill(i, c));
         } else {
             use rayon::prelude::*;

@@ -89,7 +89,7 @@ fn taps_win(g: &Geom) -> bool {
         // 1.1-1.35x faster than the next best kernel for 3x3 kernels onto 3x3 to 14x14
         // outputs and 5x5 kernels onto 3x3 to 28x28, from 64 to 256 channels, at 1 and 2
         // threads (twelfth session; at 28x28 with 3x3 kernels, up to 9% slower).
-        if g.a.stride == Pair(1, 1) && taps >= 9 && l >= 9 && (taps >= 25 || l <= 196) {
+        if super::taps::runs_apply(g) && taps >= 9 && l >= 9 && (taps >= 25 || l <= 196) {
             return true;
         }
         let narrow = g.cg <= TAPS_WIDE_MAX_CHANNELS && g.og <= TAPS_WIDE_MAX_CHANNELS;
@@ -97,8 +97,8 @@ fn taps_win(g: &Geom) -> bool {
         // 3x3 at stride 2 onto 3x3 to 4x4 outputs (up to 256 channels), or up to 7x7 with
         // 64 outputs or fewer: 1.2-2.5x faster than unfolding at 2 threads, and at 1 thread
         // as fast or faster except 256 channels (9% slower; twelfth session).
-        let strided = taps == 9 && g.a.stride == Pair(2, 2) && g.cg <= 256 && g.og <= 256 && l >= 9;
-        let strided = strided && (l <= 16 || (l <= 49 && g.og <= DIRECT_MAX_OUT));
+        let small_out = (9..=16).contains(&l) || ((9..=49).contains(&l) && g.og <= DIRECT_MAX_OUT);
+        let strided = taps == 9 && g.a.stride == Pair(2, 2) && g.cg <= 256 && g.og <= 256 && small_out;
         return five || strided;
     }
     if taps == 1 {
@@ -109,7 +109,7 @@ fn taps_win(g: &Geom) -> bool {
     }
     let between = g.og > DIRECT_MAX_OUT && g.og <= TAPS_WIDE_MAX_CHANNELS && g.cg <= TAPS_WIDE_MAX_CHANNELS;
     // 3x3 onto up to 14x14 outputs over 33-64 channels: 13-27% faster than the direct
-    // kernels at batch 16 and 64, 1 thread (at 2 threads, even to 13% faster); not at 32
+    // kernels at batch 16 and 64, 1 thread (at 2 threads, as fast to 13% faster); not at 32
     // channels, where the direct kernels win by 30% (twelfth session).
     let sixty_four = (TAPS_MIN_CHANNELS + 1..=DIRECT_MAX_OUT).contains(&g.cg) && (TAPS_MIN_CHANNELS + 1..=DIRECT_MAX_OUT).contains(&g.og);
     l <= 49 || (taps >= 25 && (l <= 196 || (l <= 784 && between))) || (taps == 9 && l <= 196 && sixty_four)

@@ -22,7 +22,7 @@ use super::geom::Geom;
 use super::transpose::{transpose, transpose_raw};
 use crate::args::Pair;
 use crate::shared::SharedOut;
-use autograd::parallel::install;
+use autograd::parallel::{for_each_row_mut, install};
 use autograd::{Activation, Element};
 use rayon::prelude::*;
 
@@ -315,24 +315,22 @@ pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>
 /// Whether the products go by runs of positions ([`forward_runs`]): with fewer than
 /// [`RUNS_MAX_BATCH`] samples a position's product has too few rows to keep the
 /// micro-kernel busy, and at stride 1 the input positions a tap reads for a run of outputs
-/// are a run too, so one product covers them all.
-fn runs_apply(g: &Geom) -> bool {
+/// are a run too, so one product covers them all. The selector asks this too.
+pub(super) fn runs_apply(g: &Geom) -> bool {
     g.n < RUNS_MAX_BATCH && g.a.stride == Pair(1, 1)
 }
 const RUNS_MAX_BATCH: usize = 16;
 
-/// For kernel tap `t = i kw + j` (stride 1), every output row's run of outputs that read a
-/// real input through it, as `(first input position, first output position, length)`,
-/// by output row. Output `(oy, ox)` reads input `(oy + i dh - ph, ox + j dw - pw)`.
-fn tap_runs(g: &Geom, t: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+/// For kernel tap `t = i kw + j` (stride 1), output row `oy`'s run of outputs that read a
+/// real input through it, as `(first input position, first output position, length)`, if
+/// any. Output `(oy, ox)` reads input `(oy + i dh - ph, ox + j dw - pw)`.
+fn tap_run(g: &Geom, t: usize, oy: usize) -> Option<(usize, usize, usize)> {
     let (Pair(ph, pw), Pair(dh, dw)) = (g.a.padding, g.a.dilation);
     let (i, j) = (t / g.kw, t % g.kw);
+    let iy = (oy + i * dh).checked_sub(ph).filter(|&r| r < g.h)?;
     let ox0 = pw.saturating_sub(j * dw);
     let ox1 = (g.w + pw).saturating_sub(j * dw).min(g.ow);
-    (0..g.oh).filter_map(move |oy| {
-        let iy = (oy + i * dh).checked_sub(ph).filter(|&r| r < g.h)?;
-        (ox0 < ox1).then(|| (iy * g.w + ox0 + j * dw - pw, oy * g.ow + ox0, ox1 - ox0))
-    })
+    (oy < g.oh && ox0 < ox1).then(|| (iy * g.w + ox0 + j * dw - pw, oy * g.ow + ox0, ox1 - ox0))
 }
 
 /// The forward's products by output row and live tap: a tap's run of outputs in a row and
@@ -342,45 +340,35 @@ fn tap_runs(g: &Geom, t: usize) -> impl Iterator<Item = (usize, usize, usize)> +
 /// differ).
 fn forward_runs<T: Element>(g: &Geom, plan: &Plan, xt: &[T], wt: &[T], yt: &mut [T]) {
     let (n, c, o) = (g.n, g.c, g.o);
-    let row = g.ow * n * o;
-    let dst = SharedOut::new(yt);
-    install(|| {
-        (0..g.oh).into_par_iter().for_each(|oy| {
-            // SAFETY: each output row's block belongs to one task.
-            let out = unsafe { dst.slice(oy * row, row) };
-            out.fill(T::zero());
-            for (k, &t) in plan.taps.iter().enumerate() {
-                for (p0, l0, len) in tap_runs(g, t).filter(|&(_, l0, _)| l0 / g.ow == oy) {
-                    let (a, b) = (MatRef::row_major(xt, p0 * n * c, c), MatRef::row_major(wt, k * c * o, o));
-                    let at = (l0 - oy * g.ow) * n * o;
-                    gemm_serial(len * n, o, c, a, b, &mut out[at..][..len * n * o], o, true);
-                }
+    for_each_row_mut(yt, g.ow * n * o, |oy, out| {
+        out.fill(T::zero());
+        for (k, &t) in plan.taps.iter().enumerate() {
+            if let Some((p0, l0, len)) = tap_run(g, t, oy) {
+                let (a, b) = (MatRef::row_major(xt, p0 * n * c, c), MatRef::row_major(wt, k * c * o, o));
+                let at = (l0 - oy * g.ow) * n * o;
+                gemm_serial(len * n, o, c, a, b, &mut out[at..][..len * n * o], o, true);
             }
-        })
+        }
     });
 }
 
 /// The input gradient's products by input row and live tap, the adjoint of
-/// [`forward_runs`]: a run of inputs gathers the run of output gradients that read it.
-/// Each input adds its outputs in increasing order (the taps in reverse), as the
-/// per-position products do.
+/// [`forward_runs`]: a run of inputs gathers the run of output gradients that read it
+/// (from output row `iy + ph - i dh`). Each input adds its outputs in increasing order
+/// (the taps in reverse), as the per-position products do.
 fn input_grad_runs<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], wt: &[T], dxt: &mut [T]) {
     let (n, c, o) = (g.n, g.c, g.o);
-    let row = g.w * n * c;
-    let dst = SharedOut::new(dxt);
-    install(|| {
-        (0..g.h).into_par_iter().for_each(|iy| {
-            // SAFETY: each input row's block belongs to one task.
-            let out = unsafe { dst.slice(iy * row, row) };
-            out.fill(T::zero());
-            for (k, &t) in plan.taps.iter().enumerate().rev() {
-                for (p0, l0, len) in tap_runs(g, t).filter(|&(p0, _, _)| p0 / g.w == iy) {
-                    let (a, b) = (MatRef::row_major(dyt, l0 * n * o, o), MatRef::row_major(wt, k * o * c, c));
-                    let at = (p0 - iy * g.w) * n * c;
-                    gemm_serial(len * n, c, o, a, b, &mut out[at..][..len * n * c], c, true);
-                }
+    let (ph, dh) = (g.a.padding.0, g.a.dilation.0);
+    for_each_row_mut(dxt, g.w * n * c, |iy, out| {
+        out.fill(T::zero());
+        for (k, &t) in plan.taps.iter().enumerate().rev() {
+            let run = (iy + ph).checked_sub(t / g.kw * dh).and_then(|oy| tap_run(g, t, oy));
+            if let Some((p0, l0, len)) = run {
+                let (a, b) = (MatRef::row_major(dyt, l0 * n * o, o), MatRef::row_major(wt, k * o * c, c));
+                let at = (p0 - iy * g.w) * n * c;
+                gemm_serial(len * n, c, o, a, b, &mut out[at..][..len * n * c], c, true);
             }
-        })
+        }
     });
 }
 
@@ -469,7 +457,8 @@ fn weight_grad_from<T: Element>(g: &Geom, plan: &Plan, x: &[T], dyt: &[T]) -> Ve
         let xt_at = |p0: usize| MatRef { data: &xc[..], offset: (rows.start * p + p0) * n, rs: (p * n) as isize, cs: 1 };
         if runs {
             // A run of outputs and the run of inputs it reads: one product of depth `len N`.
-            let products = tap_runs(g, plan.taps[ti]).map(|(p0, l0, len)| (len * n, xt_at(p0), MatRef::row_major(dyt, l0 * n * o, o)));
+            let runs = (0..g.oh).filter_map(|oy| tap_run(g, plan.taps[ti], oy));
+            let products = runs.map(|(p0, l0, len)| (len * n, xt_at(p0), MatRef::row_major(dyt, l0 * n * o, o)));
             let mut any = false;
             for (depth, a, b) in products {
                 gemm_serial(rows.len(), o, depth, a, b, out, o, any);
