@@ -540,6 +540,9 @@ fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
         ([130, 70, 2, 2], [40, 70, 3, 3], Conv2dArgs::new().padding(1)),
         // The taps kernel at a small batch: products by runs of positions.
         ([9, 40, 5, 6], [36, 40, 3, 3], Conv2dArgs::new().padding(1)),
+        // The taps kernel by blocks of samples: 15, 15 and 10, each with its partial
+        // weight gradient.
+        ([40, 24, 6, 9], [20, 24, 3, 3], Conv2dArgs::new().padding(1)),
     ];
     for (xs, ws, a) in cases {
         for algo in Conv2dAlgo::ALL {
@@ -566,6 +569,46 @@ fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
             assert!(one == two, "{} differs between 1 and 2 threads on {xs:?} x {ws:?}", algo.name());
         }
     }
+}
+
+/// At stride 1 with a batch of 16 or more, the taps kernel runs blocks of samples (about
+/// 128 rows of products each: 16 samples at 8-wide outputs, 15 at 9-wide), each on its own
+/// copies, with one partial weight gradient per block: all three maps against the
+/// definition in f64, with blocks that do not divide the batch, dilation and uneven
+/// padding; each gradient op on its own too, bitwise as in the backward; and gradchecked
+/// on a small case of two blocks.
+#[test]
+fn the_taps_kernel_by_blocks_of_samples_matches_the_definition() {
+    let cases = [
+        ([21, 3, 5, 8], [4, 3, 3, 3], Conv2dArgs::new().padding(1)),
+        ([18, 2, 6, 9], [3, 2, 3, 2], Conv2dArgs::new().dilation(2).padding((2, 1))),
+        ([33, 5, 4, 4], [6, 5, 3, 3], Conv2dArgs::new().padding(1)),
+        ([16, 4, 7, 7], [5, 4, 5, 5], Conv2dArgs::new().padding((2, 1))),
+    ];
+    for (i, (xs, ws, a)) in cases.into_iter().enumerate() {
+        let a = a.algo(Conv2dAlgo::Taps);
+        let [x, w, b, dy] = f64_case(&xs, &ws, a, 60 + i as u64);
+        let (xg, wg, bg) = (x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_());
+        let y = conv2d(&xg, &wg, Some(&bg), a).unwrap();
+        y.backward_with(Some(&dy), Default::default()).unwrap();
+        assert_eq!(last_conv2d_algo(Conv2dMap::WeightGrad), Some(Conv2dAlgo::Taps), "case {i}");
+        let (want_dx, want_dw) = reference_grads(&x, &w, &dy, a);
+        assert!(max_error(&y.to_vec::<f64>(), &reference(&x, &w, Some(&b), a)) < 1e-12, "case {i}: forward");
+        assert!(max_error(&xg.grad().unwrap().to_vec::<f64>(), &want_dx) < 1e-12, "case {i}: input gradient");
+        assert!(max_error(&wg.grad().unwrap().to_vec::<f64>(), &want_dw) < 1e-12, "case {i}: weight gradient");
+        let dx = conv2d_input_grad(&dy, &w, &xs, a).unwrap();
+        let dw = conv2d_weight_grad(&x, &dy, &ws, a).unwrap();
+        assert!(max_error(&dx.to_vec::<f64>(), &want_dx) < 1e-12, "case {i}: input gradient alone");
+        assert!(max_error(&dw.to_vec::<f64>(), &want_dw) < 1e-12, "case {i}: weight gradient alone");
+        // The same bits alone as together (the blocks' partials do not depend on dx).
+        assert_eq!(dw.to_vec::<f64>(), wg.grad().unwrap().to_vec::<f64>(), "case {i}");
+        assert_eq!(dx.to_vec::<f64>(), xg.grad().unwrap().to_vec::<f64>(), "case {i}");
+    }
+    let a = Conv2dArgs::new().padding(1).algo(Conv2dAlgo::Taps);
+    let [x, w, b, _] = f64_case(&[18, 1, 3, 8], &[2, 1, 3, 3], a, 70);
+    let (x, w, b) = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_());
+    assert_gradcheck(|v| conv2d(&v[0], &v[1], Some(&v[2]), a), &[x.clone(), w.clone(), b]);
+    assert_gradgradcheck(|v| conv2d(&v[0], &v[1], None, a), &[x, w]);
 }
 
 /// Unfolded matrices larger than the 512 KB the unfolding kernels multiply at a time are

@@ -155,19 +155,40 @@ fn from_positions<T: Element>(xt: &[T], n: usize, c: usize, p: usize, bias: Opti
     if n * c * p == 0 {
         return out;
     }
-    install(|| {
-        out.par_chunks_mut(c * p).enumerate().for_each(|(s, sample)| {
-            transpose(p, c, &xt[s * c..], n * c, sample, p);
-            for (ch, plane) in sample.chunks_exact_mut(p).enumerate() {
-                if let Some(b) = bias {
-                    let bc = b[ch]; // hoisted: a bounds check in the loop stops vectorisation
-                    plane.iter_mut().for_each(|v| *v += bc);
-                }
-                act.inspect(|a| a.apply_slice(plane));
-            }
-        })
-    });
+    install(|| out.par_chunks_mut(c * p).enumerate().for_each(|(s, sample)| sample_from_positions(xt, s, n, c, p, bias, act, sample)));
     out
+}
+
+/// Sample `s`'s `[C, P]` planes (`sample`) from the position-major `xt` (`[P, n, C]`), with
+/// the bias and the activation.
+#[allow(clippy::too_many_arguments)]
+fn sample_from_positions<T: Element>(
+    xt: &[T],
+    s: usize,
+    n: usize,
+    c: usize,
+    p: usize,
+    bias: Option<&[T]>,
+    act: Option<Activation>,
+    sample: &mut [T],
+) {
+    transpose(p, c, &xt[s * c..], n * c, sample, p);
+    for (ch, plane) in sample.chunks_exact_mut(p).enumerate() {
+        if let Some(b) = bias {
+            let bc = b[ch]; // hoisted: a bounds check in the loop stops vectorisation
+            plane.iter_mut().for_each(|v| *v += bc);
+        }
+        act.inspect(|a| a.apply_slice(plane));
+    }
+}
+
+/// `x` (`[n, C, P]`, a few samples) position-major, `[P, n, C]`, on the calling thread.
+fn block_to_positions<T: Element>(x: &[T], n: usize, c: usize, p: usize) -> Vec<T> {
+    let mut xt = autograd::buffers::for_overwrite::<T>(n * c * p);
+    for s in 0..n {
+        transpose(c, p, &x[s * c * p..], p, &mut xt[s * c..], n * c);
+    }
+    xt
 }
 
 /// Channels (or output channels) per task of the weight layout copies: a block's rows of
@@ -290,10 +311,16 @@ fn sum_products<'a, T: Element>(
 /// activation.
 pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
     let (n, c, o, l, p, taps) = (g.n, g.c, g.o, g.l(), g.h * g.w, g.kh * g.kw);
-    let xt = to_positions(x, n, c, p);
     let plan = plan(g);
     let wt = weight_by_tap(w, o, c, taps, &plan.taps, true);
     let by_l = buckets(&plan.pairs, l, |q| q.l);
+    if let Some(s) = block_samples(g) {
+        let mut y = forward_blocked(g, &plan, s, x, &wt, bias, act);
+        autograd::buffers::recycle(wt);
+        poison_skipped_taps(g, &by_l, &plan.taps, w, &mut y);
+        return y;
+    }
+    let xt = to_positions(x, n, c, p);
     let mut yt = autograd::buffers::for_overwrite::<T>(l * n * o);
     if runs_apply(g) {
         forward_runs(g, &plan, &xt, &wt, &mut yt);
@@ -339,17 +366,55 @@ fn tap_run(g: &Geom, t: usize, oy: usize) -> Option<(usize, usize, usize)> {
 /// as the per-position products do (from zero: the sign of an exactly zero sum may
 /// differ).
 fn forward_runs<T: Element>(g: &Geom, plan: &Plan, xt: &[T], wt: &[T], yt: &mut [T]) {
+    for_each_row_mut(yt, g.ow * g.n * g.o, |oy, out| forward_row(g, plan, xt, wt, oy, out));
+}
+
+/// Output row `oy` (`out`, `[OW, N, O]`) of [`forward_runs`].
+fn forward_row<T: Element>(g: &Geom, plan: &Plan, xt: &[T], wt: &[T], oy: usize, out: &mut [T]) {
     let (n, c, o) = (g.n, g.c, g.o);
-    for_each_row_mut(yt, g.ow * n * o, |oy, out| {
-        out.fill(T::zero());
-        for (k, &t) in plan.taps.iter().enumerate() {
-            if let Some((p0, l0, len)) = tap_run(g, t, oy) {
-                let (a, b) = (MatRef::row_major(xt, p0 * n * c, c), MatRef::row_major(wt, k * c * o, o));
-                let at = (l0 - oy * g.ow) * n * o;
-                gemm_serial(len * n, o, c, a, b, &mut out[at..][..len * n * o], o, true);
-            }
+    out.fill(T::zero());
+    for (k, &t) in plan.taps.iter().enumerate() {
+        if let Some((p0, l0, len)) = tap_run(g, t, oy) {
+            let (a, b) = (MatRef::row_major(xt, p0 * n * c, c), MatRef::row_major(wt, k * c * o, o));
+            let at = (l0 - oy * g.ow) * n * o;
+            gemm_serial(len * n, o, c, a, b, &mut out[at..][..len * n * o], o, true);
         }
+    }
+}
+
+/// Samples per block of the blocked path, if it applies: at stride 1 with a batch of
+/// [`RUNS_MAX_BATCH`] or more (below, [`runs_apply`] takes the whole batch by runs) and
+/// rows of 4 or more outputs. Each block of samples runs [`forward_runs`]'s products on
+/// copies of its own samples: a position-major copy of the whole batch (3 MB at
+/// ResNet-18's `b2`) goes to memory and back, a block's stays in L2. About [`ROWS`]
+/// rows per product. Each output and input gradient adds the same products in the same
+/// order as the per-position path, so there the blocking changes no bit (but the sign of
+/// an exactly zero sum); the weight gradient adds one partial per block
+/// ([`grads_blocked`]).
+fn block_samples(g: &Geom) -> Option<usize> {
+    (g.a.stride == Pair(1, 1) && g.n >= RUNS_MAX_BATCH && g.ow >= 4).then(|| ROWS.div_ceil(g.ow).max(8))
+}
+
+/// The forward by blocks of `s` samples ([`block_samples`]): each block's copy, products
+/// by runs and copy back on one thread, the blocks in parallel.
+fn forward_blocked<T: Element>(g: &Geom, plan: &Plan, s: usize, x: &[T], wt: &[T], bias: Option<&[T]>, act: Option<Activation>) -> Vec<T> {
+    let (c, o, l, p) = (g.c, g.o, g.l(), g.h * g.w);
+    let mut y = autograd::buffers::for_overwrite::<T>(g.n * o * l);
+    for_each_row_mut(&mut y, s * o * l, |b, yb| {
+        let ns = yb.len() / (o * l);
+        let gb = Geom { n: ns, ..*g };
+        let xt = block_to_positions(&x[b * s * c * p..][..ns * c * p], ns, c, p);
+        let mut yt = autograd::buffers::for_overwrite::<T>(l * ns * o);
+        for (oy, out) in yt.chunks_exact_mut(g.ow * ns * o).enumerate() {
+            forward_row(&gb, plan, &xt, wt, oy, out);
+        }
+        for (i, sample) in yb.chunks_exact_mut(o * l).enumerate() {
+            sample_from_positions(&yt, i, ns, o, l, bias, act, sample);
+        }
+        autograd::buffers::recycle(xt);
+        autograd::buffers::recycle(yt);
     });
+    y
 }
 
 /// The input gradient's products by input row and live tap, the adjoint of
@@ -357,19 +422,49 @@ fn forward_runs<T: Element>(g: &Geom, plan: &Plan, xt: &[T], wt: &[T], yt: &mut 
 /// (from output row `iy + ph - i dh`). Each input adds its outputs in increasing order
 /// (the taps in reverse), as the per-position products do.
 fn input_grad_runs<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], wt: &[T], dxt: &mut [T]) {
+    for_each_row_mut(dxt, g.w * g.n * g.c, |iy, out| input_grad_row(g, plan, dyt, wt, iy, out));
+}
+
+/// Input row `iy` (`out`, `[W, N, C]`) of [`input_grad_runs`].
+fn input_grad_row<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], wt: &[T], iy: usize, out: &mut [T]) {
     let (n, c, o) = (g.n, g.c, g.o);
     let (ph, dh) = (g.a.padding.0, g.a.dilation.0);
-    for_each_row_mut(dxt, g.w * n * c, |iy, out| {
-        out.fill(T::zero());
-        for (k, &t) in plan.taps.iter().enumerate().rev() {
-            let run = (iy + ph).checked_sub(t / g.kw * dh).and_then(|oy| tap_run(g, t, oy));
-            if let Some((p0, l0, len)) = run {
-                let (a, b) = (MatRef::row_major(dyt, l0 * n * o, o), MatRef::row_major(wt, k * o * c, c));
-                let at = (p0 - iy * g.w) * n * c;
-                gemm_serial(len * n, c, o, a, b, &mut out[at..][..len * n * c], c, true);
-            }
+    out.fill(T::zero());
+    for (k, &t) in plan.taps.iter().enumerate().rev() {
+        let run = (iy + ph).checked_sub(t / g.kw * dh).and_then(|oy| tap_run(g, t, oy));
+        if let Some((p0, l0, len)) = run {
+            let (a, b) = (MatRef::row_major(dyt, l0 * n * o, o), MatRef::row_major(wt, k * o * c, c));
+            let at = (p0 - iy * g.w) * n * c;
+            gemm_serial(len * n, c, o, a, b, &mut out[at..][..len * n * c], c, true);
         }
+    }
+}
+
+/// The input gradient by blocks of `s` samples, as [`forward_blocked`].
+fn input_grad_blocked<T: Element>(g: &Geom, plan: &Plan, s: usize, dy: &[T], wt: &[T]) -> Vec<T> {
+    let (c, o, l, p) = (g.c, g.o, g.l(), g.h * g.w);
+    let mut dx = autograd::buffers::for_overwrite::<T>(g.n * c * p);
+    for_each_row_mut(&mut dx, s * c * p, |b, dxb| {
+        let ns = dxb.len() / (c * p);
+        let dyt = block_to_positions(&dy[b * s * o * l..][..ns * o * l], ns, o, l);
+        block_input_grad(&Geom { n: ns, ..*g }, plan, &dyt, wt, dxb);
+        autograd::buffers::recycle(dyt);
     });
+    dx
+}
+
+/// One block's input gradient `dxb` (`[ns, C, P]`) from its position-major `dyt`, `gb`
+/// the block's geometry.
+fn block_input_grad<T: Element>(gb: &Geom, plan: &Plan, dyt: &[T], wt: &[T], dxb: &mut [T]) {
+    let (ns, c, p) = (gb.n, gb.c, gb.h * gb.w);
+    let mut dxt = autograd::buffers::for_overwrite::<T>(p * ns * c);
+    for (iy, out) in dxt.chunks_exact_mut(gb.w * ns * c).enumerate() {
+        input_grad_row(gb, plan, dyt, wt, iy, out);
+    }
+    for (i, sample) in dxb.chunks_exact_mut(c * p).enumerate() {
+        sample_from_positions(&dxt, i, ns, c, p, None, None, sample);
+    }
+    autograd::buffers::recycle(dxt);
 }
 
 /// NaN in, NaN out: the definition multiplies a tap that reads padding by zero, and
@@ -397,6 +492,9 @@ fn poison_skipped_taps<T: Element>(g: &Geom, by_l: &[Vec<Live>], live: &[usize],
 /// The input gradient: each input position's rows of the batch add the products of the
 /// pairs that read it.
 pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    if let Some(s) = block_samples(g) {
+        return input_grad_blocked_from(g, &plan(g), s, dy, w);
+    }
     let dyt = to_positions(dy, g.n, g.o, g.l());
     let dx = input_grad_from(g, &plan(g), &dyt, w);
     autograd::buffers::recycle(dyt);
@@ -406,6 +504,9 @@ pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 /// The weight gradient: each tap's rows of channels add the products of the positions
 /// it reads a real input at; taps that only ever read padding get zeros.
 pub(super) fn weight_grad<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    if let Some((_, dw)) = block_samples(g).and_then(|s| grads_blocked(g, &plan(g), s, x, None, dy)) {
+        return dw;
+    }
     let dyt = to_positions(dy, g.n, g.o, g.l());
     let dw = weight_grad_from(g, &plan(g), x, &dyt);
     autograd::buffers::recycle(dyt);
@@ -413,14 +514,102 @@ pub(super) fn weight_grad<T: Element>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
 }
 
 /// Both gradients, `(dx, dw)`, from one position-major copy of `dy` (what the two maps
-/// would each make): bitwise [`input_grad`] and [`weight_grad`].
+/// would each make), or by blocks of samples: bitwise [`input_grad`] and [`weight_grad`].
 pub(super) fn both_grads<T: Element>(g: &Geom, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
-    let dyt = to_positions(dy, g.n, g.o, g.l());
     let plan = plan(g);
+    if let Some((Some(dx), dw)) = block_samples(g).and_then(|s| grads_blocked(g, &plan, s, x, Some(w), dy)) {
+        return (dx, dw);
+    }
+    let dyt = to_positions(dy, g.n, g.o, g.l());
     let dx = input_grad_from(g, &plan, &dyt, w);
     let dw = weight_grad_from(g, &plan, x, &dyt);
     autograd::buffers::recycle(dyt);
     (dx, dw)
+}
+
+/// Most values the blocked weight gradient's partials may take ([`grads_blocked`]): 16 MB
+/// in f32. ResNet-18's `b2` needs 0.5 M, `b3` 1.2 M; 256 channels at 7x7 and batch 256
+/// would need 8 M, and keep the whole-batch products instead.
+const MAX_PARTIALS: usize = 1 << 22;
+
+/// The weight gradient, and the input gradient when `w` is given, by blocks of `s`
+/// samples, if the partials fit [`MAX_PARTIALS`]: each block copies its samples of `dy`
+/// (and `x`) into cache-sized position-major (and batch-minor) copies, computes its
+/// samples' `dx` by runs ([`block_input_grad`]) and its own partial weight gradient,
+/// products of depth `len s`; the partials are then added in block order, so the sums do
+/// not depend on the threads, nor on whether `dx` is wanted.
+fn grads_blocked<T: Element>(g: &Geom, plan: &Plan, s: usize, x: &[T], w: Option<&[T]>, dy: &[T]) -> Option<(Option<Vec<T>>, Vec<T>)> {
+    let (n, c, o, l, p, taps) = (g.n, g.c, g.o, g.l(), g.h * g.w, g.kh * g.kw);
+    let (blocks, live) = (n.div_ceil(s), plan.taps.len());
+    let part_len = live * c * o;
+    if blocks.saturating_mul(part_len) > MAX_PARTIALS {
+        return None;
+    }
+    let wt = w.map(|w| weight_by_tap(w, o, c, taps, &plan.taps, false));
+    let mut dx = wt.as_ref().map(|_| autograd::buffers::for_overwrite::<T>(n * c * p));
+    let mut partial = autograd::buffers::for_overwrite::<T>(blocks * part_len);
+    let block = |b: usize, pb: &mut [T], dxb: Option<&mut [T]>| {
+        let ns = s.min(n - b * s);
+        let gb = Geom { n: ns, ..*g };
+        let dyt = block_to_positions(&dy[b * s * o * l..][..ns * o * l], ns, o, l);
+        if let (Some(dxb), Some(wt)) = (dxb, &wt) {
+            block_input_grad(&gb, plan, &dyt, wt, dxb);
+        }
+        // The block's samples batch-minor, `[C P, ns]`: a channel's run of positions is a
+        // contiguous `len ns` values, the depth of its products.
+        let mut xc = autograd::buffers::for_overwrite::<T>(ns * c * p);
+        transpose(ns, c * p, &x[b * s * c * p..][..ns * c * p], c * p, &mut xc, ns);
+        for (k, out) in pb.chunks_exact_mut(c * o).enumerate() {
+            let mut any = false;
+            for (p0, l0, len) in (0..g.oh).filter_map(|oy| tap_run(g, plan.taps[k], oy)) {
+                let a = MatRef { data: &xc[..], offset: p0 * ns, rs: (p * ns) as isize, cs: 1 };
+                gemm_serial(c, o, len * ns, a, MatRef::row_major(&dyt, l0 * ns * o, o), out, o, any);
+                any = true;
+            }
+            if !any {
+                out.fill(T::zero());
+            }
+        }
+        autograd::buffers::recycle(xc);
+        autograd::buffers::recycle(dyt);
+    };
+    let here = autograd::parallel::run_here(n * c * p);
+    match dx.as_mut() {
+        Some(dx) if here => {
+            partial.chunks_mut(part_len).zip(dx.chunks_mut(s * c * p)).enumerate().for_each(|(b, (pb, dxb))| block(b, pb, Some(dxb)))
+        }
+        Some(dx) => install(|| {
+            partial
+                .par_chunks_mut(part_len)
+                .zip(dx.par_chunks_mut(s * c * p))
+                .enumerate()
+                .for_each(|(b, (pb, dxb))| block(b, pb, Some(dxb)))
+        }),
+        None if here => partial.chunks_mut(part_len).enumerate().for_each(|(b, pb)| block(b, pb, None)),
+        None => install(|| partial.par_chunks_mut(part_len).enumerate().for_each(|(b, pb)| block(b, pb, None))),
+    }
+    wt.map(autograd::buffers::recycle);
+    // The partials added in block order, each tap's matrix on its own.
+    let mut dwt = autograd::buffers::for_overwrite::<T>(part_len);
+    for_each_row_mut(&mut dwt, c * o, |k, out| {
+        let mut parts = partial.chunks_exact(part_len).map(|pb| &pb[k * c * o..][..c * o]);
+        out.copy_from_slice(parts.next().expect("a batch of at least one block"));
+        for pb in parts {
+            out.iter_mut().zip(pb).for_each(|(v, &d)| *v += d);
+        }
+    });
+    autograd::buffers::recycle(partial);
+    let dw = weight_from_taps(&dwt, o, c, taps, &plan.taps);
+    autograd::buffers::recycle(dwt);
+    Some((dx, dw))
+}
+
+/// [`input_grad`] by blocks of `s` samples.
+fn input_grad_blocked_from<T: Element>(g: &Geom, plan: &Plan, s: usize, dy: &[T], w: &[T]) -> Vec<T> {
+    let wt = weight_by_tap(w, g.o, g.c, g.kh * g.kw, &plan.taps, false);
+    let dx = input_grad_blocked(g, plan, s, dy, &wt);
+    autograd::buffers::recycle(wt);
+    dx
 }
 
 /// [`input_grad`] from `dy` already position-major (`dyt`).
