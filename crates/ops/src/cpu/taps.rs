@@ -588,7 +588,9 @@ fn grads_blocked<T: Element>(g: &Geom, plan: &Plan, s: usize, x: &[T], w: Option
         None if here => partial.chunks_mut(part_len).enumerate().for_each(|(b, pb)| block(b, pb, None)),
         None => install(|| partial.par_chunks_mut(part_len).enumerate().for_each(|(b, pb)| block(b, pb, None))),
     }
-    wt.map(autograd::buffers::recycle);
+    if let Some(wt) = wt {
+        autograd::buffers::recycle(wt);
+    }
     // The partials added in block order, each tap's matrix on its own.
     let mut dwt = autograd::buffers::for_overwrite::<T>(part_len);
     for_each_row_mut(&mut dwt, c * o, |k, out| {
