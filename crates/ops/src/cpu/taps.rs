@@ -392,7 +392,9 @@ fn forward_row<T: Element>(g: &Geom, plan: &Plan, xt: &[T], wt: &[T], oy: usize,
 /// an exactly zero sum); the weight gradient adds one partial per block
 /// ([`grads_blocked`]).
 fn block_samples(g: &Geom) -> Option<usize> {
-    (g.a.stride == Pair(1, 1) && g.n >= RUNS_MAX_BATCH && g.ow >= 4).then(|| ROWS.div_ceil(g.ow).max(8))
+    // Blocks of no values could not be cut (the selector sends no empty map here anyway).
+    let values = [g.c, g.o, g.h * g.w, g.l()].iter().all(|&v| v > 0);
+    (values && g.a.stride == Pair(1, 1) && g.n >= RUNS_MAX_BATCH && g.ow >= 4).then(|| ROWS.div_ceil(g.ow).max(8))
 }
 
 /// The forward by blocks of `s` samples ([`block_samples`]): each block's copy, products
