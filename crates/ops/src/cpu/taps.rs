@@ -382,19 +382,25 @@ fn forward_row<T: Element>(g: &Geom, plan: &Plan, xt: &[T], wt: &[T], oy: usize,
     }
 }
 
+/// Fewest samples per block of the blocked path.
+const MIN_BLOCK: usize = 8;
+
 /// Samples per block of the blocked path, if it applies: at stride 1 with a batch of
 /// [`RUNS_MAX_BATCH`] or more (below, [`runs_apply`] takes the whole batch by runs) and
 /// rows of 4 or more outputs. Each block of samples runs [`forward_runs`]'s products on
 /// copies of its own samples: a position-major copy of the whole batch (3 MB at
 /// ResNet-18's `b2`) goes to memory and back, a block's stays in L2. About [`ROWS`]
-/// rows per product. Each output and input gradient adds the same products in the same
+/// rows per product, but at least [`MIN_TASKS`] blocks while they have [`MIN_BLOCK`]
+/// samples (a batch of 16 at 7x7 in one block ran on one core: 22% slower than the
+/// whole-batch products at 2 threads). A function of the shape only. Each output and input gradient adds the same products in the same
 /// order as the per-position path, so there the blocking changes no bit (but the sign of
 /// an exactly zero sum); the weight gradient adds one partial per block
 /// ([`grads_blocked`]).
 fn block_samples(g: &Geom) -> Option<usize> {
     // Blocks of no values could not be cut (the selector sends no empty map here anyway).
     let values = [g.c, g.o, g.h * g.w, g.l()].iter().all(|&v| v > 0);
-    (values && g.a.stride == Pair(1, 1) && g.n >= RUNS_MAX_BATCH && g.ow >= 4).then(|| ROWS.div_ceil(g.ow).max(8))
+    let s = ROWS.div_ceil(g.ow).min(g.n.div_ceil(MIN_TASKS)).max(MIN_BLOCK);
+    (values && g.a.stride == Pair(1, 1) && g.n >= RUNS_MAX_BATCH && g.ow >= 4).then_some(s)
 }
 
 /// The forward by blocks of `s` samples ([`block_samples`]): each block's copy, products
