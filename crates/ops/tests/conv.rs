@@ -540,8 +540,8 @@ fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
         ([130, 70, 2, 2], [40, 70, 3, 3], Conv2dArgs::new().padding(1)),
         // The taps kernel at a small batch: products by runs of positions.
         ([9, 40, 5, 6], [36, 40, 3, 3], Conv2dArgs::new().padding(1)),
-        // The taps kernel by blocks of samples: 15, 15 and 10, each with its partial
-        // weight gradient.
+        // The taps kernel by blocks of samples: four of 10, each with its partial weight
+        // gradient.
         ([40, 24, 6, 9], [20, 24, 3, 3], Conv2dArgs::new().padding(1)),
     ];
     for (xs, ws, a) in cases {
@@ -571,11 +571,10 @@ fn every_algorithm_is_bitwise_identical_at_one_and_two_threads() {
     }
 }
 
-/// At stride 1 with a batch of 16 or more, the taps kernel runs blocks of samples (about
-/// 128 rows of products each: 16 samples at 8-wide outputs, 15 at 9-wide), each on its own
-/// copies, with one partial weight gradient per block: all three maps against the
-/// definition in f64, with blocks that do not divide the batch, dilation and uneven
-/// padding; each gradient op on its own too, bitwise as in the backward; and gradchecked
+/// At stride 1 with a batch of 16 or more, the taps kernel runs blocks of samples (here
+/// 8, 8 and 5; 8, 8 and 2; 9, 9, 9 and 6; 8 and 8), each on its own copies, with one
+/// partial weight gradient per block: all three maps against the definition in f64, with
+/// blocks that do not divide the batch, dilation and uneven padding; each gradient op on its own too, bitwise as in the backward; and gradchecked
 /// on a small case of two blocks.
 #[test]
 fn the_taps_kernel_by_blocks_of_samples_matches_the_definition() {
