@@ -449,15 +449,17 @@ fn input_grad_row<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], wt: &[T], iy: us
 }
 
 /// The input gradient by blocks of `s` samples, as [`forward_blocked`].
-fn input_grad_blocked<T: Element>(g: &Geom, plan: &Plan, s: usize, dy: &[T], wt: &[T]) -> Vec<T> {
+fn input_grad_blocked<T: Element>(g: &Geom, plan: &Plan, s: usize, dy: &[T], w: &[T]) -> Vec<T> {
     let (c, o, l, p) = (g.c, g.o, g.l(), g.h * g.w);
+    let wt = weight_by_tap(w, o, c, g.kh * g.kw, &plan.taps, false);
     let mut dx = autograd::buffers::for_overwrite::<T>(g.n * c * p);
     for_each_row_mut(&mut dx, s * c * p, |b, dxb| {
         let ns = dxb.len() / (c * p);
         let dyt = block_to_positions(&dy[b * s * o * l..][..ns * o * l], ns, o, l);
-        block_input_grad(&Geom { n: ns, ..*g }, plan, &dyt, wt, dxb);
+        block_input_grad(&Geom { n: ns, ..*g }, plan, &dyt, &wt, dxb);
         autograd::buffers::recycle(dyt);
     });
+    autograd::buffers::recycle(wt);
     dx
 }
 
@@ -501,7 +503,7 @@ fn poison_skipped_taps<T: Element>(g: &Geom, by_l: &[Vec<Live>], live: &[usize],
 /// pairs that read it.
 pub(super) fn input_grad<T: Element>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     if let Some(s) = block_samples(g) {
-        return input_grad_blocked_from(g, &plan(g), s, dy, w);
+        return input_grad_blocked(g, &plan(g), s, dy, w);
     }
     let dyt = to_positions(dy, g.n, g.o, g.l());
     let dx = input_grad_from(g, &plan(g), &dyt, w);
@@ -568,15 +570,7 @@ fn grads_blocked<T: Element>(g: &Geom, plan: &Plan, s: usize, x: &[T], w: Option
         let mut xc = autograd::buffers::for_overwrite::<T>(ns * c * p);
         transpose(ns, c * p, &x[b * s * c * p..][..ns * c * p], c * p, &mut xc, ns);
         for (k, out) in pb.chunks_exact_mut(c * o).enumerate() {
-            let mut any = false;
-            for (p0, l0, len) in (0..g.oh).filter_map(|oy| tap_run(g, plan.taps[k], oy)) {
-                let a = MatRef { data: &xc[..], offset: p0 * ns, rs: (p * ns) as isize, cs: 1 };
-                gemm_serial(c, o, len * ns, a, MatRef::row_major(&dyt, l0 * ns * o, o), out, o, any);
-                any = true;
-            }
-            if !any {
-                out.fill(T::zero());
-            }
+            tap_weight_grad_by_runs(&gb, plan.taps[k], &xc, &dyt, 0..c, out);
         }
         autograd::buffers::recycle(xc);
         autograd::buffers::recycle(dyt);
@@ -614,14 +608,6 @@ fn grads_blocked<T: Element>(g: &Geom, plan: &Plan, s: usize, x: &[T], w: Option
     Some((dx, dw))
 }
 
-/// [`input_grad`] by blocks of `s` samples.
-fn input_grad_blocked_from<T: Element>(g: &Geom, plan: &Plan, s: usize, dy: &[T], w: &[T]) -> Vec<T> {
-    let wt = weight_by_tap(w, g.o, g.c, g.kh * g.kw, &plan.taps, false);
-    let dx = input_grad_blocked(g, plan, s, dy, &wt);
-    autograd::buffers::recycle(wt);
-    dx
-}
-
 /// [`input_grad`] from `dy` already position-major (`dyt`).
 fn input_grad_from<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], w: &[T]) -> Vec<T> {
     let (n, c, o, p, taps) = (g.n, g.c, g.o, g.h * g.w, g.kh * g.kw);
@@ -643,6 +629,23 @@ fn input_grad_from<T: Element>(g: &Geom, plan: &Plan, dyt: &[T], w: &[T]) -> Vec
     dx
 }
 
+/// Tap `t`'s weight gradient, channel rows `rows` (`out`, `[rows, O]`), by runs: a run of
+/// outputs and the run of inputs it reads are one product of depth `len N`, from the
+/// batch-minor `xc` (`[C, P, N]`) and the position-major `dyt` (`[L, N, O]`) of `g.n`
+/// samples.
+fn tap_weight_grad_by_runs<T: Element>(g: &Geom, t: usize, xc: &[T], dyt: &[T], rows: std::ops::Range<usize>, out: &mut [T]) {
+    let (n, o, p) = (g.n, g.o, g.h * g.w);
+    let mut any = false;
+    for (p0, l0, len) in (0..g.oh).filter_map(|oy| tap_run(g, t, oy)) {
+        let a = MatRef { data: xc, offset: (rows.start * p + p0) * n, rs: (p * n) as isize, cs: 1 };
+        gemm_serial(rows.len(), o, len * n, a, MatRef::row_major(dyt, l0 * n * o, o), out, o, any);
+        any = true;
+    }
+    if !any {
+        out.fill(T::zero());
+    }
+}
+
 /// [`weight_grad`] from `dy` already position-major (`dyt`).
 fn weight_grad_from<T: Element>(g: &Geom, plan: &Plan, x: &[T], dyt: &[T]) -> Vec<T> {
     let (n, c, o, p, taps) = (g.n, g.c, g.o, g.h * g.w, g.kh * g.kw);
@@ -655,18 +658,7 @@ fn weight_grad_from<T: Element>(g: &Geom, plan: &Plan, x: &[T], dyt: &[T]) -> Ve
         // Xᵀ: element (channel, sample) of position p, at `(channel P + p) N + sample`.
         let xt_at = |p0: usize| MatRef { data: &xc[..], offset: (rows.start * p + p0) * n, rs: (p * n) as isize, cs: 1 };
         if runs {
-            // A run of outputs and the run of inputs it reads: one product of depth `len N`.
-            let runs = (0..g.oh).filter_map(|oy| tap_run(g, plan.taps[ti], oy));
-            let products = runs.map(|(p0, l0, len)| (len * n, xt_at(p0), MatRef::row_major(dyt, l0 * n * o, o)));
-            let mut any = false;
-            for (depth, a, b) in products {
-                gemm_serial(rows.len(), o, depth, a, b, out, o, any);
-                any = true;
-            }
-            if !any {
-                out.fill(T::zero());
-            }
-            return;
+            return tap_weight_grad_by_runs(g, plan.taps[ti], &xc, dyt, rows, out);
         }
         let products = by_t[ti].iter().map(|q| (xt_at(q.p), MatRef::row_major(dyt, q.l * n * o, o)));
         sum_products(out, rows.len(), o, n, products);
