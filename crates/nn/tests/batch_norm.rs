@@ -4,7 +4,7 @@
 
 use autograd::testing::{assert_gradcheck, assert_gradgradcheck};
 use autograd::{rng, DType, Tensor};
-use nn::{BatchNorm, BatchNormConfig, Module};
+use nn::{BatchNorm, BatchNormConfig, Module, Optimizer};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -147,6 +147,60 @@ fn spec_models_match_pytorch() {
         // The other direction: our file loads into PyTorch (make_fixture.py --check NAME FILE).
         if let Ok(dir) = std::env::var("CONVNET_BN_OUT") {
             nn::save_state_dict(&net, &PathBuf::from(dir).join(format!("{name}.npz"))).unwrap();
+        }
+    }
+}
+
+/// Each model's training as PyTorch's: four SGD steps from PyTorch's initial state
+/// (`steps.npz`) give its losses, its state after them (weights, momentum's effect,
+/// running statistics, step counts) and its eval-mode logits. In f64 to 1e-11: the whole
+/// step (forward with the fused train-mode convolutions, loss, backward, SGD) is PyTorch's
+/// maths. In f32 to rounding: the first step is compared to 1e-5, and the later steps no
+/// further from PyTorch's f32 than three times its own distance to f64, which is how far
+/// rounding alone carries them (the small ResNet at lr 0.05 with momentum amplifies it).
+#[test]
+fn spec_models_take_pytorchs_training_steps() {
+    let f = map(fixture("steps.npz"));
+    let labels = f["y"].to_dtype(DType::I64);
+    for (name, lr, momentum, weight_decay) in [("bn_lenet", 1.0, 0.0, 0.0), ("resnet_small", 0.05, 0.9, 5e-4)] {
+        for (tag, dtype) in [("f64", DType::F64), ("f32", DType::F32)] {
+            let what = format!("{name} in {tag}");
+            let net = match name {
+                "bn_lenet" => nn::bn_lenet(&mut rng(0)).unwrap(),
+                _ => nn::resnet18_with_widths([8, 16, 32, 64], &mut rng(0)).unwrap(),
+            };
+            net.load_state_dict(&fixture(&format!("{name}.npz"))).unwrap();
+            net.to_dtype(dtype).unwrap();
+            let config = nn::optim::SgdConfig::new(lr).momentum(momentum).weight_decay(weight_decay);
+            let mut opt = nn::Sgd::with(net.named_parameters(), config).unwrap();
+            net.train();
+            // How far PyTorch's own f32 run is from its f64 run, per step.
+            let drift = |key: &str| {
+                let (a, b) = (&f[&format!("{name}.f32.{key}")], &f[&format!("{name}.f64.{key}")]);
+                a.to_dtype(DType::F64).max_abs_diff(b).unwrap()
+            };
+            let tol = |key: &str, first: bool| match tag {
+                "f64" => 1e-11,
+                _ if first => 1e-5,
+                _ => (3.0 * drift(key)).max(1e-5),
+            };
+            for k in 0..4 {
+                let x = f["x"].narrow(0, k, 1).unwrap().squeeze(0).unwrap().to_dtype(dtype);
+                let y = labels.narrow(0, k, 1).unwrap().squeeze(0).unwrap();
+                let loss = ops::cross_entropy(&net.forward(&x).unwrap(), &y).unwrap();
+                opt.zero_grad();
+                loss.backward().unwrap();
+                opt.step().unwrap();
+                let key = format!("loss{k}");
+                close(&loss, &f[&format!("{name}.{tag}.{key}")], tol(&key, k == 0), &format!("{what}: {key}"));
+            }
+            for (k, t) in net.state_dict() {
+                let key = format!("after.{k}");
+                close(&t, &f[&format!("{name}.{tag}.{key}")], tol(&key, false), &format!("{what}: {k} after four steps"));
+            }
+            net.eval();
+            let logits = net.forward(&f["xe"].to_dtype(dtype)).unwrap();
+            close(&logits, &f[&format!("{name}.{tag}.eval")], tol("eval", false), &format!("{what}: eval logits after four steps"));
         }
     }
 }
