@@ -223,21 +223,62 @@ fn resnet18_has_spec_keys() {
     assert_eq!(y.shape(), &[2, 10]);
 }
 
+/// The kernels against the same maths composed of tape ops, at shapes the fixtures and
+/// the gradchecks leave out: many channels, planes of 1, 3, 8 and 49 values (the kernels'
+/// sums run in lanes of 8, with a separate path under 8).
+#[test]
+fn batch_norm_kernels_match_the_composed_maths_on_many_channels() {
+    let mut r = rng(11);
+    for shape in [vec![40, 150], vec![24, 40, 3], vec![9, 70, 2, 4], vec![5, 3, 7, 7]] {
+        let c = shape[1];
+        let x = Tensor::uniform_dtype(&shape, -2.0, 3.0, DType::F64, &mut r).requires_grad_();
+        let w = Tensor::uniform_dtype(&[c], 0.5, 1.5, DType::F64, &mut r).requires_grad_();
+        let b = Tensor::uniform_dtype(&[c], -1.0, 1.0, DType::F64, &mut r).requires_grad_();
+        let seed = Tensor::uniform_dtype(&shape, -1.0, 1.0, DType::F64, &mut r);
+        let out = ops::batch_norm_train(&x, Some(&w), Some(&b), 1e-5).unwrap();
+        let dims: Vec<isize> = (0..shape.len() as isize).filter(|&d| d != 1).collect();
+        let per_channel: Vec<isize> = shape.iter().enumerate().map(|(d, &n)| if d == 1 { n as isize } else { 1 }).collect();
+        let mean = x.mean_dims(&dims, true).unwrap();
+        let var = x.var_dims(&dims, 0.0, true).unwrap();
+        let want = x
+            .sub(&mean)
+            .unwrap()
+            .div(&var.add_scalar(1e-5).sqrt())
+            .unwrap()
+            .mul(&w.reshape(&per_channel).unwrap())
+            .unwrap()
+            .add(&b.reshape(&per_channel).unwrap())
+            .unwrap();
+        let what = format!("{shape:?}");
+        close(&out.output, &want, 1e-12, &format!("{what}: output"));
+        close(&out.mean, &mean.reshape(&[c as isize]).unwrap(), 1e-14, &format!("{what}: mean"));
+        let got = autograd::grad(&out.output, &[&x, &w, &b], Some(&seed), Default::default()).unwrap();
+        let want = autograd::grad(&want, &[&x, &w, &b], Some(&seed), Default::default()).unwrap();
+        for ((g, h), name) in got.iter().zip(&want).zip(["dx", "dweight", "dbias"]) {
+            close(g.as_ref().unwrap(), h.as_ref().unwrap(), 1e-11, &format!("{what}: {name}"));
+        }
+    }
+}
+
 #[test]
 fn batch_norm_is_bitwise_identical_at_one_and_two_threads() {
     let mut r = rng(5);
-    let x = Tensor::uniform(&[37, 6, 13, 11], -1.0, 3.0, &mut r).requires_grad_();
-    let seed = Tensor::uniform(&[37, 6, 13, 11], -1.0, 1.0, &mut r);
-    let run = |threads| {
-        autograd::set_num_threads(threads).unwrap();
-        let bn = BatchNorm::new_2d(BatchNormConfig::new(6));
-        x.zero_grad();
-        let y = bn.forward(&x).unwrap();
-        y.backward_with(Some(&seed), Default::default()).unwrap();
-        let p = bn.parameters();
-        let sd = map(bn.state_dict());
-        [y, x.grad().unwrap(), p[0].grad().unwrap(), p[1].grad().unwrap(), sd["running_mean"].clone(), sd["running_var"].clone()]
-            .map(|t| t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
-    };
-    assert!(run(1) == run(2));
+    // Planes of 143 values; single values (BatchNorm1d) and planes of 3, under a lane group.
+    for shape in [vec![37, 6, 13, 11], vec![37, 150], vec![37, 40, 3]] {
+        let x = Tensor::uniform(&shape, -1.0, 3.0, &mut r).requires_grad_();
+        let seed = Tensor::uniform(&shape, -1.0, 1.0, &mut r);
+        let run = |threads| {
+            autograd::set_num_threads(threads).unwrap();
+            let config = BatchNormConfig::new(shape[1]);
+            let bn = if shape.len() == 4 { BatchNorm::new_2d(config) } else { BatchNorm::new_1d(config) };
+            x.zero_grad();
+            let y = bn.forward(&x).unwrap();
+            y.backward_with(Some(&seed), Default::default()).unwrap();
+            let p = bn.parameters();
+            let sd = map(bn.state_dict());
+            [y, x.grad().unwrap(), p[0].grad().unwrap(), p[1].grad().unwrap(), sd["running_mean"].clone(), sd["running_var"].clone()]
+                .map(|t| t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        };
+        assert!(run(1) == run(2), "{shape:?}");
+    }
 }
