@@ -138,8 +138,14 @@ pub(crate) fn affine<T: Element>(x: &[T], c: usize, s: usize, scale: &[T], shift
     let row = c * s;
     for_each_row_mut(&mut y, row, |i, yr| {
         let xr = &x[i * row..][..row];
-        for ((yp, xp), (&a, &b)) in yr.chunks_exact_mut(s).zip(xr.chunks_exact(s)).zip(scale.iter().zip(shift)) {
-            yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);
+        if s == 1 {
+            // A BatchNorm1d's (or a 1x1 map's) row is one value per channel: one loop over
+            // the channels, which vectorises, where planes of one value would not.
+            yr.iter_mut().zip(xr).zip(scale.iter().zip(shift)).for_each(|((y, &x), (&a, &b))| *y = x * a + b);
+        } else {
+            for ((yp, xp), (&a, &b)) in yr.chunks_exact_mut(s).zip(xr.chunks_exact(s)).zip(scale.iter().zip(shift)) {
+                yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);
+            }
         }
         if let Some(act) = act {
             act.apply_slice(yr);
@@ -158,6 +164,12 @@ pub(crate) fn grad_input<T: Element>(og: OutGrad<'_, T>, x: &[T], c: usize, s: u
     }
     with_grad!(og, |grad, z| for_each_row_mut(&mut dx, row, |i, dr| {
         let (dzr, zr, xr) = (&og.dz[i * row..][..row], &z[i * row..][..row], &x[i * row..][..row]);
+        if s == 1 {
+            // One value per channel, as in `affine`.
+            let values = dr.iter_mut().zip(dzr.iter().zip(zr).zip(xr));
+            values.zip(coef).for_each(|((o, ((&dz, &z), &x)), &[a, b, d])| *o = a * grad(dz, z) + b * x + d);
+            return;
+        }
         let planes = dr.chunks_exact_mut(s).zip(dzr.chunks_exact(s).zip(zr.chunks_exact(s)).zip(xr.chunks_exact(s)));
         for ((dp, ((dzp, zp), xp)), &[a, b, d]) in planes.zip(coef) {
             dp.iter_mut().zip(dzp.iter().zip(zp).zip(xp)).for_each(|(o, ((&dz, &z), &x))| *o = a * grad(dz, z) + b * x + d);
