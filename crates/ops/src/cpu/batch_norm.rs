@@ -47,10 +47,41 @@ fn sums8_of3<T: Element>(x: &[T], y: &[T], z: &[T], f: impl Fn(T, T, T) -> (f64,
     (sa, sb)
 }
 
+/// Channels per task when the planes are single values.
+const ROW_RUN: usize = 64;
+
+/// Per-channel sums in f64 over planes of one value (`s == 1`: a BatchNorm1d, a 1x1 map),
+/// where a channel's values are `c` apart. Each task takes a run of channels and adds
+/// sample `i`'s values of them (`add(acc, i, channels)`), the samples in order: a loop
+/// over a row's channels, which vectorises, where a sum per channel would read one value
+/// per cache line. Each channel adds the same values in the same order as the planes'
+/// sums ([`sums8`] of one value is `0 + v`, and a sum from `0` is never `-0`), so the
+/// bits are those of the general path.
+fn by_rows(n: usize, c: usize, add: impl Fn(&mut [f64], usize, std::ops::Range<usize>) + Send + Sync) -> Vec<f64> {
+    let runs = map_collect(c.div_ceil(ROW_RUN), |t| {
+        let ks = t * ROW_RUN..c.min((t + 1) * ROW_RUN);
+        let mut acc = vec![0.0f64; ks.len()];
+        for i in 0..n {
+            add(&mut acc, i, ks.clone());
+        }
+        acc
+    });
+    runs.concat()
+}
+
 /// Each channel's mean and biased variance, accumulated in f64 (two passes: the mean,
 /// then the squares about it, which is exact where a one-pass formula cancels).
 pub(crate) fn channel_stats<T: Element>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
     let m = (n * s) as f64;
+    if s == 1 {
+        let sums = by_rows(n, c, |acc, i, ks| acc.iter_mut().zip(&x[i * c..][ks]).for_each(|(a, &v)| *a += Scalar::to_f64(v)));
+        let means: Vec<f64> = sums.iter().map(|&sum| sum / m).collect();
+        let squares = by_rows(n, c, |acc, i, ks| {
+            let values = acc.iter_mut().zip(&x[i * c..][ks.clone()]).zip(&means[ks]);
+            values.for_each(|((a, &v), &mean)| *a += (Scalar::to_f64(v) - mean) * (Scalar::to_f64(v) - mean));
+        });
+        return means.into_iter().zip(squares).map(|(mean, sq)| (mean, sq / m)).collect();
+    }
     let one = |k: usize| {
         let planes = (0..n).map(|i| &x[(i * c + k) * s..][..s]);
         let sum: f64 = planes.clone().map(|p| sums8(p, p, |v, _| (v, 0.0)).0).sum();
@@ -108,6 +139,14 @@ pub(crate) fn grad_sums<T: Element>(
     eps: f64,
 ) -> Vec<(f64, f64)> {
     with_grad!(og, |grad, z| {
+        if s == 1 {
+            let g = |i: usize, k: usize| Scalar::to_f64(grad(og.dz[i * c + k], z[i * c + k]));
+            let sd = by_rows(n, c, |acc, i, ks| acc.iter_mut().zip(ks).for_each(|(a, k)| *a += g(i, k)));
+            let sdx = by_rows(n, c, |acc, i, ks| {
+                acc.iter_mut().zip(ks).for_each(|(a, k)| *a += g(i, k) * (Scalar::to_f64(x[i * c + k]) - stats[k].0))
+            });
+            return sd.into_iter().zip(sdx).zip(stats).map(|((sd, sdx), &(_, var))| (sd, sdx * (1.0 / (var + eps).sqrt()))).collect();
+        }
         let one = |k: usize| {
             let (mean, var) = stats[k];
             let invstd = 1.0 / (var + eps).sqrt();
