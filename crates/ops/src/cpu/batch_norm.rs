@@ -57,10 +57,10 @@ const ROW_RUN: usize = 64;
 /// per cache line. Each channel adds the same values in the same order as the planes'
 /// sums ([`sums8`] of one value is `0 + v`, and a sum from `0` is never `-0`), so the
 /// bits are those of the general path.
-fn by_rows(n: usize, c: usize, add: impl Fn(&mut [f64], usize, std::ops::Range<usize>) + Send + Sync) -> Vec<f64> {
+fn by_rows<A: Copy + Default + Send>(n: usize, c: usize, add: impl Fn(&mut [A], usize, std::ops::Range<usize>) + Send + Sync) -> Vec<A> {
     let runs = map_collect(c.div_ceil(ROW_RUN), |t| {
         let ks = t * ROW_RUN..c.min((t + 1) * ROW_RUN);
-        let mut acc = vec![0.0f64; ks.len()];
+        let mut acc = vec![A::default(); ks.len()];
         for i in 0..n {
             add(&mut acc, i, ks.clone());
         }
@@ -74,9 +74,9 @@ fn by_rows(n: usize, c: usize, add: impl Fn(&mut [f64], usize, std::ops::Range<u
 pub(crate) fn channel_stats<T: Element>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
     let m = (n * s) as f64;
     if s == 1 {
-        let sums = by_rows(n, c, |acc, i, ks| acc.iter_mut().zip(&x[i * c..][ks]).for_each(|(a, &v)| *a += Scalar::to_f64(v)));
+        let sums = by_rows(n, c, |acc: &mut [f64], i, ks| acc.iter_mut().zip(&x[i * c..][ks]).for_each(|(a, &v)| *a += Scalar::to_f64(v)));
         let means: Vec<f64> = sums.iter().map(|&sum| sum / m).collect();
-        let squares = by_rows(n, c, |acc, i, ks| {
+        let squares = by_rows(n, c, |acc: &mut [f64], i, ks| {
             let values = acc.iter_mut().zip(&x[i * c..][ks.clone()]).zip(&means[ks]);
             values.for_each(|((a, &v), &mean)| *a += (Scalar::to_f64(v) - mean) * (Scalar::to_f64(v) - mean));
         });
@@ -140,12 +140,16 @@ pub(crate) fn grad_sums<T: Element>(
 ) -> Vec<(f64, f64)> {
     with_grad!(og, |grad, z| {
         if s == 1 {
-            let g = |i: usize, k: usize| Scalar::to_f64(grad(og.dz[i * c + k], z[i * c + k]));
-            let sd = by_rows(n, c, |acc, i, ks| acc.iter_mut().zip(ks).for_each(|(a, k)| *a += g(i, k)));
-            let sdx = by_rows(n, c, |acc, i, ks| {
-                acc.iter_mut().zip(ks).for_each(|(a, k)| *a += g(i, k) * (Scalar::to_f64(x[i * c + k]) - stats[k].0))
+            // Both sums in one pass over the rows.
+            let sums = by_rows(n, c, |acc: &mut [(f64, f64)], i, ks| {
+                let row = og.dz[i * c..][ks.clone()].iter().zip(&z[i * c..][ks.clone()]).zip(&x[i * c..][ks.clone()]);
+                for (((sd, sdx), ((&d, &zv), &xv)), &(mean, _)) in acc.iter_mut().zip(row).zip(&stats[ks]) {
+                    let g = Scalar::to_f64(grad(d, zv));
+                    *sd += g;
+                    *sdx += g * (Scalar::to_f64(xv) - mean);
+                }
             });
-            return sd.into_iter().zip(sdx).zip(stats).map(|((sd, sdx), &(_, var))| (sd, sdx * (1.0 / (var + eps).sqrt()))).collect();
+            return sums.into_iter().zip(stats).map(|((sd, sdx), &(_, var))| (sd, sdx * (1.0 / (var + eps).sqrt()))).collect();
         }
         let one = |k: usize| {
             let (mean, var) = stats[k];
