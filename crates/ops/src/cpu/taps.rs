@@ -392,10 +392,10 @@ const MIN_BLOCK: usize = 8;
 /// ResNet-18's `b2`) goes to memory and back, a block's stays in L2. About [`ROWS`]
 /// rows per product, but at least [`MIN_TASKS`] blocks while they have [`MIN_BLOCK`]
 /// samples (a batch of 16 at 7x7 in one block ran on one core: 22% slower than the
-/// whole-batch products at 2 threads). A function of the shape only. Each output and input gradient adds the same products in the same
-/// order as the per-position path, so there the blocking changes no bit (but the sign of
-/// an exactly zero sum); the weight gradient adds one partial per block
-/// ([`grads_blocked`]).
+/// whole-batch products at 2 threads). A function of the shape only. Each output and
+/// input gradient adds the same products in the same order as the per-position path, so
+/// there the blocking changes no bit (but the sign of an exactly zero sum); the weight
+/// gradient adds one partial per block ([`grads_blocked`]).
 fn block_samples(g: &Geom) -> Option<usize> {
     // Blocks of no values could not be cut (the selector sends no empty map here anyway).
     let values = [g.c, g.o, g.h * g.w, g.l()].iter().all(|&v| v > 0);
@@ -575,20 +575,16 @@ fn grads_blocked<T: Element>(g: &Geom, plan: &Plan, s: usize, x: &[T], w: Option
         autograd::buffers::recycle(xc);
         autograd::buffers::recycle(dyt);
     };
-    let here = autograd::parallel::run_here(n * c * p);
-    match dx.as_mut() {
-        Some(dx) if here => {
-            partial.chunks_mut(part_len).zip(dx.chunks_mut(s * c * p)).enumerate().for_each(|(b, (pb, dxb))| block(b, pb, Some(dxb)))
-        }
-        Some(dx) => install(|| {
-            partial
-                .par_chunks_mut(part_len)
-                .zip(dx.par_chunks_mut(s * c * p))
-                .enumerate()
-                .for_each(|(b, (pb, dxb))| block(b, pb, Some(dxb)))
-        }),
-        None if here => partial.chunks_mut(part_len).enumerate().for_each(|(b, pb)| block(b, pb, None)),
-        None => install(|| partial.par_chunks_mut(part_len).enumerate().for_each(|(b, pb)| block(b, pb, None))),
+    // Each block's partial and, when wanted, its samples' part of `dx`.
+    let dx_blocks: Vec<Option<&mut [T]>> = match dx.as_mut() {
+        Some(dx) => dx.chunks_mut(s * c * p).map(Some).collect(),
+        None => (0..blocks).map(|_| None).collect(),
+    };
+    let jobs: Vec<_> = partial.chunks_mut(part_len).zip(dx_blocks).enumerate().collect();
+    if autograd::parallel::run_here(n * c * p) {
+        jobs.into_iter().for_each(|(b, (pb, dxb))| block(b, pb, dxb));
+    } else {
+        install(|| jobs.into_par_iter().for_each(|(b, (pb, dxb))| block(b, pb, dxb)));
     }
     if let Some(wt) = wt {
         autograd::buffers::recycle(wt);
