@@ -11,6 +11,7 @@
 //! differentiable op whose adjoint is average pooling again.
 
 use crate::args::{out_size, Pair};
+use crate::cpu::pool_planes::{self, max_pool_planes, Windows, LANES};
 use crate::cpu::pool_rows::{avg2x2_row, max2x2_row, max2x2_scatter_rows, spread2x2_row, winner4, wins};
 use autograd::parallel::{for_each_row_mut, install};
 use autograd::{record_saving, Element, Error, Result, Saves, Tensor};
@@ -174,8 +175,8 @@ type Winners = Option<Arc<Vec<u32>>>;
 pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let g = Geom::new("max_pool2d", input.shape(), args)?;
     let (inp, outp) = (g.h * g.w, g.oh * g.ow);
-    // General windows keep their winners: finding them again in the backward cost as much
-    // as the forward (ResNet's 3x3/stride-2 stem pooling: 13 ms each way at batch 256).
+    // General windows keep their winners: finding them again in the backward, plane by
+    // plane, cost 13 ms at batch 256 for ResNet's 3x3/stride-2 stem pooling.
     // 2x2 windows find them again in a vectorised pass, and planes too large for a `u32`
     // position do too.
     let keep = !g.is_2x2() && u32::try_from(inp).is_ok();
@@ -185,8 +186,24 @@ pub fn max_pool2d(input: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
             let mut y = autograd::buffers::for_overwrite::<T>(g.planes * outp);
             let mut at = vec![0u32; g.planes * outp];
             if outp > 0 {
+                let rows: Vec<_> = (0..g.oh).map(|o| Geom::span(o, g.sh, g.ph, g.kh, g.h)).collect();
+                let cols: Vec<_> = (0..g.ow).map(|o| Geom::span(o, g.sw, g.pw, g.kw, g.w)).collect();
+                let win = Windows { w: g.w, rows: &rows, cols: &cols };
+                // Whole blocks of planes side by side, a few blocks per task; the planes
+                // left over (and planes too wide for a block's band) one at a time.
+                let side_by_side = if pool_planes::fits(inp, g.kh, g.w) { g.planes / LANES * LANES } else { 0 };
+                let (y_blocks, y_rest) = y.split_at_mut(side_by_side * outp);
+                let (at_blocks, at_rest) = at.split_at_mut(side_by_side * outp);
+                const TASK: usize = 8 * LANES;
                 install(|| {
-                    y.par_chunks_mut(outp).zip(at.par_chunks_mut(outp)).enumerate().for_each(|(p, (yp, ap))| {
+                    y_blocks.par_chunks_mut(TASK * outp).zip(at_blocks.par_chunks_mut(TASK * outp)).enumerate().for_each(
+                        |(t, (yt, at))| {
+                            let p0 = t * TASK;
+                            max_pool_planes(&x[p0 * inp..(p0 + yt.len() / outp) * inp], win, yt, at);
+                        },
+                    );
+                    y_rest.par_chunks_mut(outp).zip(at_rest.par_chunks_mut(outp)).enumerate().for_each(|(p, (yp, ap))| {
+                        let p = side_by_side + p;
                         let xp = &x[p * inp..(p + 1) * inp];
                         // `keep` checked that every position in a plane fits a `u32`.
                         for_each_winner(&g, xp, |o, i| (yp[o], ap[o]) = (xp[i], i as u32));

@@ -3,7 +3,7 @@
 
 use autograd::testing::{assert_gradcheck, assert_gradgradcheck, distinct_tensor_f64};
 use autograd::{rng, DType, Tensor};
-use ops::{avg_pool2d, max_pool2d, Pool2dArgs};
+use ops::{avg_pool2d, max_pool2d, Pair, Pool2dArgs};
 use proptest::prelude::*;
 
 fn x16() -> Tensor {
@@ -172,5 +172,84 @@ fn named_edge_cases() {
         assert_gradcheck(|v| max_pool2d(&v[0], a), &[x.clone()]);
         assert_gradcheck(|v| avg_pool2d(&v[0], a), &[x.clone()]);
         assert_gradgradcheck(|v| avg_pool2d(&v[0], a), &[x]);
+    }
+}
+
+/// Max pooling one window at a time, as PyTorch defines it (padding never wins; the first
+/// maximum in row-major order wins, a NaN over any number and the first NaN over later
+/// ones): each plane's outputs and their winners' positions in the plane.
+fn max_pool_by_windows(x: &[f64], planes: usize, (h, w): (usize, usize), a: Pool2dArgs) -> (Vec<f64>, Vec<usize>) {
+    let (Pair(kh, kw), Pair(sh, sw), Pair(ph, pw)) = (a.kernel, a.stride.unwrap_or(a.kernel), a.padding);
+    let (oh, ow) = ((h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1);
+    let (mut y, mut at) = (Vec::new(), Vec::new());
+    for p in 0..planes {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best: Option<(f64, usize)> = None;
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let (iy, ix) = ((oy * sh + ky).wrapping_sub(ph), (ox * sw + kx).wrapping_sub(pw));
+                        if iy >= h || ix >= w {
+                            continue;
+                        }
+                        let v = x[p * h * w + iy * w + ix];
+                        let better = match best {
+                            None => true,
+                            Some((b, _)) => v > b || (v.is_nan() && !b.is_nan()),
+                        };
+                        if better {
+                            best = Some((v, iy * w + ix));
+                        }
+                    }
+                }
+                let (v, i) = best.expect("every window covers an input");
+                y.push(v);
+                at.push(i);
+            }
+        }
+    }
+    (y, at)
+}
+
+proptest! {
+    #![proptest_config(autograd::testing::config_from_env(64))]
+
+    /// Enough planes for the kernel that pools blocks of 16 planes side by side, and some
+    /// left over for the plane-by-plane search; values from a small set, so windows tie,
+    /// hold NaN or are all minus infinity. Outputs (bitwise) and where the gradient goes
+    /// must be those of the window-by-window definition, in both element types.
+    #[test]
+    fn max_pool_over_many_planes_matches_the_window_by_window_definition(
+        (planes, kh, kw, sh, sw, ph, pw, h, w) in (16usize..40, 1usize..5, 1usize..5, 1usize..4, 1usize..4, 0usize..3, 0usize..3, 0usize..9, 0usize..9)
+            .prop_map(|(planes, kh, kw, sh, sw, ph, pw, eh, ew)| {
+                let (ph, pw) = (ph.min(kh / 2), pw.min(kw / 2));
+                (planes, kh, kw, sh, sw, ph, pw, (kh + eh).saturating_sub(2 * ph).max(1), (kw + ew).saturating_sub(2 * pw).max(1))
+            }),
+        seed in any::<u64>(),
+    ) {
+        let a = Pool2dArgs::new((kh, kw)).stride((sh, sw)).padding((ph, pw));
+        let n = planes * h * w;
+        let pick = Tensor::uniform_dtype(&[n], 0.0, 7.0, DType::F64, &mut rng(seed)).to_vec::<f64>();
+        let values = [f64::NEG_INFINITY, -1.0, 0.0, 1.0, 2.0, f64::NAN, 2.0];
+        let x: Vec<f64> = pick.iter().map(|&u| values[u as usize]).collect();
+        let (want_y, want_at) = max_pool_by_windows(&x, planes, (h, w), a);
+        let outp = want_y.len() / planes;
+        // Seeds 1, 2, 3, ...: each input's gradient names the windows it won.
+        let mut want_dx = vec![0.0; n];
+        for (o, &i) in want_at.iter().enumerate() {
+            want_dx[o / outp * h * w + i] += (o + 1) as f64;
+        }
+        for dt in [DType::F32, DType::F64] {
+            let xt = Tensor::from_vec(x.clone(), &[planes, 1, h, w]).unwrap().to_dtype(dt).requires_grad_();
+            let y = max_pool2d(&xt, a).unwrap();
+            let got = y.to_vec::<f64>();
+            prop_assert_eq!(got.len(), want_y.len());
+            for (o, (g, e)) in got.iter().zip(&want_y).enumerate() {
+                prop_assert!(g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan()), "{dt} output {o}: {g} against {e}");
+            }
+            let seed_t = Tensor::from_vec((1..=got.len()).map(|k| k as f64).collect(), y.shape()).unwrap().to_dtype(dt);
+            y.backward_with(Some(&seed_t), Default::default()).unwrap();
+            prop_assert_eq!(xt.grad().unwrap().to_vec::<f64>(), want_dx.clone(), "{} gradient", dt);
+        }
     }
 }

@@ -9,7 +9,8 @@
 //! - `taps.rs`: one product over the batch per output position and live tap (small maps);
 //! - `transpose.rs`: block transposes, the layout copies of the direct and taps kernels;
 //! - `epilogue.rs`: a fused convolution's activation and pooling loops; `pool_rows.rs`:
-//!   the 2x2 pooling row kernels the pooling ops and the epilogue share;
+//!   the 2x2 pooling row kernels the pooling ops and the epilogue share; `pool_planes.rs`:
+//!   max pooling's general windows across blocks of planes;
 //! - `geom.rs`: a convolution's validated sizes; `scratch.rs`: per-task scratch;
 //! - `batch_norm.rs`, `adaptive_pool.rs`: the loops of those ops.
 
@@ -22,6 +23,7 @@ pub(crate) mod geom;
 pub(crate) mod interpolate;
 pub(crate) mod norm;
 mod pointwise;
+pub(crate) mod pool_planes;
 pub(crate) mod pool_rows;
 mod scratch;
 pub(crate) mod select;
