@@ -224,12 +224,13 @@ fn resnet18_has_spec_keys() {
 }
 
 /// The kernels against the same maths composed of tape ops, at shapes the fixtures and
-/// the gradchecks leave out: many channels, planes of 1, 3, 8 and 49 values (the kernels'
-/// sums run in lanes of 8, with a separate path under 8).
+/// the gradchecks leave out: many channels, planes of 1, 3, 8, 49 and 1089 values (the
+/// kernels' sums run in lanes of 8, with a separate path under 8; the gradient sums form
+/// the output gradient of planes up to 1024 values first).
 #[test]
 fn batch_norm_kernels_match_the_composed_maths_on_many_channels() {
     let mut r = rng(11);
-    for shape in [vec![40, 150], vec![24, 40, 3], vec![9, 70, 2, 4], vec![5, 3, 7, 7]] {
+    for shape in [vec![40, 150], vec![24, 40, 3], vec![9, 70, 2, 4], vec![5, 3, 7, 7], vec![2, 3, 33, 33]] {
         let c = shape[1];
         let x = Tensor::uniform_dtype(&shape, -2.0, 3.0, DType::F64, &mut r).requires_grad_();
         let w = Tensor::uniform_dtype(&[c], 0.5, 1.5, DType::F64, &mut r).requires_grad_();

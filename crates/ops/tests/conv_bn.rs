@@ -47,9 +47,16 @@ fn bits(t: &Tensor) -> Vec<u32> {
 fn fused_is_the_ops_in_turn_bitwise_under_every_kernel() {
     // (batch, in, out, side, kernel, stride, padding): LeNet's first layer (direct
     // kernels), a ResNet stage-2 block at 7x7 (taps), a strided one (unfolding), a 1x1
-    // kernel (a plain product), a 3x3 over 2x2 maps (mostly padding).
-    let shapes =
-        [(4, 1, 6, 12, 5, 1, 2), (16, 32, 32, 7, 3, 1, 1), (3, 4, 8, 9, 3, 2, 1), (4, 8, 16, 5, 1, 1, 0), (16, 32, 32, 2, 3, 1, 1)];
+    // kernel (a plain product), a 3x3 over 2x2 maps (mostly padding), maps of 34x34 (past
+    // the planes whose activation gradient the batch norm's sums form first).
+    let shapes = [
+        (4, 1, 6, 12, 5, 1, 2),
+        (16, 32, 32, 7, 3, 1, 1),
+        (3, 4, 8, 9, 3, 2, 1),
+        (4, 8, 16, 5, 1, 1, 0),
+        (16, 32, 32, 2, 3, 1, 1),
+        (2, 2, 3, 34, 3, 1, 1),
+    ];
     for (i, &(n, c, o, hw, k, s, p)) in shapes.iter().enumerate() {
         let args = Conv2dArgs { stride: Pair(s, s), padding: Pair(p, p), ..Default::default() };
         let v = operands(n, c, o, hw, k, DType::F32, i as u64);

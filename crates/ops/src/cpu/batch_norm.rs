@@ -50,19 +50,55 @@ fn sums8_of3<T: Element>(x: &[T], y: &[T], z: &[T], f: impl Fn(T, T, T) -> (f64,
 /// Channels per task when the planes are single values.
 const ROW_RUN: usize = 64;
 
-/// Per-channel sums in f64 over planes of one value (`s == 1`: a BatchNorm1d, a 1x1 map),
-/// where a channel's values are `c` apart. Each task takes a run of channels and adds
-/// sample `i`'s values of them (`add(acc, i, channels)`), the samples in order: a loop
-/// over a row's channels, which vectorises, where a sum per channel would read one value
-/// per cache line. Each channel adds the same values in the same order as the planes'
-/// sums ([`sums8`] of one value is `0 + v`, and a sum from `0` is never `-0`), so the
-/// bits are those of the general path.
-fn by_rows<A: Copy + Default + Send>(n: usize, c: usize, add: impl Fn(&mut [A], usize, std::ops::Range<usize>) + Send + Sync) -> Vec<A> {
-    let runs = map_collect(c.div_ceil(ROW_RUN), |t| {
-        let ks = t * ROW_RUN..c.min((t + 1) * ROW_RUN);
+/// The longest plane (and row run) whose `g` [`grad_sums`] forms first, on the stack.
+const G_SPAN: usize = 1024;
+
+/// Values a task reads from each sample, at least, where the planes are small: a run of
+/// whole planes of consecutive channels, contiguous in memory.
+const PLANE_RUN: usize = 256;
+
+/// Channels per task for planes of `s` values: [`ROW_RUN`] for single values, else
+/// enough planes for [`PLANE_RUN`] values (one plane when a plane is that long).
+fn run_len(s: usize) -> usize {
+    if s == 1 {
+        ROW_RUN
+    } else {
+        (PLANE_RUN / s).clamp(1, ROW_RUN)
+    }
+}
+
+/// Per-channel sums in f64, a task per run of `run` channels: it adds sample `i`'s planes
+/// of them (`add(acc, i, channels)`), the samples in order, so each task reads one
+/// contiguous run per sample. For planes of one value (a BatchNorm1d, a 1x1 map) the
+/// caller's loop runs across the row's channels, which vectorises, where a sum per channel
+/// would read one value per cache line; for small planes (ResNet's 7x7 to 2x2 maps), a
+/// task per channel read a few cache lines `c s` values apart per sample, which cost
+/// three times the arithmetic once the data had left the cache. Each channel adds the same
+/// values in the same order as a plane-by-plane sum ([`sums8`] of one value is `0 + v`,
+/// and a sum from `0` is never `-0`), so the bits do not depend on the run length.
+fn by_runs<A: Copy + Default + Send>(
+    n: usize,
+    c: usize,
+    run: usize,
+    add: impl Fn(&mut [A], usize, std::ops::Range<usize>) + Send + Sync,
+) -> Vec<A> {
+    by_runs_with(n, c, run, || (), |_, acc, i, ks| add(acc, i, ks))
+}
+
+/// [`by_runs`] with a scratch value per task, made by `scratch`.
+fn by_runs_with<A: Copy + Default + Send, S>(
+    n: usize,
+    c: usize,
+    run: usize,
+    scratch: impl Fn() -> S + Send + Sync,
+    add: impl Fn(&mut S, &mut [A], usize, std::ops::Range<usize>) + Send + Sync,
+) -> Vec<A> {
+    let runs = map_collect(c.div_ceil(run), |t| {
+        let ks = t * run..c.min((t + 1) * run);
         let mut acc = vec![A::default(); ks.len()];
+        let mut own = scratch();
         for i in 0..n {
-            add(&mut acc, i, ks.clone());
+            add(&mut own, &mut acc, i, ks.clone());
         }
         acc
     });
@@ -73,23 +109,29 @@ fn by_rows<A: Copy + Default + Send>(n: usize, c: usize, add: impl Fn(&mut [A], 
 /// then the squares about it, which is exact where a one-pass formula cancels).
 pub(crate) fn channel_stats<T: Element>(x: &[T], n: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
     let m = (n * s) as f64;
-    if s == 1 {
-        let sums = by_rows(n, c, |acc: &mut [f64], i, ks| acc.iter_mut().zip(&x[i * c..][ks]).for_each(|(a, &v)| *a += Scalar::to_f64(v)));
-        let means: Vec<f64> = sums.iter().map(|&sum| sum / m).collect();
-        let squares = by_rows(n, c, |acc: &mut [f64], i, ks| {
+    let run = run_len(s);
+    // Sample `i`'s planes of channels `ks`, one after another.
+    let planes = |i: usize, ks: &std::ops::Range<usize>| x[(i * c + ks.start) * s..(i * c + ks.end) * s].chunks_exact(s);
+    let sums = if s == 1 {
+        by_runs(n, c, run, |acc: &mut [f64], i, ks| acc.iter_mut().zip(&x[i * c..][ks]).for_each(|(a, &v)| *a += Scalar::to_f64(v)))
+    } else {
+        by_runs(n, c, run, |acc: &mut [f64], i, ks| {
+            acc.iter_mut().zip(planes(i, &ks)).for_each(|(a, p)| *a += sums8(p, p, |v, _| (v, 0.0)).0)
+        })
+    };
+    let means: Vec<f64> = sums.iter().map(|&sum| sum / m).collect();
+    let squares = if s == 1 {
+        by_runs(n, c, run, |acc: &mut [f64], i, ks| {
             let values = acc.iter_mut().zip(&x[i * c..][ks.clone()]).zip(&means[ks]);
             values.for_each(|((a, &v), &mean)| *a += (Scalar::to_f64(v) - mean) * (Scalar::to_f64(v) - mean));
-        });
-        return means.into_iter().zip(squares).map(|(mean, sq)| (mean, sq / m)).collect();
-    }
-    let one = |k: usize| {
-        let planes = (0..n).map(|i| &x[(i * c + k) * s..][..s]);
-        let sum: f64 = planes.clone().map(|p| sums8(p, p, |v, _| (v, 0.0)).0).sum();
-        let mean = sum / m;
-        let sq: f64 = planes.map(|p| sums8(p, p, |v, _| ((v - mean) * (v - mean), 0.0)).0).sum();
-        (mean, sq / m)
+        })
+    } else {
+        by_runs(n, c, run, |acc: &mut [f64], i, ks| {
+            let values = acc.iter_mut().zip(planes(i, &ks)).zip(&means[ks]);
+            values.for_each(|((a, p), &mean)| *a += sums8(p, p, |v, _| ((v - mean) * (v - mean), 0.0)).0);
+        })
     };
-    map_collect(c, one)
+    means.into_iter().zip(squares).map(|(mean, sq)| (mean, sq / m)).collect()
 }
 
 /// The gradient reaching the batch norm's output: the op's own `dz`, or, when an
@@ -138,36 +180,47 @@ pub(crate) fn grad_sums<T: Element>(
     stats: &[(f64, f64)],
     eps: f64,
 ) -> Vec<(f64, f64)> {
-    with_grad!(og, |grad, z| {
+    let run = run_len(s);
+    let sums = with_grad!(og, |grad, z| {
+        // `g` for a row's run of channels, or for a plane, first: a loop of selects that
+        // vectorises. Formed inside the sums, the activation's gradient (a compare and a
+        // select for ReLU) kept the whole loop scalar.
+        let scratch = || [T::zero(); G_SPAN];
         if s == 1 {
             // Both sums in one pass over the rows.
-            let sums = by_rows(n, c, |acc: &mut [(f64, f64)], i, ks| {
-                let row = og.dz[i * c..][ks.clone()].iter().zip(&z[i * c..][ks.clone()]).zip(&x[i * c..][ks.clone()]);
-                for (((sd, sdx), ((&d, &zv), &xv)), &(mean, _)) in acc.iter_mut().zip(row).zip(&stats[ks]) {
-                    let g = Scalar::to_f64(grad(d, zv));
+            by_runs_with(n, c, run, scratch, |gs, acc: &mut [(f64, f64)], i, ks| {
+                let g = &mut gs[..ks.len()];
+                g.iter_mut()
+                    .zip(og.dz[i * c..][ks.clone()].iter().zip(&z[i * c..][ks.clone()]))
+                    .for_each(|(g, (&d, &zv))| *g = grad(d, zv));
+                for (((sd, sdx), (&g, &xv)), &(mean, _)) in acc.iter_mut().zip(g.iter().zip(&x[i * c..][ks.clone()])).zip(&stats[ks]) {
+                    let g = Scalar::to_f64(g);
                     *sd += g;
                     *sdx += g * (Scalar::to_f64(xv) - mean);
                 }
-            });
-            return sums.into_iter().zip(stats).map(|((sd, sdx), &(_, var))| (sd, sdx * (1.0 / (var + eps).sqrt()))).collect();
+            })
+        } else {
+            by_runs_with(n, c, run, scratch, |gs, acc: &mut [(f64, f64)], i, ks| {
+                let at = (i * c + ks.start) * s..(i * c + ks.end) * s;
+                let planes = og.dz[at.clone()].chunks_exact(s).zip(z[at.clone()].chunks_exact(s)).zip(x[at].chunks_exact(s));
+                for (((sd, sdx), ((dp, zp), xp)), &(mean, _)) in acc.iter_mut().zip(planes).zip(&stats[ks]) {
+                    let (a, b) = if s <= G_SPAN {
+                        let g = &mut gs[..s];
+                        g.iter_mut().zip(dp.iter().zip(zp)).for_each(|(g, (&d, &zv))| *g = grad(d, zv));
+                        sums8(g, xp, |g, xv| (g, g * (xv - mean)))
+                    } else {
+                        sums8_of3(dp, zp, xp, |d, zv, xv| {
+                            let g = Scalar::to_f64(grad(d, zv));
+                            (g, g * (Scalar::to_f64(xv) - mean))
+                        })
+                    };
+                    *sd += a;
+                    *sdx += b;
+                }
+            })
         }
-        let one = |k: usize| {
-            let (mean, var) = stats[k];
-            let invstd = 1.0 / (var + eps).sqrt();
-            let (mut sd, mut sdx) = (0.0f64, 0.0f64);
-            for i in 0..n {
-                let at = (i * c + k) * s;
-                let (a, b) = sums8_of3(&og.dz[at..][..s], &z[at..][..s], &x[at..][..s], |d, zv, xv| {
-                    let g = Scalar::to_f64(grad(d, zv));
-                    (g, g * (Scalar::to_f64(xv) - mean))
-                });
-                sd += a;
-                sdx += b;
-            }
-            (sd, sdx * invstd)
-        };
-        map_collect(c, one)
-    })
+    });
+    sums.into_iter().zip(stats).map(|((sd, sdx), &(_, var))| (sd, sdx * (1.0 / (var + eps).sqrt()))).collect()
 }
 
 /// `y = act(x * scale[c] + shift[c])` a sample at a time (the activation, if any, applied
