@@ -283,3 +283,21 @@ fn batch_norm_is_bitwise_identical_at_one_and_two_threads() {
         assert!(run(1) == run(2), "{shape:?}");
     }
 }
+
+#[test]
+fn global_average_pooling_is_each_planes_sum_over_its_size() {
+    // Enough planes for several parallel tasks, and a plane of one value (ResNet's head:
+    // [256, 512, 1, 1]), including -0 (a sum from 0 gives +0, as PyTorch's).
+    for (shape, n) in [([3usize, 1500, 2, 3], 6usize), ([2, 5000, 1, 1], 1)] {
+        let mut v = Tensor::uniform(&shape, -1.0, 1.0, &mut rng(4)).to_vec::<f32>();
+        v[0] = -0.0;
+        let x = Tensor::from_vec(v.clone(), &shape).unwrap().requires_grad_();
+        let y = ops::adaptive_avg_pool2d(&x, (1, 1)).unwrap();
+        let want: Vec<f32> = v.chunks(n).map(|p| p.iter().fold(0.0f32, |s, &a| s + a) / n as f32).collect();
+        assert_eq!(y.to_vec::<f32>().iter().map(|a| a.to_bits()).collect::<Vec<_>>(), want.iter().map(|a| a.to_bits()).collect::<Vec<_>>());
+        let seed: Vec<f32> = (0..want.len()).map(|i| i as f32 - 7.0).collect();
+        y.backward_with(Some(&Tensor::from_vec(seed.clone(), y.shape()).unwrap()), Default::default()).unwrap();
+        let want_dx: Vec<f32> = seed.iter().flat_map(|&d| std::iter::repeat_n(0.0 + d / n as f32, n)).collect();
+        assert_eq!(x.grad().unwrap().to_vec::<f32>(), want_dx);
+    }
+}

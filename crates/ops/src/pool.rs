@@ -240,13 +240,16 @@ fn max_pool2d_scatter(x: &Tensor, dy: &Tensor, g: Geom, winners: Winners) -> Res
         let (xd, d) = (x.contiguous_data::<T>()?, dy.contiguous_data::<T>()?);
         let (inp, outp) = (g.h * g.w, g.oh * g.ow);
         // 2x2 windows tile the plane (rows and columns past them excepted), so every cell is
-        // written once and the buffer needs no zeroing.
+        // written once and the plane needs no zeroing; others zero each plane just before
+        // adding into it, while it is in cache (not the whole buffer in a pass of its own).
         let tiled = g.is_2x2() && g.h == 2 * g.oh && g.w == 2 * g.ow;
-        let mut dx =
-            if tiled { autograd::buffers::for_overwrite::<T>(g.planes * inp) } else { autograd::buffers::zeroed::<T>(g.planes * inp) };
+        let mut dx = autograd::buffers::for_overwrite::<T>(g.planes * inp);
         if inp > 0 {
             for_each_row_mut(&mut dx, inp, |p, dxp| {
                 let (dp, xp) = (&d[p * outp..(p + 1) * outp], &xd[p * inp..(p + 1) * inp]);
+                if !tiled {
+                    dxp.fill(T::zero());
+                }
                 match &winners {
                     // In output order, as the search below adds them: the same sums.
                     Some(at) => at[p * outp..(p + 1) * outp].iter().zip(dp).for_each(|(&i, &v)| dxp[i as usize] += v),
