@@ -12,7 +12,7 @@ fn bin(i: usize, n: usize, len: usize) -> (usize, usize) {
 
 /// Planes per parallel task: enough for a few thousand values, so that small planes (a
 /// global pooling of ResNet's `[256, 512, 1, 1]`: 131,072 planes of one value) are not
-/// a task each (1.4 ms of scheduling for a copy).
+/// a task each.
 fn planes_per_task(in_len: usize, out_len: usize) -> usize {
     (4096 / in_len.max(out_len).max(1)).max(1)
 }

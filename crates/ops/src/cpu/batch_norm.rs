@@ -72,8 +72,9 @@ fn run_len(s: usize) -> usize {
 /// contiguous run per sample. For planes of one value (a BatchNorm1d, a 1x1 map) the
 /// caller's loop runs across the row's channels, which vectorises, where a sum per channel
 /// would read one value per cache line; for small planes (ResNet's 7x7 to 2x2 maps), a
-/// task per channel read a few cache lines `c s` values apart per sample, which cost
-/// three times the arithmetic once the data had left the cache. Each channel adds the same
+/// task reads its run's planes in one stretch per sample where a task per channel read a
+/// few cache lines `c s` values apart (alone, no faster in a timer with the data in
+/// cache). Each channel adds the same
 /// values in the same order as a plane-by-plane sum ([`sums8`] of one value is `0 + v`,
 /// and a sum from `0` is never `-0`), so the bits do not depend on the run length.
 fn by_runs<A: Copy + Default + Send>(
