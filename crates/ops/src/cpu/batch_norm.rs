@@ -74,9 +74,9 @@ fn run_len(s: usize) -> usize {
 /// would read one value per cache line; for small planes (ResNet's 7x7 to 2x2 maps), a
 /// task reads its run's planes in one stretch per sample where a task per channel read a
 /// few cache lines `c s` values apart (alone, no faster in a timer with the data in
-/// cache). Each channel adds the same
-/// values in the same order as a plane-by-plane sum ([`sums8`] of one value is `0 + v`,
-/// and a sum from `0` is never `-0`), so the bits do not depend on the run length.
+/// cache). Each channel adds the same values in the same order as a plane-by-plane sum
+/// ([`sums8`] of one value is `0 + v`, and a sum from `0` is never `-0`), so the bits do
+/// not depend on the run length.
 fn by_runs<A: Copy + Default + Send>(
     n: usize,
     c: usize,
