@@ -50,7 +50,8 @@ fn sums8_of3<T: Element>(x: &[T], y: &[T], z: &[T], f: impl Fn(T, T, T) -> (f64,
 /// Channels per task when the planes are single values.
 const ROW_RUN: usize = 64;
 
-/// The longest plane (and row run) whose `g` [`grad_sums`] forms first, on the stack.
+/// The longest plane (and row run) whose ReLU gradient [`grad_sums`] forms first, on the
+/// stack.
 const G_SPAN: usize = 1024;
 
 /// Values a task reads from each sample, at least, where the planes are small: a run of
@@ -182,22 +183,32 @@ pub(crate) fn grad_sums<T: Element>(
     eps: f64,
 ) -> Vec<(f64, f64)> {
     let run = run_len(s);
+    // ReLU's gradient (a compare and a select) is formed for a row's run of channels, or
+    // for a plane, first, in a loop that vectorises: formed inside the f64 sums, it kept
+    // the whole loop scalar. The other activations' gradients are arithmetic, which
+    // vectorises in place, and a stack copy of them cost BN-LeNet 5% at one thread.
+    let form_first = matches!(og.act, Some((Activation::Relu, _)));
     let sums = with_grad!(og, |grad, z| {
-        // `g` for a row's run of channels, or for a plane, first: a loop of selects that
-        // vectorises. Formed inside the sums, the activation's gradient (a compare and a
-        // select for ReLU) kept the whole loop scalar.
         let scratch = || [T::zero(); G_SPAN];
         if s == 1 {
             // Both sums in one pass over the rows.
             by_runs_with(n, c, run, scratch, |gs, acc: &mut [(f64, f64)], i, ks| {
-                let g = &mut gs[..ks.len()];
-                g.iter_mut()
-                    .zip(og.dz[i * c..][ks.clone()].iter().zip(&z[i * c..][ks.clone()]))
-                    .for_each(|(g, (&d, &zv))| *g = grad(d, zv));
-                for (((sd, sdx), (&g, &xv)), &(mean, _)) in acc.iter_mut().zip(g.iter().zip(&x[i * c..][ks.clone()])).zip(&stats[ks]) {
-                    let g = Scalar::to_f64(g);
-                    *sd += g;
-                    *sdx += g * (Scalar::to_f64(xv) - mean);
+                let (dr, zr, xr) = (&og.dz[i * c..][ks.clone()], &z[i * c..][ks.clone()], &x[i * c..][ks.clone()]);
+                let stats = &stats[ks.clone()];
+                if form_first {
+                    let g = &mut gs[..ks.len()];
+                    g.iter_mut().zip(dr.iter().zip(zr)).for_each(|(g, (&d, &zv))| *g = grad(d, zv));
+                    for (((sd, sdx), (&g, &xv)), &(mean, _)) in acc.iter_mut().zip(g.iter().zip(xr)).zip(stats) {
+                        let g = Scalar::to_f64(g);
+                        *sd += g;
+                        *sdx += g * (Scalar::to_f64(xv) - mean);
+                    }
+                } else {
+                    for (((sd, sdx), ((&d, &zv), &xv)), &(mean, _)) in acc.iter_mut().zip(dr.iter().zip(zr).zip(xr)).zip(stats) {
+                        let g = Scalar::to_f64(grad(d, zv));
+                        *sd += g;
+                        *sdx += g * (Scalar::to_f64(xv) - mean);
+                    }
                 }
             })
         } else {
@@ -205,7 +216,7 @@ pub(crate) fn grad_sums<T: Element>(
                 let at = (i * c + ks.start) * s..(i * c + ks.end) * s;
                 let planes = og.dz[at.clone()].chunks_exact(s).zip(z[at.clone()].chunks_exact(s)).zip(x[at].chunks_exact(s));
                 for (((sd, sdx), ((dp, zp), xp)), &(mean, _)) in acc.iter_mut().zip(planes).zip(&stats[ks]) {
-                    let (a, b) = if s <= G_SPAN {
+                    let (a, b) = if form_first && s <= G_SPAN {
                         let g = &mut gs[..s];
                         g.iter_mut().zip(dp.iter().zip(zp)).for_each(|(g, (&d, &zv))| *g = grad(d, zv));
                         sums8(g, xp, |g, xv| (g, g * (xv - mean)))
