@@ -301,3 +301,28 @@ fn global_average_pooling_is_each_planes_sum_over_its_size() {
         assert_eq!(x.grad().unwrap().to_vec::<f32>(), want_dx);
     }
 }
+
+#[test]
+fn adaptive_pooling_of_many_planes_matches_the_bins() {
+    // Enough planes for several parallel tasks of several planes each; overlapping bins.
+    let (planes, h, w, oh, ow) = (3000, 3, 5, 2, 3);
+    let v = Tensor::uniform(&[planes, 1, h, w], -1.0, 1.0, &mut rng(6)).to_vec::<f32>();
+    let x = Tensor::from_vec(v.clone(), &[planes, 1, h, w]).unwrap();
+    let bin = |i: usize, n: usize, len: usize| (i * len / n, ((i + 1) * len).div_ceil(n));
+    let (mut means, mut winners) = (Vec::new(), Vec::new());
+    for p in v.chunks(h * w) {
+        for i in 0..oh {
+            for j in 0..ow {
+                let ((y0, y1), (x0, x1)) = (bin(i, oh, h), bin(j, ow, w));
+                let cells: Vec<usize> = (y0..y1).flat_map(|r| (x0..x1).map(move |c| r * w + c)).collect();
+                means.push(cells.iter().fold(0.0f32, |s, &k| s + p[k]) / cells.len() as f32);
+                winners.push(cells.iter().copied().fold(cells[0], |b, k| if p[k] > p[b] { k } else { b }) as i64);
+            }
+        }
+    }
+    let y = ops::adaptive_avg_pool2d(&x, (oh, ow)).unwrap().to_vec::<f32>();
+    assert!(y.iter().zip(&means).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let (m, at) = ops::adaptive_max_pool2d_with_indices(&x, (oh, ow)).unwrap();
+    assert_eq!(at.to_vec::<i64>(), winners);
+    assert_eq!(m.to_vec::<f32>(), winners.iter().enumerate().map(|(o, &k)| v[o / (oh * ow) * h * w + k as usize]).collect::<Vec<_>>());
+}
