@@ -195,20 +195,18 @@ pub(crate) fn grad_sums<T: Element>(
             by_runs_with(n, c, run, scratch, |gs, acc: &mut [(f64, f64)], i, ks| {
                 let (dr, zr, xr) = (&og.dz[i * c..][ks.clone()], &z[i * c..][ks.clone()], &x[i * c..][ks.clone()]);
                 let stats = &stats[ks.clone()];
+                let add = |(sd, sdx): &mut (f64, f64), g: T, xv: T, mean: f64| {
+                    let g = Scalar::to_f64(g);
+                    *sd += g;
+                    *sdx += g * (Scalar::to_f64(xv) - mean);
+                };
                 if form_first {
                     let g = &mut gs[..ks.len()];
                     g.iter_mut().zip(dr.iter().zip(zr)).for_each(|(g, (&d, &zv))| *g = grad(d, zv));
-                    for (((sd, sdx), (&g, &xv)), &(mean, _)) in acc.iter_mut().zip(g.iter().zip(xr)).zip(stats) {
-                        let g = Scalar::to_f64(g);
-                        *sd += g;
-                        *sdx += g * (Scalar::to_f64(xv) - mean);
-                    }
+                    acc.iter_mut().zip(g.iter().zip(xr)).zip(stats).for_each(|((a, (&g, &xv)), &(mean, _))| add(a, g, xv, mean));
                 } else {
-                    for (((sd, sdx), ((&d, &zv), &xv)), &(mean, _)) in acc.iter_mut().zip(dr.iter().zip(zr).zip(xr)).zip(stats) {
-                        let g = Scalar::to_f64(grad(d, zv));
-                        *sd += g;
-                        *sdx += g * (Scalar::to_f64(xv) - mean);
-                    }
+                    let values = acc.iter_mut().zip(dr.iter().zip(zr).zip(xr)).zip(stats);
+                    values.for_each(|((a, ((&d, &zv), &xv)), &(mean, _))| add(a, grad(d, zv), xv, mean));
                 }
             })
         } else {
